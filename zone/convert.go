@@ -1,0 +1,182 @@
+package zone
+
+import (
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// ServiceNameLabel is the label that ties an EndpointSlice to its Service.
+const ServiceNameLabel = discoveryv1.LabelServiceName
+
+// ServiceFromAPI converts a core/v1 Service. Unparseable IPs are dropped, as the
+// API server would never have accepted them.
+func ServiceFromAPI(in *corev1.Service) *Service {
+	s := &Service{
+		Key:                      Key{Namespace: in.Namespace, Name: in.Name},
+		Type:                     ServiceType(in.Spec.Type),
+		ExternalName:             in.Spec.ExternalName,
+		PublishNotReadyAddresses: in.Spec.PublishNotReadyAddresses,
+		ExternalTrafficLocal:     in.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		Updated:                  lastUpdate(&in.ObjectMeta),
+	}
+	if s.Type == "" {
+		s.Type = TypeClusterIP
+	}
+	if len(in.Spec.Selector) > 0 {
+		s.Selector = in.Spec.Selector
+	}
+	ips := in.Spec.ClusterIPs
+	if len(ips) == 0 && in.Spec.ClusterIP != "" {
+		ips = []string{in.Spec.ClusterIP}
+	}
+	for _, ip := range ips {
+		if ip == corev1.ClusterIPNone {
+			s.Headless = true
+			continue
+		}
+		if a, err := netip.ParseAddr(ip); err == nil {
+			s.ClusterIPs = append(s.ClusterIPs, a)
+		}
+	}
+	if s.Type == TypeExternalName {
+		s.ClusterIPs, s.Headless = nil, false
+	}
+	s.ExternalIPs = parseAddrs(in.Spec.ExternalIPs)
+	for _, p := range in.Spec.Ports {
+		sp := ServicePort{Name: p.Name, Protocol: protocolOf(p.Protocol), Port: p.Port, NodePort: p.NodePort}
+		switch {
+		case p.TargetPort.Type == intstr.String && p.TargetPort.StrVal != "":
+			sp.TargetPortName = p.TargetPort.StrVal
+		case p.TargetPort.IntVal != 0:
+			sp.TargetPort = p.TargetPort.IntVal
+		default:
+			sp.TargetPort = p.Port
+		}
+		s.Ports = append(s.Ports, sp)
+	}
+	if in.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		s.AffinityTimeout = corev1.DefaultClientIPServiceAffinitySeconds
+		if c := in.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			s.AffinityTimeout = *c.ClientIP.TimeoutSeconds
+		}
+	}
+	return s
+}
+
+// SliceFromAPI converts a discovery/v1 EndpointSlice.
+func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
+	s := &EndpointSlice{
+		Key:         Key{Namespace: in.Namespace, Name: in.Name},
+		Service:     in.Labels[ServiceNameLabel],
+		AddressType: AddressType(in.AddressType),
+		Updated:     lastUpdate(&in.ObjectMeta),
+	}
+	for _, p := range in.Ports {
+		ep := EndpointPort{Protocol: ProtocolTCP}
+		if p.Name != nil {
+			ep.Name = *p.Name
+		}
+		if p.Protocol != nil {
+			ep.Protocol = protocolOf(*p.Protocol)
+		}
+		if p.Port != nil {
+			ep.Port = *p.Port
+		}
+		s.Ports = append(s.Ports, ep)
+	}
+	for _, e := range in.Endpoints {
+		out := Endpoint{
+			Addresses: parseAddrs(e.Addresses),
+			// A nil ready condition means ready, per the EndpointSlice API.
+			Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
+			Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
+		}
+		out.Serving = out.Ready
+		if e.Conditions.Serving != nil {
+			out.Serving = *e.Conditions.Serving
+		}
+		if e.Hostname != nil {
+			out.Hostname = *e.Hostname
+		}
+		if e.NodeName != nil {
+			out.NodeName = *e.NodeName
+		}
+		if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
+			out.PodName = e.TargetRef.Name
+		}
+		s.Endpoints = append(s.Endpoints, out)
+	}
+	return s
+}
+
+// PodFromAPI converts a core/v1 Pod.
+func PodFromAPI(in *corev1.Pod) *Pod {
+	p := &Pod{
+		Key:         Key{Namespace: in.Namespace, Name: in.Name},
+		Labels:      in.Labels,
+		Hostname:    in.Spec.Hostname,
+		Subdomain:   in.Spec.Subdomain,
+		NodeName:    in.Spec.NodeName,
+		Terminating: in.DeletionTimestamp != nil,
+	}
+	for _, ip := range in.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			p.IPs = append(p.IPs, a)
+		}
+	}
+	if len(p.IPs) == 0 && in.Status.PodIP != "" {
+		p.IPs = parseAddrs([]string{in.Status.PodIP})
+	}
+	for _, c := range in.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			p.Ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	for _, c := range in.Spec.Containers {
+		for _, cp := range c.Ports {
+			p.Ports = append(p.Ports, ContainerPort{Name: cp.Name, Protocol: protocolOf(cp.Protocol), Port: cp.ContainerPort})
+		}
+	}
+	return p
+}
+
+// NamespaceFromAPI converts a core/v1 Namespace.
+func NamespaceFromAPI(in *corev1.Namespace) *Namespace {
+	return &Namespace{Name: in.Name, Labels: in.Labels}
+}
+
+func protocolOf(p corev1.Protocol) Protocol {
+	if p == "" {
+		return ProtocolTCP
+	}
+	return Protocol(p)
+}
+
+func parseAddrs(in []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range in {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// lastUpdate is the newest time recorded on the object: the latest managed
+// field write, else its creation.
+func lastUpdate(m *metav1.ObjectMeta) time.Time {
+	t := m.CreationTimestamp.Time
+	for _, f := range m.ManagedFields {
+		if f.Time != nil && f.Time.After(t) {
+			t = f.Time.Time
+		}
+	}
+	return t
+}
+
+func parseAddr(s string) (netip.Addr, error) { return netip.ParseAddr(s) }

@@ -1,0 +1,363 @@
+package zone
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+)
+
+// ManifestSource serves the objects found in a file or a folder of Kubernetes
+// manifests (YAML or JSON; multi-document files and kind: List too). The path
+// is watched: every change is re-read and published. A file that fails to parse
+// is reported with its name and line, and the objects it last held keep being
+// served, so a bad edit loses nothing.
+type ManifestSource struct {
+	Path string
+	// Debounce groups bursts of file events (an editor writing a file makes
+	// several); zero means 100ms.
+	Debounce time.Duration
+	Logger   *slog.Logger
+}
+
+// manifestObjects is what one file contributed.
+type manifestObjects struct {
+	services   []*Service
+	slices     []*EndpointSlice
+	pods       []*Pod
+	namespaces []*Namespace
+}
+
+// Run loads the manifests, publishes them, then watches for changes until ctx
+// ends. It fails only when the path cannot be read or watched at all; an error
+// inside a file is logged and that file's last good objects stay.
+func (m *ManifestSource) Run(ctx context.Context, publish func(*Cluster)) error {
+	log := m.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	debounce := m.Debounce
+	if debounce <= 0 {
+		debounce = 100 * time.Millisecond
+	}
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("manifests: watch %s: %w", m.Path, err)
+	}
+	defer watcher.Close()
+
+	good := make(map[string]manifestObjects) // last good objects per file
+	var generation uint64
+	load := func() error {
+		files, dirs, err := listManifests(m.Path)
+		if err != nil {
+			return err
+		}
+		for _, d := range dirs {
+			// Adding a directory twice is harmless.
+			if err := watcher.Add(d); err != nil {
+				return fmt.Errorf("manifests: watch %s: %w", d, err)
+			}
+		}
+		present := make(map[string]bool, len(files))
+		for _, f := range files {
+			present[f] = true
+			objs, err := parseManifestFile(f, log)
+			if err != nil {
+				if _, had := good[f]; had {
+					log.Error("manifest rejected; serving its previous contents", "err", err)
+				} else {
+					log.Error("manifest rejected", "err", err)
+				}
+				continue
+			}
+			good[f] = objs
+		}
+		for f := range good {
+			if !present[f] {
+				delete(good, f)
+			}
+		}
+		generation++
+		c := buildFromManifests(good, log)
+		c.Generation = generation
+		publish(c)
+		return nil
+	}
+	if err := load(); err != nil {
+		return err
+	}
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-watcher.Events:
+			if !ok {
+				return nil
+			}
+			log.Debug("manifest change", "file", ev.Name, "op", ev.Op.String())
+			timer.Reset(debounce)
+		case err, ok := <-watcher.Errors:
+			if !ok {
+				return nil
+			}
+			log.Error("manifests: watch error", "err", err)
+			timer.Reset(debounce)
+		case <-timer.C:
+			if err := load(); err != nil {
+				log.Error("manifests: reload failed; serving the previous state", "err", err)
+			}
+		}
+	}
+}
+
+// listManifests returns the manifest files under path (or path itself) and the
+// directories to watch. Hidden files and folders are skipped, but a folder
+// holding a ConfigMap-style "..data" link is still watched so swaps are seen.
+func listManifests(path string) (files, dirs []string, err error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifests: %w", err)
+	}
+	if !info.IsDir() {
+		return []string{path}, []string{filepath.Dir(path)}, nil
+	}
+	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if p != path && strings.HasPrefix(name, ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			dirs = append(dirs, p)
+			return nil
+		}
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".yaml", ".yml", ".json":
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifests: %w", err)
+	}
+	sort.Strings(files)
+	return files, dirs, nil
+}
+
+// document is one YAML document of a file and the line it starts on.
+type document struct {
+	body []byte
+	line int
+}
+
+// splitDocuments cuts a multi-document YAML stream at "---" lines, keeping
+// each document's first line number for error messages.
+func splitDocuments(data []byte) []document {
+	var docs []document
+	start, line := 1, 1
+	var cur bytes.Buffer
+	for _, l := range bytes.SplitAfter(data, []byte("\n")) {
+		trimmed := bytes.TrimRight(l, " \t\r\n")
+		if bytes.Equal(trimmed, []byte("---")) || bytes.HasPrefix(trimmed, []byte("--- ")) {
+			docs = append(docs, document{body: bytes.Clone(cur.Bytes()), line: start})
+			cur.Reset()
+			start = line + 1
+		} else {
+			cur.Write(l)
+		}
+		line++
+	}
+	docs = append(docs, document{body: cur.Bytes(), line: start})
+	return docs
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// positionError reports a file, the absolute line, and what went wrong there.
+func positionError(file string, doc document, err error) error {
+	line := doc.line
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatchIndex(msg); m != nil {
+		n, _ := strconv.Atoi(msg[m[2]:m[3]])
+		line = doc.line + n - 1
+		msg = strings.TrimSpace(msg[:m[0]] + strings.TrimPrefix(msg[m[1]:], ":"))
+	}
+	return fmt.Errorf("%s:%d: %s", file, line, msg)
+}
+
+func parseManifestFile(file string, log *slog.Logger) (manifestObjects, error) {
+	var out manifestObjects
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return out, fmt.Errorf("manifests: %w", err)
+	}
+	for _, doc := range splitDocuments(data) {
+		if len(bytes.TrimSpace(stripComments(doc.body))) == 0 {
+			continue
+		}
+		js, err := yaml.YAMLToJSON(doc.body)
+		if err != nil {
+			return out, positionError(file, doc, err)
+		}
+		if err := decodeInto(&out, js, log, file, doc); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func stripComments(b []byte) []byte {
+	var out []byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
+			out = append(out, l...)
+		}
+	}
+	return out
+}
+
+// decodeInto decodes one JSON object (or a List of them) and keeps the kinds
+// the model holds.
+func decodeInto(out *manifestObjects, js []byte, log *slog.Logger, file string, doc document) error {
+	var meta metav1.TypeMeta
+	if err := yaml.Unmarshal(js, &meta); err != nil {
+		return positionError(file, doc, err)
+	}
+	if meta.Kind == "" || meta.APIVersion == "" {
+		return positionError(file, doc, errors.New("object has no kind or apiVersion"))
+	}
+	if meta.Kind == "List" || strings.HasSuffix(meta.Kind, "List") && meta.APIVersion == "v1" {
+		var list corev1.List
+		if err := yaml.Unmarshal(js, &list); err != nil {
+			return positionError(file, doc, err)
+		}
+		for i, item := range list.Items {
+			if err := decodeInto(out, item.Raw, log, file, doc); err != nil {
+				return fmt.Errorf("item %d: %w", i, err)
+			}
+		}
+		return nil
+	}
+	switch meta.GroupVersionKind().GroupKind().String() {
+	case "Service", "Pod", "Namespace", "EndpointSlice.discovery.k8s.io":
+	default:
+		log.Debug("manifest object skipped", "file", file, "line", doc.line, "kind", meta.Kind)
+		return nil
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil)
+	if err != nil {
+		return positionError(file, doc, err)
+	}
+	return keep(out, obj, file, doc)
+}
+
+func keep(out *manifestObjects, obj runtime.Object, file string, doc document) error {
+	switch o := obj.(type) {
+	case *corev1.Service:
+		defaultNamespace(&o.ObjectMeta)
+		if err := checkService(o); err != nil {
+			return positionError(file, doc, err)
+		}
+		out.services = append(out.services, ServiceFromAPI(o))
+	case *discoveryv1.EndpointSlice:
+		defaultNamespace(&o.ObjectMeta)
+		if o.Labels[ServiceNameLabel] == "" {
+			return positionError(file, doc, fmt.Errorf("EndpointSlice %s/%s has no %s label", o.Namespace, o.Name, ServiceNameLabel))
+		}
+		out.slices = append(out.slices, SliceFromAPI(o))
+	case *corev1.Pod:
+		defaultNamespace(&o.ObjectMeta)
+		out.pods = append(out.pods, PodFromAPI(o))
+	case *corev1.Namespace:
+		out.namespaces = append(out.namespaces, NamespaceFromAPI(o))
+	}
+	return nil
+}
+
+func defaultNamespace(m *metav1.ObjectMeta) {
+	if m.Namespace == "" {
+		m.Namespace = metav1.NamespaceDefault
+	}
+}
+
+// checkService rejects what the API server would reject and the model would
+// otherwise drop quietly.
+func checkService(s *corev1.Service) error {
+	if s.Name == "" {
+		return errors.New("Service has no name")
+	}
+	ips := append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...)
+	for _, ip := range ips {
+		if ip == "" || ip == corev1.ClusterIPNone {
+			continue
+		}
+		if _, err := parseAddr(ip); err != nil {
+			return fmt.Errorf("Service %s/%s: clusterIP %q is not an IP address", s.Namespace, s.Name, ip)
+		}
+	}
+	if s.Spec.Type == corev1.ServiceTypeExternalName && s.Spec.ExternalName == "" {
+		return fmt.Errorf("Service %s/%s: type ExternalName needs spec.externalName", s.Namespace, s.Name)
+	}
+	return nil
+}
+
+// buildFromManifests merges the files' objects into one snapshot, deriving
+// slices for selector Services that have none of their own.
+func buildFromManifests(files map[string]manifestObjects, log *slog.Logger) *Cluster {
+	names := make([]string, 0, len(files))
+	for f := range files {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	b := NewBuilder()
+	owned := make(map[Key]bool)
+	for _, f := range names {
+		objs := files[f]
+		for _, n := range objs.namespaces {
+			b.SetNamespace(n)
+		}
+		for _, s := range objs.services {
+			if _, dup := b.services[s.Key]; dup {
+				log.Warn("Service defined twice; the later file wins", "service", s.Key.String(), "file", f)
+			}
+			b.SetService(s)
+		}
+		for _, s := range objs.slices {
+			b.SetSlice(s)
+			owned[Key{Namespace: s.Namespace, Name: s.Service}] = true
+		}
+		for _, p := range objs.pods {
+			b.SetPod(p)
+		}
+	}
+	for _, s := range DeriveSlices(b.services, owned, b.pods) {
+		b.SetSlice(s)
+	}
+	return b.Snapshot()
+}
