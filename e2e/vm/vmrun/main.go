@@ -1,0 +1,64 @@
+// Command vmrun boots the e2e VM once with a script and static binaries, for
+// trying out a test by hand:
+//
+//	go run ./e2e/vm/vmrun -timeout 60s -bin /tmp/clusterdns script.sh
+//
+// It prints what the script printed and exits with the script's status. With
+// -console it prints the whole serial console instead.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/clusterdns/clusterdns/e2e/vm"
+)
+
+func main() {
+	var bins multiFlag
+	flag.Var(&bins, "bin", "static binary to put into /usr/local/bin (repeatable)")
+	timeout := flag.Duration("timeout", vm.DefaultTimeout, "bound on the whole run")
+	memory := flag.Int("memory", 0, "VM memory in MiB (0: default)")
+	cpus := flag.Int("cpus", 0, "virtual CPUs (0: default)")
+	console := flag.Bool("console", false, "print the whole serial console")
+	flag.Parse()
+	if flag.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: vmrun [flags] script.sh")
+		os.Exit(2)
+	}
+	script, err := os.ReadFile(flag.Arg(0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmrun:", err)
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	out, err := vm.Run(ctx, vm.Spec{
+		Binaries:  bins,
+		Script:    string(script),
+		Timeout:   *timeout,
+		MemoryMiB: *memory,
+		CPUs:      *cpus,
+	})
+	if *console {
+		fmt.Print(out.Console)
+	} else {
+		fmt.Print(out.Result)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmrun:", err)
+		os.Exit(125)
+	}
+	fmt.Fprintf(os.Stderr, "vmrun: exit %d after %v\n", out.ExitCode, out.Elapsed.Round(1e7))
+	os.Exit(out.ExitCode)
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
