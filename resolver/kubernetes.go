@@ -1,0 +1,174 @@
+package resolver
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// maxChase bounds how many CNAMEs inside the cluster zone one answer follows.
+const maxChase = 8
+
+// Kubernetes answers for the cluster zones from the latest record index.
+// Update swaps the index in; Resolve never blocks on it.
+type Kubernetes struct {
+	options zone.IndexOptions
+	// fallthrough lists the zones whose NXDOMAIN answers go to next instead;
+	// fallthroughAll covers every zone.
+	fallthroughZones []string
+	fallthroughAll   bool
+	next             Handler
+	index            atomic.Pointer[zone.Index]
+}
+
+// NewKubernetes returns a handler for the zones in opts. A name in a zone of
+// fallthrough (every zone when fallthroughAll) that does not exist goes to next.
+func NewKubernetes(opts zone.IndexOptions, fallthroughZones []string, fallthroughAll bool, next Handler) *Kubernetes {
+	return &Kubernetes{options: opts, fallthroughZones: fallthroughZones, fallthroughAll: fallthroughAll, next: next}
+}
+
+// Update builds the index for a new snapshot, reusing unchanged Services'
+// records, and makes it the one answers come from.
+func (k *Kubernetes) Update(c *zone.Cluster) *zone.Index {
+	ix := zone.BuildIndex(c, k.options, k.index.Load())
+	k.index.Store(ix)
+	return ix
+}
+
+// Ready reports whether a snapshot has been loaded.
+func (k *Kubernetes) Ready() bool { return k.index.Load() != nil }
+
+// Index returns the current index, or nil before the first snapshot.
+func (k *Kubernetes) Index() *zone.Index { return k.index.Load() }
+
+// Zones returns the zones this handler is authoritative for.
+func (k *Kubernetes) Zones() []string { return k.options.Zones }
+
+// Resolve answers names in the cluster zones and passes others on.
+func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error) {
+	z := MatchZone(req.Name, k.options.Zones)
+	if z == "" || req.Class != dns.ClassINET && req.Class != dns.ClassANY {
+		return k.next.Resolve(ctx, req)
+	}
+	ix := k.index.Load()
+	if ix == nil {
+		// Not loaded yet: say "try again", never "does not exist".
+		return Reply(req, dns.RcodeServerFailure), nil
+	}
+	node := ix.Lookup(req.Name)
+	if node == nil && k.options.Pods == zone.PodsInsecure {
+		node = insecurePod(req.Name, z, k.options)
+	}
+	if node == nil {
+		if k.fallsThrough(req.Name) {
+			return k.next.Resolve(ctx, req)
+		}
+		m := Reply(req, dns.RcodeNameError)
+		m.Authoritative = true
+		m.Ns = []dns.RR{ix.SOA(z)}
+		return m, nil
+	}
+	m := new(dns.Msg)
+	m.SetReply(req.Msg)
+	m.Authoritative = true
+	qname := req.QName()
+	if len(node.CNAME) > 0 && req.Type != dns.TypeCNAME {
+		m.Answer = k.chase(ix, node, qname, req.Type)
+		return m, nil
+	}
+	rrs := node.Records(req.Type)
+	if req.Type == dns.TypeANY {
+		rrs = allRecords(node)
+	}
+	if len(rrs) == 0 {
+		m.Ns = []dns.RR{ix.SOA(z)}
+		return m, nil
+	}
+	m.Answer = withOwner(rrs, node.Name, qname)
+	if req.Type == dns.TypeSRV {
+		m.Extra = node.Extra[:len(node.Extra):len(node.Extra)]
+	}
+	return m, nil
+}
+
+// chase answers a CNAME and, while the target stays inside the index, the
+// target's records of the asked type. Targets outside the zone are left for a
+// resolver further down the chain (see Chaser).
+func (k *Kubernetes) chase(ix *zone.Index, node *zone.Node, qname string, qtype uint16) []dns.RR {
+	answer := withOwner(node.CNAME, node.Name, qname)
+	for i := 0; i < maxChase; i++ {
+		target := node.CNAME[0].(*dns.CNAME).Target
+		next := ix.Lookup(target)
+		if next == nil {
+			break
+		}
+		node = next
+		if len(node.CNAME) > 0 {
+			answer = append(answer, node.CNAME...)
+			continue
+		}
+		answer = append(answer, node.Records(qtype)...)
+		break
+	}
+	return answer
+}
+
+func (k *Kubernetes) fallsThrough(name string) bool {
+	return k.fallthroughAll || MatchZone(name, k.fallthroughZones) != ""
+}
+
+// withOwner returns rrs as the answer to qname. When the client spelled the
+// name as the index does (the common case) the shared records are used as
+// they are; otherwise they are copied with the client's spelling, so answers
+// keep the question's case.
+func withOwner(rrs []dns.RR, canonical, qname string) []dns.RR {
+	if qname == canonical {
+		return rrs[:len(rrs):len(rrs)]
+	}
+	out := make([]dns.RR, len(rrs))
+	for i, rr := range rrs {
+		c := dns.Copy(rr)
+		c.Header().Name = qname
+		out[i] = c
+	}
+	return out
+}
+
+func allRecords(n *zone.Node) []dns.RR {
+	var out []dns.RR
+	for _, t := range []uint16{dns.TypeSOA, dns.TypeNS, dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypePTR, dns.TypeTXT, dns.TypeCNAME} {
+		out = append(out, n.Records(t)...)
+	}
+	return out
+}
+
+// insecurePod answers a-b-c-d.NS.pod.ZONE with the address the name spells,
+// as the "pods insecure" mode does, without checking that such a Pod exists.
+func insecurePod(name, z string, o zone.IndexOptions) *zone.Node {
+	rest, ok := strings.CutSuffix(name, ".pod."+z)
+	if !ok {
+		return nil
+	}
+	label, ns, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(ns, ".") || (len(o.Namespaces) > 0 && !o.Namespaces[ns]) {
+		return nil
+	}
+	addr, ok := zone.ParseDashedAddr(label)
+	if !ok {
+		return nil
+	}
+	n := &zone.Node{Name: name}
+	hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: o.TTL}
+	if addr.Is4() {
+		hdr.Rrtype = dns.TypeA
+		n.A = []dns.RR{&dns.A{Hdr: hdr, A: addr.AsSlice()}}
+	} else {
+		hdr.Rrtype = dns.TypeAAAA
+		n.AAAA = []dns.RR{&dns.AAAA{Hdr: hdr, AAAA: addr.AsSlice()}}
+	}
+	return n
+}

@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Runtime is a configuration brought to life: every block's chain built and
+// grouped by the address it listens on. It opens no socket itself; the Server
+// points its listeners at a Runtime's routers and runs its services.
+type Runtime struct {
+	Config *Config
+	// routers by listen address ("127.0.0.1:53", ":53").
+	routers   map[string]*router
+	services  []Service
+	readiness []func() bool
+	// http muxes by listen address.
+	http     map[string]*http.ServeMux
+	lameduck time.Duration
+	reload   time.Duration
+	onStart  []func(*Runtime) error
+}
+
+// Build turns a Config into a Runtime, using shared for what outlives it.
+func Build(cfg *Config, shared Shared) (*Runtime, error) {
+	rt := &Runtime{
+		Config:  cfg,
+		routers: make(map[string]*router),
+		http:    make(map[string]*http.ServeMux),
+	}
+	routes := make(map[string][]route)
+	for _, b := range cfg.Blocks {
+		env := &Env{
+			Logger:   shared.Logger,
+			Registry: shared.Registry,
+			Metrics:  shared.Metrics,
+			Server:   "dns://:" + b.Port,
+			Zones:    b.Zones,
+		}
+		h := b.chain(env)
+		for _, addr := range b.listenAddrs() {
+			for _, z := range b.Zones {
+				routes[addr] = append(routes[addr], route{zone: z, handler: h})
+			}
+		}
+		rt.services = append(rt.services, b.services...)
+		rt.readiness = append(rt.readiness, b.readiness...)
+		rt.onStart = append(rt.onStart, b.onStart...)
+		for _, hh := range b.handlers {
+			mux := rt.http[hh.addr]
+			if mux == nil {
+				mux = http.NewServeMux()
+				rt.http[hh.addr] = mux
+			}
+			mux.Handle(hh.path, hh.handler)
+		}
+		if d := time.Duration(b.lameduck * float64(time.Second)); d > rt.lameduck {
+			rt.lameduck = d
+		}
+		if d := time.Duration(b.reloadPeriod * float64(time.Second)); d > 0 && (rt.reload == 0 || d < rt.reload) {
+			rt.reload = d
+		}
+	}
+	for addr, rs := range routes {
+		rt.routers[addr] = newRouter(rs)
+	}
+	return rt, nil
+}
+
+// listenAddrs are the host:port pairs the block listens on.
+func (b *Block) listenAddrs() []string {
+	if len(b.Bind) == 0 {
+		return []string{net.JoinHostPort("", b.Port)}
+	}
+	out := make([]string, len(b.Bind))
+	for i, a := range b.Bind {
+		out[i] = net.JoinHostPort(a, b.Port)
+	}
+	return out
+}
+
+// Addrs lists the DNS listen addresses, sorted.
+func (rt *Runtime) Addrs() []string {
+	out := make([]string, 0, len(rt.routers))
+	for a := range rt.routers {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Ready reports whether every source has loaded.
+func (rt *Runtime) Ready() bool {
+	for _, r := range rt.readiness {
+		if !r() {
+			return false
+		}
+	}
+	return true
+}
+
+// runServices starts the runtime's services; it returns a function that stops
+// them and waits until they have returned.
+func (rt *Runtime) runServices(ctx context.Context, report func(error)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, s := range rt.services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				report(err)
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// startHTTP serves the runtime's HTTP endpoints; the returned function shuts
+// them down.
+func (rt *Runtime) startHTTP(report func(error)) (stop func(), err error) {
+	var servers []*http.Server
+	closeAll := func() {
+		for _, s := range servers {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.Shutdown(ctx)
+			cancel()
+		}
+	}
+	for addr, mux := range rt.http {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, s)
+		go func() {
+			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				report(fmt.Errorf("http %s: %w", addr, err))
+			}
+		}()
+	}
+	return closeAll, nil
+}
+
+// describe names the runtime's listeners for logs.
+func (rt *Runtime) describe() string {
+	var parts []string
+	for _, a := range rt.Addrs() {
+		var zones []string
+		for _, r := range rt.routers[a].routes {
+			zones = append(zones, r.zone)
+		}
+		parts = append(parts, a+" "+strings.Join(zones, ","))
+	}
+	return strings.Join(parts, "; ")
+}

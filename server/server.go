@@ -1,0 +1,342 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clusterdns/clusterdns/resolver"
+)
+
+// advertisedUDPSize is the EDNS0 buffer size we offer: the DNS flag day 2020
+// value, which avoids IP fragmentation on every common path.
+const advertisedUDPSize = 1232
+
+// Shared is what outlives one configuration.
+type Shared struct {
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	Metrics  *Metrics
+}
+
+// Server serves a Corefile until its context ends.
+type Server struct {
+	File   string
+	Shared Shared
+
+	mu        sync.Mutex // protects the fields below
+	listeners map[string]*listener
+	runtime   *Runtime
+	stopSvcs  func()
+	stopHTTP  func()
+	errs      chan error
+}
+
+// NewServer prepares a server for a Corefile; Run starts it.
+func NewServer(file string, logger *slog.Logger) *Server {
+	reg := prometheus.NewRegistry()
+	return &Server{
+		File: file,
+		Shared: Shared{
+			Logger:   logger,
+			Registry: reg,
+			Metrics:  NewMetrics(reg),
+		},
+		listeners: make(map[string]*listener),
+		errs:      make(chan error, 16),
+	}
+}
+
+// Run loads the Corefile, serves it, and on ctx's end shuts down in order:
+// lameduck (keep answering), close the listeners, finish queries in flight.
+func (s *Server) Run(ctx context.Context) error {
+	cfg, err := LoadConfig(s.File)
+	if err != nil {
+		return err
+	}
+	rt, err := Build(cfg, s.Shared)
+	if err != nil {
+		return err
+	}
+	if err := s.apply(ctx, rt); err != nil {
+		s.shutdown(0)
+		return err
+	}
+	s.Shared.Logger.Info("serving", "corefile", s.File, "listeners", rt.describe())
+	select {
+	case <-ctx.Done():
+	case err := <-s.errs:
+		s.shutdown(0)
+		return err
+	}
+	s.shutdown(rt.lameduck)
+	return nil
+}
+
+// Runtime returns the configuration being served.
+func (s *Server) Runtime() *Runtime {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runtime
+}
+
+func (s *Server) report(err error) {
+	select {
+	case s.errs <- err:
+	default:
+	}
+}
+
+// apply makes rt the served configuration: it opens listeners it lacks, points
+// every listener at rt's routers, starts rt's services and HTTP endpoints, and
+// only then stops the previous configuration's and closes listeners rt no
+// longer uses. Queries keep flowing throughout.
+func (s *Server) apply(ctx context.Context, rt *Runtime) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opened := make(map[string]*listener)
+	for _, addr := range rt.Addrs() {
+		if _, ok := s.listeners[addr]; ok {
+			continue
+		}
+		l, err := listen(addr, s.Shared.Logger, s.Shared.Metrics)
+		if err != nil {
+			for _, o := range opened {
+				o.close(0)
+			}
+			return err
+		}
+		opened[addr] = l
+	}
+	for _, hook := range rt.onStart {
+		if err := hook(rt); err != nil {
+			for _, o := range opened {
+				o.close(0)
+			}
+			return err
+		}
+	}
+	// The old HTTP endpoints must go before the new ones can bind the same ports.
+	if s.stopHTTP != nil {
+		s.stopHTTP()
+		s.stopHTTP = nil
+	}
+	stopHTTP, err := rt.startHTTP(s.report)
+	if err != nil {
+		for _, o := range opened {
+			o.close(0)
+		}
+		return err
+	}
+	for addr, l := range opened {
+		s.listeners[addr] = l
+		l.serve(s.report)
+	}
+	for addr, l := range s.listeners {
+		if r, ok := rt.routers[addr]; ok {
+			l.router.Store(r)
+		}
+	}
+	stopSvcs := rt.runServices(ctx, s.report)
+	if s.stopSvcs != nil {
+		s.stopSvcs()
+	}
+	for addr, l := range s.listeners {
+		if _, ok := rt.routers[addr]; !ok {
+			l.close(time.Second)
+			delete(s.listeners, addr)
+		}
+	}
+	s.runtime, s.stopSvcs, s.stopHTTP = rt, stopSvcs, stopHTTP
+	return nil
+}
+
+// shutdown keeps answering for lameduck, then closes every listener and waits
+// for the queries in flight.
+func (s *Server) shutdown(lameduck time.Duration) {
+	if lameduck > 0 {
+		s.Shared.Logger.Info("lameduck", "duration", lameduck)
+		time.Sleep(lameduck)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for addr, l := range s.listeners {
+		l.close(5 * time.Second)
+		delete(s.listeners, addr)
+	}
+	if s.stopSvcs != nil {
+		s.stopSvcs()
+		s.stopSvcs = nil
+	}
+	if s.stopHTTP != nil {
+		s.stopHTTP()
+		s.stopHTTP = nil
+	}
+}
+
+// listener is one address's UDP and TCP sockets, routed through a swappable
+// router.
+type listener struct {
+	addr     string
+	udp, tcp *dns.Server
+	router   atomic.Pointer[router]
+	inflight sync.WaitGroup
+	log      *slog.Logger
+	metrics  *Metrics
+}
+
+// listen binds addr on UDP and TCP now, so that a busy port fails start-up.
+func listen(addr string, log *slog.Logger, metrics *Metrics) (*listener, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
+	}
+	l := &listener{addr: addr, log: log, metrics: metrics}
+	l.udp = &dns.Server{PacketConn: pc, Handler: l, UDPSize: dns.MaxMsgSize}
+	l.tcp = &dns.Server{Listener: ln, Handler: l, ReadTimeout: 10 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	return l, nil
+}
+
+func (l *listener) serve(report func(error)) {
+	for _, srv := range []*dns.Server{l.udp, l.tcp} {
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil && !isClosed(err) {
+				report(fmt.Errorf("dns %s: %w", l.addr, err))
+			}
+		}()
+	}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || err.Error() == "dns: server not started"
+}
+
+// close stops accepting queries and waits up to grace for those in flight.
+func (l *listener) close(grace time.Duration) {
+	for _, srv := range []*dns.Server{l.udp, l.tcp} {
+		ctx, cancel := context.WithTimeout(context.Background(), grace+time.Millisecond)
+		if err := srv.ShutdownContext(ctx); err != nil {
+			// Never started: close its socket directly.
+			if srv.PacketConn != nil {
+				srv.PacketConn.Close()
+			}
+			if srv.Listener != nil {
+				srv.Listener.Close()
+			}
+		}
+		cancel()
+	}
+	done := make(chan struct{})
+	go func() { l.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+	}
+}
+
+// ServeDNS checks the query, routes it to its block's chain and sends the
+// reply, fitted to the client's buffer.
+func (l *listener) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	l.inflight.Add(1)
+	defer l.inflight.Done()
+	defer func() {
+		if p := recover(); p != nil {
+			l.log.Error("panic answering a query", "panic", p)
+			l.metrics.panic()
+			m := new(dns.Msg)
+			m.SetRcode(r, dns.RcodeServerFailure)
+			_ = w.WriteMsg(m)
+		}
+	}()
+	tcp, client := clientOf(w)
+	if m := checkQuery(r); m != nil {
+		_ = w.WriteMsg(m)
+		return
+	}
+	req := resolver.NewRequest(r, client, tcp)
+	var m *dns.Msg
+	var err error
+	if h := l.router.Load().handler(req.Name); h != nil {
+		m, err = h.Resolve(context.Background(), req)
+	}
+	switch {
+	case err != nil:
+		m = resolver.Reply(req, dns.RcodeServerFailure)
+	case m == nil:
+		m = resolver.Reply(req, dns.RcodeRefused)
+	}
+	fit(m, r, tcp)
+	if err := w.WriteMsg(m); err != nil {
+		l.log.Debug("write reply", "client", client.String(), "err", err)
+	}
+}
+
+// checkQuery returns the reply for a query we will not answer normally, or nil.
+func checkQuery(r *dns.Msg) *dns.Msg {
+	switch {
+	case r.Response:
+		return formErr(r)
+	case r.Opcode != dns.OpcodeQuery:
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeNotImplemented)
+		return m
+	case len(r.Question) != 1:
+		return formErr(r)
+	}
+	if opt := r.IsEdns0(); opt != nil && opt.Version() != 0 {
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeBadVers)
+		m.SetEdns0(advertisedUDPSize, false)
+		return m
+	}
+	return nil
+}
+
+func formErr(r *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcodeFormatError(r)
+	return m
+}
+
+// fit adds our OPT record when the client sent one, and truncates a UDP reply
+// to the client's buffer size (512 without EDNS0), setting TC.
+func fit(m, r *dns.Msg, tcp bool) {
+	size := dns.MinMsgSize
+	if opt := r.IsEdns0(); opt != nil {
+		if s := int(opt.UDPSize()); s > size {
+			size = s
+		}
+		if m.IsEdns0() == nil {
+			m.SetEdns0(advertisedUDPSize, opt.Do())
+		}
+	}
+	if tcp {
+		size = dns.MaxMsgSize
+	}
+	m.Truncate(size)
+}
+
+// clientOf reads the transport and the client's address without allocating.
+func clientOf(w dns.ResponseWriter) (tcp bool, client netip.AddrPort) {
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		return false, a.AddrPort()
+	case *net.TCPAddr:
+		return true, a.AddrPort()
+	}
+	return false, netip.AddrPort{}
+}
