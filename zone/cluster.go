@@ -2,6 +2,7 @@ package zone
 
 import (
 	"maps"
+	"net/netip"
 	"sort"
 	"time"
 )
@@ -19,6 +20,8 @@ type Cluster struct {
 	byService map[Key][]*EndpointSlice
 	// inUse holds every namespace some Service, slice or Pod lives in.
 	inUse map[string]struct{}
+	// podsByIP finds the Pod that owns an address.
+	podsByIP map[netip.Addr]*Pod
 
 	// Generation counts snapshots from one source; it only grows.
 	Generation uint64
@@ -30,6 +33,10 @@ type Cluster struct {
 
 // SlicesFor returns the EndpointSlices that belong to the Service, sorted by name.
 func (c *Cluster) SlicesFor(svc Key) []*EndpointSlice { return c.byService[svc] }
+
+// PodByIP returns the Pod holding an address, or nil. Pods are only known
+// when the source watches them (manifests, or the API with pods verified).
+func (c *Cluster) PodByIP(a netip.Addr) *Pod { return c.podsByIP[a.Unmap()] }
 
 // NamespaceExists reports whether the namespace is known, either as a Namespace
 // object or because an object lives in it.
@@ -162,8 +169,12 @@ func (c *Cluster) index() {
 	for k := range c.Services {
 		c.inUse[k.Namespace] = struct{}{}
 	}
-	for k := range c.Pods {
+	c.podsByIP = make(map[netip.Addr]*Pod, len(c.Pods))
+	for k, p := range c.Pods {
 		c.inUse[k.Namespace] = struct{}{}
+		for _, ip := range p.IPs {
+			c.podsByIP[ip] = p
+		}
 	}
 	for _, s := range c.Slices {
 		c.inUse[s.Namespace] = struct{}{}
