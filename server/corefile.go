@@ -185,10 +185,15 @@ func zonesArg(b *Block, args []string) []string {
 	return out
 }
 
-// onlyOnce rejects a directive given twice in one block.
-func onlyOnce(b *Block, d *caddyfile.Dispenser, name string) error {
-	if _, dup := b.links[name]; dup {
-		return errAt(d, name, "given more than once in this server block")
+// nextOnce advances to the directive's next use, failing on a second one:
+// caddyfile gathers every use of a directive in a block into one token list.
+func nextOnce(d *caddyfile.Dispenser, name string, uses *int) (bool, error) {
+	if !d.Next() {
+		return false, nil
 	}
-	return nil
+	*uses++
+	if *uses > 1 {
+		return false, errAt(d, name, "given more than once in this server block")
+	}
+	return true, nil
 }

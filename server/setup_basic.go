@@ -63,10 +63,15 @@ func bindAddresses(a string) ([]string, error) {
 
 // setupErrors reads "errors": log queries that fail.
 func setupErrors(b *Block, d *caddyfile.Dispenser) error {
-	if err := onlyOnce(b, d, "errors"); err != nil {
-		return err
-	}
-	for d.Next() {
+	uses := 0
+	for {
+		ok, err := nextOnce(d, "errors", &uses)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
 		if args := d.RemainingArgs(); len(args) > 0 {
 			return errAt(d, "errors", "unexpected argument %q", args[0])
 		}
@@ -81,11 +86,16 @@ func setupErrors(b *Block, d *caddyfile.Dispenser) error {
 // setupLog reads "log [NAMES...]": a query log line per answered query, for
 // names in the given zones (all of the block's by default).
 func setupLog(b *Block, d *caddyfile.Dispenser) error {
-	if err := onlyOnce(b, d, "log"); err != nil {
-		return err
-	}
 	var zones []string
-	for d.Next() {
+	uses := 0
+	for {
+		ok, err := nextOnce(d, "log", &uses)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
 		zones = append(zones, zonesArg(b, d.RemainingArgs())...)
 		for d.NextBlock() {
 			switch d.Val() {

@@ -45,9 +45,6 @@ type kubernetesConfig struct {
 //	    ignore empty_service
 //	}
 func setupKubernetes(b *Block, d *caddyfile.Dispenser) error {
-	if err := onlyOnce(b, d, "kubernetes"); err != nil {
-		return err
-	}
 	cfg, err := parseKubernetes(b, d)
 	if err != nil {
 		return err
@@ -78,7 +75,15 @@ func parseKubernetes(b *Block, d *caddyfile.Dispenser) (*kubernetesConfig, error
 		b.Line = d.Line()
 	}
 	baseDir := filepath.Dir(d.File())
-	for d.Next() {
+	uses := 0
+	for {
+		ok, err := nextOnce(d, name, &uses)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			break
+		}
 		cfg.index.Zones = zonesArg(b, d.RemainingArgs())
 		for _, z := range cfg.index.Zones {
 			if resolver.MatchZone(z, b.Zones) == "" {

@@ -206,7 +206,7 @@ func positionError(file string, doc document, err error) error {
 	if m := yamlLine.FindStringSubmatchIndex(msg); m != nil {
 		n, _ := strconv.Atoi(msg[m[2]:m[3]])
 		line = doc.line + n - 1
-		msg = strings.TrimSpace(msg[:m[0]] + strings.TrimPrefix(msg[m[1]:], ":"))
+		msg = strings.Join(strings.Fields(msg[:m[0]]+strings.TrimPrefix(msg[m[1]:], ":")), " ")
 	}
 	return fmt.Errorf("%s:%d: %s", file, line, msg)
 }
