@@ -1,0 +1,131 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// StaleFlow describes UDP conntrack entries that must go after a sync. UDP has
+// no connection to close, so without this a client that keeps its source port
+// (a DNS resolver does) keeps being sent to the endpoint its first packet was
+// translated to, even after that endpoint left the Service.
+type StaleFlow struct {
+	// Service is the cluster IP and port clients send to.
+	Service netip.AddrPort
+	// NodePort, when not zero, also matches flows that came in on the node port.
+	NodePort uint16
+	// Endpoint is the removed backend: entries translated to it are stale. When
+	// it is invalid, the entries that were not translated at all are stale (the
+	// Service had no endpoints when they were made and has some now).
+	Endpoint netip.AddrPort
+}
+
+// Conntrack deletes connection-tracking entries.
+type Conntrack interface {
+	DeleteUDP(flows []StaleFlow) error
+}
+
+// StaleUDPFlows compares the model programmed before with the one programmed
+// now and lists the UDP flows that must be forgotten: for every UDP service
+// port, the endpoints it lost, and, when it had none and now has some, its
+// untranslated flows.
+func StaleUDPFlows(before, after *Model) []StaleFlow {
+	if before == nil {
+		return nil
+	}
+	var out []StaleFlow
+	for _, old := range before.Ports {
+		if old.Protocol != "UDP" {
+			continue
+		}
+		cur := after.Lookup(old.Key)
+		if cur.Equal(old) {
+			continue
+		}
+		svc := netip.AddrPortFrom(old.ClusterIP, old.Port)
+		for _, ep := range old.Endpoints {
+			if cur == nil || !containsEndpoint(cur.Endpoints, ep) {
+				out = append(out, StaleFlow{Service: svc, NodePort: old.NodePort, Endpoint: ep})
+			}
+		}
+		if cur != nil && len(old.Endpoints) == 0 && len(cur.Endpoints) > 0 {
+			out = append(out, StaleFlow{Service: netip.AddrPortFrom(cur.ClusterIP, cur.Port), NodePort: cur.NodePort})
+		}
+	}
+	return out
+}
+
+func containsEndpoint(list []netip.AddrPort, ep netip.AddrPort) bool {
+	for _, e := range list {
+		if e == ep {
+			return true
+		}
+	}
+	return false
+}
+
+// NetlinkConntrack deletes entries in the conntrack table of the network
+// namespace the process runs in, through netlink (no conntrack binary).
+type NetlinkConntrack struct{}
+
+// DeleteUDP removes every UDP entry matching one of the flows, one table dump
+// per address family.
+func (NetlinkConntrack) DeleteUDP(flows []StaleFlow) error {
+	var v4, v6 staleFilter
+	for _, f := range flows {
+		if FamilyOf(f.Service.Addr()) == IPv6 {
+			v6 = append(v6, f)
+		} else {
+			v4 = append(v4, f)
+		}
+	}
+	for _, job := range []struct {
+		family netlink.InetFamily
+		filter staleFilter
+	}{{unix.AF_INET, v4}, {unix.AF_INET6, v6}} {
+		if len(job.filter) == 0 {
+			continue
+		}
+		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, job.family, job.filter); err != nil {
+			return fmt.Errorf("conntrack: delete stale UDP entries: %w", err)
+		}
+	}
+	return nil
+}
+
+// staleFilter matches conntrack flows against a list of stale flows.
+type staleFilter []StaleFlow
+
+// MatchConntrackFlow implements netlink.CustomConntrackFilter.
+func (s staleFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	if flow.Forward.Protocol != unix.IPPROTO_UDP {
+		return false
+	}
+	dst, _ := netip.AddrFromSlice(flow.Forward.DstIP)
+	replySrc, _ := netip.AddrFromSlice(flow.Reverse.SrcIP)
+	return s.matches(netip.AddrPortFrom(dst.Unmap(), flow.Forward.DstPort), netip.AddrPortFrom(replySrc.Unmap(), flow.Reverse.SrcPort))
+}
+
+// matches decides for one flow, given where its first packet was sent and
+// where replies come from.
+func (s staleFilter) matches(origDst, replySrc netip.AddrPort) bool {
+	for _, f := range s {
+		toService := origDst == f.Service || (f.NodePort != 0 && origDst.Port() == f.NodePort)
+		if !toService {
+			continue
+		}
+		if f.Endpoint.IsValid() {
+			if replySrc == f.Endpoint {
+				return true
+			}
+		} else if replySrc == origDst {
+			return true
+		}
+	}
+	return false
+}
+
+var _ netlink.CustomConntrackFilter = staleFilter(nil)

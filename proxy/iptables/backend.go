@@ -1,0 +1,438 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/clusterdns/clusterdns/proxy"
+)
+
+// Config configures the backend.
+type Config struct {
+	Runner Runner
+	// Families lists the families to program; nil means IPv4 and IPv6.
+	Families []proxy.Family
+	// ClusterCIDRs are the pod ranges, at most one per family is used: traffic
+	// to a cluster IP from outside them is masqueraded.
+	ClusterCIDRs []netip.Prefix
+	// MasqueradeAll masquerades all traffic to cluster IPs.
+	MasqueradeAll bool
+	// NodePortAddresses limits node ports to local addresses in these ranges;
+	// nil means every local address but loopback.
+	NodePortAddresses []netip.Prefix
+	// MasqueradeMark is the mark bit asking for masquerade; zero means
+	// DefaultMasqueradeMark.
+	MasqueradeMark uint32
+	Logger         *slog.Logger
+}
+
+// Backend is the iptables proxy.Backend.
+type Backend struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex // protects the following fields
+	families []*familyState
+}
+
+var _ proxy.Backend = (*Backend)(nil)
+
+// familyState is what the backend programmed in one family's tables.
+type familyState struct {
+	family proxy.Family
+	r      *renderer
+	ports  map[proxy.PortKey]*portState
+	// Rule counts: base chains, the dispatch chains (nat and filter) and the
+	// chains service ports own.
+	baseRules, natDispatchRules, filterDispatchRules, portRules int
+	// trusted is false until the kernel's chains have been listed once, and
+	// again after a failure: the next full sync then lists them and deletes
+	// every CDNS- chain it does not want.
+	trusted bool
+
+	// Buffers reused across syncs.
+	natDecl, natBase, natDispatch, natPorts, natDel, filterDecl, filterRules, out bytes.Buffer
+}
+
+// New returns the backend. Nothing touches the kernel until the first Sync.
+func New(cfg Config) *Backend {
+	if cfg.Families == nil {
+		cfg.Families = []proxy.Family{proxy.IPv4, proxy.IPv6}
+	}
+	b := &Backend{cfg: cfg, log: cfg.Logger}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	b.reset()
+	return b
+}
+
+func (b *Backend) reset() {
+	b.families = b.families[:0]
+	for _, f := range b.cfg.Families {
+		b.families = append(b.families, &familyState{family: f, r: newRenderer(f, &b.cfg), ports: make(map[proxy.PortKey]*portState)})
+	}
+}
+
+// Name implements proxy.Backend.
+func (b *Backend) Name() string { return "iptables" }
+
+// Sync implements proxy.Backend: one iptables-restore per family with changes.
+func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.SyncResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var res proxy.SyncResult
+	for _, st := range b.families {
+		full := full || !st.trusted
+		var existing map[string][]string
+		if full && !st.trusted {
+			var err error
+			if existing, err = b.listChains(ctx, st.family); err != nil {
+				return res, err
+			}
+		}
+		p := st.plan(m, full, existing, &b.cfg)
+		if p.data != nil {
+			if err := b.cfg.Runner.Restore(ctx, st.family, p.data); err != nil {
+				st.trusted = false
+				return res, fmt.Errorf("iptables: sync %s: %w", st.family, err)
+			}
+		}
+		st.commit(p)
+		if full {
+			if err := b.ensureHooks(ctx, st.family); err != nil {
+				st.trusted = false
+				return res, err
+			}
+			st.trusted = true
+		}
+		res.Rewritten += len(p.updates)
+		res.Rules += st.baseRules + st.natDispatchRules + st.filterDispatchRules + st.portRules
+	}
+	return res, nil
+}
+
+// plan is one family's transaction: the restore input and the state changes
+// to keep once it applied.
+type plan struct {
+	data     []byte
+	updates  []*portState
+	removals []proxy.PortKey
+	full     bool
+	// natDispatch and filterDo say which dispatch chains were rewritten.
+	natDispatch, filterDo bool
+	// natDispatchRules, filterDispatchRules are the new totals when rewritten.
+	natDispatchRules, filterDispatchRules int
+}
+
+// plan renders what must change for the family's ports to match m.
+// existing, when not nil, lists the chains the kernel has per table.
+func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]string, cfg *Config) *plan {
+	p := &plan{full: full}
+	r := st.r
+	for _, buf := range []*bytes.Buffer{&st.natDecl, &st.natBase, &st.natDispatch, &st.natPorts, &st.natDel, &st.filterDecl, &st.filterRules, &st.out} {
+		buf.Reset()
+	}
+	natDispatch, filterDispatch := full, full
+	seen := 0
+	var changed map[proxy.PortKey]*portState
+	var deleted []string // chains this plan deletes
+	for _, sp := range m.Ports {
+		if sp.Key.Family != st.family {
+			continue
+		}
+		old := st.ports[sp.Key]
+		if old != nil {
+			seen++
+		}
+		if !full && old != nil && old.sp.Equal(sp) {
+			continue
+		}
+		ps := r.renderPort(sp, cfg, &st.natDecl, &st.natPorts)
+		if old == nil || !bytes.Equal(old.natDispatch, ps.natDispatch) || !bytes.Equal(old.nodePortDispatch, ps.nodePortDispatch) {
+			natDispatch = true
+		}
+		if old == nil || !bytes.Equal(old.filterDispatch, ps.filterDispatch) {
+			filterDispatch = true
+		}
+		if old != nil {
+			deleted = deleteGone(old.chains(), ps.chains(), &st.natDecl, &st.natDel, deleted)
+		}
+		p.updates = append(p.updates, ps)
+		if changed == nil {
+			changed = make(map[proxy.PortKey]*portState)
+		}
+		changed[sp.Key] = ps
+	}
+	if seen < len(st.ports) {
+		for k, old := range st.ports {
+			if m.Lookup(k) != nil {
+				continue
+			}
+			p.removals = append(p.removals, k)
+			natDispatch = true
+			if len(old.filterDispatch) > 0 {
+				filterDispatch = true
+			}
+			deleted = deleteGone(old.chains(), nil, &st.natDecl, &st.natDel, deleted)
+		}
+	}
+	// current returns the state a port will have after this plan.
+	current := func(k proxy.PortKey) *portState {
+		if ps, ok := changed[k]; ok {
+			return ps
+		}
+		return st.ports[k]
+	}
+	if full {
+		r.writeBase(&st.natDecl, &st.natBase)
+	}
+	if natDispatch {
+		declare(&st.natDecl, chainServices)
+		declare(&st.natDecl, chainNodePorts)
+		rules := 0
+		for _, sp := range m.Ports {
+			if sp.Key.Family != st.family {
+				continue
+			}
+			ps := current(sp.Key)
+			st.natDispatch.Write(ps.natDispatch)
+			rules += ps.natDispatchRules
+		}
+		rules += r.writeNodePortJump(&st.natDispatch, cfg)
+		for _, sp := range m.Ports {
+			if sp.Key.Family == st.family {
+				st.natDispatch.Write(current(sp.Key).nodePortDispatch)
+			}
+		}
+		p.natDispatch, p.natDispatchRules = true, rules
+	}
+	if filterDispatch {
+		declare(&st.filterDecl, chainServices)
+		rules := 0
+		for _, sp := range m.Ports {
+			if sp.Key.Family != st.family {
+				continue
+			}
+			ps := current(sp.Key)
+			st.filterRules.Write(ps.filterDispatch)
+			rules += ps.filterDispatchRules
+		}
+		p.filterDo, p.filterDispatchRules = true, rules
+	}
+	if existing != nil {
+		// Leftovers from an earlier run or a failed sync: every CDNS- chain
+		// the plan does not write.
+		want := map[string]bool{chainServices: true, chainNodePorts: true, chainPostrouting: true, chainMarkMasq: true}
+		for _, ps := range changed {
+			for _, c := range ps.chains() {
+				want[c] = true
+			}
+		}
+		for _, c := range deleted {
+			want[c] = true // already on its way out
+		}
+		for _, c := range existing[tableNAT] {
+			if !want[c] {
+				declare(&st.natDecl, c)
+				st.natDel.WriteString("-X " + c + "\n")
+			}
+		}
+		for _, c := range existing[tableFilter] {
+			if c != chainServices {
+				declare(&st.filterDecl, c)
+				st.filterRules.WriteString("-X " + c + "\n")
+			}
+		}
+	}
+
+	out := &st.out
+	if st.filterDecl.Len() > 0 {
+		out.WriteString("*filter\n")
+		out.Write(st.filterDecl.Bytes())
+		out.Write(st.filterRules.Bytes())
+		out.WriteString("COMMIT\n")
+	}
+	if st.natDecl.Len() > 0 {
+		out.WriteString("*nat\n")
+		out.Write(st.natDecl.Bytes())
+		out.Write(st.natBase.Bytes())
+		out.Write(st.natDispatch.Bytes())
+		out.Write(st.natPorts.Bytes())
+		out.Write(st.natDel.Bytes())
+		out.WriteString("COMMIT\n")
+	}
+	if out.Len() > 0 {
+		p.data = out.Bytes()
+	}
+	return p
+}
+
+// deleteGone flushes and deletes the chains in old that are not in cur, and
+// adds them to deleted.
+func deleteGone(old, cur []string, decl, del *bytes.Buffer, deleted []string) []string {
+	for _, c := range old {
+		found := false
+		for _, n := range cur {
+			if n == c {
+				found = true
+				break
+			}
+		}
+		if !found {
+			declare(decl, c)
+			del.WriteString("-X " + c + "\n")
+			deleted = append(deleted, c)
+		}
+	}
+	return deleted
+}
+
+// commit records an applied plan.
+func (st *familyState) commit(p *plan) {
+	if p.full {
+		st.baseRules = 4
+	}
+	for _, k := range p.removals {
+		st.portRules -= st.ports[k].ownRules
+		delete(st.ports, k)
+	}
+	for _, ps := range p.updates {
+		if old := st.ports[ps.sp.Key]; old != nil {
+			st.portRules -= old.ownRules
+		}
+		st.portRules += ps.ownRules
+		st.ports[ps.sp.Key] = ps
+	}
+	if p.natDispatch {
+		st.natDispatchRules = p.natDispatchRules
+	}
+	if p.filterDo {
+		st.filterDispatchRules = p.filterDispatchRules
+	}
+}
+
+func (b *Backend) ensureHooks(ctx context.Context, f proxy.Family) error {
+	for _, h := range hooks() {
+		check := append([]string{"-t", h.table, "-C", h.chain}, h.spec...)
+		if err := b.cfg.Runner.Run(ctx, f, check...); err == nil {
+			continue
+		}
+		insert := append([]string{"-t", h.table, "-I", h.chain, "1"}, h.spec...)
+		if err := b.cfg.Runner.Run(ctx, f, insert...); err != nil {
+			return fmt.Errorf("iptables: hook %s %s: %w", h.table, h.chain, err)
+		}
+	}
+	return nil
+}
+
+// listChains reads the CDNS- chains the kernel has, per table.
+func (b *Backend) listChains(ctx context.Context, f proxy.Family) (map[string][]string, error) {
+	out := make(map[string][]string)
+	for _, table := range []string{tableNAT, tableFilter} {
+		data, err := b.cfg.Runner.Save(ctx, f, table)
+		if err != nil {
+			return nil, fmt.Errorf("iptables: list %s chains: %w", f, err)
+		}
+		chains, _ := ownedInSave(data)
+		out[table] = chains
+	}
+	return out, nil
+}
+
+// ownedInSave finds, in iptables-save output of one table, the chains we own
+// and the rules of built-in chains that jump into them.
+func ownedInSave(data []byte) (chains []string, hookRules []string) {
+	for _, line := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(line, ":"+chainPrefix):
+			name, _, _ := strings.Cut(line[1:], " ")
+			chains = append(chains, name)
+		case strings.HasPrefix(line, "-A ") && !strings.HasPrefix(line, "-A "+chainPrefix) && strings.Contains(line, "-j "+chainPrefix):
+			hookRules = append(hookRules, line)
+		}
+	}
+	return chains, hookRules
+}
+
+// Cleanup implements proxy.Backend: for each family, one restore deletes the
+// hook rules and every CDNS- chain found in the kernel, whoever made them.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.cfg.Families {
+		var in bytes.Buffer
+		for _, table := range []string{tableFilter, tableNAT} {
+			data, err := b.cfg.Runner.Save(ctx, f, table)
+			if err != nil {
+				return fmt.Errorf("iptables: cleanup: %w", err)
+			}
+			chains, hookRules := ownedInSave(data)
+			if len(chains) == 0 && len(hookRules) == 0 {
+				continue
+			}
+			in.WriteString("*" + table + "\n")
+			for _, c := range chains {
+				declare(&in, c)
+			}
+			for _, rule := range hookRules {
+				in.WriteString("-D " + strings.TrimPrefix(rule, "-A ") + "\n")
+			}
+			for _, c := range chains {
+				in.WriteString("-X " + c + "\n")
+			}
+			in.WriteString("COMMIT\n")
+		}
+		if in.Len() == 0 {
+			continue
+		}
+		if err := b.cfg.Runner.Restore(ctx, f, in.Bytes()); err != nil {
+			return fmt.Errorf("iptables: cleanup %s: %w", f, err)
+		}
+	}
+	b.reset()
+	return nil
+}
+
+// DryRun writes, for each family, the iptables-restore input a first full
+// sync of m would apply, and the hook rules as comments. It changes nothing,
+// in the kernel or in the backend.
+func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
+	for _, f := range b.cfg.Families {
+		st := &familyState{family: f, r: newRenderer(f, &b.cfg), ports: make(map[proxy.PortKey]*portState)}
+		p := st.plan(m, true, nil, &b.cfg)
+		tool := "iptables"
+		if f == proxy.IPv6 {
+			tool = "ip6tables"
+		}
+		if _, err := fmt.Fprintf(w, "# %s-restore --noflush input (%s)\n", tool, f); err != nil {
+			return err
+		}
+		if _, err := w.Write(p.data); err != nil {
+			return err
+		}
+		for _, h := range hooks() {
+			if _, err := fmt.Fprintf(w, "# hook: %s -t %s -I %s 1 %s\n", tool, h.table, h.chain, quoteArgs(h.spec)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func quoteArgs(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " \t\"") {
+			a = `"` + a + `"`
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}

@@ -1,0 +1,301 @@
+package iptables
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base32"
+	"strconv"
+	"strings"
+
+	"github.com/clusterdns/clusterdns/proxy"
+)
+
+// Chain names. Every chain the backend owns starts with chainPrefix, which is
+// how cleanup and stale-chain removal recognise them.
+const (
+	chainPrefix      = "CDNS-"
+	chainServices    = "CDNS-SERVICES"
+	chainNodePorts   = "CDNS-NODEPORTS"
+	chainPostrouting = "CDNS-POSTROUTING"
+	chainMarkMasq    = "CDNS-MARK-MASQ"
+
+	tableNAT    = "nat"
+	tableFilter = "filter"
+)
+
+// hook is the one rule the backend puts in a built-in chain: a jump to its
+// own chain. Everything else lives in chains it owns.
+type hook struct {
+	table, chain string
+	spec         []string
+}
+
+// hooks lists the built-in chains the backend hooks into. Filter rules see new
+// connections only, so replies to established flows never walk our chains.
+func hooks() []hook {
+	portals := []string{"-m", "comment", "--comment", "clusterdns service portals", "-j", chainServices}
+	newPortals := append([]string{"-m", "conntrack", "--ctstate", "NEW"}, portals...)
+	return []hook{
+		{tableNAT, "PREROUTING", portals},
+		{tableNAT, "OUTPUT", portals},
+		{tableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "clusterdns postrouting rules", "-j", chainPostrouting}},
+		{tableFilter, "INPUT", newPortals},
+		{tableFilter, "FORWARD", newPortals},
+		{tableFilter, "OUTPUT", newPortals},
+	}
+}
+
+// familyInfo holds what differs between IPv4 and IPv6 rules.
+type familyInfo struct {
+	hostBits string // suffix making an address a one-host prefix
+	fullMask string // the recent match's mask for a whole address
+	loopback string // node ports are not served on loopback
+}
+
+func infoFor(f proxy.Family) familyInfo {
+	if f == proxy.IPv6 {
+		return familyInfo{"/128", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::1/128"}
+	}
+	return familyInfo{"/32", "255.255.255.255", "127.0.0.0/8"}
+}
+
+// chainHash names a chain after what it serves, so the same service port
+// always gets the same chain: 16 base32 characters of a SHA-256.
+func chainHash(kind string, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	var sum [sha256.Size]byte
+	return kind + base32.StdEncoding.EncodeToString(h.Sum(sum[:0])[:10])
+}
+
+func portID(p *proxy.ServicePort) string {
+	return p.Key.String() + "/" + string(p.Protocol) + "/" + p.Key.Family.String()
+}
+
+// portState is what the backend programmed for one service port: the model
+// entry, the chains it owns and its lines in the shared dispatch chains (kept
+// rendered, so rewriting a dispatch chain costs a copy, not a render).
+type portState struct {
+	sp        *proxy.ServicePort
+	svcChain  string
+	extChain  string // empty without a node port
+	sepChains []string
+	// ownRules counts the rules in the chains it owns.
+	ownRules int
+	// Its lines in nat CDNS-SERVICES, nat CDNS-NODEPORTS and filter
+	// CDNS-SERVICES, and how many rules they are.
+	natDispatch, nodePortDispatch, filterDispatch []byte
+	natDispatchRules, filterDispatchRules         int
+}
+
+func (ps *portState) chains() []string {
+	out := make([]string, 0, 2+len(ps.sepChains))
+	out = append(out, ps.svcChain)
+	if ps.extChain != "" {
+		out = append(out, ps.extChain)
+	}
+	return append(out, ps.sepChains...)
+}
+
+// renderer writes the rules of one family. It holds the options that shape
+// rules and caches the probability strings.
+type renderer struct {
+	family        proxy.Family
+	info          familyInfo
+	clusterCIDR   string // first cluster CIDR of the family, "" for none
+	masqueradeAll bool
+	nodePortCIDRs []string // node port destinations of the family; nil for every local address
+	markMasq      string   // "0x2000"
+	markMasqMask  string   // "0x2000/0x2000"
+	probabilities []string
+}
+
+func newRenderer(f proxy.Family, opts *Config) *renderer {
+	r := &renderer{family: f, info: infoFor(f), masqueradeAll: opts.MasqueradeAll}
+	for _, p := range opts.ClusterCIDRs {
+		if proxy.FamilyOf(p.Addr()) == f {
+			r.clusterCIDR = p.Masked().String()
+			break
+		}
+	}
+	for _, p := range opts.NodePortAddresses {
+		if proxy.FamilyOf(p.Addr()) == f {
+			r.nodePortCIDRs = append(r.nodePortCIDRs, p.Masked().String())
+		}
+	}
+	mark := opts.MasqueradeMark
+	if mark == 0 {
+		mark = DefaultMasqueradeMark
+	}
+	r.markMasq = "0x" + strconv.FormatUint(uint64(mark), 16)
+	r.markMasqMask = r.markMasq + "/" + r.markMasq
+	return r
+}
+
+// nodePortsOff reports whether node ports are limited to some addresses and
+// none is of this family, in which case this family serves no node ports.
+func (r *renderer) nodePortsOff(opts *Config) bool {
+	return len(opts.NodePortAddresses) > 0 && len(r.nodePortCIDRs) == 0
+}
+
+// probability is 1/n with ten decimals, the chance that the first of n
+// remaining endpoints is taken, so that the choice is uniform overall.
+func (r *renderer) probability(n int) string {
+	for len(r.probabilities) <= n && len(r.probabilities) < 4096 {
+		k := len(r.probabilities)
+		s := ""
+		if k > 0 {
+			s = strconv.FormatFloat(1/float64(k), 'f', 10, 64)
+		}
+		r.probabilities = append(r.probabilities, s)
+	}
+	if n < len(r.probabilities) {
+		return r.probabilities[n]
+	}
+	return strconv.FormatFloat(1/float64(n), 'f', 10, 64)
+}
+
+// writeBase writes the chains that do not depend on the Services.
+func (r *renderer) writeBase(decl, out *bytes.Buffer) int {
+	declare(decl, chainPostrouting)
+	declare(decl, chainMarkMasq)
+	out.WriteString("-A " + chainPostrouting + " -m mark ! --mark " + r.markMasqMask + " -j RETURN\n")
+	out.WriteString("-A " + chainPostrouting + " -j MARK --xor-mark " + r.markMasq + "\n")
+	out.WriteString("-A " + chainPostrouting + " -m comment --comment \"clusterdns service traffic requiring SNAT\" -j MASQUERADE --random-fully\n")
+	out.WriteString("-A " + chainMarkMasq + " -j MARK --or-mark " + r.markMasq + "\n")
+	return 4
+}
+
+// writeNodePortJump writes the last rules of nat CDNS-SERVICES: what is left
+// and addressed to the node goes to the node ports.
+func (r *renderer) writeNodePortJump(out *bytes.Buffer, opts *Config) int {
+	if r.nodePortsOff(opts) {
+		return 0
+	}
+	const comment = "-A " + chainServices + " -m comment --comment \"clusterdns node ports\""
+	if len(r.nodePortCIDRs) == 0 {
+		out.WriteString(comment + " -m addrtype --dst-type LOCAL ! -d " + r.info.loopback + " -j " + chainNodePorts + "\n")
+		return 1
+	}
+	for _, c := range r.nodePortCIDRs {
+		out.WriteString(comment + " -d " + c + " -m addrtype --dst-type LOCAL -j " + chainNodePorts + "\n")
+	}
+	return len(r.nodePortCIDRs)
+}
+
+func declare(decl *bytes.Buffer, chain string) {
+	decl.WriteByte(':')
+	decl.WriteString(chain)
+	decl.WriteString(" - [0:0]\n")
+}
+
+// portMatch is " -p tcp -m tcp --dport N".
+func portMatch(proto string, port uint16) string {
+	return " -p " + proto + " -m " + proto + " --dport " + strconv.Itoa(int(port))
+}
+
+// renderPort declares and writes the chains one service port owns and renders
+// its dispatch lines.
+func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *bytes.Buffer) *portState {
+	id := portID(p)
+	ps := &portState{sp: p, svcChain: chainHash("CDNS-SVC-", id)}
+	name := p.Key.String()
+	proto := strings.ToLower(string(p.Protocol))
+	dst := " -d " + p.ClusterIP.String() + r.info.hostBits
+	ports := portMatch(proto, p.Port)
+	nodePort := p.NodePort != 0 && !r.nodePortsOff(opts)
+	if nodePort {
+		ps.extChain = chainHash("CDNS-EXT-", id)
+	}
+
+	// Dispatch lines.
+	ps.natDispatch = []byte("-A " + chainServices + " -m comment --comment \"" + name + " cluster IP\"" + dst + ports + " -j " + ps.svcChain + "\n")
+	ps.natDispatchRules = 1
+	if nodePort {
+		ps.nodePortDispatch = []byte("-A " + chainNodePorts + " -m comment --comment \"" + name + "\"" + portMatch(proto, p.NodePort) + " -j " + ps.extChain + "\n")
+		ps.natDispatchRules++
+	}
+	if len(p.Endpoints) == 0 {
+		var f bytes.Buffer
+		prefix := "-A " + chainServices + " -m comment --comment \"" + name + " has no endpoints\""
+		f.WriteString(prefix + dst + ports + " -j REJECT\n")
+		ps.filterDispatchRules = 1
+		if nodePort {
+			np := portMatch(proto, p.NodePort)
+			if len(r.nodePortCIDRs) == 0 {
+				f.WriteString(prefix + " -m addrtype --dst-type LOCAL" + np + " -j REJECT\n")
+				ps.filterDispatchRules++
+			}
+			for _, c := range r.nodePortCIDRs {
+				f.WriteString(prefix + " -d " + c + " -m addrtype --dst-type LOCAL" + np + " -j REJECT\n")
+				ps.filterDispatchRules++
+			}
+		}
+		ps.filterDispatch = f.Bytes()
+	}
+
+	// Own chains. Without endpoints they stay empty: the packet is not
+	// translated and the filter table rejects it.
+	declare(decl, ps.svcChain)
+	if nodePort {
+		declare(decl, ps.extChain)
+	}
+	if len(p.Endpoints) == 0 {
+		return ps
+	}
+	ps.sepChains = make([]string, len(p.Endpoints))
+	for i, ep := range p.Endpoints {
+		ps.sepChains[i] = chainHash("CDNS-SEP-", id, ep.String())
+		declare(decl, ps.sepChains[i])
+	}
+	svcRule := "-A " + ps.svcChain + " -m comment --comment \"" + name
+	switch {
+	case r.masqueradeAll:
+		out.WriteString(svcRule + " cluster IP\"" + dst + ports + " -j " + chainMarkMasq + "\n")
+		ps.ownRules++
+	case r.clusterCIDR != "":
+		out.WriteString(svcRule + " cluster IP\" ! -s " + r.clusterCIDR + dst + ports + " -j " + chainMarkMasq + "\n")
+		ps.ownRules++
+	}
+	if nodePort {
+		out.WriteString("-A " + ps.extChain + " -m comment --comment \"masquerade traffic to a node port\" -j " + chainMarkMasq + "\n")
+		out.WriteString("-A " + ps.extChain + " -j " + ps.svcChain + "\n")
+		ps.ownRules += 2
+	}
+	n := len(p.Endpoints)
+	if p.AffinitySeconds > 0 {
+		seconds := strconv.Itoa(int(p.AffinitySeconds))
+		for i, ep := range p.Endpoints {
+			out.WriteString(svcRule + " -> " + ep.String() + "\" -m recent --name " + ps.sepChains[i] +
+				" --mask " + r.info.fullMask + " --rsource --rcheck --seconds " + seconds + " --reap -j " + ps.sepChains[i] + "\n")
+		}
+		ps.ownRules += n
+	}
+	for i, ep := range p.Endpoints {
+		out.WriteString(svcRule + " -> " + ep.String() + "\"")
+		if i < n-1 {
+			out.WriteString(" -m statistic --mode random --probability ")
+			out.WriteString(r.probability(n - i))
+		}
+		out.WriteString(" -j " + ps.sepChains[i] + "\n")
+	}
+	ps.ownRules += n
+	for i, ep := range p.Endpoints {
+		sep := "-A " + ps.sepChains[i] + " -m comment --comment \"" + name + "\""
+		out.WriteString(sep + " -s " + ep.Addr().String() + r.info.hostBits + " -j " + chainMarkMasq + "\n")
+		out.WriteString(sep + " -p " + proto + " -m " + proto)
+		if p.AffinitySeconds > 0 {
+			out.WriteString(" -m recent --name " + ps.sepChains[i] + " --mask " + r.info.fullMask + " --rsource --set")
+		}
+		out.WriteString(" -j DNAT --to-destination " + ep.String() + "\n")
+	}
+	ps.ownRules += 2 * n
+	return ps
+}
+
+// DefaultMasqueradeMark is the packet mark bit that asks CDNS-POSTROUTING to
+// masquerade: bit 13, beside kube-proxy's bit 14, so both can run side by side.
+const DefaultMasqueradeMark = 1 << 13

@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"net/netip"
+	"sort"
+
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// Family is an IP address family. Each family is programmed separately
+// (iptables and ip6tables have separate tables).
+type Family uint8
+
+// The address families.
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+func (f Family) String() string {
+	if f == IPv6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// FamilyOf returns the family of an address.
+func FamilyOf(a netip.Addr) Family {
+	if a.Is4() || a.Is4In6() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// PortKey names one Service port in one address family.
+type PortKey struct {
+	Service zone.Key
+	// Port is the Service port's name, empty for a single unnamed port.
+	Port   string
+	Family Family
+}
+
+// String is "namespace/name:port" (the port part only when named), the form
+// used in rule comments.
+func (k PortKey) String() string {
+	s := k.Service.Namespace + "/" + k.Service.Name
+	if k.Port != "" {
+		s += ":" + k.Port
+	}
+	return s
+}
+
+func (k PortKey) less(o PortKey) bool {
+	if k.Service.Namespace != o.Service.Namespace {
+		return k.Service.Namespace < o.Service.Namespace
+	}
+	if k.Service.Name != o.Service.Name {
+		return k.Service.Name < o.Service.Name
+	}
+	if k.Port != o.Port {
+		return k.Port < o.Port
+	}
+	return k.Family < o.Family
+}
+
+// ServicePort is everything a backend needs to route one Service port in one
+// family: where clients send (cluster IP and port, node port) and which
+// endpoints may receive. It is immutable once built.
+type ServicePort struct {
+	Key       PortKey
+	Protocol  zone.Protocol
+	ClusterIP netip.Addr
+	Port      uint16
+	// NodePort is zero unless the Service is of type NodePort or LoadBalancer.
+	NodePort uint16
+	// AffinitySeconds is the ClientIP session affinity timeout; zero means none.
+	AffinitySeconds int32
+	// Endpoints are the backends traffic may go to, sorted by address: the ready
+	// ones, or, when none is ready, the serving ones that are terminating (so
+	// that connections drain instead of failing during a rollout).
+	Endpoints []netip.AddrPort
+}
+
+// Equal reports whether two service ports would be programmed the same way.
+func (p *ServicePort) Equal(o *ServicePort) bool {
+	if p == nil || o == nil {
+		return p == o
+	}
+	if p.Key != o.Key || p.Protocol != o.Protocol || p.ClusterIP != o.ClusterIP || p.Port != o.Port ||
+		p.NodePort != o.NodePort || p.AffinitySeconds != o.AffinitySeconds || len(p.Endpoints) != len(o.Endpoints) {
+		return false
+	}
+	for i := range p.Endpoints {
+		if p.Endpoints[i] != o.Endpoints[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Model is the routing the node should have: every Service port with a cluster
+// IP, per family. It is immutable once built and shared by all backends.
+type Model struct {
+	// Ports is sorted by key, so that everything rendered from it is
+	// deterministic.
+	Ports []*ServicePort
+	byKey map[PortKey]*ServicePort
+}
+
+// Lookup returns the service port with the key, or nil.
+func (m *Model) Lookup(k PortKey) *ServicePort { return m.byKey[k] }
+
+// Family returns the ports of one family, in key order.
+func (m *Model) Family(f Family) []*ServicePort {
+	out := make([]*ServicePort, 0, len(m.Ports))
+	for _, p := range m.Ports {
+		if p.Key.Family == f {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// NewModel indexes a list of service ports (in any order) as a Model.
+func NewModel(ports []*ServicePort) *Model {
+	sort.Slice(ports, func(i, j int) bool { return ports[i].Key.less(ports[j].Key) })
+	m := &Model{Ports: ports, byKey: make(map[PortKey]*ServicePort, len(ports))}
+	for _, p := range ports {
+		m.byKey[p.Key] = p
+	}
+	return m
+}
+
+// BuildModel derives the model from a cluster snapshot. Headless and
+// ExternalName Services are left out (they have no virtual address); a Service
+// port whose endpoints do not declare it gets no endpoints, as kube-proxy does.
+func BuildModel(c *zone.Cluster) *Model {
+	var ports []*ServicePort
+	if c == nil {
+		return NewModel(nil)
+	}
+	for _, svc := range c.Services {
+		if svc.Type == zone.TypeExternalName || svc.Headless || len(svc.ClusterIPs) == 0 {
+			continue
+		}
+		slices := c.SlicesFor(svc.Key)
+		for _, ip := range svc.ClusterIPs {
+			family := FamilyOf(ip)
+			for _, sp := range svc.Ports {
+				p := &ServicePort{
+					Key:             PortKey{Service: svc.Key, Port: sp.Name, Family: family},
+					Protocol:        sp.Protocol,
+					ClusterIP:       ip.Unmap(),
+					Port:            uint16(sp.Port),
+					AffinitySeconds: svc.AffinityTimeout,
+					Endpoints:       selectEndpoints(slices, sp, family),
+				}
+				if svc.Type == zone.TypeNodePort || svc.Type == zone.TypeLoadBalancer {
+					p.NodePort = uint16(sp.NodePort)
+				}
+				ports = append(ports, p)
+			}
+		}
+	}
+	return NewModel(ports)
+}
+
+// selectEndpoints picks the endpoints of one Service port in one family: the
+// ready ones; if there are none, the serving and terminating ones.
+func selectEndpoints(slices []*zone.EndpointSlice, sp zone.ServicePort, family Family) []netip.AddrPort {
+	var ready, fallback []netip.AddrPort
+	want := zone.AddressIPv4
+	if family == IPv6 {
+		want = zone.AddressIPv6
+	}
+	for _, s := range slices {
+		if s.AddressType != want {
+			continue
+		}
+		port, ok := slicePort(s, sp)
+		if !ok {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			if len(e.Addresses) == 0 {
+				continue
+			}
+			// An endpoint has one address in practice; the API allows more but
+			// consumers use the first.
+			ap := netip.AddrPortFrom(e.Addresses[0].Unmap(), port)
+			switch {
+			case e.Ready:
+				ready = append(ready, ap)
+			case e.Serving && e.Terminating:
+				fallback = append(fallback, ap)
+			}
+		}
+	}
+	out := ready
+	if len(out) == 0 {
+		out = fallback
+	}
+	return sortUnique(out)
+}
+
+// slicePort finds the slice's port for a Service port: same name and protocol.
+func slicePort(s *zone.EndpointSlice, sp zone.ServicePort) (uint16, bool) {
+	for _, p := range s.Ports {
+		if p.Name == sp.Name && p.Protocol == sp.Protocol && p.Port > 0 && p.Port < 65536 {
+			return uint16(p.Port), true
+		}
+	}
+	return 0, false
+}
+
+func sortUnique(eps []netip.AddrPort) []netip.AddrPort {
+	if len(eps) < 2 {
+		return eps
+	}
+	sort.Slice(eps, func(i, j int) bool { return eps[i].Compare(eps[j]) < 0 })
+	out := eps[:1]
+	for _, e := range eps[1:] {
+		if e != out[len(out)-1] {
+			out = append(out, e)
+		}
+	}
+	return out
+}

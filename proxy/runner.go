@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"context"
+	"time"
+)
+
+// boundedRunner calls a sync function when asked, but never more often than
+// minInterval (requests in between are batched into one call) and at least
+// every maxInterval, when the call is a full one. A failed call is retried,
+// as a full one, after minInterval.
+type boundedRunner struct {
+	minInterval time.Duration
+	maxInterval time.Duration
+	kick        chan struct{}
+}
+
+func newBoundedRunner(minInterval, maxInterval time.Duration) *boundedRunner {
+	return &boundedRunner{minInterval: minInterval, maxInterval: maxInterval, kick: make(chan struct{}, 1)}
+}
+
+// Request asks for a sync soon; it never blocks.
+func (r *boundedRunner) Request() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Loop runs until ctx ends. The first call is a full one and happens at once.
+// sync reports whether it succeeded.
+func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
+	var lastRun, lastFull time.Time
+	pending, needFull := true, true
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+			pending = true
+		case <-timer.C:
+		}
+		now := time.Now()
+		if !lastFull.IsZero() && now.Sub(lastFull) >= r.maxInterval {
+			pending, needFull = true, true
+		}
+		if pending && (lastRun.IsZero() || now.Sub(lastRun) >= r.minInterval) {
+			ok := sync(needFull)
+			lastRun = time.Now()
+			if ok {
+				if needFull {
+					lastFull = lastRun
+				}
+				pending, needFull = false, false
+			} else {
+				pending, needFull = true, true
+			}
+		}
+		// Wake for the earlier of the next allowed run (if one is pending) and
+		// the next periodic full sync.
+		next := lastFull.Add(r.maxInterval)
+		if lastFull.IsZero() {
+			next = lastRun.Add(r.minInterval)
+		}
+		if pending {
+			if at := lastRun.Add(r.minInterval); at.Before(next) {
+				next = at
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(max(time.Until(next), time.Millisecond))
+	}
+}
