@@ -3,10 +3,278 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/proxy/iptables"
+	"github.com/clusterdns/clusterdns/zone"
 )
 
+// proxyOptions are the flags of `clusterdns proxy`. Where kube-proxy has a
+// flag with the same meaning, ours has its name.
+type proxyOptions struct {
+	mode              string
+	kubeconfig        string
+	master            string
+	hostname          string
+	clusterCIDR       string
+	nodePortAddresses []string
+	masqueradeAll     bool
+	syncPeriod        time.Duration
+	minSyncPeriod     time.Duration
+	masqueradeBit     int
+	healthzAddress    string
+	metricsAddress    string
+	cleanup           bool
+	manifests         string
+	dryRun            bool
+	iptablesVariant   string
+	verbosity         int
+}
+
+func proxyFlags(stderr io.Writer) (*pflag.FlagSet, *proxyOptions) {
+	o := &proxyOptions{}
+	fs := pflag.NewFlagSet("clusterdns proxy", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.mode, "proxy-mode", "iptables", "which backend programs the routes: iptables (ipvs is not available yet)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file for the Kubernetes API (default: in-cluster configuration)")
+	fs.StringVar(&o.master, "master", "", "address of the Kubernetes API server (overrides the kubeconfig)")
+	fs.StringVar(&o.hostname, "hostname-override", "", "the name of this node (default: the host name)")
+	fs.StringVar(&o.clusterCIDR, "cluster-cidr", "", "pod range(s), comma-separated, at most one per family: traffic to a cluster IP from outside them is masqueraded")
+	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "serve node ports only on local addresses in these ranges (default: every local address but loopback)")
+	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic sent to cluster IPs")
+	fs.DurationVar(&o.syncPeriod, "iptables-sync-period", 30*time.Second, "how often a full sync rewrites all rules")
+	fs.DurationVar(&o.minSyncPeriod, "iptables-min-sync-period", time.Second, "the shortest time between syncs; changes in between are batched")
+	fs.IntVar(&o.masqueradeBit, "iptables-masquerade-bit", 13, "the packet mark bit (0-31) asking for masquerade; kube-proxy uses 14, so 13 lets both run side by side")
+	fs.StringVar(&o.healthzAddress, "healthz-bind-address", "0.0.0.0:10256", "address of /healthz (200 while syncs succeed); empty disables it")
+	fs.StringVar(&o.metricsAddress, "metrics-bind-address", "127.0.0.1:10249", "address of /metrics; empty disables it")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "remove every rule the agent ever programmed, then exit")
+	fs.StringVar(&o.manifests, "manifests", "", "read the cluster from this folder (or file) of manifests, watched, instead of the Kubernetes API")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the iptables-restore input that would be applied, change nothing, and exit")
+	fs.StringVar(&o.iptablesVariant, "iptables-variant", "", "which iptables tools to run: empty for the system's iptables, nft or legacy")
+	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 4 and more debug")
+	return fs, o
+}
+
 // runProxy is the node agent; see proxy/.
-func runProxy(_ context.Context, _ []string, _, _ io.Writer) error {
-	return errors.New("not built yet")
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, o := proxyFlags(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	level := slog.LevelInfo
+	if o.verbosity >= 4 {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if o.mode != "iptables" {
+		return fmt.Errorf("--proxy-mode %q: only iptables is available", o.mode)
+	}
+	cfg, err := o.backendConfig(log)
+	if err != nil {
+		return err
+	}
+	backend := iptables.New(cfg)
+
+	if o.cleanup {
+		if err := backend.Cleanup(ctx); err != nil {
+			return err
+		}
+		log.Info("removed every rule clusterdns programmed")
+		return nil
+	}
+
+	source, err := o.source(log)
+	if err != nil {
+		return err
+	}
+	if o.dryRun {
+		c, err := firstSnapshot(ctx, source)
+		if err != nil {
+			return err
+		}
+		return backend.DryRun(proxy.BuildModel(c), stdout)
+	}
+
+	warnIfNotForwarding(log)
+	agent := proxy.NewAgent(proxy.Config{
+		Source:        source,
+		Backend:       backend,
+		Conntrack:     proxy.NetlinkConntrack{},
+		MinSyncPeriod: o.minSyncPeriod,
+		SyncPeriod:    o.syncPeriod,
+		Logger:        log,
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serveErr := make(chan error, 2)
+	for _, srv := range []struct {
+		addr, path string
+		handler    http.Handler
+	}{
+		{o.healthzAddress, "/healthz", agent.HealthHandler()},
+		{o.metricsAddress, "/metrics", agent.MetricsHandler()},
+	} {
+		if srv.addr == "" {
+			continue
+		}
+		mux := http.NewServeMux()
+		mux.Handle(srv.path, srv.handler)
+		if err := serveHTTP(ctx, srv.addr, mux, serveErr); err != nil {
+			return err
+		}
+	}
+	node := o.hostname
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	log.Info("node agent starting", "mode", o.mode, "node", node, "healthz", o.healthzAddress, "metrics", o.metricsAddress)
+	agentErr := make(chan error, 1)
+	go func() { agentErr <- agent.Run(ctx) }()
+	select {
+	case err := <-agentErr:
+		return err
+	case err := <-serveErr:
+		cancel()
+		<-agentErr
+		return err
+	}
+}
+
+func (o *proxyOptions) backendConfig(log *slog.Logger) (iptables.Config, error) {
+	cfg := iptables.Config{
+		Runner:        iptables.ExecRunner{Variant: o.iptablesVariant},
+		MasqueradeAll: o.masqueradeAll,
+		Logger:        log,
+	}
+	switch o.iptablesVariant {
+	case "", "nft", "legacy":
+	default:
+		return cfg, fmt.Errorf("--iptables-variant %q: want nft, legacy or empty", o.iptablesVariant)
+	}
+	if o.masqueradeBit < 0 || o.masqueradeBit > 31 {
+		return cfg, fmt.Errorf("--iptables-masquerade-bit %d: want 0 to 31", o.masqueradeBit)
+	}
+	cfg.MasqueradeMark = 1 << o.masqueradeBit
+	if o.clusterCIDR != "" {
+		seen := map[proxy.Family]bool{}
+		for _, s := range strings.Split(o.clusterCIDR, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return cfg, fmt.Errorf("--cluster-cidr: %w", err)
+			}
+			if f := proxy.FamilyOf(p.Addr()); seen[f] {
+				return cfg, fmt.Errorf("--cluster-cidr %q: more than one %s range", o.clusterCIDR, f)
+			} else {
+				seen[f] = true
+			}
+			cfg.ClusterCIDRs = append(cfg.ClusterCIDRs, p)
+		}
+	}
+	for _, s := range o.nodePortAddresses {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return cfg, fmt.Errorf("--nodeport-addresses: %w", err)
+		}
+		cfg.NodePortAddresses = append(cfg.NodePortAddresses, p)
+	}
+	if o.minSyncPeriod <= 0 || o.syncPeriod < o.minSyncPeriod {
+		return cfg, fmt.Errorf("--iptables-min-sync-period %s must be positive and not above --iptables-sync-period %s", o.minSyncPeriod, o.syncPeriod)
+	}
+	return cfg, nil
+}
+
+// source picks the manifests folder or the Kubernetes API.
+func (o *proxyOptions) source(log *slog.Logger) (zone.Source, error) {
+	if o.manifests != "" {
+		if o.kubeconfig != "" || o.master != "" {
+			return nil, errors.New("--manifests excludes --kubeconfig and --master")
+		}
+		return &zone.ManifestSource{Path: o.manifests, Logger: log}, nil
+	}
+	src, err := zone.NewAPISource(zone.APIConfig{Kubeconfig: o.kubeconfig, Endpoint: o.master})
+	if err != nil {
+		return nil, fmt.Errorf("Kubernetes API source (--kubeconfig/--master): %w", err)
+	}
+	return src, nil
+}
+
+// firstSnapshot runs the source until it publishes once.
+func firstSnapshot(ctx context.Context, src zone.Source) (*zone.Cluster, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	got := make(chan *zone.Cluster, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Run(ctx, func(c *zone.Cluster) {
+			select {
+			case got <- c:
+			default:
+			}
+			cancel()
+		})
+	}()
+	select {
+	case c := <-got:
+		<-done
+		return c, nil
+	case err := <-done:
+		select {
+		case c := <-got:
+			return c, nil
+		default:
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("source ended before loading: %v", err)
+	}
+}
+
+// serveHTTP listens at once (so a taken port fails the start) and serves
+// until ctx ends.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, errs chan<- error) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("serve %s: %w", addr, err)
+		}
+	}()
+	return nil
+}
+
+// warnIfNotForwarding says so when the node does not route packets: node
+// ports and pod traffic to other nodes' pods need it.
+func warnIfNotForwarding(log *slog.Logger) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err == nil && strings.TrimSpace(string(b)) == "0" {
+		log.Warn("net.ipv4.ip_forward is 0: node ports and forwarded service traffic will not work")
+	}
 }
