@@ -23,7 +23,14 @@ type Kubernetes struct {
 	fallthroughAll   bool
 	next             Handler
 	index            atomic.Pointer[zone.Index]
+	// upstream resolves CNAME targets outside the cluster zones (ExternalName
+	// Services) by re-entering the block's chain; nil leaves them to the client.
+	upstream Handler
 }
+
+// SetUpstream sets the chain that resolves CNAME targets outside the cluster
+// zones. Call it before the handler serves.
+func (k *Kubernetes) SetUpstream(h Handler) { k.upstream = h }
 
 // NewKubernetes returns a handler for the zones in opts. A name in a zone of
 // fallthrough (every zone when fallthroughAll) that does not exist goes to next.
@@ -78,6 +85,7 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 	qname := req.QName()
 	if len(node.CNAME) > 0 && req.Type != dns.TypeCNAME {
 		m.Answer = k.chase(ix, node, qname, req.Type)
+		m.Answer = k.chaseOut(ctx, req, m.Answer)
 		return m, nil
 	}
 	rrs := node.Records(req.Type)
@@ -115,6 +123,24 @@ func (k *Kubernetes) chase(ix *zone.Index, node *zone.Node, qname string, qtype 
 		break
 	}
 	return answer
+}
+
+// chaseOut adds the records of a CNAME target outside the cluster zones,
+// looked up through the upstream chain, after the CNAMEs that lead there. A
+// failed lookup leaves the CNAMEs alone, for the client to follow.
+func (k *Kubernetes) chaseOut(ctx context.Context, req *Request, answer []dns.RR) []dns.RR {
+	if k.upstream == nil || len(answer) == 0 {
+		return answer
+	}
+	cname, ok := answer[len(answer)-1].(*dns.CNAME)
+	if !ok || MatchZone(lower(cname.Target), k.options.Zones) != "" {
+		return answer
+	}
+	m, err := Lookup(ctx, k.upstream, req, cname.Target, req.Type)
+	if err != nil || m == nil || m.Rcode != dns.RcodeSuccess {
+		return answer
+	}
+	return append(answer[:len(answer):len(answer)], m.Answer...)
 }
 
 func (k *Kubernetes) fallsThrough(name string) bool {

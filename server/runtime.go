@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clusterdns/clusterdns/resolver"
 )
 
 // Runtime is a configuration brought to life: every block's chain built and
@@ -24,8 +26,11 @@ type Runtime struct {
 	// http muxes by listen address.
 	http     map[string]*http.ServeMux
 	lameduck time.Duration
-	reload   time.Duration
-	onStart  []func(*Runtime) error
+	// reload is how often the Corefile is checked for changes (zero: never),
+	// give or take reloadJitter.
+	reload       time.Duration
+	reloadJitter time.Duration
+	onStart      []func(*Runtime) error
 }
 
 // Build turns a Config into a Runtime, using shared for what outlives it.
@@ -36,6 +41,7 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 		http:    make(map[string]*http.ServeMux),
 	}
 	routes := make(map[string][]route)
+	paths := make(map[string]bool) // addr+path already served
 	for _, b := range cfg.Blocks {
 		env := &Env{
 			Logger:   shared.Logger,
@@ -45,6 +51,11 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			Zones:    b.Zones,
 		}
 		h := b.chain(env)
+		for _, svc := range b.services {
+			if u, ok := svc.(chainUser); ok {
+				u.useChain(h)
+			}
+		}
 		for _, addr := range b.listenAddrs() {
 			for _, z := range b.Zones {
 				routes[addr] = append(routes[addr], route{zone: z, handler: h})
@@ -54,6 +65,12 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 		rt.readiness = append(rt.readiness, b.readiness...)
 		rt.onStart = append(rt.onStart, b.onStart...)
 		for _, hh := range b.handlers {
+			// Several blocks may ask for the same endpoint (health in each);
+			// one serves them all.
+			if paths[hh.addr+hh.path] {
+				continue
+			}
+			paths[hh.addr+hh.path] = true
 			mux := rt.http[hh.addr]
 			if mux == nil {
 				mux = http.NewServeMux()
@@ -72,6 +89,21 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 		rt.routers[addr] = newRouter(rs)
 	}
 	return rt, nil
+}
+
+// chainUser is a service that needs its block's finished chain, to resolve
+// names through it from the top (as the kubernetes handler does for the
+// targets of ExternalName Services).
+type chainUser interface {
+	useChain(top resolver.Handler)
+}
+
+// useChain lets the cluster zone chase CNAME targets outside it through the
+// block's whole chain, so that cache and forward apply to them.
+func (h *kubernetesHolder) useChain(top resolver.Handler) {
+	if h.handler != nil {
+		h.handler.SetUpstream(top)
+	}
 }
 
 // listenAddrs are the host:port pairs the block listens on.

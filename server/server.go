@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"os"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -58,8 +61,14 @@ func NewServer(file string, logger *slog.Logger) *Server {
 
 // Run loads the Corefile, serves it, and on ctx's end shuts down in order:
 // lameduck (keep answering), close the listeners, finish queries in flight.
+// While it serves, a configuration with the reload directive is checked for
+// changes and replaced without dropping queries.
 func (s *Server) Run(ctx context.Context) error {
-	cfg, err := LoadConfig(s.File)
+	data, err := os.ReadFile(s.File)
+	if err != nil {
+		return fmt.Errorf("corefile: %w", err)
+	}
+	cfg, err := ParseConfig(s.File, data)
 	if err != nil {
 		return err
 	}
@@ -67,19 +76,85 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.apply(ctx, rt); err != nil {
+	// Services (sources, health checks) outlive the signal: queries are still
+	// answered during lameduck, and shutdown stops them last.
+	svcCtx := context.WithoutCancel(ctx)
+	if err := s.apply(svcCtx, rt); err != nil {
 		s.shutdown(0)
 		return err
 	}
 	s.Shared.Logger.Info("serving", "corefile", s.File, "listeners", rt.describe())
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		s.watch(watchCtx, svcCtx, sha256.Sum256(data))
+	}()
+
 	select {
 	case <-ctx.Done():
 	case err := <-s.errs:
+		stopWatch()
+		<-watchDone
 		s.shutdown(0)
 		return err
 	}
-	s.shutdown(rt.lameduck)
+	stopWatch()
+	<-watchDone
+	s.shutdown(s.Runtime().lameduck)
 	return nil
+}
+
+// watch polls the Corefile while the served configuration asks for reload,
+// and applies every new content that sets up cleanly. A file that does not
+// is logged with its position and the running configuration stays.
+func (s *Server) watch(ctx, svcCtx context.Context, applied [sha256.Size]byte) {
+	var rejected [sha256.Size]byte
+	for {
+		rt := s.Runtime()
+		if rt == nil || rt.reload <= 0 {
+			return
+		}
+		wait := rt.reload
+		if j := rt.reloadJitter; j > 0 {
+			wait += time.Duration(rand.Int64N(int64(2*j))) - j
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		data, err := os.ReadFile(s.File)
+		if err != nil {
+			s.Shared.Logger.Error("reload: cannot read the Corefile; keeping the running configuration", "err", err)
+			continue
+		}
+		sum := sha256.Sum256(data)
+		if sum == applied || sum == rejected {
+			continue
+		}
+		if err := s.reload(svcCtx, data); err != nil {
+			rejected = sum
+			s.Shared.Logger.Error("reload failed; keeping the running configuration", "err", err)
+			continue
+		}
+		applied = sum
+		s.Shared.Logger.Info("reloaded", "corefile", s.File, "listeners", s.Runtime().describe())
+	}
+}
+
+// reload sets up and applies a new Corefile content.
+func (s *Server) reload(ctx context.Context, data []byte) error {
+	cfg, err := ParseConfig(s.File, data)
+	if err != nil {
+		return err
+	}
+	rt, err := Build(cfg, s.Shared)
+	if err != nil {
+		return err
+	}
+	return s.apply(ctx, rt)
 }
 
 // Runtime returns the configuration being served.
@@ -96,35 +171,40 @@ func (s *Server) report(err error) {
 	}
 }
 
-// apply makes rt the served configuration: it opens listeners it lacks, points
-// every listener at rt's routers, starts rt's services and HTTP endpoints, and
-// only then stops the previous configuration's and closes listeners rt no
-// longer uses. Queries keep flowing throughout.
+// apply makes rt the served configuration: it opens listeners it lacks,
+// starts rt's services and waits (a bounded time) for its sources to load,
+// swaps the HTTP endpoints, points every listener at rt's routers, and only
+// then stops the previous configuration's services and closes listeners rt
+// no longer uses. Queries keep flowing throughout, answered by the old
+// configuration until the new one is loaded.
 func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	opened := make(map[string]*listener)
+	closeOpened := func() {
+		for _, o := range opened {
+			o.close(0)
+		}
+	}
 	for _, addr := range rt.Addrs() {
 		if _, ok := s.listeners[addr]; ok {
 			continue
 		}
 		l, err := listen(addr, s.Shared.Logger, s.Shared.Metrics)
 		if err != nil {
-			for _, o := range opened {
-				o.close(0)
-			}
+			closeOpened()
 			return err
 		}
 		opened[addr] = l
 	}
 	for _, hook := range rt.onStart {
 		if err := hook(rt); err != nil {
-			for _, o := range opened {
-				o.close(0)
-			}
+			closeOpened()
 			return err
 		}
 	}
+	stopSvcs := rt.runServices(ctx, s.report)
+	waitReady(ctx, rt, readyWait)
 	// The old HTTP endpoints must go before the new ones can bind the same ports.
 	if s.stopHTTP != nil {
 		s.stopHTTP()
@@ -132,8 +212,13 @@ func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 	}
 	stopHTTP, err := rt.startHTTP(s.report)
 	if err != nil {
-		for _, o := range opened {
-			o.close(0)
+		stopSvcs()
+		closeOpened()
+		if s.runtime != nil {
+			// Put the running configuration's endpoints back.
+			if restart, rerr := s.runtime.startHTTP(s.report); rerr == nil {
+				s.stopHTTP = restart
+			}
 		}
 		return err
 	}
@@ -146,7 +231,6 @@ func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 			l.router.Store(r)
 		}
 	}
-	stopSvcs := rt.runServices(ctx, s.report)
 	if s.stopSvcs != nil {
 		s.stopSvcs()
 	}
@@ -158,6 +242,18 @@ func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 	}
 	s.runtime, s.stopSvcs, s.stopHTTP = rt, stopSvcs, stopHTTP
 	return nil
+}
+
+// readyWait bounds how long a new configuration may take to load its sources
+// before it serves anyway (answering SERVFAIL for what has not loaded), as
+// CoreDNS's kubernetes plugin waits for its first sync.
+const readyWait = 5 * time.Second
+
+func waitReady(ctx context.Context, rt *Runtime, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for !rt.Ready() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // shutdown keeps answering for lameduck, then closes every listener and waits

@@ -1,0 +1,180 @@
+package resolver
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// maxIdleConns caps the idle connections kept per upstream and transport;
+// more are closed when returned, so a burst does not leave sockets behind.
+const maxIdleConns = 64
+
+// connPool keeps idle connections to one upstream over one transport. A query
+// takes a connection for itself and gives it back when the reply is in, so a
+// socket never carries two queries at once.
+type connPool struct {
+	network, addr string
+	expire        time.Duration
+
+	mu   sync.Mutex // protects idle
+	idle []*upConn  // most recently used last
+}
+
+// upConn is a connection with the time it was last returned.
+type upConn struct {
+	net.Conn
+	used time.Time
+}
+
+// get returns an idle connection, or dials a new one; reused says which.
+func (p *connPool) get(deadline time.Time) (c *upConn, reused bool, err error) {
+	now := time.Now()
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		c = p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(c.used) < p.expire {
+			p.mu.Unlock()
+			return c, true, nil
+		}
+		c.Close()
+	}
+	p.mu.Unlock()
+	d := net.Dialer{Deadline: deadline, Timeout: dialTimeout}
+	conn, err := d.Dial(p.network, p.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &upConn{Conn: conn}, false, nil
+}
+
+// put returns a healthy connection to the pool.
+func (p *connPool) put(c *upConn) {
+	c.used = time.Now()
+	p.mu.Lock()
+	if len(p.idle) < maxIdleConns {
+		p.idle = append(p.idle, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+func (p *connPool) closeAll() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+var errShortReply = errors.New("reply shorter than a DNS header")
+
+// roundTrip writes one query and reads the reply with the same ID, skipping
+// stray replies (a late answer to a query that timed out earlier).
+func (c *upConn) roundTrip(wire []byte, id uint16, tcp bool, deadline time.Time) (*dns.Msg, error) {
+	if err := c.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	bufp := readBuffers.Get().(*[]byte)
+	defer readBuffers.Put(bufp)
+	buf := *bufp
+	if tcp {
+		var l [2]byte
+		binary.BigEndian.PutUint16(l[:], uint16(len(wire)))
+		if _, err := (&net.Buffers{l[:], wire}).WriteTo(c.Conn); err != nil {
+			return nil, err
+		}
+	} else if _, err := c.Write(wire); err != nil {
+		return nil, err
+	}
+	for {
+		var n int
+		var err error
+		if tcp {
+			n, err = readTCP(c.Conn, buf)
+		} else {
+			n, err = c.Read(buf)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n < 12 {
+			if tcp {
+				return nil, errShortReply
+			}
+			continue
+		}
+		if binary.BigEndian.Uint16(buf) != id {
+			continue
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(buf[:n]); err != nil {
+			return nil, fmt.Errorf("unpack reply: %w", err)
+		}
+		if !sameQuestion(m, wire) {
+			continue
+		}
+		return m, nil
+	}
+}
+
+func readTCP(r io.Reader, buf []byte) (int, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return 0, err
+	}
+	n := int(binary.BigEndian.Uint16(l[:]))
+	if _, err := io.ReadFull(r, buf[:n]); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// sameQuestion checks that a reply answers the question of the query on the
+// wire: name (in any case), type and class. A reply without a question (some
+// servers' FORMERR) is accepted.
+func sameQuestion(m *dns.Msg, wire []byte) bool {
+	if len(m.Question) == 0 {
+		return true
+	}
+	q := m.Question[0]
+	name, off, err := dns.UnpackDomainName(wire, 12)
+	if err != nil || off+4 > len(wire) {
+		return false
+	}
+	return equalFold(name, q.Name) &&
+		binary.BigEndian.Uint16(wire[off:]) == q.Qtype &&
+		binary.BigEndian.Uint16(wire[off+2:]) == q.Qclass
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/coredns/caddy/caddyfile"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/clusterdns/clusterdns/resolver"
+)
+
+// defaultMetricsAddr is where CoreDNS's prometheus directive listens by default.
+const defaultMetricsAddr = ":9153"
+
+// setupPrometheus reads "prometheus [ADDRESS]": count the block's queries and
+// serve every metric at http://ADDRESS/metrics.
+func setupPrometheus(b *Block, d *caddyfile.Dispenser) error {
+	const name = "prometheus"
+	addr := defaultMetricsAddr
+	uses := 0
+	for {
+		ok, err := nextOnce(d, name, &uses)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		args := d.RemainingArgs()
+		switch len(args) {
+		case 0:
+		case 1:
+			addr = args[0]
+		default:
+			return errAt(d, name, "takes at most one address, got %d arguments", len(args))
+		}
+		for d.NextBlock() {
+			return errAt(d, name, "unknown property %q", d.Val())
+		}
+	}
+	if err := checkListenAddr(addr); err != nil {
+		return errAt(d, name, "%v", err)
+	}
+	h := &metricsHandler{}
+	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/metrics", handler: h})
+	b.links[name] = func(env *Env, next resolver.Handler) resolver.Handler {
+		h.storeHandler(promhttp.HandlerFor(env.Registry, promhttp.HandlerOpts{}))
+		return prometheusLink(newDNSRecorder(env.Metrics, env.Server, env.Zones), env.Zones, next)
+	}
+	return nil
+}
+
+// metricsHandler serves the registry the chain was built with.
+type metricsHandler struct {
+	inner atomic.Pointer[http.Handler]
+}
+
+func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	inner := h.inner.Load()
+	if inner == nil {
+		http.Error(w, "metrics not ready", http.StatusServiceUnavailable)
+		return
+	}
+	(*inner).ServeHTTP(w, r)
+}
+
+func (h *metricsHandler) storeHandler(x http.Handler) { h.inner.Store(&x) }
+
+// prometheusLink records every client query of the block: count, duration,
+// sizes, and the reply's rcode with the handler that produced it. The
+// server's own lookups (ExternalName targets) are not client queries.
+func prometheusLink(rec *dnsRecorder, zones []string, next resolver.Handler) resolver.Handler {
+	return resolver.HandlerFunc(func(ctx context.Context, req *resolver.Request) (*dns.Msg, error) {
+		if resolver.Internal(ctx) {
+			return next.Resolve(ctx, req)
+		}
+		start := time.Now()
+		ctx, answeredBy := resolver.WithResponder(ctx)
+		m, err := next.Resolve(ctx, req)
+		rcode, size := dns.RcodeServerFailure, 0
+		switch {
+		case err != nil:
+		case m == nil:
+			rcode = dns.RcodeRefused
+		default:
+			rcode, size = m.Rcode, m.Len()
+		}
+		rec.record(req, resolver.MatchZone(req.Name, zones), rcode, answeredBy(), size, time.Since(start))
+		return m, err
+	})
+}

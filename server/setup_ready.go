@@ -1,0 +1,62 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/coredns/caddy/caddyfile"
+)
+
+// defaultReadyAddr is where CoreDNS's ready directive listens by default.
+const defaultReadyAddr = ":8181"
+
+// setupReady reads "ready [ADDRESS]": http://ADDRESS/ready answers 200 "OK"
+// once every source of the configuration has loaded, 503 before.
+func setupReady(b *Block, d *caddyfile.Dispenser) error {
+	const name = "ready"
+	addr := defaultReadyAddr
+	uses := 0
+	for {
+		ok, err := nextOnce(d, name, &uses)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		args := d.RemainingArgs()
+		switch len(args) {
+		case 0:
+		case 1:
+			addr = args[0]
+		default:
+			return errAt(d, name, "takes at most one address, got %d arguments", len(args))
+		}
+		for d.NextBlock() {
+			return errAt(d, name, "unknown property %q", d.Val())
+		}
+	}
+	if err := checkListenAddr(addr); err != nil {
+		return errAt(d, name, "%v", err)
+	}
+	h := &readyHandler{}
+	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/ready", handler: h})
+	b.onStart = append(b.onStart, func(rt *Runtime) error { h.rt.Store(rt); return nil })
+	return nil
+}
+
+// readyHandler answers for the runtime being served.
+type readyHandler struct {
+	rt atomic.Pointer[Runtime]
+}
+
+func (h *readyHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if rt := h.rt.Load(); rt != nil && rt.Ready() {
+		_, _ = io.WriteString(w, "OK")
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = io.WriteString(w, "not ready: the cluster zone has not loaded")
+}
