@@ -22,9 +22,9 @@ import (
 // forwarded query into a storm, so the server stops with an error.
 const (
 	loopThreshold = 2
-	loopProbes    = 30               // probes sent before giving up
-	loopInterval  = time.Second      // between probes that got no answer
-	loopTimeout   = 2 * time.Second  // wait for one probe's answer
+	loopProbes    = 30              // probes sent before giving up
+	loopInterval  = time.Second     // between probes that got no answer
+	loopTimeout   = 2 * time.Second // wait for one probe's answer
 	loopStartWait = 50 * time.Millisecond
 )
 
