@@ -168,7 +168,6 @@ func (a Assets) Run(ctx context.Context, spec Spec) (Output, error) {
 	cmd := exec.CommandContext(ctx, a.QEMU,
 		"-accel", "tcg",
 		"-machine", "q35",
-		"-cpu", "max",
 		"-smp", strconv.Itoa(cpus),
 		"-m", strconv.Itoa(memory),
 		"-nodefaults", "-no-user-config", "-display", "none",
@@ -197,7 +196,7 @@ func (a Assets) Run(ctx context.Context, spec Spec) (Output, error) {
 		// complete result does not make the result less true.
 		return out, nil
 	case ctx.Err() != nil:
-		return out, fmt.Errorf("vm: no result after %v (%w); console:\n%s", timeout, ctx.Err(), tail(out.Console, 4000))
+		return out, fmt.Errorf("vm: no result after %v (%w); console:\n%s", out.Elapsed.Round(time.Millisecond), ctx.Err(), tail(out.Console, 4000))
 	case runErr != nil:
 		return out, fmt.Errorf("vm: qemu: %w; console:\n%s", runErr, tail(out.Console, 4000))
 	default:
