@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes binaries the end-to-end tests run (kube-apiserver by
+# default; pass other tool names such as kube-proxy as arguments) from the
+# pinned k8s.io/kubernetes release in this module, into a cache directory.
+# Prints the path of each binary, one per line. Cheap when nothing changed:
+# go's build cache makes a rebuild a link step, and a binary newer than
+# go.mod/go.sum is kept as it is.
+set -euo pipefail
+
+tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bin_dir="${CLUSTERDNS_BIN_CACHE:-${HOME:-/root}/.cache/clusterdns/bin}"
+mkdir -p "$bin_dir"
+
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+	names=(kube-apiserver)
+fi
+
+for name in "${names[@]}"; do
+	case "$name" in
+	kube-apiserver | kube-proxy) ;;
+	*)
+		echo "build.sh: unknown tool $name (want kube-apiserver or kube-proxy)" >&2
+		exit 2
+		;;
+	esac
+	out="$bin_dir/$name"
+	if [ -x "$out" ] && [ "$out" -nt "$tools_dir/go.mod" ] && [ "$out" -nt "$tools_dir/go.sum" ]; then
+		echo "$out"
+		continue
+	fi
+	# Build to a temporary name and rename, so a concurrent reader never sees
+	# a half-written binary.
+	tmp="$out.tmp.$$"
+	CGO_ENABLED=0 go build -C "$tools_dir" -trimpath -ldflags=-s -o "$tmp" "k8s.io/kubernetes/cmd/$name" >&2
+	mv -f "$tmp" "$out"
+	echo "$out"
+done
