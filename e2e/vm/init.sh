@@ -17,8 +17,12 @@ mkdir -p /root /run/netns
 echo 1 >/proc/sys/kernel/printk
 
 token=none
+timeout=600
 for arg in $(cat /proc/cmdline); do
-	case $arg in clusterdns.token=*) token=${arg#clusterdns.token=} ;; esac
+	case $arg in
+	clusterdns.token=*) token=${arg#clusterdns.token=} ;;
+	clusterdns.timeout=*) timeout=${arg#clusterdns.timeout=} ;;
+	esac
 done
 
 # lo must be up before IPVS accepts real servers.
@@ -41,8 +45,11 @@ done
 cd /
 echo "VM-RESULT-BEGIN $token"
 if [ -f /test.sh ]; then
-	sh /test.sh </dev/null 2>&1
+	# The host kills qemu after its timeout; stopping the script here too
+	# keeps the VM bounded even if the host side went away.
+	timeout -s KILL "$timeout" sh /test.sh </dev/null 2>&1
 	rc=$?
+	[ $rc -eq 137 ] && echo "vm-init: /test.sh killed after ${timeout}s"
 else
 	echo "vm-init: no /test.sh"
 	rc=127

@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -176,13 +177,18 @@ func (a Assets) Run(ctx context.Context, spec Spec) (Output, error) {
 		"-no-reboot",
 		"-kernel", a.Kernel,
 		"-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1 mitigations=off clusterdns.token="+token,
+		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 mitigations=off clusterdns.token=%s clusterdns.timeout=%d",
+			token, int(timeout.Seconds())+1),
 	)
 	console := &cappedBuffer{limit: maxConsole}
 	cmd.Stdin = nil
 	cmd.Stdout = console
 	cmd.Stderr = console
 	cmd.WaitDelay = 5 * time.Second
+	// Should this process die without cancelling (a test binary killed by
+	// its own timeout), the kernel kills qemu; /init also stops the script
+	// after the timeout by itself, so the VM powers off either way.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
 	start := time.Now()
 	runErr := cmd.Run()
