@@ -152,7 +152,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	start := time.Now()
 	model := programmed
 	if latest != modelOf || model == nil {
-		model = BuildModel(latest)
+		model = BuildModel(programmed, latest)
 	}
 	res, err := a.cfg.Backend.Sync(ctx, model, full)
 	elapsed := time.Since(start)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"sort"
 
@@ -100,11 +101,21 @@ func (p *ServicePort) Equal(o *ServicePort) bool {
 
 // Model is the routing the node should have: every Service port with a cluster
 // IP, per family. It is immutable once built and shared by all backends.
+//
+// A model built from a previous one shares the previous model's objects for
+// the ports that did not change, and lists what changed, so that a backend
+// which programmed the previous model can skip the comparison of every port.
 type Model struct {
 	// Ports is sorted by key, so that everything rendered from it is
 	// deterministic.
 	Ports []*ServicePort
 	byKey map[PortKey]*ServicePort
+
+	// ID identifies the model; BaseID is the ID of the model Changes is
+	// relative to, zero when there is none.
+	ID, BaseID uint64
+	// Changes lists the keys added, changed or removed since the base model.
+	Changes []PortKey
 }
 
 // Lookup returns the service port with the key, or nil.
@@ -121,23 +132,45 @@ func (m *Model) Family(f Family) []*ServicePort {
 	return out
 }
 
-// NewModel indexes a list of service ports (in any order) as a Model.
-func NewModel(ports []*ServicePort) *Model {
+// NewModel indexes a list of service ports (in any order) as a Model. With
+// prev, unchanged ports are replaced by prev's equal objects and Changes
+// lists the difference.
+func NewModel(prev *Model, ports []*ServicePort) *Model {
 	sort.Slice(ports, func(i, j int) bool { return ports[i].Key.less(ports[j].Key) })
-	m := &Model{Ports: ports, byKey: make(map[PortKey]*ServicePort, len(ports))}
-	for _, p := range ports {
+	m := &Model{Ports: ports, byKey: make(map[PortKey]*ServicePort, len(ports)), ID: rand.Uint64() | 1}
+	for i, p := range ports {
 		m.byKey[p.Key] = p
+		if prev == nil {
+			continue
+		}
+		if old := prev.byKey[p.Key]; old != nil && old.Equal(p) {
+			ports[i] = old
+			m.byKey[p.Key] = old
+		} else {
+			m.Changes = append(m.Changes, p.Key)
+		}
+	}
+	if prev != nil {
+		m.BaseID = prev.ID
+		if len(ports)-len(m.Changes) < len(prev.Ports) {
+			for _, p := range prev.Ports {
+				if m.byKey[p.Key] == nil {
+					m.Changes = append(m.Changes, p.Key)
+				}
+			}
+		}
 	}
 	return m
 }
 
-// BuildModel derives the model from a cluster snapshot. Headless and
-// ExternalName Services are left out (they have no virtual address); a Service
-// port whose endpoints do not declare it gets no endpoints, as kube-proxy does.
-func BuildModel(c *zone.Cluster) *Model {
+// BuildModel derives the model from a cluster snapshot, relative to prev when
+// it is not nil. Headless and ExternalName Services are left out (they have
+// no virtual address); a Service port whose endpoints do not declare it gets
+// no endpoints, as kube-proxy does.
+func BuildModel(prev *Model, c *zone.Cluster) *Model {
 	var ports []*ServicePort
 	if c == nil {
-		return NewModel(nil)
+		return NewModel(prev, nil)
 	}
 	for _, svc := range c.Services {
 		if svc.Type == zone.TypeExternalName || svc.Headless || len(svc.ClusterIPs) == 0 {
@@ -162,7 +195,7 @@ func BuildModel(c *zone.Cluster) *Model {
 			}
 		}
 	}
-	return NewModel(ports)
+	return NewModel(prev, ports)
 }
 
 // selectEndpoints picks the endpoints of one Service port in one family: the

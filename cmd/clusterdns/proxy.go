@@ -110,7 +110,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return backend.DryRun(proxy.BuildModel(c), stdout)
+		return backend.DryRun(proxy.BuildModel(nil, c), stdout)
 	}
 
 	warnIfNotForwarding(log)

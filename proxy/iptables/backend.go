@@ -55,6 +55,8 @@ type familyState struct {
 	// again after a failure: the next full sync then lists them and deletes
 	// every CDNS- chain it does not want.
 	trusted bool
+	// modelID is the ID of the model programmed last.
+	modelID uint64
 
 	// Buffers reused across syncs.
 	natDecl, natBase, natDispatch, natPorts, natDel, filterDecl, filterRules, out bytes.Buffer
@@ -125,6 +127,7 @@ type plan struct {
 	updates  []*portState
 	removals []proxy.PortKey
 	full     bool
+	modelID  uint64
 	// natDispatch and filterDo say which dispatch chains were rewritten.
 	natDispatch, filterDo bool
 	// natDispatchRules, filterDispatchRules are the new totals when rewritten.
@@ -134,25 +137,32 @@ type plan struct {
 // plan renders what must change for the family's ports to match m.
 // existing, when not nil, lists the chains the kernel has per table.
 func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]string, cfg *Config) *plan {
-	p := &plan{full: full}
+	p := &plan{full: full, modelID: m.ID}
 	r := st.r
 	for _, buf := range []*bytes.Buffer{&st.natDecl, &st.natBase, &st.natDispatch, &st.natPorts, &st.natDel, &st.filterDecl, &st.filterRules, &st.out} {
 		buf.Reset()
 	}
 	natDispatch, filterDispatch := full, full
-	seen := 0
 	var changed map[proxy.PortKey]*portState
 	var deleted []string // chains this plan deletes
-	for _, sp := range m.Ports {
-		if sp.Key.Family != st.family {
-			continue
+	// consider renders one port that may have changed; sp nil means the
+	// port is gone.
+	consider := func(k proxy.PortKey, sp *proxy.ServicePort) {
+		old := st.ports[k]
+		if sp == nil {
+			if old == nil {
+				return
+			}
+			p.removals = append(p.removals, k)
+			natDispatch = true
+			if len(old.filterDispatch) > 0 {
+				filterDispatch = true
+			}
+			deleted = deleteGone(old.chains(), nil, &st.natDecl, &st.natDel, deleted)
+			return
 		}
-		old := st.ports[sp.Key]
-		if old != nil {
-			seen++
-		}
-		if !full && old != nil && old.sp.Equal(sp) {
-			continue
+		if !full && old != nil && (old.sp == sp || old.sp.Equal(sp)) {
+			return
 		}
 		ps := r.renderPort(sp, cfg, &st.natDecl, &st.natPorts)
 		if old == nil || !bytes.Equal(old.natDispatch, ps.natDispatch) || !bytes.Equal(old.nodePortDispatch, ps.nodePortDispatch) {
@@ -168,19 +178,32 @@ func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]str
 		if changed == nil {
 			changed = make(map[proxy.PortKey]*portState)
 		}
-		changed[sp.Key] = ps
+		changed[k] = ps
 	}
-	if seen < len(st.ports) {
-		for k, old := range st.ports {
-			if m.Lookup(k) != nil {
+	if !full && m.BaseID != 0 && m.BaseID == st.modelID {
+		// The model knows what changed since the one programmed last.
+		for _, k := range m.Changes {
+			if k.Family == st.family {
+				consider(k, m.Lookup(k))
+			}
+		}
+	} else {
+		seen := 0
+		for _, sp := range m.Ports {
+			if sp.Key.Family != st.family {
 				continue
 			}
-			p.removals = append(p.removals, k)
-			natDispatch = true
-			if len(old.filterDispatch) > 0 {
-				filterDispatch = true
+			if st.ports[sp.Key] != nil {
+				seen++
 			}
-			deleted = deleteGone(old.chains(), nil, &st.natDecl, &st.natDel, deleted)
+			consider(sp.Key, sp)
+		}
+		if seen < len(st.ports) {
+			for k := range st.ports {
+				if m.Lookup(k) == nil {
+					consider(k, nil)
+				}
+			}
 		}
 	}
 	// current returns the state a port will have after this plan.
@@ -296,6 +319,7 @@ func deleteGone(old, cur []string, decl, del *bytes.Buffer, deleted []string) []
 
 // commit records an applied plan.
 func (st *familyState) commit(p *plan) {
+	st.modelID = p.modelID
 	if p.full {
 		st.baseRules = 4
 	}

@@ -246,7 +246,8 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 	fake := NewFakeRunner()
 	b := New(Config{Runner: fake, ClusterCIDRs: prefixes("172.16.0.0/16")})
 	ctx := context.Background()
-	if _, err := b.Sync(ctx, modelOf(specs...), true); err != nil {
+	m := modelOf(specs...)
+	if _, err := b.Sync(ctx, m, true); err != nil {
 		t.Fatal(err)
 	}
 	for step := range 60 {
@@ -266,7 +267,13 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 		default: // endpoints change
 			specs[i].ready = append(slices.Clone(specs[i].ready[:len(specs[i].ready)/2]), fmt.Sprintf("172.16.9.%d", step+1))
 		}
-		m := modelOf(specs...)
+		// Odd steps build the model from the previous one (the backend then
+		// looks only at its list of changes), even steps from scratch.
+		if step%2 == 1 {
+			m = modelFrom(m, specs...)
+		} else {
+			m = modelOf(specs...)
+		}
 		res, err := b.Sync(ctx, m, false)
 		if err != nil {
 			t.Fatalf("step %d: %v", step, err)

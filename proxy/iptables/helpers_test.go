@@ -81,12 +81,15 @@ func (s svcSpec) add(b *zone.Builder) {
 	}
 }
 
-func modelOf(specs ...svcSpec) *proxy.Model {
+func modelOf(specs ...svcSpec) *proxy.Model { return modelFrom(nil, specs...) }
+
+// modelFrom builds a model relative to prev, as the agent does.
+func modelFrom(prev *proxy.Model, specs ...svcSpec) *proxy.Model {
 	b := zone.NewBuilder()
 	for _, s := range specs {
 		s.add(b)
 	}
-	return proxy.BuildModel(b.Snapshot())
+	return proxy.BuildModel(prev, b.Snapshot())
 }
 
 // The example cluster's Services (deploy/examples).
