@@ -21,7 +21,13 @@ import (
 // published records every snapshot an API source publishes, with the time it
 // was published, and lets a test wait for one that satisfies a condition.
 type published struct {
+	// keep, when positive, bounds how many snapshots are retained (the
+	// newest), so that a benchmark at scale does not measure old snapshots
+	// as the source's memory. Indices stay absolute.
+	keep int
+
 	mu    sync.Mutex
+	base  int // absolute index of all[0]
 	all   []*zone.Cluster
 	times []time.Time
 	more  chan struct{}
@@ -34,6 +40,12 @@ func (p *published) publish(c *zone.Cluster) {
 	p.mu.Lock()
 	p.all = append(p.all, c)
 	p.times = append(p.times, now)
+	if p.keep > 0 && len(p.all) > p.keep {
+		drop := len(p.all) - p.keep
+		p.all = append([]*zone.Cluster(nil), p.all[drop:]...)
+		p.times = append([]time.Time(nil), p.times[drop:]...)
+		p.base += drop
+	}
 	p.mu.Unlock()
 	select {
 	case p.more <- struct{}{}:
@@ -41,10 +53,12 @@ func (p *published) publish(c *zone.Cluster) {
 	}
 }
 
-func (p *published) snapshot() ([]*zone.Cluster, []time.Time) {
+// snapshot returns the retained snapshots, their publication times, and the
+// absolute index of the first.
+func (p *published) snapshot() ([]*zone.Cluster, []time.Time, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]*zone.Cluster(nil), p.all...), append([]time.Time(nil), p.times...)
+	return append([]*zone.Cluster(nil), p.all...), append([]time.Time(nil), p.times...), p.base
 }
 
 // waitFor returns the first snapshot from index `from` on that satisfies ok,
@@ -53,16 +67,16 @@ func (p *published) waitFor(t testing.TB, what string, from int, timeout time.Du
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
-		all, times := p.snapshot()
-		for i := from; i < len(all); i++ {
+		all, times, base := p.snapshot()
+		for i := max(from-base, 0); i < len(all); i++ {
 			if ok(all[i]) {
-				return all[i], times[i], i + 1
+				return all[i], times[i], base + i + 1
 			}
 		}
 		select {
 		case <-p.more:
 		case <-deadline:
-			t.Fatalf("no snapshot showed %s within %s (%d published)", what, timeout, len(all))
+			t.Fatalf("no snapshot showed %s within %s (%d published)", what, timeout, base+len(all))
 		}
 	}
 }
@@ -275,7 +289,7 @@ func TestAPISourceFollowsRealAPIServer(t *testing.T) {
 	}
 
 	// Until web was deleted, no snapshot may have lost it or its slice.
-	all, _ := rec.snapshot()
+	all, _, _ := rec.snapshot()
 	sawWeb := false
 	for i, c := range all {
 		if c.Services[kubernetesSvc] == nil {

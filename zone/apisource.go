@@ -256,7 +256,12 @@ func waitSynced(ctx context.Context, synced []cache.InformerSynced, timeout time
 }
 
 func (s *APISource) kinds() []apiKind {
-	byNamespace := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+	// Only namespace_labels needs to find a namespace's objects; the index
+	// costs a key per object, so it is left out otherwise.
+	byNamespace := cache.Indexers{}
+	if s.namespaceSelector != nil {
+		byNamespace[cache.NamespaceIndex] = cache.MetaNamespaceIndexFunc
+	}
 	selectServices := func(o *metav1.ListOptions) {
 		if s.serviceSelector != nil {
 			o.LabelSelector = s.serviceSelector.String()
@@ -342,15 +347,21 @@ func newCached(m *metav1.ObjectMeta, value any) *cachedObject {
 	return &cachedObject{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion, value: value}
 }
 
-// observedUpdate estimates when an object was written. The API records update
-// times to the second only, which alone would add up to a second of phantom
-// latency; when the object arrives within that second, the arrival time is
-// the closer estimate (short by the watch delivery delay, which is small).
+// observedUpdate estimates when an object was written, for the latency
+// record. The API keeps update times to the second only, so the write
+// happened within the second after the recorded time, and before the object
+// arrived here. The estimate is the latest time it can have happened, so the
+// recorded latency never includes a phantom part of a second: it is exact to
+// the watch delivery delay for prompt updates and short by at most a second
+// for late ones.
 func observedUpdate(recorded, arrived time.Time) time.Time {
-	if recorded.IsZero() || arrived.Before(recorded.Add(time.Second)) {
+	if recorded.IsZero() {
 		return arrived
 	}
-	return recorded
+	if latest := recorded.Add(time.Second); latest.Before(arrived) {
+		return latest
+	}
+	return arrived
 }
 
 // apiState is the builder the informer handlers feed, and the namespace

@@ -306,7 +306,8 @@ func TestObservedUpdate(t *testing.T) {
 		want              time.Time
 	}{
 		{"arrived within the recorded second", base, base.Add(300 * time.Millisecond), base.Add(300 * time.Millisecond)},
-		{"arrived seconds later", base, base.Add(5 * time.Second), base},
+		{"arrived just after the second", base, base.Add(1010 * time.Millisecond), base.Add(time.Second)},
+		{"arrived seconds later", base, base.Add(5 * time.Second), base.Add(time.Second)},
 		{"no recorded time", time.Time{}, base, base},
 	}
 	for _, tt := range tests {
