@@ -206,6 +206,7 @@ func parseKubernetes(b *Block, d *caddyfile.Dispenser) (*kubernetesConfig, error
 			}
 		}
 	}
+	cfg.api.WatchPods = cfg.index.Pods == zone.PodsVerified
 	if cfg.manifests != "" && (cfg.api.Endpoint != "" || cfg.api.Kubeconfig != "" || cfg.api.CertFile != "") {
 		return nil, errAt(d, name, "manifests cannot be combined with endpoint, tls or kubeconfig")
 	}
