@@ -140,8 +140,11 @@ type proxyFixture struct {
 	agent     *netns.Process
 }
 
+// iptables names a tool of the chosen variant: iptables-save becomes
+// iptables-nft-save.
 func (f *proxyFixture) iptables(tool string) string {
-	return tool + "-" + proxyIPTablesVariant
+	base, suffix, _ := strings.Cut(tool, "-")
+	return base + "-" + proxyIPTablesVariant + "-" + suffix
 }
 
 // setPods rewrites the pods file atomically, as a ConfigMap update would.
@@ -234,6 +237,28 @@ func whoami(ns *netns.NS, addr string) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
+// waitReachAll waits, up to proxyPatience, until every wanted pod answers
+// (after a readiness edit the agent may still be inside its minimum sync
+// period).
+func waitReachAll(t *testing.T, ns *netns.NS, addr string, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(proxyPatience)
+	for {
+		seen := map[string]bool{}
+		for i := 0; i < proxyAttempts && len(seen) < len(want); i++ {
+			if who, err := whoami(ns, addr); err == nil {
+				seen[who] = true
+			}
+		}
+		if len(seen) == len(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: after %s only %v answer, want %v", addr, proxyPatience, seen, want)
+		}
+	}
+}
+
 // reachAll connects until every wanted pod answered, failing on an answer
 // from anyone else or when the attempts run out.
 func reachAll(t *testing.T, ns *netns.NS, addr string, want []string) {
@@ -299,11 +324,18 @@ func TestProxyIPTables(t *testing.T) {
 		}
 	})
 	t.Run("service without endpoints is refused at once", func(t *testing.T) {
+		// Without the REJECT rule the SYN would leave through the node's
+		// default route and the dial would time out. From a pod the refusal
+		// may come with the first retransmission (one second): on a veth the
+		// ICMP error arrives while connect() still holds the socket, and
+		// the kernel keeps it as a soft error until the next one.
 		for _, ns := range []*netns.NS{node, pod1} {
+			start := time.Now()
 			_, err := ns.Dial("tcp", proxyNobody, proxyTimeout)
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("from %s: dial %s: %v, want connection refused", ns.Name, proxyNobody, err)
 			}
+			t.Logf("from %s: refused after %s", ns.Name, time.Since(start).Round(time.Microsecond))
 		}
 	})
 	t.Run("UDP through a cluster IP survives an endpoint change", func(t *testing.T) {
@@ -354,13 +386,15 @@ func TestProxyIPTables(t *testing.T) {
 	})
 	t.Run("unready pod leaves rotation within 2s", func(t *testing.T) {
 		gone := proxyPodIPs[2]
-		reachAll(t, node, proxyClusterIP, proxyPodIPs) // also waits out the previous edit
+		waitReachAll(t, node, proxyClusterIP, proxyPodIPs) // the previous edit is undone
 		start := time.Now()
 		f.setPods(t, gone)
 		defer f.setPods(t)
+		// The pod is out once 30 connections in a row miss it; by chance that
+		// happens with probability (2/3)^30, under one in 100,000.
 		for {
 			hits := 0
-			for i := 0; i < 12; i++ {
+			for i := 0; i < 30 && hits == 0; i++ {
 				who, err := whoami(node, proxyClusterIP)
 				if err != nil {
 					t.Fatal(err)
