@@ -59,12 +59,12 @@ if [ -z "$kver" ]; then
 	[ -n "$kver" ] || { log "no linux-image-6.1.0-*-cloud-amd64 package known to apt"; exit 1; }
 fi
 
-# Userland packages: busybox for small tools; dash as /bin/sh, because the
-# static busybox's own shell runs its applets ahead of PATH, so `ip` would
-# never reach iproute2; iptables with the
+# Userland packages: busybox for small tools (the dynamic build: the static
+# one runs its own applets ahead of PATH, so `ip` or `timeout sh` would never
+# reach iproute2 or dash); dash as /bin/sh like on Debian; iptables with the
 # libraries it loads; iproute2 for `ip netns`; ipset and ipvsadm so tests can
 # inspect what an agent programmed; libc6 for the dynamic loader.
-packages="linux-image-$kver busybox-static dash netbase libc6
+packages="linux-image-$kver busybox dash netbase libc6
 iptables libxtables12 libip4tc2 libip6tc2 libnftnl11 libnetfilter-conntrack3 libmnl0 libnfnetlink0
 iproute2 libbpf1 libelf1 libbsd0 libcap2 zlib1g libmd0
 ipset libipset13 ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0"

@@ -1,7 +1,7 @@
 // Command vmrun boots the e2e VM once with a script and static binaries, for
 // trying out a test by hand:
 //
-//	go run ./e2e/vm/vmrun -timeout 60s -bin /tmp/clusterdns script.sh
+//	go run ./e2e/vm/vmrun -timeout 60s -bin /tmp/clusterdns -file /etc/clusterdns/svc.yaml=svc.yaml script.sh
 //
 // It prints what the script printed and exits with the script's status. With
 // -console it prints the whole serial console instead.
@@ -19,8 +19,9 @@ import (
 )
 
 func main() {
-	var bins multiFlag
+	var bins, files multiFlag
 	flag.Var(&bins, "bin", "static binary to put into /usr/local/bin (repeatable)")
+	flag.Var(&files, "file", "VMPATH=HOSTPATH: copy a host file into the VM (repeatable)")
 	timeout := flag.Duration("timeout", vm.DefaultTimeout, "bound on the whole run")
 	memory := flag.Int("memory", 0, "VM memory in MiB (0: default)")
 	cpus := flag.Int("cpus", 0, "virtual CPUs (0: default)")
@@ -35,11 +36,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "vmrun:", err)
 		os.Exit(2)
 	}
+	contents := map[string][]byte{}
+	for _, f := range files {
+		vmPath, hostPath, ok := strings.Cut(f, "=")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "vmrun: -file %q: want VMPATH=HOSTPATH\n", f)
+			os.Exit(2)
+		}
+		if contents[vmPath], err = os.ReadFile(hostPath); err != nil {
+			fmt.Fprintln(os.Stderr, "vmrun:", err)
+			os.Exit(2)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	out, err := vm.Run(ctx, vm.Spec{
 		Binaries:  bins,
+		Files:     contents,
 		Script:    string(script),
 		Timeout:   *timeout,
 		MemoryMiB: *memory,
