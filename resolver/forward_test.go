@@ -1,0 +1,263 @@
+package resolver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func newTestForward(t *testing.T, opts ForwardOptions) *Forward {
+	t.Helper()
+	f, err := NewForward(opts, marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+func forwardQuery(f Handler, name string, qtype uint16, tcp bool) (*dns.Msg, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(name, qtype)
+	q.Id = 4242
+	return f.Resolve(context.Background(), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:5353"), tcp))
+}
+
+func TestForwardAnswersAndReusesConnections(t *testing.T) {
+	up := startUpstream(t, answerA("192.0.2.1"))
+	f := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}})
+	for i := 0; i < 20; i++ {
+		m, err := forwardQuery(f, "example.com.", dns.TypeA, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Id != 4242 || len(m.Answer) != 1 || m.Answer[0].(*dns.A).A.String() != "192.0.2.1" {
+			t.Fatalf("reply %v", m)
+		}
+	}
+	if n := up.sources(); n != 1 {
+		t.Fatalf("20 sequential queries used %d sockets; want 1 reused", n)
+	}
+}
+
+func TestForwardExceptAndOutsideZoneGoToNext(t *testing.T) {
+	up := startUpstream(t, answerA("192.0.2.1"))
+	f := newTestForward(t, ForwardOptions{From: "example.", Except: []string{"internal.example."}, Upstreams: []string{up.addr}})
+	for name, wantNext := range map[string]bool{
+		"www.example.":         false,
+		"a.internal.example.":  true,
+		"internal.example.":    true,
+		"www.elsewhere.":       true,
+		"notinternal.example.": false,
+	} {
+		m, err := forwardQuery(f, name, dns.TypeA, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotNext := len(m.Answer) == 1 && m.Answer[0].Header().Rrtype == dns.TypeTXT
+		if gotNext != wantNext {
+			t.Errorf("%s: went to next %t, want %t", name, gotNext, wantNext)
+		}
+	}
+}
+
+func TestForwardRetriesTruncatedOverTCP(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if w.RemoteAddr().Network() == "udp" {
+			m.Truncated = true
+		} else {
+			rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 192.0.2.7")
+			m.Answer = []dns.RR{rr}
+		}
+		_ = w.WriteMsg(m)
+	})
+	f := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}})
+	m, err := forwardQuery(f, "big.example.", dns.TypeA, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Truncated || len(m.Answer) != 1 {
+		t.Fatalf("reply %v; want the full TCP answer", m)
+	}
+}
+
+func TestForwardTransport(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: []string{w.RemoteAddr().Network()}}}
+		_ = w.WriteMsg(m)
+	})
+	tests := []struct {
+		name      string
+		opts      ForwardOptions
+		clientTCP bool
+		want      string
+	}{
+		{"udp client", ForwardOptions{}, false, "udp"},
+		{"tcp client", ForwardOptions{}, true, "tcp"},
+		{"force_tcp", ForwardOptions{ForceTCP: true}, false, "tcp"},
+		{"prefer_udp", ForwardOptions{PreferUDP: true}, true, "udp"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Upstreams = []string{up.addr}
+			f := newTestForward(t, tc.opts)
+			m, err := forwardQuery(f, "proto.example.", dns.TypeTXT, tc.clientTCP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Answer[0].(*dns.TXT).Txt[0]; got != tc.want {
+				t.Fatalf("upstream saw %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// deadAddr returns a loopback address where nothing listens.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	return addr
+}
+
+func TestForwardNoUpstreamIsAnError(t *testing.T) {
+	f := newTestForward(t, ForwardOptions{Upstreams: []string{deadAddr(t), deadAddr(t)}})
+	_, err := forwardQuery(f, "example.com.", dns.TypeA, false)
+	if err == nil {
+		t.Fatalf("err = %v, want a failure", err)
+	}
+}
+
+func TestForwardSilentUpstreamTimesOut(t *testing.T) {
+	// A socket that reads and never answers: the query must still end.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	f := newTestForward(t, ForwardOptions{Upstreams: []string{pc.LocalAddr().String()}, MaxFails: 0})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	q := new(dns.Msg)
+	q.SetQuestion("slow.example.", dns.TypeA)
+	if _, err := f.Resolve(ctx, NewRequest(q, netip.AddrPort{}, false)); err == nil {
+		t.Fatal("a silent upstream gave an answer")
+	}
+}
+
+func TestForwardHealthCheckSkipsAndRestoresUpstream(t *testing.T) {
+	dead := deadAddr(t)
+	good := startUpstream(t, answerA("192.0.2.2"))
+	f := newTestForward(t, ForwardOptions{
+		Upstreams: []string{dead, good.addr}, Policy: PolicySequential,
+		MaxFails: 2, HealthInterval: 10 * time.Millisecond,
+	})
+	// The first query fails over to the second upstream.
+	m, err := forwardQuery(f, "a.example.", dns.TypeA, false)
+	if err != nil || len(m.Answer) != 1 {
+		t.Fatalf("failover: %v %v", m, err)
+	}
+	// Health checks mark the first one down: queries stop trying it.
+	waitFor(t, func() bool { return f.upstreams[0].down(2) })
+	// It comes back: the health check sees it and sequential order uses it again.
+	back := startUpstreamAt(t, dead, answerA("192.0.2.1"))
+	waitFor(t, func() bool { return !f.upstreams[0].down(2) })
+	m, err = forwardQuery(f, "b.example.", dns.TypeA, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Answer[0].(*dns.A).A.String(); got != "192.0.2.1" {
+		t.Fatalf("answer from %s; want the restored first upstream", got)
+	}
+	if back.queries.Load() < 2 {
+		t.Fatalf("restored upstream saw %d queries; want the health check and the query", back.queries.Load())
+	}
+}
+
+func TestForwardMaxConcurrentRefuses(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 8)
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		entered <- struct{}{}
+		<-release
+		answerA("192.0.2.3")(w, r)
+	})
+	f := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}, MaxConcurrent: 2})
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = forwardQuery(f, "slow.example.", dns.TypeA, false)
+		}()
+	}
+	<-entered
+	<-entered
+	m, err := forwardQuery(f, "third.example.", dns.TypeA, false)
+	close(release)
+	wg.Wait()
+	if err != nil || m.Rcode != dns.RcodeRefused {
+		t.Fatalf("third concurrent query: %v %v; want REFUSED", m, err)
+	}
+	m, err = forwardQuery(f, "after.example.", dns.TypeA, false)
+	if err != nil || m.Rcode != dns.RcodeSuccess {
+		t.Fatalf("after the burst: %v %v", m, err)
+	}
+}
+
+func TestForwardPolicies(t *testing.T) {
+	a := startUpstream(t, answerA("192.0.2.1"))
+	b := startUpstream(t, answerA("192.0.2.2"))
+	for _, tc := range []struct {
+		policy     Policy
+		wantA      int64 // queries out of 10 that reach a
+		atLeastOne bool
+	}{
+		{PolicySequential, 10, false},
+		{PolicyRoundRobin, 5, false},
+		{PolicyRandom, 0, true},
+	} {
+		a.queries.Store(0)
+		b.queries.Store(0)
+		f := newTestForward(t, ForwardOptions{Upstreams: []string{a.addr, b.addr}, Policy: tc.policy})
+		for i := 0; i < 10; i++ {
+			if _, err := forwardQuery(f, "p.example.", dns.TypeA, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tc.atLeastOne {
+			if a.queries.Load()+b.queries.Load() != 10 {
+				t.Errorf("policy %d: %d+%d queries, want 10", tc.policy, a.queries.Load(), b.queries.Load())
+			}
+			continue
+		}
+		if a.queries.Load() != tc.wantA {
+			t.Errorf("policy %d: first upstream got %d of 10, want %d", tc.policy, a.queries.Load(), tc.wantA)
+		}
+	}
+}
+
+// waitFor polls cond for up to five seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
