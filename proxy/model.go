@@ -76,6 +76,8 @@ type ServicePort struct {
 	NodePort uint16
 	// AffinitySeconds is the ClientIP session affinity timeout; zero means none.
 	AffinitySeconds int32
+	// ExternalIPs are the Service's external IPs of this family, sorted.
+	ExternalIPs []netip.Addr
 	// Endpoints are the backends traffic may go to, sorted by address: the ready
 	// ones, or, when none is ready, the serving ones that are terminating (so
 	// that connections drain instead of failing during a rollout).
@@ -88,8 +90,14 @@ func (p *ServicePort) Equal(o *ServicePort) bool {
 		return p == o
 	}
 	if p.Key != o.Key || p.Protocol != o.Protocol || p.ClusterIP != o.ClusterIP || p.Port != o.Port ||
-		p.NodePort != o.NodePort || p.AffinitySeconds != o.AffinitySeconds || len(p.Endpoints) != len(o.Endpoints) {
+		p.NodePort != o.NodePort || p.AffinitySeconds != o.AffinitySeconds || len(p.Endpoints) != len(o.Endpoints) ||
+		len(p.ExternalIPs) != len(o.ExternalIPs) {
 		return false
+	}
+	for i := range p.ExternalIPs {
+		if p.ExternalIPs[i] != o.ExternalIPs[i] {
+			return false
+		}
 	}
 	for i := range p.Endpoints {
 		if p.Endpoints[i] != o.Endpoints[i] {
@@ -179,6 +187,7 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model {
 		slices := c.SlicesFor(svc.Key)
 		for _, ip := range svc.ClusterIPs {
 			family := FamilyOf(ip)
+			external := externalIPs(svc.ExternalIPs, family)
 			for _, sp := range svc.Ports {
 				p := &ServicePort{
 					Key:             PortKey{Service: svc.Key, Port: sp.Name, Family: family},
@@ -186,6 +195,7 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model {
 					ClusterIP:       ip.Unmap(),
 					Port:            uint16(sp.Port),
 					AffinitySeconds: svc.AffinityTimeout,
+					ExternalIPs:     external,
 					Endpoints:       selectEndpoints(slices, sp, family),
 				}
 				if svc.Type == zone.TypeNodePort || svc.Type == zone.TypeLoadBalancer {
@@ -196,6 +206,18 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model {
 		}
 	}
 	return NewModel(prev, ports)
+}
+
+// externalIPs picks a Service's external IPs of one family, sorted.
+func externalIPs(all []netip.Addr, family Family) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range all {
+		if FamilyOf(a) == family {
+			out = append(out, a.Unmap())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
 }
 
 // selectEndpoints picks the endpoints of one Service port in one family: the
