@@ -4,7 +4,8 @@
 #   $CACHE/vmlinuz            Debian cloud kernel
 #   $CACHE/base.cpio.gz       initramfs base: busybox, kernel modules for IPVS,
 #                             netfilter, veth and dummy links, real iptables,
-#                             iproute2 ip, ipset, ipvsadm and the /init below
+#                             iproute2 ip, ipset, ipvsadm, conntrack, and
+#                             init.sh as /init
 #   $CACHE/manifest           kernel version and the hash of the inputs
 #
 # CACHE is ${CLUSTERDNS_VM_CACHE:-$HOME/.cache/clusterdns/vm}. The script
@@ -62,12 +63,12 @@ fi
 # Userland packages: busybox for small tools (the dynamic build: the static
 # one runs its own applets ahead of PATH, so `ip` or `timeout sh` would never
 # reach iproute2 or dash); dash as /bin/sh like on Debian; iptables with the
-# libraries it loads; iproute2 for `ip netns`; ipset and ipvsadm so tests can
-# inspect what an agent programmed; libc6 for the dynamic loader.
+# libraries it loads; iproute2 for `ip netns`; ipset, ipvsadm and conntrack so
+# tests can inspect what an agent programmed; libc6 for the dynamic loader.
 packages="linux-image-$kver busybox dash netbase libc6
 iptables libxtables12 libip4tc2 libip6tc2 libnftnl11 libnetfilter-conntrack3 libmnl0 libnfnetlink0
 iproute2 libbpf1 libelf1 libbsd0 libcap2 zlib1g libmd0
-ipset libipset13 ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0"
+ipset libipset13 ipvsadm libnl-3-200 libnl-genl-3-200 libpopt0 conntrack"
 
 # --- downloads --------------------------------------------------------------
 missing=
@@ -166,7 +167,7 @@ mkdir -p "$stage/usr/lib/x86_64-linux-gnu"
 cp -a "$root/usr/lib/x86_64-linux-gnu/xtables" "$stage/usr/lib/x86_64-linux-gnu/"
 # Packages put their tools in /bin, /sbin or /usr/sbin; the VM gets them all in
 # /usr/sbin, which comes before busybox's applets in PATH.
-for tool in xtables-legacy-multi xtables-nft-multi ipvsadm ipset ip; do
+for tool in xtables-legacy-multi xtables-nft-multi ipvsadm ipset ip conntrack; do
 	found=
 	for d in usr/sbin sbin bin usr/bin; do
 		if [ -f "$root/$d/$tool" ] && [ ! -L "$root/$d/$tool" ]; then
