@@ -13,7 +13,9 @@ import (
 
 // bigCluster has n ClusterIP services in 100 namespaces and n/10 headless
 // services with 5 ready endpoints each.
-func bigCluster(n int) *zone.Cluster {
+func bigCluster(n int) *zone.Cluster { return bigBuilder(n).Snapshot() }
+
+func bigBuilder(n int) *zone.Builder {
 	b := zone.NewBuilder()
 	for i := 0; i < n; i++ {
 		ns := fmt.Sprintf("ns-%d", i%100)
@@ -36,7 +38,7 @@ func bigCluster(n int) *zone.Cluster {
 		b.SetSlice(&zone.EndpointSlice{Key: zone.Key{Namespace: ns, Name: name + "-1"}, Service: name, AddressType: zone.AddressIPv4,
 			Ports: []zone.EndpointPort{{Name: "http", Protocol: zone.ProtocolTCP, Port: 8080}}, Endpoints: eps})
 	}
-	return b.Snapshot()
+	return b
 }
 
 func benchKubernetes(b *testing.B) *Kubernetes {
@@ -116,22 +118,32 @@ func BenchmarkAnswerWire(b *testing.B) {
 	}
 }
 
-// BenchmarkIndexBuild is the cost of a new snapshot at 10,000 services: from
-// scratch, and with one Service changed (the others' records are reused).
+// BenchmarkIndexBuild is the cost of a new snapshot: from scratch at 10,000
+// services, and for one changed endpoint at 1,000 and 10,000 services (the
+// snapshot cut included), where unchanged Services' records and untouched
+// shards are reused.
 func BenchmarkIndexBuild(b *testing.B) {
-	c := bigCluster(10000)
 	opts := zone.IndexOptions{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}
-	b.Run("Full", func(b *testing.B) {
+	b.Run("Full10k", func(b *testing.B) {
+		c := bigCluster(10000)
 		b.ReportAllocs()
 		for b.Loop() {
 			zone.BuildIndex(c, opts, nil)
 		}
 	})
-	b.Run("OneChange", func(b *testing.B) {
-		prev := zone.BuildIndex(c, opts, nil)
-		b.ReportAllocs()
-		for b.Loop() {
-			prev = zone.BuildIndex(c, opts, prev)
-		}
-	})
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("OneEndpointChange%dk", n/1000), func(b *testing.B) {
+			builder := bigBuilder(n)
+			prev := zone.BuildIndex(builder.Snapshot(), opts, nil)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				i++
+				builder.SetSlice(&zone.EndpointSlice{Key: zone.Key{Namespace: "ns-7", Name: "headless-7-1"}, Service: "headless-7",
+					AddressType: zone.AddressIPv4, Ports: []zone.EndpointPort{{Name: "http", Protocol: zone.ProtocolTCP, Port: 8080}},
+					Endpoints: []zone.Endpoint{{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)})}, Ready: true}}})
+				prev = zone.BuildIndex(builder.Snapshot(), opts, prev)
+			}
+		})
+	}
 }

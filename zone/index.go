@@ -1,6 +1,8 @@
 package zone
 
 import (
+	"hash/maphash"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -56,6 +58,8 @@ type Node struct {
 	CNAME []dns.RR
 	// Extra is the additional section for SRV answers: the targets' addresses.
 	Extra []dns.RR
+	// shard is where the index keeps the node.
+	shard uint8
 }
 
 // Records returns the node's records of the given type.
@@ -81,28 +85,66 @@ func (n *Node) Records(qtype uint16) []dns.RR {
 	return nil
 }
 
+// shardCount is how many maps an index spreads its names over. A snapshot
+// that changes a few Services rebuilds only the shards their names fall in and
+// shares the rest with the previous index, so applying one change costs about
+// the same at 100 Services as at 100,000.
+const shardCount = 256
+
+// shardSet is a set of shard numbers.
+type shardSet [shardCount / 64]uint64
+
+func (s *shardSet) add(i uint8)      { s[i/64] |= 1 << (i % 64) }
+func (s *shardSet) has(i uint8) bool { return s[i/64]&(1<<(i%64)) != 0 }
+func (s *shardSet) union(o shardSet) {
+	s[0], s[1], s[2], s[3] = s[0]|o[0], s[1]|o[1], s[2]|o[2], s[3]|o[3]
+}
+func (s *shardSet) intersects(o shardSet) bool {
+	return s[0]&o[0] != 0 || s[1]&o[1] != 0 || s[2]&o[2] != 0 || s[3]&o[3] != 0
+}
+
 // Index is the read-only record set built from one Cluster snapshot under one
-// set of options. A lookup is one map access.
+// set of options. A lookup is a hash and one map access.
 type Index struct {
-	nodes   map[string]*Node
+	shards  [shardCount]map[string]*Node
+	seed    maphash.Seed
 	soa     map[string]*dns.SOA
 	options IndexOptions
 	cluster *Cluster
 	// parts caches each Service's records so the next snapshot can reuse them
-	// when neither the Service nor its slices changed.
-	parts map[Key]*servicePart
+	// when neither the Service nor its slices changed; order lists their keys
+	// sorted, so that names two Services share merge the same way every time.
+	parts map[Key]*part
+	order []Key
+	// apex holds each zone's SOA, NS and dns-version; names holds the empty
+	// non-terminals of namespaces and the verified pod names.
+	apex  *part
+	names *part
+	// namespaces is the set names was built for.
+	namespaces map[string]bool
 }
 
-// servicePart is everything one Service contributes, keyed to the exact
-// objects it was built from.
-type servicePart struct {
+// part is the set of names one source of records contributes: a Service
+// (built from exactly svc and slices), the apexes, or the namespace names.
+type part struct {
 	svc    *Service
 	slices []*EndpointSlice
 	nodes  []*Node
+	shards shardSet
+}
+
+// place assigns each node its shard and records the part's shards.
+func (p *part) place(seed maphash.Seed) {
+	for _, n := range p.nodes {
+		n.shard = uint8(maphash.String(seed, n.Name))
+		p.shards.add(n.shard)
+	}
 }
 
 // Lookup returns the node for a lower-case, fully qualified name, or nil.
-func (ix *Index) Lookup(name string) *Node { return ix.nodes[name] }
+func (ix *Index) Lookup(name string) *Node {
+	return ix.shards[uint8(maphash.String(ix.seed, name))][name]
+}
 
 // SOA returns the start-of-authority record of a zone of the index.
 func (ix *Index) SOA(zone string) *dns.SOA { return ix.soa[zone] }
@@ -114,72 +156,166 @@ func (ix *Index) Cluster() *Cluster { return ix.cluster }
 func (ix *Index) Options() IndexOptions { return ix.options }
 
 // Len is the number of owner names in the index.
-func (ix *Index) Len() int { return len(ix.nodes) }
+func (ix *Index) Len() int {
+	n := 0
+	for _, m := range ix.shards {
+		n += len(m)
+	}
+	return n
+}
 
 // IsReverseZone reports whether a zone is under in-addr.arpa or ip6.arpa.
 func IsReverseZone(zone string) bool {
-	return dns.IsSubDomain("in-addr.arpa.", zone) || dns.IsSubDomain("ip6.arpa.", zone) ||
-		zone == "in-addr.arpa." || zone == "ip6.arpa."
+	return dns.IsSubDomain("in-addr.arpa.", zone) || dns.IsSubDomain("ip6.arpa.", zone)
 }
 
 // BuildIndex builds the records for a snapshot. prev, when not nil and built
-// with the same options, lends the records of Services that did not change.
+// with the same options, lends the records of Services that did not change
+// and every shard none of whose names changed.
 func BuildIndex(c *Cluster, opts IndexOptions, prev *Index) *Index {
-	ix := &Index{
-		nodes:   make(map[string]*Node, 4*len(c.Services)+16),
-		soa:     make(map[string]*dns.SOA, len(opts.Zones)),
-		options: opts,
-		cluster: c,
-		parts:   make(map[Key]*servicePart, len(c.Services)),
-	}
 	if prev != nil && !sameOptions(prev.options, opts) {
 		prev = nil
 	}
+	ix := &Index{
+		soa:     make(map[string]*dns.SOA, len(opts.Zones)),
+		options: opts,
+		cluster: c,
+		parts:   make(map[Key]*part, len(c.Services)),
+	}
+	var dirty shardSet
+	if prev == nil {
+		ix.seed = maphash.MakeSeed()
+		for i := range dirty {
+			dirty[i] = ^uint64(0)
+		}
+	} else {
+		ix.seed = prev.seed
+	}
 	var forward []string
 	for _, z := range opts.Zones {
-		ix.addApex(z, c.Generation)
 		if !IsReverseZone(z) {
 			forward = append(forward, z)
 		}
 	}
-	namespaces := make(map[string]bool)
-	for _, svc := range c.SortedServices() {
+
+	// The apexes carry the snapshot's serial, so they change every time.
+	ix.apex = ix.buildApex(c.Generation)
+	ix.apex.place(ix.seed)
+	dirty.union(ix.apex.shards)
+	if prev != nil {
+		dirty.union(prev.apex.shards)
+	}
+
+	// Services: reuse what did not change; everything else dirties its shards.
+	keysChanged := prev == nil
+	ix.namespaces = make(map[string]bool)
+	for key, svc := range c.Services {
 		if !opts.exposes(svc.Namespace) {
 			continue
 		}
-		namespaces[svc.Namespace] = true
-		slices := c.SlicesFor(svc.Key)
-		var part *servicePart
+		ix.namespaces[svc.Namespace] = true
+		slices := c.SlicesFor(key)
+		var old *part
 		if prev != nil {
-			if p := prev.parts[svc.Key]; p != nil && p.svc == svc && slicesEqual(p.slices, slices) {
-				part = p
+			old = prev.parts[key]
+		}
+		if old != nil && old.svc == svc && slicesEqual(old.slices, slices) {
+			ix.parts[key] = old
+			continue
+		}
+		p := buildServicePart(svc, slices, forward, opts)
+		p.place(ix.seed)
+		ix.parts[key] = p
+		dirty.union(p.shards)
+		if old != nil {
+			dirty.union(old.shards)
+		} else {
+			keysChanged = true
+		}
+	}
+	if prev != nil {
+		for key, old := range prev.parts {
+			if _, ok := ix.parts[key]; !ok {
+				dirty.union(old.shards)
+				keysChanged = true
 			}
 		}
-		if part == nil {
-			part = buildServicePart(svc, slices, forward, opts)
-		}
-		ix.parts[svc.Key] = part
-		for _, n := range part.nodes {
-			ix.merge(n)
-		}
 	}
+	if keysChanged {
+		ix.order = make([]Key, 0, len(ix.parts))
+		for k := range ix.parts {
+			ix.order = append(ix.order, k)
+		}
+		slices.SortFunc(ix.order, func(a, b Key) int {
+			if keyLess(a, b) {
+				return -1
+			}
+			if keyLess(b, a) {
+				return 1
+			}
+			return 0
+		})
+	} else {
+		ix.order = prev.order
+	}
+
+	// Namespace and pod names change rarely; rebuild them only when they do.
 	for ns := range c.Namespaces {
 		if opts.exposes(ns) {
-			namespaces[ns] = true
+			ix.namespaces[ns] = true
 		}
 	}
-	for _, z := range forward {
-		ix.ensure("svc." + z)
-		ix.ensure("pod." + z)
-		for ns := range namespaces {
-			ix.ensure(ns + ".svc." + z)
-			ix.ensure(ns + ".pod." + z)
+	if prev != nil && maps.Equal(prev.namespaces, ix.namespaces) &&
+		(opts.Pods != PodsVerified || samePods(prev.cluster.Pods, c.Pods)) {
+		ix.names = prev.names
+	} else {
+		ix.names = buildNames(c, forward, ix.namespaces, opts)
+		ix.names.place(ix.seed)
+		dirty.union(ix.names.shards)
+		if prev != nil {
+			dirty.union(prev.names.shards)
 		}
-		if opts.Pods == PodsVerified {
-			ix.addPods(c, z, opts)
+	}
+
+	// One pass over the parts, in a stable order, fills the dirty shards.
+	for s := range ix.shards {
+		if dirty.has(uint8(s)) {
+			ix.shards[s] = make(map[string]*Node)
+		} else {
+			ix.shards[s] = prev.shards[s]
 		}
+	}
+	ix.fill(ix.apex, dirty)
+	ix.fill(ix.names, dirty)
+	for _, k := range ix.order {
+		ix.fill(ix.parts[k], dirty)
 	}
 	return ix
+}
+
+// fill adds a part's nodes that fall in dirty shards.
+func (ix *Index) fill(p *part, dirty shardSet) {
+	if !p.shards.intersects(dirty) {
+		return
+	}
+	for _, n := range p.nodes {
+		if dirty.has(n.shard) {
+			merge(ix.shards[n.shard], n)
+		}
+	}
+}
+
+// samePods reports whether two Pod maps hold the same objects.
+func samePods(a, b map[Key]*Pod) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, p := range a {
+		if b[k] != p {
+			return false
+		}
+	}
+	return true
 }
 
 func sameOptions(a, b IndexOptions) bool {
@@ -214,63 +350,98 @@ func (o IndexOptions) hdr(name string, t uint16) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: o.TTL}
 }
 
-// addApex adds the zone's SOA and NS, and the dns-version record.
-func (ix *Index) addApex(zone string, serial uint64) {
+// buildApex makes each zone's SOA and NS, and the dns-version record.
+func (ix *Index) buildApex(serial uint64) *part {
 	o := ix.options
-	soa := &dns.SOA{
-		Hdr:     o.hdr(zone, dns.TypeSOA),
-		Ns:      "ns.dns." + zone,
-		Mbox:    "hostmaster." + zone,
-		Serial:  uint32(serial),
-		Refresh: 7200,
-		Retry:   1800,
-		Expire:  86400,
-		Minttl:  o.TTL,
+	p := &part{}
+	for _, zone := range o.Zones {
+		soa := &dns.SOA{
+			Hdr:     o.hdr(zone, dns.TypeSOA),
+			Ns:      "ns.dns." + zone,
+			Mbox:    "hostmaster." + zone,
+			Serial:  uint32(serial),
+			Refresh: 7200,
+			Retry:   1800,
+			Expire:  86400,
+			Minttl:  o.TTL,
+		}
+		ix.soa[zone] = soa
+		p.nodes = append(p.nodes, &Node{
+			Name: zone,
+			SOA:  []dns.RR{soa},
+			NS:   []dns.RR{&dns.NS{Hdr: o.hdr(zone, dns.TypeNS), Ns: "ns.dns." + zone}},
+		})
+		if !IsReverseZone(zone) {
+			name := "dns-version." + zone
+			p.nodes = append(p.nodes,
+				&Node{Name: name, TXT: []dns.RR{&dns.TXT{Hdr: o.hdr(name, dns.TypeTXT), Txt: []string{SchemaVersion}}}},
+				&Node{Name: "dns." + zone})
+		}
 	}
-	ix.soa[zone] = soa
-	apex := ix.ensure(zone)
-	apex.SOA = []dns.RR{soa}
-	apex.NS = []dns.RR{&dns.NS{Hdr: o.hdr(zone, dns.TypeNS), Ns: "ns.dns." + zone}}
-	if !IsReverseZone(zone) {
-		name := "dns-version." + zone
-		ix.ensure(name).TXT = []dns.RR{&dns.TXT{Hdr: o.hdr(name, dns.TypeTXT), Txt: []string{SchemaVersion}}}
-		ix.ensure("dns." + zone)
-	}
+	return p
 }
 
-// ensure returns the node for name, creating an empty one if needed: an empty
-// node makes the name exist, so its queries answer NODATA, not NXDOMAIN.
-func (ix *Index) ensure(name string) *Node {
-	if n := ix.nodes[name]; n != nil {
+// buildNames makes the empty non-terminals svc.ZONE, pod.ZONE, NS.svc.ZONE and
+// NS.pod.ZONE, so that they answer NODATA, and the verified pod names.
+func buildNames(c *Cluster, forward []string, namespaces map[string]bool, o IndexOptions) *part {
+	p := &part{}
+	seen := make(map[string]*Node)
+	ensure := func(name string) *Node {
+		if n := seen[name]; n != nil {
+			return n
+		}
+		n := &Node{Name: name}
+		seen[name] = n
+		p.nodes = append(p.nodes, n)
 		return n
 	}
-	n := &Node{Name: name}
-	ix.nodes[name] = n
-	return n
+	for _, z := range forward {
+		ensure("svc." + z)
+		ensure("pod." + z)
+		for ns := range namespaces {
+			ensure(ns + ".svc." + z)
+			ensure(ns + ".pod." + z)
+		}
+		if o.Pods != PodsVerified {
+			continue
+		}
+		for _, pod := range c.Pods {
+			if !o.exposes(pod.Namespace) {
+				continue
+			}
+			for _, ip := range pod.IPs {
+				name := DashedAddr(ip) + "." + strings.ToLower(pod.Namespace) + ".pod." + z
+				if n := ensure(name); len(n.A)+len(n.AAAA) == 0 {
+					addAddress(n, o, name, ip)
+				}
+			}
+		}
+	}
+	return p
 }
 
-// merge adds a prebuilt node. A name that two Services share (an endpoint
+// merge adds a node to a shard. A name that two Services share (an endpoint
 // address behind two Services has two PTRs) gets a fresh node holding both,
-// so cached parts are never changed.
-func (ix *Index) merge(n *Node) {
-	old := ix.nodes[n.Name]
+// so nodes of cached parts are never changed.
+func merge(m map[string]*Node, n *Node) {
+	old := m[n.Name]
 	if old == nil {
-		ix.nodes[n.Name] = n
+		m[n.Name] = n
 		return
 	}
-	m := &Node{Name: n.Name}
+	c := &Node{Name: n.Name, shard: n.shard}
 	for _, src := range []*Node{old, n} {
-		m.A = append(m.A, src.A...)
-		m.AAAA = append(m.AAAA, src.AAAA...)
-		m.SRV = append(m.SRV, src.SRV...)
-		m.PTR = append(m.PTR, src.PTR...)
-		m.TXT = append(m.TXT, src.TXT...)
-		m.SOA = append(m.SOA, src.SOA...)
-		m.NS = append(m.NS, src.NS...)
-		m.CNAME = append(m.CNAME, src.CNAME...)
-		m.Extra = append(m.Extra, src.Extra...)
+		c.A = append(c.A, src.A...)
+		c.AAAA = append(c.AAAA, src.AAAA...)
+		c.SRV = append(c.SRV, src.SRV...)
+		c.PTR = append(c.PTR, src.PTR...)
+		c.TXT = append(c.TXT, src.TXT...)
+		c.SOA = append(c.SOA, src.SOA...)
+		c.NS = append(c.NS, src.NS...)
+		c.CNAME = append(c.CNAME, src.CNAME...)
+		c.Extra = append(c.Extra, src.Extra...)
 	}
-	ix.nodes[n.Name] = m
+	m[n.Name] = c
 }
 
 // endpointRecord is one ready endpoint address with its DNS host label.
@@ -280,8 +451,8 @@ type endpointRecord struct {
 }
 
 // buildServicePart renders one Service's records under every forward zone.
-func buildServicePart(svc *Service, slices []*EndpointSlice, zones []string, o IndexOptions) *servicePart {
-	part := &servicePart{svc: svc, slices: slices}
+func buildServicePart(svc *Service, slices []*EndpointSlice, zones []string, o IndexOptions) *part {
+	part := &part{svc: svc, slices: slices}
 	eps := readyEndpoints(svc, slices, o)
 	if o.IgnoreEmptyService && svc.Type != TypeExternalName && len(eps) == 0 {
 		return part
@@ -519,20 +690,4 @@ func ParseDashedAddr(label string) (netip.Addr, bool) {
 		return a, true
 	}
 	return netip.Addr{}, false
-}
-
-// addPods adds verified pod records: one name per Pod address.
-func (ix *Index) addPods(c *Cluster, zone string, o IndexOptions) {
-	for _, p := range c.Pods {
-		if !o.exposes(p.Namespace) {
-			continue
-		}
-		for _, ip := range p.IPs {
-			name := DashedAddr(ip) + "." + strings.ToLower(p.Namespace) + ".pod." + zone
-			n := ix.ensure(name)
-			if len(n.A)+len(n.AAAA) == 0 {
-				addAddress(n, o, name, ip)
-			}
-		}
-	}
 }
