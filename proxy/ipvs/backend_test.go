@@ -1,0 +1,519 @@
+package ipvs
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/proxy/iptables"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+const nodeIP = "192.168.77.1"
+
+// fixture is a backend over fakes, on a node with one address on eth0.
+type fixture struct {
+	kernel *FakeKernel
+	ipt    *iptables.FakeRunner
+	b      *Backend
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	f := &fixture{
+		kernel: NewFakeKernel(map[string][]string{"eth0": {nodeIP, "fe80::1"}}),
+		ipt:    iptables.NewFakeRunner(),
+	}
+	f.b = f.backend(cfg)
+	return f
+}
+
+// backend returns a new backend (as after a restart) over the same fakes.
+func (f *fixture) backend(cfg Config) *Backend {
+	cfg.IPVS, cfg.Links, cfg.IPSets, cfg.Sysctl, cfg.Runner = f.kernel, f.kernel, f.kernel, f.kernel, f.ipt
+	if cfg.Families == nil {
+		cfg.Families = []proxy.Family{proxy.IPv4}
+	}
+	return New(cfg)
+}
+
+func (f *fixture) sync(t *testing.T, m *proxy.Model, full bool) proxy.SyncResult {
+	t.Helper()
+	res, err := f.b.Sync(t.Context(), m, full)
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	return res
+}
+
+// dump is the whole kernel state: IPVS, links, sets, settings and iptables.
+func (f *fixture) dump() string {
+	return f.kernel.Dump() + "# iptables (IPv4)\n" + f.ipt.Dump(proxy.IPv4)
+}
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./proxy/ipvs -run %s -update to create it)", err, t.Name())
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("kernel state differs from %s (run with -update if the change is intended)\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestSyncGolden(t *testing.T) {
+	udp := svcSpec{ns: "kube-system", name: "dns", ips: []string{"10.10.0.10"}, port: 53, proto: zone.ProtocolUDP, portName: "dns",
+		ready: []string{"172.16.1.1", "172.16.1.2"}}
+	affinity := nodePortSvc
+	affinity.affinity = 10800
+	external := clusterIPSvc
+	external.external = []string{"203.0.113.7", nodeIP}
+	fewer := clusterIPSvc
+	fewer.ready = nginxPods[:2]
+	fewerUDP := udp
+	fewerUDP.ready = udp.ready[:1]
+	draining := svcSpec{ns: "dev", name: "draining", ips: []string{"10.10.0.7"}, port: 80,
+		notReady: []string{"172.16.1.1"}, draining: []string{"172.16.1.2", "172.16.1.3"}}
+	empty := svcSpec{ns: "dev", name: "empty", typ: zone.TypeNodePort, ips: []string{"10.10.0.5"}, port: 8080, nodePort: 30080}
+	dual := svcSpec{ns: "dev", name: "dual", ips: []string{"10.10.0.6", "fd00:10::6"}, port: 53, proto: zone.ProtocolUDP, portName: "dns",
+		ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
+
+	type step struct {
+		specs []svcSpec
+		full  bool
+		// conns sets connection counts before the step, as "vs real active".
+		conns []string
+	}
+	cases := []struct {
+		name  string
+		cfg   Config
+		steps []step
+		// check asserts what the golden file cannot say plainly.
+		check func(t *testing.T, f *fixture)
+	}{
+		{name: "clusterip", steps: []step{{specs: []svcSpec{clusterIPSvc}, full: true}}},
+		{name: "nodeport", steps: []step{{specs: []svcSpec{nodePortSvc}, full: true}}},
+		{name: "affinity", steps: []step{{specs: []svcSpec{affinity}, full: true}}},
+		{name: "external-ip", steps: []step{{specs: []svcSpec{external}, full: true}},
+			check: func(t *testing.T, f *fixture) {
+				// The node's own address is not bound again on the dummy link.
+				addrs, _ := f.kernel.Addrs(DefaultDummyLink)
+				if len(addrs) != 2 {
+					t.Errorf("dummy link holds %v, want the cluster IP and the foreign external IP", addrs)
+				}
+			}},
+		{name: "udp", steps: []step{{specs: []svcSpec{udp}, full: true}}},
+		{name: "no-endpoints", steps: []step{{specs: []svcSpec{empty}, full: true}}},
+		{name: "terminating-fallback", steps: []step{{specs: []svcSpec{draining}, full: true}}},
+		{name: "dual-stack", cfg: Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}},
+			steps: []step{{specs: []svcSpec{dual}, full: true}}},
+		{name: "scheduler-and-settings", cfg: Config{Scheduler: "lc", StrictARP: true, TCPTimeout: 900 * time.Second,
+			ClusterCIDRs: prefixes("172.16.0.0/16")},
+			steps: []step{{specs: []svcSpec{clusterIPSvc}, full: true}}},
+		{name: "masquerade-all", cfg: Config{MasqueradeAll: true, NodePortAddresses: prefixes("10.0.0.0/8")},
+			steps: []step{{specs: []svcSpec{nodePortSvc}, full: true}}},
+		{
+			name: "endpoint-removed-without-connections",
+			steps: []step{
+				{specs: []svcSpec{clusterIPSvc}, full: true},
+				{specs: []svcSpec{fewer}},
+			},
+		},
+		{
+			// A TCP real server with connections stays at weight 0 until they
+			// end; the golden file shows it draining.
+			name: "graceful-termination-tcp",
+			steps: []step{
+				{specs: []svcSpec{clusterIPSvc}, full: true},
+				{specs: []svcSpec{fewer}, conns: []string{"TCP 10.10.97.97:80 172.16.69.207:80 2"}},
+			},
+			check: func(t *testing.T, f *fixture) {
+				m := modelOf(fewer)
+				vs := VSKey{"TCP", netip.MustParseAddrPort("10.10.97.97:80")}
+				gone := netip.MustParseAddrPort("172.16.69.207:80")
+				// A periodic full sync keeps it while connections last...
+				f.sync(t, m, true)
+				if w := weightOf(t, f, vs, gone); w != 0 {
+					t.Fatalf("draining real server has weight %d after a full sync, want 0", w)
+				}
+				// ...and deletes it once they are gone.
+				f.kernel.SetConns(vs, gone, 0, 0)
+				f.sync(t, m, false)
+				if w := weightOf(t, f, vs, gone); w != -1 {
+					t.Errorf("drained real server still there with weight %d", w)
+				}
+			},
+		},
+		{
+			name: "graceful-termination-comes-back",
+			steps: []step{
+				{specs: []svcSpec{clusterIPSvc}, full: true},
+				{specs: []svcSpec{fewer}, conns: []string{"TCP 10.10.97.97:80 172.16.69.207:80 1"}},
+				{specs: []svcSpec{clusterIPSvc}},
+			},
+		},
+		{
+			// UDP real servers go at once.
+			name: "udp-endpoint-removed",
+			steps: []step{
+				{specs: []svcSpec{udp}, full: true},
+				{specs: []svcSpec{fewerUDP}, conns: []string{"UDP 10.10.0.10:53 172.16.1.2:53 3"}},
+			},
+		},
+		{
+			name: "service-removed",
+			steps: []step{
+				{specs: []svcSpec{clusterIPSvc, nodePortSvc}, full: true},
+				{specs: []svcSpec{clusterIPSvc}},
+			},
+		},
+		{
+			name: "affinity-added",
+			steps: []step{
+				{specs: []svcSpec{nodePortSvc}, full: true},
+				{specs: []svcSpec{affinity}},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.cfg)
+			var m *proxy.Model
+			for _, s := range tc.steps {
+				for _, c := range s.conns {
+					var proto, vs, real string
+					var n int
+					if _, err := fmt.Sscan(c, &proto, &vs, &real, &n); err != nil {
+						t.Fatal(err)
+					}
+					f.kernel.SetConns(VSKey{proto, netip.MustParseAddrPort(vs)}, netip.MustParseAddrPort(real), n, 0)
+				}
+				m = modelFrom(m, s.specs...)
+				f.sync(t, m, s.full)
+			}
+			checkGolden(t, tc.name, []byte(f.dump()))
+			// Whatever the steps, a full sync changes nothing more, and a
+			// second full sync writes nothing at all.
+			before := f.dump()
+			f.sync(t, m, true)
+			writes := f.kernel.Writes
+			f.sync(t, m, true)
+			if f.kernel.Writes != writes {
+				t.Errorf("a repeated full sync made %d kernel writes, want none", f.kernel.Writes-writes)
+			}
+			if after := f.dump(); after != before && !strings.Contains(tc.name, "graceful-termination-tcp") {
+				t.Errorf("a full sync after the steps changed the state:\n--- before\n%s\n--- after\n%s", before, after)
+			}
+			if tc.check != nil {
+				tc.check(t, f)
+			}
+		})
+	}
+}
+
+// weightOf returns a real server's weight in the fake kernel, -1 when absent.
+func weightOf(t *testing.T, f *fixture, vs VSKey, real netip.AddrPort) int {
+	t.Helper()
+	reals, err := f.kernel.RealServers(vs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reals {
+		if r.Address == real {
+			return r.Weight
+		}
+	}
+	return -1
+}
+
+// TestPartialSyncsEqualFullSync applies random changes through partial syncs
+// and checks that the kernel ends up as a fresh full sync would make it.
+func TestPartialSyncsEqualFullSync(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	f := newFixture(t, Config{})
+	specs := randomCluster(rng, 30)
+	m := modelFrom(nil, specs...)
+	f.sync(t, m, true)
+	for round := range 40 {
+		specs = mutate(rng, specs)
+		m = modelFrom(m, specs...)
+		res := f.sync(t, m, false)
+		fresh := newFixture(t, Config{})
+		fresh.sync(t, modelOf(specs...), true)
+		if got, want := f.dump(), fresh.dump(); got != want {
+			t.Fatalf("round %d: partial syncs differ from a full sync:\n--- partial\n%s\n--- full\n%s", round, got, want)
+		}
+		if res.Rewritten > len(m.Changes) {
+			t.Errorf("round %d: rewrote %d ports for %d changes", round, res.Rewritten, len(m.Changes))
+		}
+	}
+}
+
+func randomCluster(rng *rand.Rand, n int) []svcSpec {
+	var out []svcSpec
+	for i := range n {
+		s := svcSpec{ns: "ns", name: fmt.Sprintf("svc-%d", i), ips: []string{fmt.Sprintf("10.10.%d.%d", i/200, i%200+1)}, port: 80}
+		if i%3 == 1 {
+			s.proto = zone.ProtocolUDP
+		}
+		if i%4 == 2 {
+			s.typ, s.nodePort = zone.TypeNodePort, int32(30000+i)
+		}
+		s.ready = randomPods(rng)
+		out = append(out, s)
+	}
+	return out
+}
+
+func randomPods(rng *rand.Rand) []string {
+	var pods []string
+	for j := range rng.IntN(5) {
+		pods = append(pods, fmt.Sprintf("172.16.%d.%d", rng.IntN(4), j+rng.IntN(50)+1))
+	}
+	return pods
+}
+
+// mutate changes a few services: endpoints, affinity, removal, addition.
+func mutate(rng *rand.Rand, specs []svcSpec) []svcSpec {
+	out := append([]svcSpec(nil), specs...)
+	for range rng.IntN(3) + 1 {
+		i := rng.IntN(len(out))
+		switch rng.IntN(4) {
+		case 0:
+			out[i].ready = randomPods(rng)
+		case 1:
+			out[i].affinity = int32(rng.IntN(2) * 600)
+		case 2:
+			out = append(out[:i], out[i+1:]...)
+		case 3:
+			n := len(out) + 100 + rng.IntN(1000)
+			out = append(out, svcSpec{ns: "ns", name: fmt.Sprintf("new-%d", n), ips: []string{fmt.Sprintf("10.11.%d.%d", n/200, n%200+1)},
+				port: 443, ready: randomPods(rng)})
+		}
+	}
+	return out
+}
+
+func TestFullSyncRepairsDrift(t *testing.T) {
+	f := newFixture(t, Config{})
+	m := modelOf(clusterIPSvc, nodePortSvc)
+	f.sync(t, m, true)
+	want := f.dump()
+
+	vs := VSKey{"TCP", netip.MustParseAddrPort("10.10.97.97:80")}
+	if err := f.kernel.DeleteRealServer(vs, netip.MustParseAddrPort("172.16.79.83:80")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.kernel.Del("CDNS-NODE-PORT", Member{IP: netip.MustParseAddr(nodeIP), Protocol: "tcp", Port: 30002}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.kernel.DelAddr(DefaultDummyLink, netip.MustParseAddr("10.10.97.98")); err != nil {
+		t.Fatal(err)
+	}
+	// Leftovers of an earlier run: a virtual server on a node address and an
+	// address on the dummy link nobody wants.
+	f.kernel.AddForeignVirtualServer(VirtualServer{Protocol: "TCP", Address: netip.MustParseAddrPort(nodeIP + ":31111"), Scheduler: "rr"},
+		RealServer{Address: netip.MustParseAddrPort("172.16.9.9:80"), Weight: 1})
+	if err := f.kernel.AddAddr(DefaultDummyLink, netip.MustParseAddr("10.10.44.44")); err != nil {
+		t.Fatal(err)
+	}
+	// A virtual server on an address that is not ours is left alone.
+	foreign := VirtualServer{Protocol: "TCP", Address: netip.MustParseAddrPort("198.51.100.1:80"), Scheduler: "wrr"}
+	f.kernel.AddForeignVirtualServer(foreign)
+
+	// A partial sync trusts its memory and sees none of it...
+	f.sync(t, modelFrom(m, clusterIPSvc, nodePortSvc), false)
+	// ...a full sync repairs it all.
+	f.sync(t, m, true)
+	if err := f.kernel.DeleteVirtualServer(foreign.Key()); err != nil {
+		t.Errorf("the foreign virtual server was removed: %v", err)
+	}
+	if got := f.dump(); got != want {
+		t.Errorf("after a full sync:\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestRestartAdoptsKernelState(t *testing.T) {
+	f := newFixture(t, Config{})
+	m := modelOf(clusterIPSvc, nodePortSvc)
+	f.sync(t, m, true)
+	want := f.dump()
+	writes := f.kernel.Writes
+	// A new process over the same kernel: its first sync is a full one and
+	// finds everything in place.
+	f.b = f.backend(Config{})
+	if _, err := f.b.Sync(t.Context(), modelOf(clusterIPSvc, nodePortSvc), false); err != nil {
+		t.Fatal(err)
+	}
+	if f.kernel.Writes != writes {
+		t.Errorf("restart made %d kernel writes to a kernel already right", f.kernel.Writes-writes)
+	}
+	if got := f.dump(); got != want {
+		t.Errorf("after restart:\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestFailedSyncIsRepairedByFullSync(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.sync(t, modelOf(clusterIPSvc), true)
+	f.ipt.FailRestores = 1
+	m := modelOf(clusterIPSvc, nodePortSvc)
+	if _, err := f.b.Sync(t.Context(), m, true); err == nil {
+		t.Fatal("sync succeeded with a failing iptables-restore")
+	}
+	f.sync(t, m, true)
+	fresh := newFixture(t, Config{})
+	fresh.sync(t, m, true)
+	if got, want := f.dump(), fresh.dump(); got != want {
+		t.Errorf("after repair:\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestCleanupRemovesEverything(t *testing.T) {
+	f := newFixture(t, Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}})
+	empty := newFixture(t, Config{})
+	f.sync(t, modelOf(clusterIPSvc, nodePortSvc), true)
+	for range 2 { // idempotent
+		if err := f.b.Cleanup(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The settings stay (they are the node's), everything else is gone.
+	got := f.kernel.Dump()
+	got = got[:strings.Index(got, "# sysctls")]
+	want := empty.kernel.Dump()
+	want = want[:strings.Index(want, "# sysctls")]
+	if got != want {
+		t.Errorf("after cleanup:\n%s\nwant\n%s", got, want)
+	}
+	for _, fam := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
+		if d := f.ipt.Dump(fam); strings.Contains(d, "CDNS") {
+			t.Errorf("%s rules left after cleanup:\n%s", fam, d)
+		}
+	}
+}
+
+// TestModeSwitch checks that each mode's start removes what the other left:
+// the agent runs the other backend's Cleanup before its first sync.
+func TestModeSwitch(t *testing.T) {
+	m := modelOf(clusterIPSvc, nodePortSvc)
+	f := newFixture(t, Config{})
+	ipt := iptables.New(iptables.Config{Runner: f.ipt, Families: []proxy.Family{proxy.IPv4}})
+
+	// iptables, then IPVS.
+	if _, err := ipt.Sync(t.Context(), m, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := ipt.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f.sync(t, m, true)
+	checkGolden(t, "mode-switch-to-ipvs", []byte(f.dump()))
+	fresh := newFixture(t, Config{})
+	fresh.sync(t, m, true)
+	if got, want := f.dump(), fresh.dump(); got != want {
+		t.Errorf("IPVS after iptables differs from IPVS alone:\n%s\nwant\n%s", got, want)
+	}
+
+	// IPVS, then iptables.
+	if err := f.b.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ipt.Sync(t.Context(), m, true); err != nil {
+		t.Fatal(err)
+	}
+	if d := f.ipt.Dump(proxy.IPv4); strings.Contains(d, chainPrefix) || !strings.Contains(d, "CDNS-SERVICES") {
+		t.Errorf("iptables after IPVS:\n%s", d)
+	}
+	table, _ := ReadTable(f.kernel)
+	addrs, _ := f.kernel.Addrs(DefaultDummyLink)
+	sets, _ := f.kernel.Members("CDNS-CLUSTER-IP")
+	if len(table) != 0 || len(addrs) != 0 || len(sets) != 0 {
+		t.Errorf("IPVS state left after switching to iptables: %v %v %v", table, addrs, sets)
+	}
+}
+
+func TestDryRunAndListMatch(t *testing.T) {
+	f := newFixture(t, Config{})
+	m := modelOf(clusterIPSvc, nodePortSvc)
+	var dry bytes.Buffer
+	if err := f.b.DryRun(m, &dry); err != nil {
+		t.Fatal(err)
+	}
+	if f.kernel.Writes != 0 {
+		t.Errorf("dry run made %d kernel writes", f.kernel.Writes)
+	}
+	checkGolden(t, "dry-run", dry.Bytes())
+	f.sync(t, m, true)
+	var list bytes.Buffer
+	if err := f.b.List(&list); err != nil {
+		t.Fatal(err)
+	}
+	if list.String() != dry.String() {
+		t.Errorf("live listing differs from the dry run:\n%s\nwant\n%s", list.String(), dry.String())
+	}
+}
+
+func TestWriteTableLayout(t *testing.T) {
+	var b bytes.Buffer
+	err := WriteTable(&b, []TableEntry{
+		{VirtualServer: VirtualServer{Protocol: "UDP", Address: netip.MustParseAddrPort("10.0.0.10:53"), Scheduler: "rr"},
+			Reals: []RealServer{{Address: netip.MustParseAddrPort("172.17.0.2:53"), Weight: 1}}},
+		{VirtualServer: VirtualServer{Protocol: "TCP", Address: netip.MustParseAddrPort("10.0.0.1:443"), Scheduler: "rr", Persistence: 10800},
+			Reals: []RealServer{{Address: netip.MustParseAddrPort("192.168.0.1:6443"), Weight: 1, ActiveConn: 1}}},
+		{VirtualServer: VirtualServer{Protocol: "TCP", Address: netip.MustParseAddrPort("[fd00::1]:80"), Scheduler: "sh"},
+			Reals: []RealServer{{Address: netip.MustParseAddrPort("[fd00:1::2]:8080"), Weight: 0, InactConn: 3}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The layout ipvsadm -Ln prints, trailing spaces included.
+	want := "IP Virtual Server version 1.2.1 (size=4096)\n" +
+		"Prot LocalAddress:Port Scheduler Flags\n" +
+		"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n" +
+		"TCP  10.0.0.1:443 rr persistent 10800\n" +
+		"  -> 192.168.0.1:6443             Masq    1      1          0         \n" +
+		"TCP  [fd00::1]:80 sh\n" +
+		"  -> [fd00:1::2]:8080             Masq    0      0          3         \n" +
+		"UDP  10.0.0.10:53 rr\n" +
+		"  -> 172.17.0.2:53                Masq    1      0          0         \n"
+	if b.String() != want {
+		t.Errorf("got\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+func TestParseMember(t *testing.T) {
+	for _, s := range []string{"10.0.0.1", "10.0.0.1,tcp:80", "10.0.0.1,udp:53,10.0.0.1", "fd00::1,sctp:9"} {
+		m, err := ParseMember(s)
+		if err != nil {
+			t.Errorf("%s: %v", s, err)
+			continue
+		}
+		if m.String() != s {
+			t.Errorf("%s read back as %s", s, m)
+		}
+	}
+	for _, s := range []string{"", "10.0.0.1,tcp", "10.0.0.1,tcp:99999", "x"} {
+		if _, err := ParseMember(s); err == nil {
+			t.Errorf("%q: want an error", s)
+		}
+	}
+}
