@@ -40,13 +40,14 @@ type proxyOptions struct {
 	dryRun            bool
 	iptablesVariant   string
 	verbosity         int
+	ipvs              ipvsOptions
 }
 
 func proxyFlags(stderr io.Writer) (*pflag.FlagSet, *proxyOptions) {
 	o := &proxyOptions{}
 	fs := pflag.NewFlagSet("clusterdns proxy", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.mode, "proxy-mode", "iptables", "which backend programs the routes: iptables (ipvs is not available yet)")
+	fs.StringVar(&o.mode, "proxy-mode", "iptables", "which backend programs the routes: iptables or ipvs")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file for the Kubernetes API (default: in-cluster configuration)")
 	fs.StringVar(&o.master, "master", "", "address of the Kubernetes API server (overrides the kubeconfig)")
 	fs.StringVar(&o.hostname, "hostname-override", "", "the name of this node (default: the host name)")
@@ -60,9 +61,10 @@ func proxyFlags(stderr io.Writer) (*pflag.FlagSet, *proxyOptions) {
 	fs.StringVar(&o.metricsAddress, "metrics-bind-address", "127.0.0.1:10249", "address of /metrics; empty disables it")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "remove every rule the agent ever programmed, then exit")
 	fs.StringVar(&o.manifests, "manifests", "", "read the cluster from this folder (or file) of manifests, watched, instead of the Kubernetes API")
-	fs.BoolVar(&o.dryRun, "dry-run", false, "print the iptables-restore input that would be applied, change nothing, and exit")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be programmed (iptables: the iptables-restore input; ipvs: the table as ipvsadm -Ln shows it), change nothing, and exit")
 	fs.StringVar(&o.iptablesVariant, "iptables-variant", "", "which iptables tools to run: empty for the system's iptables, nft or legacy")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 4 and more debug")
+	o.ipvs.addFlags(fs)
 	return fs, o
 }
 
@@ -84,20 +86,40 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	if o.mode != "iptables" {
-		return fmt.Errorf("--proxy-mode %q: only iptables is available", o.mode)
+	if o.mode != "iptables" && o.mode != "ipvs" {
+		return fmt.Errorf("--proxy-mode %q: want iptables or ipvs", o.mode)
 	}
 	cfg, err := o.backendConfig(log)
 	if err != nil {
 		return err
 	}
-	backend := iptables.New(cfg)
+	if err := o.ipvs.validate(); err != nil {
+		return err
+	}
+	iptablesBackend := iptables.New(cfg)
+	ipvsBackend, closeIPVS, err := ipvsBackend(&o.ipvs, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeIPVS()
+	var backend proxy.Backend = iptablesBackend
+	dryRun := iptablesBackend.DryRun
+	minSyncPeriod, syncPeriod := o.minSyncPeriod, o.syncPeriod
+	if o.mode == "ipvs" {
+		backend, dryRun = ipvsBackend, ipvsBackend.DryRun
+		minSyncPeriod, syncPeriod = o.ipvs.minSyncPeriod, o.ipvs.syncPeriod
+	}
 
+	if o.ipvs.list {
+		return ipvsBackend.List(stdout)
+	}
 	if o.cleanup {
-		if err := backend.Cleanup(ctx); err != nil {
-			return err
+		for _, b := range []proxy.Backend{iptablesBackend, ipvsBackend} {
+			if err := b.Cleanup(ctx); err != nil {
+				return err
+			}
 		}
-		log.Info("removed every rule clusterdns programmed")
+		log.Info("removed every rule clusterdns programmed, in both modes")
 		return nil
 	}
 
@@ -110,16 +132,17 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return backend.DryRun(proxy.BuildModel(nil, c), stdout)
+		return dryRun(proxy.BuildModel(nil, c), stdout)
 	}
 
+	cleanupOtherMode(ctx, o.mode, iptablesBackend, ipvsBackend, log)
 	warnIfNotForwarding(log)
 	agent := proxy.NewAgent(proxy.Config{
 		Source:        source,
 		Backend:       backend,
 		Conntrack:     proxy.NetlinkConntrack{},
-		MinSyncPeriod: o.minSyncPeriod,
-		SyncPeriod:    o.syncPeriod,
+		MinSyncPeriod: minSyncPeriod,
+		SyncPeriod:    syncPeriod,
 		Logger:        log,
 	})
 	ctx, cancel := context.WithCancel(ctx)
