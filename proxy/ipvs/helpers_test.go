@@ -9,19 +9,19 @@ import (
 
 // svcSpec describes one test Service and its endpoints in a few fields.
 type svcSpec struct {
-	ns, name  string
-	typ       zone.ServiceType
-	ips       []string
-	proto     zone.Protocol
-	port      int32
-	target    int32
-	nodePort  int32
-	affinity  int32
-	ready     []string // endpoint addresses, ready
-	notReady  []string // not ready, not serving
-	draining  []string // serving and terminating
-	portName  string
-	external  []string
+	ns, name string
+	typ      zone.ServiceType
+	ips      []string
+	proto    zone.Protocol
+	port     int32
+	target   int32
+	nodePort int32
+	affinity int32
+	ready    []string // endpoint addresses, ready
+	notReady []string // not ready, not serving
+	draining []string // serving and terminating
+	portName string
+	external []string
 }
 
 func (s svcSpec) add(b *zone.Builder) {

@@ -408,8 +408,12 @@ func (NetlinkIPSets) Del(set string, m Member) error {
 	return nil
 }
 
-// Destroy implements IPSets.
+// Destroy implements IPSets. A set that cannot be listed (missing, or no
+// ipset support in the kernel at all) is not there to destroy.
 func (NetlinkIPSets) Destroy(name string) error {
+	if _, err := netlink.IpsetList(name); err != nil {
+		return nil
+	}
 	if err := netlink.IpsetDestroy(name); err != nil && !isNoSet(err) {
 		return fmt.Errorf("ipset: destroy %s: %w", name, err)
 	}
