@@ -2,9 +2,9 @@
 # Builds the Kubernetes binaries the end-to-end tests run (kube-apiserver by
 # default; pass other tool names such as kube-proxy as arguments) from the
 # pinned k8s.io/kubernetes release in this module, into a cache directory.
-# Prints the path of each binary, one per line. Cheap when nothing changed:
-# go's build cache makes a rebuild a link step, and a binary newer than
-# go.mod/go.sum is kept as it is.
+# Prints the path of each binary, one per line. Cheap when nothing changed: a
+# binary built from the same go.mod and go.sum (recorded in a stamp file beside
+# it) is kept as it is, and otherwise go's build cache does most of the work.
 set -euo pipefail
 
 tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +25,8 @@ for name in "${names[@]}"; do
 		;;
 	esac
 	out="$bin_dir/$name"
-	if [ -x "$out" ] && [ "$out" -nt "$tools_dir/go.mod" ] && [ "$out" -nt "$tools_dir/go.sum" ]; then
+	stamp="$(cat "$tools_dir/go.mod" "$tools_dir/go.sum" | sha256sum | cut -d' ' -f1)"
+	if [ -x "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
 		echo "$out"
 		continue
 	fi
@@ -34,5 +35,6 @@ for name in "${names[@]}"; do
 	tmp="$out.tmp.$$"
 	CGO_ENABLED=0 go build -C "$tools_dir" -trimpath -ldflags=-s -o "$tmp" "k8s.io/kubernetes/cmd/$name" >&2
 	mv -f "$tmp" "$out"
+	echo "$stamp" >"$out.stamp"
 	echo "$out"
 done
