@@ -10,6 +10,7 @@
 //	vmprobe ipvs  -link kube-ipvs0 -vip 10.96.0.10 -port 80 -real 10.100.2.2:8080 [-real ...]
 //	vmprobe serve -listen 10.100.2.2:8080 -name pod-a -for 60s
 //	vmprobe dial  -addr 10.96.0.10:80 -timeout 20s
+//	vmprobe spread -net udp -addr 10.96.0.10:53 -n 30
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -31,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: vmprobe ipvs|serve|dial [flags]")
+		fmt.Fprintln(os.Stderr, "usage: vmprobe ipvs|serve|dial|spread [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -42,6 +44,8 @@ func main() {
 		err = runServe(args)
 	case "dial":
 		err = runDial(args)
+	case "spread":
+		err = runSpread(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -215,4 +219,65 @@ func runDial(args []string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// runSpread makes n exchanges with an address, each on a new connection (TCP)
+// or a new socket and so a new source port (UDP), and prints how many each
+// server answered, sorted by name, on one line:
+//
+//	spread tcp 10.96.0.10:80: 10.100.1.2=10 10.100.2.2=10 10.100.3.2=10
+//
+// An exchange that fails counts as "error"; every exchange is bounded.
+func runSpread(args []string) error {
+	fs := flag.NewFlagSet("spread", flag.ExitOnError)
+	network := fs.String("net", "tcp", "tcp or udp")
+	addr := fs.String("addr", "", "address to reach")
+	n := fs.Int("n", 30, "number of exchanges")
+	timeout := fs.Duration("timeout", 3*time.Second, "bound on each exchange")
+	fs.Parse(args)
+	counts := map[string]int{}
+	for range *n {
+		who, err := exchange(*network, *addr, *timeout)
+		if err != nil {
+			who = "error"
+			fmt.Fprintf(os.Stderr, "spread %s %s: %v\n", *network, *addr, err)
+		}
+		counts[who]++
+	}
+	names := make([]string, 0, len(counts))
+	for name := range counts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fmt.Printf("spread %s %s:", *network, *addr)
+	for _, name := range names {
+		fmt.Printf(" %s=%d", name, counts[name])
+	}
+	fmt.Println()
+	return nil
+}
+
+// exchange sends one request and returns the first word of the reply.
+func exchange(network, addr string, timeout time.Duration) (string, error) {
+	conn, err := net.DialTimeout(network, addr, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if network == "udp" {
+		if _, err := conn.Write([]byte("who\n")); err != nil {
+			return "", err
+		}
+	}
+	buf := make([]byte, 512)
+	k, err := conn.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	fields := strings.Fields(string(buf[:k]))
+	if len(fields) == 0 {
+		return "", errors.New("empty reply")
+	}
+	return fields[0], nil
 }
