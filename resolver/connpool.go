@@ -117,15 +117,12 @@ func (c *upConn) roundTrip(wire []byte, id uint16, tcp bool, deadline time.Time)
 			}
 			continue
 		}
-		if binary.BigEndian.Uint16(buf) != id {
+		if binary.BigEndian.Uint16(buf) != id || !sameQuestion(buf[:n], wire) {
 			continue
 		}
 		m := new(dns.Msg)
 		if err := m.Unpack(buf[:n]); err != nil {
 			return nil, fmt.Errorf("unpack reply: %w", err)
-		}
-		if !sameQuestion(m, wire) {
-			continue
 		}
 		return m, nil
 	}
@@ -143,24 +140,42 @@ func readTCP(r io.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
-// sameQuestion checks that a reply answers the question of the query on the
-// wire: name (in any case), type and class. A reply without a question (some
-// servers' FORMERR) is accepted.
-func sameQuestion(m *dns.Msg, wire []byte) bool {
-	if len(m.Question) == 0 {
+// sameQuestion checks on the wire that a reply answers the query's question:
+// the same name (in any case), type and class. The question is the first name
+// of a message, so it is never compressed and the bytes compare directly. A
+// reply without a question (some servers' FORMERR) is accepted.
+func sameQuestion(reply, query []byte) bool {
+	if binary.BigEndian.Uint16(reply[4:]) == 0 {
 		return true
 	}
-	q := m.Question[0]
-	name, off, err := dns.UnpackDomainName(wire, 12)
-	if err != nil || off+4 > len(wire) {
+	end := questionEnd(query)
+	if end < 0 || end > len(reply) {
 		return false
 	}
-	return equalFold(name, q.Name) &&
-		binary.BigEndian.Uint16(wire[off:]) == q.Qtype &&
-		binary.BigEndian.Uint16(wire[off+2:]) == q.Qclass
+	return equalFold(reply[12:end], query[12:end])
 }
 
-func equalFold(a, b string) bool {
+// questionEnd returns the offset just past the first question, or -1.
+func questionEnd(msg []byte) int {
+	off := 12
+	for off < len(msg) {
+		l := int(msg[off])
+		if l == 0 {
+			off += 5 // root label, type, class
+			if off > len(msg) {
+				return -1
+			}
+			return off
+		}
+		if l&0xc0 != 0 {
+			return -1
+		}
+		off += l + 1
+	}
+	return -1
+}
+
+func equalFold(a, b []byte) bool {
 	if len(a) != len(b) {
 		return false
 	}

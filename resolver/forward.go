@@ -188,9 +188,12 @@ func (f *Forward) match(name string) bool {
 // Exchange sends q to the upstreams in policy order until one answers. The
 // reply carries q's ID. A truncated UDP reply is asked again over TCP.
 func (f *Forward) Exchange(ctx context.Context, q *dns.Msg, tcp bool) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, queryBudget)
-	defer cancel()
-
+	// A deadline rather than a derived context: the query path then creates
+	// no timer. Cancellation of ctx is still seen between upstreams.
+	deadline := time.Now().Add(queryBudget)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	bufp := packBuffers.Get().(*[]byte)
 	defer packBuffers.Put(bufp)
 	wire, err := q.PackBuffer(*bufp)
@@ -201,10 +204,10 @@ func (f *Forward) Exchange(ctx context.Context, q *dns.Msg, tcp bool) (*dns.Msg,
 	list := f.order(order[:0])
 	var lastErr error = ErrNoUpstream
 	for _, u := range list {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			break
 		}
-		m, err := f.try(ctx, u, q, wire, tcp)
+		m, err := f.try(u, q, wire, tcp, deadline)
 		if err != nil {
 			lastErr = fmt.Errorf("%s: %w", u.addr, err)
 			f.healthcheck(u)
@@ -216,12 +219,12 @@ func (f *Forward) Exchange(ctx context.Context, q *dns.Msg, tcp bool) (*dns.Msg,
 }
 
 // try asks one upstream, over TCP again if the UDP reply was truncated.
-func (f *Forward) try(ctx context.Context, u *upstream, q *dns.Msg, wire []byte, tcp bool) (*dns.Msg, error) {
+func (f *Forward) try(u *upstream, q *dns.Msg, wire []byte, tcp bool, deadline time.Time) (*dns.Msg, error) {
 	start := time.Now()
 	u.stats.Request()
-	m, err := u.exchange(ctx, wire, tcp)
+	m, err := u.exchange(wire, tcp, deadline)
 	if err == nil && m.Truncated && !tcp {
-		m, err = u.exchange(ctx, wire, true)
+		m, err = u.exchange(wire, true, deadline)
 	}
 	if err != nil {
 		return nil, err
@@ -278,9 +281,7 @@ func (f *Forward) healthcheck(u *upstream) {
 		t := time.NewTicker(f.opts.HealthInterval)
 		defer t.Stop()
 		for {
-			ctx, cancel := context.WithTimeout(f.ctx, f.opts.HealthInterval+time.Second)
-			_, err := u.exchange(ctx, wire, f.opts.ForceTCP)
-			cancel()
+			_, err := u.exchange(wire, f.opts.ForceTCP, time.Now().Add(f.opts.HealthInterval+time.Second))
 			if err == nil {
 				u.fails.Store(0)
 				return
@@ -312,14 +313,14 @@ func (u *upstream) down(maxFails int) bool {
 // exchange sends a packed query on a pooled connection and reads the reply
 // that matches it. The query goes out under a fresh ID so that a late reply
 // to an earlier query on the same socket is never taken for this one.
-func (u *upstream) exchange(ctx context.Context, wire []byte, tcp bool) (*dns.Msg, error) {
+func (u *upstream) exchange(wire []byte, tcp bool, limit time.Time) (*dns.Msg, error) {
 	pool := &u.udp
 	if tcp {
 		pool = &u.tcp
 	}
 	deadline := time.Now().Add(attemptTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	if limit.Before(deadline) {
+		deadline = limit
 	}
 	id := uint16(rand.Uint32())
 	origID := uint16(wire[0])<<8 | uint16(wire[1])

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/clusterdns/clusterdns/resolver"
 )
 
@@ -51,11 +53,6 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			Zones:    b.Zones,
 		}
 		h := b.chain(env)
-		for _, svc := range b.services {
-			if u, ok := svc.(chainUser); ok {
-				u.useChain(h)
-			}
-		}
 		for _, addr := range b.listenAddrs() {
 			for _, z := range b.Zones {
 				routes[addr] = append(routes[addr], route{zone: z, handler: h})
@@ -88,18 +85,38 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 	for addr, rs := range routes {
 		rt.routers[addr] = newRouter(rs)
 	}
+	// Lookups the server makes for itself enter where a client's query for
+	// the same name would: the block that serves it on the same listener.
+	for _, b := range cfg.Blocks {
+		r := rt.routers[b.listenAddrs()[0]]
+		for _, svc := range b.services {
+			if u, ok := svc.(chainUser); ok {
+				u.useChain(routerHandler{r})
+			}
+		}
+	}
 	return rt, nil
 }
 
-// chainUser is a service that needs its block's finished chain, to resolve
-// names through it from the top (as the kubernetes handler does for the
-// targets of ExternalName Services).
+// chainUser is a service that needs the finished chains, to resolve names
+// through them from the top (as the kubernetes handler does for the targets
+// of ExternalName Services).
 type chainUser interface {
 	useChain(top resolver.Handler)
 }
 
+// routerHandler resolves a name with the chain of the block that serves it.
+type routerHandler struct{ r *router }
+
+func (h routerHandler) Resolve(ctx context.Context, req *resolver.Request) (*dns.Msg, error) {
+	if next := h.r.handler(req.Name); next != nil {
+		return next.Resolve(ctx, req)
+	}
+	return resolver.Refused.Resolve(ctx, req)
+}
+
 // useChain lets the cluster zone chase CNAME targets outside it through the
-// block's whole chain, so that cache and forward apply to them.
+// server's chains, so that cache and forward apply to them.
 func (h *kubernetesHolder) useChain(top resolver.Handler) {
 	if h.handler != nil {
 		h.handler.SetUpstream(top)

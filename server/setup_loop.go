@@ -106,7 +106,9 @@ func (l *loopDetector) link(next resolver.Handler) resolver.Handler {
 }
 
 // run sends probes until one is answered without a loop, a loop shows, or
-// the probes run out. Finding a loop is an error that stops the server.
+// the probes run out. Finding a loop is an error that stops the server. An
+// answer counts only once the probe has passed this chain: after a reload the
+// previous configuration may still be answering for a moment.
 func (l *loopDetector) run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
@@ -122,7 +124,7 @@ func (l *loopDetector) run(ctx context.Context) error {
 			return fmt.Errorf("loop: a forwarding loop sends queries for zone %q back to this server (%s): probe \"HINFO %s\" came back %d times; point forward at a resolver that does not lead here (a node's /etc/resolv.conf naming 127.0.0.x is the usual cause)",
 				l.zone, l.addr, l.probe, l.seen.Load())
 		}
-		if err == nil {
+		if err == nil && l.seen.Load() > 0 {
 			return nil
 		}
 		select {
