@@ -166,8 +166,14 @@ func (a Assets) Run(ctx context.Context, spec Spec) (Output, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// Software emulation by default: KVM is unavailable or nested and
+	// broken on the machines this runs on. CLUSTERDNS_VM_ACCEL=kvm opts in.
+	accel := os.Getenv("CLUSTERDNS_VM_ACCEL")
+	if accel == "" {
+		accel = "tcg"
+	}
 	cmd := exec.CommandContext(ctx, a.QEMU,
-		"-accel", "tcg",
+		"-accel", accel,
 		"-machine", "q35",
 		"-smp", strconv.Itoa(cpus),
 		"-m", strconv.Itoa(memory),
