@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -189,17 +190,20 @@ func (a Assets) Run(ctx context.Context, spec Spec) (Output, error) {
 			"clusterdns.token=%s clusterdns.timeout=%d", token, int(timeout.Seconds())+1),
 	)
 	console := &cappedBuffer{limit: maxConsole}
-	cmd.Stdin = nil
 	cmd.Stdout = console
 	cmd.Stderr = console
 	cmd.WaitDelay = 5 * time.Second
 	// Should this process die without cancelling (a test binary killed by
 	// its own timeout), the kernel kills qemu; /init also stops the script
-	// after the timeout by itself, so the VM powers off either way.
+	// after the timeout by itself, so the VM powers off either way. The
+	// signal follows the death of the forking thread, not of the process,
+	// so that thread stays locked to this goroutine until qemu has exited.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
 	start := time.Now()
+	runtime.LockOSThread()
 	runErr := cmd.Run()
+	runtime.UnlockOSThread()
 	out := Output{Console: console.String(), Elapsed: time.Since(start)}
 
 	result, code, parseErr := parseConsole(out.Console, token)
