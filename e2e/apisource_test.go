@@ -387,3 +387,60 @@ func keysOf[V any](m map[zone.Key]V) []string {
 	}
 	return out
 }
+
+// TestAPISourceVerifiedPods checks the Pod watch of "pods verified" against
+// the real API server: a running Pod is found by its address, and one that
+// has finished leaves the snapshot, because its address may be reused.
+func TestAPISourceVerifiedPods(t *testing.T) {
+	api := kubeapi.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	admin := mustAdmin(t, api)
+	createNamespace(t, ctx, admin, "jobs", nil)
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "jobs", Name: "worker"},
+		Spec: corev1.PodSpec{
+			NodeName:   "node-1",
+			Containers: []corev1.Container{{Name: "main", Image: "example.invalid/worker"}},
+		},
+	}
+	created, err := admin.CoreV1().Pods("jobs").Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod: %v", err)
+	}
+	// No kubelet runs here, so the test writes the status a kubelet would.
+	setPodStatus := func(phase corev1.PodPhase) {
+		t.Helper()
+		p, err := admin.CoreV1().Pods("jobs").Get(ctx, created.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Status.Phase = phase
+		p.Status.PodIP = "10.3.0.7"
+		p.Status.PodIPs = []corev1.PodIP{{IP: "10.3.0.7"}}
+		if _, err := admin.CoreV1().Pods("jobs").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("set pod phase %s: %v", phase, err)
+		}
+	}
+	setPodStatus(corev1.PodRunning)
+
+	src, err := zone.NewAPISource(zone.APIConfig{
+		Endpoint: api.URL, CertFile: api.AdminCertFile, KeyFile: api.AdminKeyFile, CAFile: api.CAFile,
+		WatchPods: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := runAPISource(t, src)
+	addr := netip.MustParseAddr("10.3.0.7")
+	first, _, next := rec.waitFor(t, "the first sync", 0, 30*time.Second, func(*zone.Cluster) bool { return true })
+	if p := first.PodByIP(addr); p == nil || p.Name != "worker" || p.NodeName != "node-1" {
+		t.Fatalf("first snapshot: pod at %s = %+v, want jobs/worker on node-1", addr, p)
+	}
+
+	setPodStatus(corev1.PodSucceeded)
+	rec.waitFor(t, "the finished pod gone", next, 30*time.Second, func(c *zone.Cluster) bool {
+		return c.PodByIP(addr) == nil
+	})
+}
