@@ -32,7 +32,7 @@ func Lookup(ctx context.Context, chain Handler, orig *Request, name string, qtyp
 	}
 	ctx = context.WithValue(ctx, lookupDepthKey{}, depth+1)
 	// The lookup's answerer is not the client query's answerer.
-	ctx, _ = WithResponder(ctx)
+	ctx = WithResponder(ctx)
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	do := false
@@ -50,35 +50,36 @@ type Counter interface{ Inc() }
 // Gauge is the part of a Prometheus gauge the handlers use.
 type Gauge interface{ Set(float64) }
 
-// responder records which handler produced a reply, for the responses
-// metric's plugin label. It is carried in the context so that the handlers
-// need no extra parameter.
-type responder struct {
+// Responder records which handler produced a reply, for the responses
+// metric's plugin label. It travels in the context so that handlers need no
+// extra parameter.
+type Responder struct {
 	context.Context
 	name string
 }
 
 type responderKey struct{}
 
-func (r *responder) Value(key any) any {
+// Value returns the Responder itself for its key, else asks the parent.
+func (r *Responder) Value(key any) any {
 	if key == (responderKey{}) {
 		return r
 	}
 	return r.Context.Value(key)
 }
 
+// Name is the handler that answered, or "".
+func (r *Responder) Name() string { return r.name }
+
 // WithResponder returns a context in which handlers can name themselves as
-// the one that answered, and a function that reads the name back.
-func WithResponder(ctx context.Context) (context.Context, func() string) {
-	r := &responder{Context: ctx}
-	return r, func() string { return r.name }
-}
+// the one that answered; the Responder is that context, and reads the name.
+func WithResponder(ctx context.Context) *Responder { return &Responder{Context: ctx} }
 
 // Answered names the handler that produced the reply, if the context asks.
 // The first handler to answer wins: an outer handler's later call does not
 // overwrite an inner one.
 func Answered(ctx context.Context, name string) {
-	if r, ok := ctx.Value(responderKey{}).(*responder); ok && r.name == "" {
+	if r, ok := ctx.Value(responderKey{}).(*Responder); ok && r.name == "" {
 		r.name = name
 	}
 }

@@ -264,14 +264,7 @@ func (r *dnsRecorder) record(req *resolver.Request, zone string, rcode int, plug
 	}
 	o.requests.Inc()
 	o.duration.Observe(took.Seconds())
-	reqSize := dns.MaxMsgSize
-	if !req.TCP {
-		reqSize = dns.MinMsgSize
-		if opt := req.Msg.IsEdns0(); opt != nil {
-			reqSize = int(opt.UDPSize())
-		}
-	}
-	o.reqSize.Observe(float64(reqSize))
+	o.reqSize.Observe(float64(req.Msg.Len()))
 	o.rSize.Observe(float64(size))
 	c.Inc()
 }

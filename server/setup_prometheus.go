@@ -79,8 +79,8 @@ func prometheusLink(rec *dnsRecorder, zones []string, next resolver.Handler) res
 			return next.Resolve(ctx, req)
 		}
 		start := time.Now()
-		ctx, answeredBy := resolver.WithResponder(ctx)
-		m, err := next.Resolve(ctx, req)
+		answered := resolver.WithResponder(ctx)
+		m, err := next.Resolve(answered, req)
 		rcode, size := dns.RcodeServerFailure, 0
 		switch {
 		case err != nil:
@@ -89,7 +89,7 @@ func prometheusLink(rec *dnsRecorder, zones []string, next resolver.Handler) res
 		default:
 			rcode, size = m.Rcode, m.Len()
 		}
-		rec.record(req, resolver.MatchZone(req.Name, zones), rcode, answeredBy(), size, time.Since(start))
+		rec.record(req, resolver.MatchZone(req.Name, zones), rcode, answered.Name(), size, time.Since(start))
 		return m, err
 	})
 }
