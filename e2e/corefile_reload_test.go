@@ -103,7 +103,14 @@ func TestCorefileReload(t *testing.T) {
 	}
 	t.Logf("%d queries answered across two reloads", sent.Load())
 	// Metrics survive the reload: counters keep counting from where they were.
-	if after := metricValue(s.metricsBody(t), "coredns_dns_requests_total", `type="A"`); after <= requestsBefore {
+	body := s.metricsBody(t)
+	if after := metricValue(body, "coredns_dns_requests_total", `type="A"`); after <= requestsBefore {
 		t.Fatalf("requests_total %v after the reload, %v before; want it to keep growing", after, requestsBefore)
+	}
+	if v := metricValue(body, "coredns_reload_failed_total"); v != 1 {
+		t.Fatalf("reload_failed_total = %v; want 1", v)
+	}
+	if v := metricValue(body, "coredns_reload_version_info", `hash="sha512"`); v != 1 {
+		t.Fatalf("reload_version_info = %v; want 1", v)
 	}
 }

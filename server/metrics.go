@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/sha512"
+	"encoding/hex"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -43,6 +45,9 @@ type Metrics struct {
 	forwardDuration  *prometheus.HistogramVec // to, rcode
 	forwardHCFails   *prometheus.CounterVec   // to
 	forwardRejects   prometheus.Counter
+
+	reloadFailures prometheus.Counter
+	reloadVersion  *prometheus.GaugeVec // hash, value
 }
 
 // sizeBuckets are CoreDNS's buckets for message sizes in bytes.
@@ -135,6 +140,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Help: "Counter of the number of queries rejected because the concurrent queries were at maximum.",
 		}),
 	}
+	m.reloadFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "coredns", Subsystem: "reload", Name: "failed_total",
+		Help: "Counter of the number of failed reload attempts.",
+	})
+	m.reloadVersion = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "coredns", Subsystem: "reload", Name: "version_info",
+		Help: "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
+	}, []string{"hash", "value"})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "coredns", Name: "build_info",
 		Help: "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
@@ -145,6 +158,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		m.requests, m.responses, m.duration, m.requestSize, m.responseSize,
 		m.cacheEntries, m.cacheHits, m.cacheMisses, m.cacheRequests, m.cachePrefetch, m.cacheStale,
 		m.forwardRequests, m.forwardResponses, m.forwardDuration, m.forwardHCFails, m.forwardRejects,
+		m.reloadFailures, m.reloadVersion,
 		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -178,6 +192,24 @@ func (m *Metrics) observeUpdate(env *Env, c *zone.Cluster, ix *zone.Index, took 
 	if !c.Changed.IsZero() && c.Generation > 1 {
 		m.programmingLatency.Observe(time.Since(c.Changed).Seconds())
 	}
+}
+
+// reloadFailed counts a Corefile change that was rejected.
+func (m *Metrics) reloadFailed() {
+	if m != nil {
+		m.reloadFailures.Inc()
+	}
+}
+
+// configLoaded labels the served Corefile's version by its SHA-512, as
+// CoreDNS's reload directive does, so that a fleet's configs can be compared.
+func (m *Metrics) configLoaded(data []byte) {
+	if m == nil {
+		return
+	}
+	sum := sha512.Sum512(data)
+	m.reloadVersion.Reset()
+	m.reloadVersion.WithLabelValues("sha512", hex.EncodeToString(sum[:])).Set(1)
 }
 
 func (m *Metrics) panic() {

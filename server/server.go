@@ -83,6 +83,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.shutdown(0)
 		return err
 	}
+	s.Shared.Metrics.configLoaded(data)
 	s.Shared.Logger.Info("serving", "corefile", s.File, "listeners", rt.describe())
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -136,10 +137,12 @@ func (s *Server) watch(ctx, svcCtx context.Context, applied [sha256.Size]byte) {
 		}
 		if err := s.reload(svcCtx, data); err != nil {
 			rejected = sum
+			s.Shared.Metrics.reloadFailed()
 			s.Shared.Logger.Error("reload failed; keeping the running configuration", "err", err)
 			continue
 		}
 		applied = sum
+		s.Shared.Metrics.configLoaded(data)
 		s.Shared.Logger.Info("reloaded", "corefile", s.File, "listeners", s.Runtime().describe())
 	}
 }
