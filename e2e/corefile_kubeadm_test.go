@@ -145,13 +145,16 @@ func TestCorefileKubeadm(t *testing.T) {
 		{"coredns_forward_responses_total", []string{`to="127.0.0.1:53"`, `rcode="NOERROR"`}},
 		{"coredns_forward_request_duration_seconds_count", []string{`to="127.0.0.1:53"`, `rcode="NXDOMAIN"`}},
 		{"coredns_build_info", []string{`goversion="go`}},
+		{"coredns_health_request_duration_seconds_count", nil},
+		{"coredns_reload_version_info", []string{`hash="sha512"`}},
 	} {
 		if v := metricValue(body, m.name, m.labels...); v <= 0 {
 			t.Errorf("metric %s%v: %v; want a positive sample", m.name, m.labels, v)
 		}
 	}
 	for _, name := range []string{"coredns_panics_total", "coredns_forward_healthcheck_failures_total",
-		"coredns_forward_max_concurrent_rejects_total", "coredns_kubernetes_dns_programming_duration_seconds_count"} {
+		"coredns_forward_max_concurrent_rejects_total", "coredns_forward_healthcheck_broken_total",
+		"coredns_health_request_failures_total", "coredns_reload_failed_total", "coredns_kubernetes_dns_programming_duration_seconds_count"} {
 		if v := metricValue(body, name); v < 0 {
 			t.Errorf("metric %s is missing", name)
 		}

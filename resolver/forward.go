@@ -75,6 +75,8 @@ type ForwardStats interface {
 	Upstream(addr string) UpstreamStats
 	// MaxConcurrentRejected counts a query refused for max_concurrent.
 	MaxConcurrentRejected()
+	// AllUpstreamsDown counts a query that found every upstream marked down.
+	AllUpstreamsDown()
 }
 
 // UpstreamStats records one upstream's traffic.
@@ -88,6 +90,7 @@ type noStats struct{}
 
 func (noStats) Upstream(string) UpstreamStats { return noStats{} }
 func (noStats) MaxConcurrentRejected()        {}
+func (noStats) AllUpstreamsDown()             {}
 func (noStats) Request()                      {}
 func (noStats) Response(int, time.Duration)   {}
 func (noStats) HealthcheckFailed()            {}
@@ -255,6 +258,7 @@ func (f *Forward) order(buf []*upstream) []*upstream {
 		rand.Shuffle(len(buf), func(i, j int) { buf[i], buf[j] = buf[j], buf[i] })
 	}
 	if len(buf) == 0 {
+		f.stats.AllUpstreamsDown()
 		buf = append(buf, f.upstreams[rand.IntN(n)])
 	}
 	return buf

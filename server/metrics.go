@@ -45,6 +45,10 @@ type Metrics struct {
 	forwardDuration  *prometheus.HistogramVec // to, rcode
 	forwardHCFails   *prometheus.CounterVec   // to
 	forwardRejects   prometheus.Counter
+	forwardBroken    prometheus.Counter
+
+	healthDuration prometheus.Histogram
+	healthFailures prometheus.Counter
 
 	reloadFailures prometheus.Counter
 	reloadVersion  *prometheus.GaugeVec // hash, value
@@ -140,6 +144,19 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Help: "Counter of the number of queries rejected because the concurrent queries were at maximum.",
 		}),
 	}
+	m.forwardBroken = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "coredns", Subsystem: "forward", Name: "healthcheck_broken_total",
+		Help: "Counter of the number of complete failures of the healthchecks.",
+	})
+	m.healthDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "coredns", Subsystem: "health", Name: "request_duration_seconds",
+		Help:    "Histogram of the time (in seconds) each request took.",
+		Buckets: prometheus.ExponentialBuckets(0.00025, 10, 5),
+	})
+	m.healthFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "coredns", Subsystem: "health", Name: "request_failures_total",
+		Help: "The number of times the health check failed.",
+	})
 	m.reloadFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "coredns", Subsystem: "reload", Name: "failed_total",
 		Help: "Counter of the number of failed reload attempts.",
@@ -158,6 +175,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		m.requests, m.responses, m.duration, m.requestSize, m.responseSize,
 		m.cacheEntries, m.cacheHits, m.cacheMisses, m.cacheRequests, m.cachePrefetch, m.cacheStale,
 		m.forwardRequests, m.forwardResponses, m.forwardDuration, m.forwardHCFails, m.forwardRejects,
+		m.forwardBroken, m.healthDuration, m.healthFailures,
 		m.reloadFailures, m.reloadVersion,
 		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -353,6 +371,7 @@ func (m *Metrics) cacheStats(server, zones string) resolver.CacheStats {
 type forwardStats struct{ m *Metrics }
 
 func (f forwardStats) MaxConcurrentRejected() { f.m.forwardRejects.Inc() }
+func (f forwardStats) AllUpstreamsDown()      { f.m.forwardBroken.Inc() }
 
 func (f forwardStats) Upstream(addr string) resolver.UpstreamStats {
 	return &upstreamStats{m: f.m, to: addr,

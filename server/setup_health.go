@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coredns/caddy/caddyfile"
+
+	"github.com/clusterdns/clusterdns/resolver"
 )
 
 // defaultHealthAddr is where CoreDNS's health directive listens by default.
@@ -57,11 +60,30 @@ func setupHealth(b *Block, d *caddyfile.Dispenser) error {
 	if err := checkListenAddr(addr); err != nil {
 		return errAt(d, name, "%v", err)
 	}
-	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/health", handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "OK")
-	})})
+	h := &healthHandler{}
+	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/health", handler: h})
+	// The link only hands the handler the process's metrics; it adds nothing
+	// to the chain.
+	b.links[name] = func(env *Env, next resolver.Handler) resolver.Handler {
+		h.metrics.Store(env.Metrics)
+		return next
+	}
 	return nil
+}
+
+// healthHandler says "OK" while the process runs, timing each answer as
+// coredns_health_request_duration_seconds.
+type healthHandler struct {
+	metrics atomic.Pointer[Metrics]
+}
+
+func (h *healthHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	start := time.Now()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "OK")
+	if m := h.metrics.Load(); m != nil {
+		m.healthDuration.Observe(time.Since(start).Seconds())
+	}
 }
 
 // checkListenAddr validates an HTTP listen address such as ":8080" or
