@@ -32,14 +32,21 @@ type upstream struct {
 // when the test ends.
 func startUpstream(t *testing.T, addr string, handle dns.HandlerFunc) *upstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatalf("upstream: %v", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	var pc net.PacketConn
+	var ln net.Listener
+	// With port 0 the UDP port the kernel picks may be taken for TCP: try a few.
+	for i := 0; ; i++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			t.Fatalf("upstream: %v", err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatalf("upstream: %v", err)
+		if i >= 20 || !strings.HasSuffix(addr, ":0") {
+			t.Fatalf("upstream: %v", err)
+		}
 	}
 	u := &upstream{addr: pc.LocalAddr().String(), names: make(map[string]int)}
 	u.handler.Store(&handle)

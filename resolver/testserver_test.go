@@ -23,16 +23,22 @@ type testUpstream struct {
 // startUpstream serves handle on 127.0.0.1; it stops when the test ends.
 func startUpstream(t testing.TB, handle func(w dns.ResponseWriter, r *dns.Msg)) *testUpstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The UDP port the kernel picks may be taken for TCP: try a few.
+	for i := 0; ; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			pc.Close()
+			if i < 20 {
+				continue
+			}
+			t.Fatal(err)
+		}
+		return serveUpstream(t, pc, ln, handle)
 	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
-	return serveUpstream(t, pc, ln, handle)
 }
 
 // startUpstreamAt serves on a given loopback address (to bring a dead
