@@ -1,0 +1,40 @@
+package server
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestReadyFollowsTheRuntime(t *testing.T) {
+	loaded := false
+	rt := &Runtime{readiness: []func() bool{func() bool { return true }, func() bool { return loaded }}}
+	h := &readyHandler{}
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get(); code != http.StatusServiceUnavailable {
+		t.Fatalf("before any runtime: %d, want 503", code)
+	}
+	h.rt.Store(rt)
+	if code, body := get(); code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready") {
+		t.Fatalf("with a source still loading: %d %q, want 503", code, body)
+	}
+	loaded = true
+	if code, body := get(); code != http.StatusOK || body != "OK" {
+		t.Fatalf("once loaded: %d %q, want 200 OK", code, body)
+	}
+}
+
+func TestHealthSaysOK(t *testing.T) {
+	h := &healthHandler{}
+	h.metrics.Store(testShared().Metrics)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/health", nil))
+	if rec.Code != http.StatusOK || rec.Body.String() != "OK" {
+		t.Fatalf("%d %q, want 200 OK", rec.Code, rec.Body.String())
+	}
+}
