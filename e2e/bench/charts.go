@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// series is one bar per group.
+type series struct {
+	name   string
+	values []float64
+}
+
+// barChart writes grouped bars as a PNG.
+func barChart(path, title, yLabel string, groups []string, all []series) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = yLabel
+	p.Legend.Top = true
+	width := vg.Points(18)
+	for i, s := range all {
+		bars, err := plotter.NewBarChart(plotter.Values(s.values), width)
+		if err != nil {
+			return fmt.Errorf("chart %s: %w", title, err)
+		}
+		bars.Color = plotutil.Color(i)
+		bars.LineStyle.Width = 0
+		bars.Offset = width * vg.Length(float64(i)-float64(len(all)-1)/2)
+		p.Add(bars)
+		p.Legend.Add(s.name, bars)
+	}
+	p.NominalX(groups...)
+	p.Y.Min = 0
+	if err := p.Save(vg.Points(float64(120+110*len(groups))), 4*vg.Inch, path); err != nil {
+		return fmt.Errorf("save chart %s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteCharts draws the results as PNGs in dir and returns their names.
+func (r *Results) WriteCharts(dir string) ([]string, error) {
+	total := r.Spec.Services()
+	med := func(peer, metric string, size int) float64 {
+		v, _ := r.Median(peer, metric, size)
+		return v
+	}
+	var written []string
+	draw := func(name, title, yLabel string, groups []string, all []series) error {
+		if err := barChart(filepath.Join(dir, name), title, yLabel, groups, all); err != nil {
+			return err
+		}
+		written = append(written, name)
+		return nil
+	}
+	if r.hasPeer(PeerClusterDNS) || r.hasPeer(PeerCoreDNS) {
+		qps := func(peer string) series {
+			return series{peer, []float64{med(peer, MetricQPSCluster, total), med(peer, MetricQPSExternal, total)}}
+		}
+		if err := draw("dns-qps.png", "DNS queries per second at saturation, one core", "queries/s",
+			[]string{"cluster names", "external names (cached)"},
+			[]series{qps(PeerClusterDNS), qps(PeerCoreDNS), qps(PeerBareUDP)}); err != nil {
+			return written, err
+		}
+		lat := func(peer string) series {
+			return series{peer, []float64{med(peer, MetricP50Cluster, total), med(peer, MetricP99Cluster, total),
+				med(peer, MetricP50External, total), med(peer, MetricP99External, total)}}
+		}
+		if err := draw("dns-latency.png", fmt.Sprintf("DNS latency at %s queries/s", r.Settings["fixed load"]), "ms",
+			[]string{"p50 cluster", "p99 cluster", "p50 external", "p99 external"},
+			[]series{lat(PeerClusterDNS), lat(PeerCoreDNS)}); err != nil {
+			return written, err
+		}
+		mem := func(peer string) series {
+			return series{peer, []float64{med(peer, MetricRSS, total), med(peer, MetricReady, total) * 100}}
+		}
+		if err := draw("dns-memory.png", fmt.Sprintf("Memory and start-up at %d Services", total), "MiB | centiseconds",
+			[]string{"RSS after sync (MiB)", "start to ready (×10 ms)"},
+			[]series{mem(PeerClusterDNS), mem(PeerCoreDNS)}); err != nil {
+			return written, err
+		}
+	}
+	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
+		sizes := r.Sizes(MetricRules)
+		var groups []string
+		for _, s := range sizes {
+			groups = append(groups, fmt.Sprintf("%d Services", s))
+		}
+		per := func(peer, metric string) series {
+			var v []float64
+			for _, s := range sizes {
+				v = append(v, med(peer, metric, s))
+			}
+			return series{peer, v}
+		}
+		if err := draw("rules-change.png", "One endpoint change: API write to rules applied", "ms", groups,
+			[]series{per(PeerOurProxy, MetricChange), per(PeerKubeProxy, MetricChange)}); err != nil {
+			return written, err
+		}
+		if err := draw("rules-sync.png", "Full sync of all rules", "s", groups,
+			[]series{per(PeerOurProxy, MetricFullSync), per(PeerKubeProxy, MetricFullSync)}); err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}

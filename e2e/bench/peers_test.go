@@ -1,0 +1,305 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterdns/clusterdns/e2e/internal/kubeapi"
+	"k8s.io/client-go/kubernetes"
+)
+
+var (
+	flagFull   = flag.Bool("full", false, "measure at the published size (10,000 ClusterIP + 1,000 headless Services, 3 rounds) and write the results folder")
+	flagOut    = flag.String("out", "", "folder for results.md, results.json and the charts (default: ./results with -full, a temporary folder otherwise)")
+	flagRounds = flag.Int("rounds", 0, "runs of each peer, alternated (default 3 with -full, 1 otherwise)")
+	flagParts  = flag.String("parts", "dns,rules", "comparisons to run, comma-separated: dns, rules")
+)
+
+// config is the size and length of one benchmark run.
+type config struct {
+	spec Spec
+	// ruleSizes are the ClusterIP Service counts the rule peers are
+	// measured at, ascending; the cluster grows from one to the next.
+	ruleSizes []int
+	rounds    int
+	// perf is the length of one dnsperf measurement, warmup of the run
+	// before it that fills caches and wakes the peer up.
+	perf, warmup time.Duration
+	// settle is the pause between ready and reading RSS.
+	settle time.Duration
+	// changes is the number of endpoint changes timed per rule peer run.
+	changes int
+	// queryLines is the length of each dnsperf data file.
+	queryLines int
+	dns, rules bool
+}
+
+func newConfig() config {
+	c := config{
+		spec:       DefaultSpec().Scaled(200),
+		ruleSizes:  []int{50, 200},
+		rounds:     1,
+		perf:       time.Second,
+		warmup:     500 * time.Millisecond,
+		settle:     200 * time.Millisecond,
+		changes:    2,
+		queryLines: 5000,
+	}
+	if *flagFull {
+		c = config{
+			spec:       DefaultSpec(),
+			ruleSizes:  []int{1000, 10000},
+			rounds:     3,
+			perf:       10 * time.Second,
+			warmup:     2 * time.Second,
+			settle:     2 * time.Second,
+			changes:    5,
+			queryLines: 100000,
+		}
+	}
+	if *flagRounds > 0 {
+		c.rounds = *flagRounds
+	}
+	for _, part := range strings.Split(*flagParts, ",") {
+		switch strings.TrimSpace(part) {
+		case "dns":
+			c.dns = true
+		case "rules":
+			c.rules = true
+		}
+	}
+	return c
+}
+
+// CPUs the peers and the load generator are pinned to.
+const (
+	loadCPU = 0
+	peerCPU = 1
+)
+
+// env is what every part of the benchmark shares.
+type env struct {
+	cfg        config
+	work       string
+	api        *kubeapi.APIServer
+	admin      kubernetes.Interface
+	kubeconfig string
+	bins       binaries
+	res        *Results
+	// changeSeq numbers endpoint changes so every new address is fresh.
+	changeSeq int
+}
+
+// binaries are the peers' executables.
+type binaries struct {
+	clusterdns, coredns, bareUDP, kubeProxy string
+}
+
+// TestPeers compares clusterdns with CoreDNS and kube-proxy on one machine.
+// By default it is a smoke run (a few hundred Services, one round, a second
+// per measurement) that keeps the harness working; with -full it takes the
+// published figures (about 25 minutes):
+//
+//	go test -run TestPeers -timeout 90m -v -args -full
+func TestPeers(t *testing.T) {
+	cfg := newConfig()
+	requireTools(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Minute)
+	defer cancel()
+
+	out := *flagOut
+	if out == "" {
+		out = t.TempDir()
+		if *flagFull {
+			out = "results"
+		}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{cfg: cfg, work: t.TempDir(), res: NewResults(cfg.spec)}
+	e.bins = buildBinaries(t, e.work, cfg.rules)
+
+	e.api = kubeapi.StartWithOptions(t, kubeapi.Options{ExtraArgs: []string{
+		"--max-requests-inflight=2000",
+		"--max-mutating-requests-inflight=1000",
+	}})
+	admin, err := kubernetes.NewForConfig(e.api.AdminConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.admin = admin
+	e.kubeconfig = filepath.Join(e.work, "kubeconfig")
+	if err := e.api.WriteKubeconfig(e.kubeconfig, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	loaded := Spec{}
+	grow := func(to Spec) {
+		t.Helper()
+		began := time.Now()
+		objs := to.Objects(loaded)
+		if err := objs.Load(ctx, e.admin, 16); err != nil {
+			t.Fatalf("load %d Services: %v", to.Services(), err)
+		}
+		t.Logf("loaded %d more Services and %d EndpointSlices (%d Services in all) in %s",
+			len(objs.Services), len(objs.Slices), to.Services(), time.Since(began).Round(time.Millisecond))
+		loaded = to
+	}
+	if cfg.rules {
+		createNode(t, ctx, e.admin)
+		for _, size := range cfg.ruleSizes {
+			grow(cfg.spec.Scaled(size))
+			runRules(t, ctx, e, size)
+		}
+	}
+	grow(cfg.spec)
+	manifests := filepath.Join(e.work, "manifests")
+	if err := cfg.spec.Objects(Spec{}).WriteManifests(manifests); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.dns {
+		runDNS(t, ctx, e, manifests)
+	}
+
+	e.res.Finished = time.Now().UTC()
+	e.res.LoadAvg = append(e.res.LoadAvg, LoadAverage())
+	writeResults(t, e.res, out)
+	checkResults(t, e)
+}
+
+func requireTools(t *testing.T, cfg config) {
+	t.Helper()
+	if os.Geteuid() != 0 && cfg.rules {
+		t.Fatal("the rules comparison needs root (network namespaces, iptables); run as root or with -parts dns")
+	}
+	if runtime.NumCPU() < 2 {
+		t.Fatalf("the benchmark pins the peers and dnsperf to separate cores and needs 2, this machine has %d", runtime.NumCPU())
+	}
+	tools := []string{"taskset", "dnsperf", "etcd"}
+	if cfg.rules {
+		tools = append(tools, "ip", "iptables-save", "iptables-restore")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed; run e2e/bench/install-deps.sh (Debian: dnsperf, util-linux, iproute2, iptables, etcd-server): %v", tool, err)
+		}
+	}
+}
+
+// buildBinaries builds clusterdns from this repository, CoreDNS from the
+// version pinned in this module's go.mod, the bare responder, and (for the
+// rule comparison) kube-proxy with e2e/tools/build.sh.
+func buildBinaries(t *testing.T, dir string, kubeProxy bool) binaries {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := binaries{
+		clusterdns: filepath.Join(dir, "clusterdns"),
+		coredns:    filepath.Join(dir, "coredns"),
+		bareUDP:    filepath.Join(dir, "bareudp"),
+	}
+	builds := []struct {
+		name, dir, out, pkg string
+	}{
+		{"clusterdns", root, b.clusterdns, "./cmd/clusterdns"},
+		{"coredns", ".", b.coredns, "github.com/coredns/coredns"},
+		{"bareudp", ".", b.bareUDP, "./cmd/bareudp"},
+	}
+	for _, bd := range builds {
+		began := time.Now()
+		cmd := exec.Command("go", "build", "-trimpath", "-o", bd.out, bd.pkg)
+		cmd.Dir = bd.dir
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", bd.name, err, out)
+		}
+		t.Logf("built %s in %s", bd.name, time.Since(began).Round(time.Millisecond))
+	}
+	if kubeProxy {
+		began := time.Now()
+		cmd := exec.Command("bash", filepath.Join(root, "e2e", "tools", "build.sh"), "kube-proxy")
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("build kube-proxy: %v", err)
+		}
+		b.kubeProxy = strings.TrimSpace(string(out))
+		t.Logf("kube-proxy at %s (%s)", b.kubeProxy, time.Since(began).Round(time.Millisecond))
+	}
+	return b
+}
+
+func writeResults(t *testing.T, res *Results, dir string) {
+	t.Helper()
+	md := res.Markdown()
+	charts, err := res.WriteCharts(dir)
+	if err != nil {
+		t.Errorf("charts: %v", err)
+	}
+	if len(charts) > 0 {
+		md += "\n"
+		for _, c := range charts {
+			md += fmt.Sprintf("![%s](%s)\n", strings.TrimSuffix(c, ".png"), c)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.WriteJSON(filepath.Join(dir, "results.json")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("results in %s:\n%s", dir, md)
+}
+
+// checkResults fails the run when a measurement is missing or impossible,
+// which is what the smoke run is for.
+func checkResults(t *testing.T, e *env) {
+	t.Helper()
+	total := e.cfg.spec.Services()
+	type want struct {
+		peer, metric string
+		size         int
+	}
+	var wants []want
+	if e.cfg.dns {
+		for _, peer := range []string{PeerClusterDNS, PeerCoreDNS} {
+			for _, m := range []string{MetricQPSCluster, MetricQPSExternal, MetricP50Cluster, MetricP99Cluster,
+				MetricP50External, MetricP99External, MetricRSS, MetricReady} {
+				wants = append(wants, want{peer, m, total})
+			}
+		}
+		wants = append(wants, want{PeerBareUDP, MetricQPSCluster, total})
+	}
+	if e.cfg.rules {
+		for _, size := range e.cfg.ruleSizes {
+			for _, peer := range []string{PeerOurProxy, PeerKubeProxy} {
+				for _, m := range []string{MetricChange, MetricSynced, MetricRules} {
+					wants = append(wants, want{peer, m, size})
+				}
+			}
+		}
+	}
+	for _, w := range wants {
+		v := e.res.Values(w.peer, w.metric, w.size)
+		if len(v) == 0 {
+			t.Errorf("no %s for %s at %d Services", w.metric, w.peer, w.size)
+			continue
+		}
+		for _, x := range v {
+			if !(x > 0) {
+				t.Errorf("%s of %s at %d Services is %v", w.metric, w.peer, w.size, x)
+			}
+		}
+	}
+}

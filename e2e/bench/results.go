@@ -1,0 +1,267 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Peer names as they appear in the results.
+const (
+	PeerClusterDNS = "clusterdns"
+	PeerCoreDNS    = "coredns"
+	PeerBareUDP    = "bare-udp"
+	PeerOurProxy   = "clusterdns-proxy"
+	PeerKubeProxy  = "kube-proxy"
+)
+
+// Metric names. DNS metrics are taken at the full Spec; rule metrics at each
+// size in Sample.Size.
+const (
+	MetricQPSCluster  = "qps_cluster"
+	MetricQPSExternal = "qps_external"
+	MetricP50Cluster  = "p50_cluster_ms"
+	MetricP99Cluster  = "p99_cluster_ms"
+	MetricP50External = "p50_external_ms"
+	MetricP99External = "p99_external_ms"
+	MetricRSS         = "rss_mb"
+	MetricReady       = "ready_s"
+	MetricFullSync    = "full_sync_s"
+	MetricSynced      = "start_to_synced_s"
+	MetricChange      = "change_ms"
+	MetricRules       = "rules"
+)
+
+// Sample is one measurement of one peer.
+type Sample struct {
+	Peer   string  `json:"peer"`
+	Metric string  `json:"metric"`
+	Size   int     `json:"size"`
+	Round  int     `json:"round"`
+	Value  float64 `json:"value"`
+}
+
+// Results is everything one run measured, with the conditions it ran in.
+type Results struct {
+	Started  time.Time         `json:"started"`
+	Finished time.Time         `json:"finished"`
+	Machine  string            `json:"machine"`
+	LoadAvg  []string          `json:"loadavg"` // at start and end
+	Spec     Spec              `json:"spec"`
+	Settings map[string]string `json:"settings"`
+	Samples  []Sample          `json:"samples"`
+}
+
+// NewResults records the machine and its load now.
+func NewResults(spec Spec) *Results {
+	return &Results{Started: time.Now().UTC(), Machine: MachineDescription(), LoadAvg: []string{LoadAverage()},
+		Spec: spec, Settings: map[string]string{}}
+}
+
+// Add records a sample.
+func (r *Results) Add(peer, metric string, size, round int, value float64) {
+	r.Samples = append(r.Samples, Sample{Peer: peer, Metric: metric, Size: size, Round: round, Value: value})
+}
+
+// Values returns the samples of one peer, metric and size, in order.
+func (r *Results) Values(peer, metric string, size int) []float64 {
+	var out []float64
+	for _, s := range r.Samples {
+		if s.Peer == peer && s.Metric == metric && s.Size == size {
+			out = append(out, s.Value)
+		}
+	}
+	return out
+}
+
+// Median returns the median of the samples, and whether there were any.
+func (r *Results) Median(peer, metric string, size int) (float64, bool) {
+	v := r.Values(peer, metric, size)
+	if len(v) == 0 {
+		return 0, false
+	}
+	return Median(v), true
+}
+
+// Median of values (the mean of the middle two for an even count).
+func Median(values []float64) float64 {
+	if len(values) == 0 {
+		return 0
+	}
+	v := slices.Clone(values)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// Sizes lists the sizes rule metrics were taken at, ascending.
+func (r *Results) Sizes(metric string) []int {
+	var out []int
+	for _, s := range r.Samples {
+		if s.Metric == metric && !slices.Contains(out, s.Size) {
+			out = append(out, s.Size)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// WriteJSON saves every sample.
+func (r *Results) WriteJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// row is one line of a comparison table.
+type row struct {
+	label, metric string
+	size          int
+	// goal is the wanted ours/theirs ratio: at least it when higher is
+	// better, at most it otherwise; zero for none.
+	goal         float64
+	higherBetter bool
+	format       string
+}
+
+// Markdown renders the comparison tables.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	total := r.Spec.Services()
+	fmt.Fprintf(&b, "Measured %s to %s UTC on %s; load average %s.\n\n",
+		r.Started.Format("2006-01-02 15:04"), r.Finished.Format("15:04"), r.Machine, strings.Join(r.LoadAvg, " → "))
+	fmt.Fprintf(&b, "Cluster: %d ClusterIP + %d headless + %d ExternalName Services, %d ready endpoints per selecting Service.\n",
+		r.Spec.ClusterIP, r.Spec.Headless, r.Spec.ExternalName, r.Spec.Endpoints)
+	var keys []string
+	for k := range r.Settings {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s: %s.\n", k, r.Settings[k])
+	}
+	b.WriteString("\nMedians of the runs (min–max in brackets); ours/theirs < 1 is better for times and memory, > 1 for QPS.\n\n")
+
+	dnsRows := []row{
+		{"QPS at saturation, cluster names", MetricQPSCluster, total, 3, true, "%.0f"},
+		{"QPS at saturation, external names (cached)", MetricQPSExternal, total, 0, true, "%.0f"},
+		{"p50 latency at fixed load, cluster names (ms)", MetricP50Cluster, total, 0, false, "%.3f"},
+		{"p99 latency at fixed load, cluster names (ms)", MetricP99Cluster, total, 0.5, false, "%.3f"},
+		{"p50 latency at fixed load, external names (ms)", MetricP50External, total, 0, false, "%.3f"},
+		{"p99 latency at fixed load, external names (ms)", MetricP99External, total, 0, false, "%.3f"},
+		{"RSS after sync (MiB)", MetricRSS, total, 0.5, false, "%.1f"},
+		{"start to /ready 200 (s)", MetricReady, total, 0, false, "%.2f"},
+	}
+	if r.hasPeer(PeerClusterDNS) || r.hasPeer(PeerCoreDNS) {
+		b.WriteString("### DNS: clusterdns vs CoreDNS, one core each\n\n")
+		r.table(&b, "clusterdns", "CoreDNS", PeerClusterDNS, PeerCoreDNS, dnsRows)
+		if _, ok := r.Median(PeerBareUDP, MetricQPSCluster, total); ok {
+			b.WriteString("\n### The ceiling: a bare UDP responder on the same core\n\n")
+			b.WriteString("| mix | bare UDP QPS | clusterdns QPS | clusterdns / bare | CoreDNS / bare |\n| --- | ---: | ---: | ---: | ---: |\n")
+			for _, m := range []struct{ label, metric string }{{"cluster names", MetricQPSCluster}, {"external names", MetricQPSExternal}} {
+				bare, _ := r.Median(PeerBareUDP, m.metric, total)
+				ours, _ := r.Median(PeerClusterDNS, m.metric, total)
+				theirs, _ := r.Median(PeerCoreDNS, m.metric, total)
+				fmt.Fprintf(&b, "| %s | %.0f | %.0f | %s | %s |\n", m.label, bare, ours, ratio(ours, bare), ratio(theirs, bare))
+			}
+		}
+	}
+	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
+		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, iptables mode, one network namespace each\n\n")
+		var rows []row
+		for _, size := range r.Sizes(MetricRules) {
+			rows = append(rows,
+				row{fmt.Sprintf("%d Services: one endpoint change, API write to rules applied (ms)", size), MetricChange, size, 0, false, "%.0f"},
+				row{fmt.Sprintf("%d Services: full sync (s)", size), MetricFullSync, size, 0, false, "%.3f"},
+				row{fmt.Sprintf("%d Services: start to first full sync done (s)", size), MetricSynced, size, 0, false, "%.2f"},
+				row{fmt.Sprintf("%d Services: rules (iptables-save lines)", size), MetricRules, size, 0, false, "%.0f"},
+			)
+		}
+		r.table(&b, "clusterdns proxy", "kube-proxy", PeerOurProxy, PeerKubeProxy, rows)
+	}
+	return b.String()
+}
+
+func (r *Results) hasPeer(peer string) bool {
+	return slices.ContainsFunc(r.Samples, func(s Sample) bool { return s.Peer == peer })
+}
+
+func (r *Results) table(b *strings.Builder, oursLabel, theirsLabel, ours, theirs string, rows []row) {
+	fmt.Fprintf(b, "| | %s | %s | ours/theirs | goal |\n| --- | ---: | ---: | ---: | --- |\n", oursLabel, theirsLabel)
+	for _, rw := range rows {
+		o, okO := r.Median(ours, rw.metric, rw.size)
+		t, okT := r.Median(theirs, rw.metric, rw.size)
+		if !okO && !okT {
+			continue
+		}
+		goal := ""
+		if rw.goal > 0 && okO && okT && t > 0 {
+			met := o/t >= rw.goal
+			sign := "≥"
+			if !rw.higherBetter {
+				met, sign = o/t <= rw.goal, "≤"
+			}
+			goal = fmt.Sprintf("%s %.1f× %s", sign, rw.goal, map[bool]string{true: "met", false: "**not met**"}[met])
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", rw.label,
+			r.cell(ours, rw.metric, rw.size, rw.format), r.cell(theirs, rw.metric, rw.size, rw.format), ratio(o, t), goal)
+	}
+}
+
+func (r *Results) cell(peer, metric string, size int, format string) string {
+	v := r.Values(peer, metric, size)
+	if len(v) == 0 {
+		return "–"
+	}
+	s := fmt.Sprintf(format, Median(v))
+	if len(v) > 1 {
+		s += fmt.Sprintf(" ["+format+"–"+format+"]", slices.Min(v), slices.Max(v))
+	}
+	return s
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+// MachineDescription names the CPU, the core count and the kernel.
+func MachineDescription() string {
+	cpu := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "unknown kernel"
+	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = "Linux " + strings.TrimSpace(string(data))
+	}
+	return fmt.Sprintf("%s, %d cores, %s, %s", cpu, runtime.NumCPU(), kernel, runtime.Version())
+}
+
+// LoadAverage is the first three fields of /proc/loadavg.
+func LoadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

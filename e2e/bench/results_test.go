@@ -1,0 +1,60 @@
+package bench
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := Median(c.in); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestMarkdownAndCharts(t *testing.T) {
+	spec := DefaultSpec().Scaled(100)
+	r := NewResults(spec)
+	total := spec.Services()
+	for round, v := range []float64{70000, 75000, 72000} {
+		r.Add(PeerClusterDNS, MetricQPSCluster, total, round, v)
+		r.Add(PeerCoreDNS, MetricQPSCluster, total, round, v/3.5)
+		r.Add(PeerBareUDP, MetricQPSCluster, total, round, v*1.5)
+		r.Add(PeerClusterDNS, MetricRSS, total, round, 40)
+		r.Add(PeerCoreDNS, MetricRSS, total, round, 60)
+		r.Add(PeerOurProxy, MetricChange, 1000, round, 20)
+		r.Add(PeerKubeProxy, MetricChange, 1000, round, 400)
+		r.Add(PeerOurProxy, MetricRules, 1000, round, 9000)
+		r.Add(PeerKubeProxy, MetricRules, 1000, round, 12000)
+	}
+	r.Settings["fixed load"] = "10000"
+	md := r.Markdown()
+	for _, want := range []string{
+		"| QPS at saturation, cluster names | 72000 [70000–75000] | 20571 [20000–21429] | 3.50 | ≥ 3.0× met |",
+		"| RSS after sync (MiB) | 40.0 [40.0–40.0] | 60.0 [60.0–60.0] | 0.67 | ≤ 0.5× **not met** |",
+		"| cluster names | 108000 | 72000 | 0.67 | 0.19 |",
+		"1000 Services: one endpoint change",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	dir := t.TempDir()
+	charts, err := r.WriteCharts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(charts) != 5 {
+		t.Errorf("charts %v, want 5", charts)
+	}
+	for _, c := range charts {
+		if m, _ := filepath.Glob(filepath.Join(dir, c)); len(m) != 1 {
+			t.Errorf("%s not written", c)
+		}
+	}
+}

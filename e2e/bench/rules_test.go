@@ -1,0 +1,306 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clusterdns/clusterdns/e2e/netns"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// The node both rule peers play, inside their own namespaces.
+const (
+	nodeName     = "bench-node"
+	nodeIP       = "192.168.77.1"
+	nodeCIDR     = "/24"
+	metricsAddr  = "127.0.0.1:10249" // inside the peer's namespace
+	healthzAddr  = "127.0.0.1:10256" // inside the peer's namespace
+	pollInterval = 20 * time.Millisecond
+	// changeGap separates endpoint changes by more than both peers'
+	// minimum sync period (1s), so each is applied on its own.
+	changeGap     = 2 * time.Second
+	syncTimeout   = 10 * time.Minute
+	changeTimeout = 2 * time.Minute
+)
+
+// rulePeer is a node agent under test and how to read its sync metrics.
+type rulePeer struct {
+	name string
+	argv func(bin, kubeconfig string) []string
+	bin  func(b binaries) string
+	// fullSync is the histogram of full syncs; lastSync the gauge with the
+	// end of the last successful sync, as a Unix time.
+	fullSync, lastSync string
+	labels             []string
+}
+
+var rulePeers = []rulePeer{
+	{
+		name: PeerOurProxy,
+		bin:  func(b binaries) string { return b.clusterdns },
+		argv: func(bin, kubeconfig string) []string {
+			return []string{bin, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
+				"--proxy-mode", "iptables", "--cluster-cidr", PodCIDR,
+				"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr}
+		},
+		fullSync: "clusterdns_proxy_sync_duration_seconds",
+		lastSync: "clusterdns_proxy_last_sync_success_timestamp_seconds",
+		labels:   []string{`kind="full"`},
+	},
+	{
+		name: PeerKubeProxy,
+		bin:  func(b binaries) string { return b.kubeProxy },
+		argv: func(bin, kubeconfig string) []string {
+			return []string{bin, "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
+				"--proxy-mode", "iptables", "--cluster-cidr", PodCIDR,
+				"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr,
+				// It may not change the conntrack table size: that sysctl
+				// is global, not per namespace.
+				"--conntrack-max-per-core", "0", "--v", "0"}
+		},
+		fullSync: "kubeproxy_sync_full_proxy_rules_duration_seconds",
+		lastSync: "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+		labels:   []string{`ip_family="IPv4"`},
+	},
+}
+
+// createNode registers the Node the peers run as, with its address.
+func createNode(t *testing.T, ctx context.Context, c kubernetes.Interface) {
+	t.Helper()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{"kubernetes.io/hostname": nodeName}}}
+	created, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("create node: %v", err)
+	}
+	created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}, {Type: corev1.NodeHostName, Address: nodeName}}
+	if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("node status: %v", err)
+	}
+}
+
+// runRules measures both rule peers at one cluster size, alternating.
+func runRules(t *testing.T, ctx context.Context, e *env, size int) {
+	e.res.Settings["rules"] = "one peer at a time, pinned to core " + strconv.Itoa(peerCPU) +
+		", in a network namespace of its own reaching the API server through a loopback relay; default sync periods (min 1s, full 30s); " +
+		"change time is API write to the end of the sync that applied it (the peer's last-sync metric, checked with iptables-save)"
+	for round := range e.cfg.rounds {
+		order := slices.Clone(rulePeers)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, peer := range order {
+			t.Run(fmt.Sprintf("%s-%d-%d", peer.name, size, round), func(t *testing.T) {
+				e.measureRules(t, ctx, peer, size, round)
+			})
+			if t.Failed() {
+				t.FailNow()
+			}
+		}
+	}
+}
+
+func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, size, round int) {
+	ns := netns.New(t, "cdns-bench-")
+	ns.MustRun("ip", "link", "add", "eth0", "type", "dummy")
+	ns.MustRun("ip", "addr", "add", nodeIP+nodeCIDR, "dev", "eth0")
+	ns.MustRun("ip", "link", "set", "eth0", "up")
+	kubeconfig := e.relayKubeconfig(t, ns, fmt.Sprintf("%s-%d-%d", peer.name, size, round))
+
+	argv := append([]string{"ip", "netns", "exec", ns.Name, "taskset", "-c", strconv.Itoa(peerCPU)}, peer.argv(peer.bin(e.bins), kubeconfig)...)
+	p, err := Start(peer.name, filepath.Join(e.work, fmt.Sprintf("%s-%d-%d.log", peer.name, size, round)), argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stopped before the namespace goes (cleanups run last first).
+	t.Cleanup(func() { p.Stop(5 * time.Second) })
+	client := HTTPGetter(func(_ context.Context, network, address string) (net.Conn, error) {
+		return ns.Dial(network, address, 2*time.Second)
+	})
+	defer client.CloseIdleConnections()
+	metrics := func() (string, error) {
+		code, body, err := Get(ctx, client, "http://"+metricsAddr+"/metrics")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("metrics: status %d", code)
+		}
+		return string(body), err
+	}
+
+	// The first full sync.
+	deadline := time.Now().Add(syncTimeout)
+	var body string
+	for {
+		body, err = metrics()
+		if err == nil {
+			if n, _ := MetricValue(body, peer.fullSync+"_count", peer.labels...); n >= 1 {
+				break
+			}
+		}
+		if p.Exited() {
+			t.Fatalf("%s exited:\n%s", peer.name, p.LogTail())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no full sync within %s (last: %v):\n%s", peer.name, syncTimeout, err, p.LogTail())
+		}
+		time.Sleep(pollInterval)
+	}
+	last, _ := MetricValue(body, peer.lastSync, peer.labels...)
+	sum, _ := MetricValue(body, peer.fullSync+"_sum", peer.labels...)
+	count, _ := MetricValue(body, peer.fullSync+"_count", peer.labels...)
+	synced := unixTime(last).Sub(p.Started)
+	e.res.Add(peer.name, MetricSynced, size, round, synced.Seconds())
+	e.res.Add(peer.name, MetricFullSync, size, round, sum/count)
+	rules := countRules(t, ns)
+	e.res.Add(peer.name, MetricRules, size, round, float64(rules))
+	t.Logf("%s at %d Services: first full sync done %s after start, %.3fs per full sync (%v), %d rules",
+		peer.name, size, synced.Round(time.Millisecond), sum/count, count, rules)
+	if rules < size {
+		t.Fatalf("%s programmed %d rules for %d Services:\n%s", peer.name, rules, size, p.LogTail())
+	}
+
+	// Endpoint changes, one at a time.
+	for k := range e.cfg.changes {
+		time.Sleep(changeGap)
+		index := (k*7919 + round*104729 + 1) % size
+		e.changeSeq++
+		slice, fresh := e.cfg.spec.ChangedSlice(index, e.changeSeq)
+		began := time.Now()
+		if _, err := e.admin.DiscoveryV1().EndpointSlices(slice.Namespace).Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("update %s/%s: %v", slice.Namespace, slice.Name, err)
+		}
+		applied, err := waitApplied(ctx, ns, p, metrics, peer, began, fresh.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := applied.Sub(began)
+		e.res.Add(peer.name, MetricChange, size, round, ms(took))
+		t.Logf("%s at %d Services: change %d applied after %s", peer.name, size, k, took.Round(100*time.Microsecond))
+	}
+	p.Stop(5 * time.Second)
+}
+
+// waitApplied waits until a sync that ended after began has programmed the
+// new address, and returns when that sync ended.
+func waitApplied(ctx context.Context, ns *netns.NS, p *Process, metrics func() (string, error), peer rulePeer, began time.Time, fresh string) (time.Time, error) {
+	deadline := time.Now().Add(changeTimeout)
+	checked := 0.0
+	for {
+		body, err := metrics()
+		if err == nil {
+			last, _ := MetricValue(body, peer.lastSync, peer.labels...)
+			if end := unixTime(last); end.After(began) && last != checked {
+				checked = last
+				out, err := ns.Run(ctx, "iptables-save", "-t", "nat")
+				if err != nil {
+					return time.Time{}, fmt.Errorf("iptables-save: %v\n%s", err, out)
+				}
+				if strings.Contains(string(out), "--to-destination "+fresh+":") {
+					return end, nil
+				}
+			}
+		}
+		if p.Exited() {
+			return time.Time{}, fmt.Errorf("%s exited:\n%s", peer.name, p.LogTail())
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%s: %s not programmed within %s (last: %v)", peer.name, fresh, changeTimeout, err)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+func unixTime(sec float64) time.Time {
+	return time.Unix(0, int64(sec*float64(time.Second)))
+}
+
+// countRules is `iptables-save | wc -l` inside the namespace.
+func countRules(t *testing.T, ns *netns.NS) int {
+	t.Helper()
+	out, err := ns.Run(context.Background(), "iptables-save")
+	if err != nil {
+		t.Fatalf("iptables-save in %s: %v\n%s", ns.Name, err, out)
+	}
+	return strings.Count(string(out), "\n")
+}
+
+// relayKubeconfig lets a process in the namespace reach the API server: a
+// listener on the namespace's loopback whose connections the benchmark
+// carries to the API server on the machine's loopback, so the namespace
+// needs no link to the outside. It returns a kubeconfig naming the relay;
+// the API server's certificate is valid for 127.0.0.1 on any port.
+func (e *env) relayKubeconfig(t *testing.T, ns *netns.NS, name string) string {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatalf("relay listener in %s: %v", ns.Name, err)
+	}
+	target := strings.TrimPrefix(e.api.URL, "https://")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, down, up)
+			mu.Unlock()
+			for _, pair := range [][2]net.Conn{{up, down}, {down, up}} {
+				wg.Go(func() {
+					// An error only means one side went away.
+					_, _ = io.Copy(pair[0], pair[1])
+					pair[0].Close()
+					pair[1].Close()
+				})
+			}
+		}
+	})
+
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: "https://" + ln.Addr().String(), CertificateAuthority: e.api.CAFile}
+	cfg.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{Token: e.api.AdminToken()}
+	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
+	cfg.CurrentContext = "e2e"
+	path := filepath.Join(e.work, "kubeconfig-"+name)
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
