@@ -275,6 +275,10 @@ func TestAPISourceFollowsRealAPIServer(t *testing.T) {
 		return c.Services[db] != nil
 	})
 
+	// Snapshots published from here on may show the deletes, in either order:
+	// Services and slices come through separate watches.
+	all, _, base := rec.snapshot()
+	beforeDelete := base + len(all)
 	if err := admin.DiscoveryV1().EndpointSlices("shop").Delete(ctx, "web-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -288,21 +292,26 @@ func TestAPISourceFollowsRealAPIServer(t *testing.T) {
 		t.Errorf("deleting web lost other services: %v", last.Services)
 	}
 
-	// Until web was deleted, no snapshot may have lost it or its slice.
-	all, _, _ := rec.snapshot()
-	sawWeb := false
+	// No snapshot may ever lose default/kubernetes, and until the deletes,
+	// none may lose web or its slice once it was there.
+	all, _, base = rec.snapshot()
+	sawWeb, sawSlice := false, false
 	for i, c := range all {
 		if c.Services[kubernetesSvc] == nil {
-			t.Errorf("snapshot %d (generation %d) lost default/kubernetes: %d services", i, c.Generation, len(c.Services))
+			t.Errorf("snapshot %d (generation %d) lost default/kubernetes: %d services", base+i, c.Generation, len(c.Services))
 		}
-		if c == last {
-			break
+		if base+i >= beforeDelete {
+			continue
 		}
-		if c.Services[web] != nil {
-			sawWeb = true
-		} else if sawWeb {
-			t.Errorf("snapshot %d (generation %d) lost shop/web before it was deleted", i, c.Generation)
+		hasWeb, hasSlice := c.Services[web] != nil, len(c.SlicesFor(web)) > 0
+		if sawWeb && !hasWeb || sawSlice && !hasSlice {
+			t.Errorf("snapshot %d (generation %d) lost shop/web (%v) or its slice (%v) before they were deleted",
+				base+i, c.Generation, hasWeb, hasSlice)
 		}
+		sawWeb, sawSlice = sawWeb || hasWeb, sawSlice || hasSlice
+	}
+	if !sawWeb || !sawSlice {
+		t.Errorf("no snapshot before the deletes held web and its slice")
 	}
 }
 
