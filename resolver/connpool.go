@@ -23,8 +23,9 @@ type connPool struct {
 	network, addr string
 	expire        time.Duration
 
-	mu   sync.Mutex // protects idle
-	idle []*upConn  // most recently used last
+	mu     sync.Mutex // protects idle and closed
+	idle   []*upConn  // most recently used last
+	closed bool       // set by closeAll: returned connections are closed
 }
 
 // upConn is a connection with the time it was last returned.
@@ -60,7 +61,7 @@ func (p *connPool) get(deadline time.Time) (c *upConn, reused bool, err error) {
 func (p *connPool) put(c *upConn) {
 	c.used = time.Now()
 	p.mu.Lock()
-	if len(p.idle) < maxIdleConns {
+	if !p.closed && len(p.idle) < maxIdleConns {
 		p.idle = append(p.idle, c)
 		c = nil
 	}
@@ -73,7 +74,7 @@ func (p *connPool) put(c *upConn) {
 func (p *connPool) closeAll() {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle = nil
+	p.idle, p.closed = nil, true
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.Close()

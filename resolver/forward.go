@@ -109,6 +109,8 @@ type Forward struct {
 
 	ctx    context.Context // ends when the handler is closed
 	cancel context.CancelFunc
+	mu     sync.Mutex     // orders starting probes against Close
+	closed bool           // protected by mu
 	wg     sync.WaitGroup // health probes
 }
 
@@ -148,6 +150,9 @@ func NewForward(opts ForwardOptions, next Handler) (*Forward, error) {
 
 // Close stops health checks and closes pooled connections.
 func (f *Forward) Close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 	f.cancel()
 	f.wg.Wait()
 	for _, u := range f.upstreams {
@@ -271,7 +276,15 @@ func (f *Forward) healthcheck(u *upstream) {
 	if f.opts.MaxFails == 0 || !u.probing.CompareAndSwap(false, true) {
 		return
 	}
+	// A query of a configuration being replaced may fail after Close.
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		u.probing.Store(false)
+		return
+	}
 	f.wg.Add(1)
+	f.mu.Unlock()
 	go func() {
 		defer f.wg.Done()
 		defer u.probing.Store(false)

@@ -261,3 +261,24 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A configuration being replaced closes its forwarder while queries may still
+// be in flight: they must neither panic nor leave probes or sockets behind.
+func TestForwardAfterClose(t *testing.T) {
+	up := startUpstream(t, answerA("192.0.2.1"))
+	f, err := NewForward(ForwardOptions{Upstreams: []string{up.addr, deadAddr(t)}, Policy: PolicySequential, HealthInterval: time.Millisecond, MaxFails: 1}, marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if m, err := forwardQuery(f, "late.example.", dns.TypeA, false); err != nil || len(m.Answer) != 1 {
+		t.Fatalf("query after Close: %v %v", m, err)
+	}
+	f.healthcheck(f.upstreams[1])
+	if f.upstreams[1].probing.Load() {
+		t.Fatal("a health probe started after Close")
+	}
+	if n := len(f.upstreams[0].udp.idle); n != 0 {
+		t.Fatalf("%d connections pooled after Close", n)
+	}
+}
