@@ -134,6 +134,7 @@ func TestCorefileKubeadm(t *testing.T) {
 		{"coredns_dns_requests_total", []string{srv, `proto="tcp"`, `type="PTR"`}},
 		{"coredns_dns_responses_total", []string{srv, `zone="."`, `rcode="NOERROR"`, `plugin="forward"`}},
 		{"coredns_dns_responses_total", []string{srv, `rcode="NXDOMAIN"`, `plugin="cache"`}},
+		{"coredns_dns_responses_total", []string{srv, `rcode="NOERROR"`, `plugin="kubernetes"`}},
 		{"coredns_dns_request_duration_seconds_count", []string{srv, `type="A"`}},
 		{"coredns_dns_request_size_bytes_count", []string{srv, `proto="udp"`}},
 		{"coredns_dns_response_size_bytes_count", []string{srv, `proto="tcp"`}},

@@ -64,6 +64,7 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 	ix := k.index.Load()
 	if ix == nil {
 		// Not loaded yet: say "try again", never "does not exist".
+		Answered(ctx, "kubernetes")
 		return Reply(req, dns.RcodeServerFailure), nil
 	}
 	node := ix.Lookup(req.Name)
@@ -74,6 +75,10 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 		if k.fallsThrough(req.Name) {
 			return k.next.Resolve(ctx, req)
 		}
+	}
+	// From here on the answer is ours (for the responses metric's plugin label).
+	Answered(ctx, "kubernetes")
+	if node == nil {
 		m := Reply(req, dns.RcodeNameError)
 		m.Authoritative = true
 		m.Ns = []dns.RR{ix.SOA(z)}
