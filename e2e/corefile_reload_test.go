@@ -66,6 +66,23 @@ func TestCorefileReload(t *testing.T) {
 			}
 		}()
 	}
+	// So do scrapes: the metrics port stays open across reloads.
+	var scrapeFailures atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if code, _, err := httpGet("http://" + s.metrics + "/metrics"); err != nil || code != 200 {
+				scrapeFailures.Add(1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	stopQueries := func() {
 		close(stop)
 		wg.Wait()
@@ -102,6 +119,9 @@ func TestCorefileReload(t *testing.T) {
 		t.Fatalf("%d of %d queries failed across the reloads", failures.Load(), sent.Load())
 	}
 	t.Logf("%d queries answered across two reloads", sent.Load())
+	if scrapeFailures.Load() != 0 {
+		t.Fatalf("%d scrapes of /metrics failed across the reloads", scrapeFailures.Load())
+	}
 	// Metrics survive the reload: counters keep counting from where they were.
 	body := s.metricsBody(t)
 	if after := metricValue(body, "coredns_dns_requests_total", `type="A"`); after <= requestsBefore {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -172,32 +173,48 @@ func (rt *Runtime) runServices(ctx context.Context, report func(error)) (stop fu
 	return func() { cancel(); wg.Wait() }
 }
 
-// startHTTP serves the runtime's HTTP endpoints; the returned function shuts
-// them down.
-func (rt *Runtime) startHTTP(report func(error)) (stop func(), err error) {
-	var servers []*http.Server
-	closeAll := func() {
-		for _, s := range servers {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = s.Shutdown(ctx)
-			cancel()
-		}
+// httpEndpoint is one HTTP listen address (health, ready, metrics). It
+// outlives configurations: a reload swaps the handlers behind it, so that
+// probes and scrapes never meet a closed port.
+type httpEndpoint struct {
+	addr string
+	ln   net.Listener
+	srv  *http.Server
+	mux  atomic.Pointer[http.ServeMux]
+}
+
+// listenHTTP binds addr now, so that a busy port fails the configuration
+// before anything else changes.
+func listenHTTP(addr string) (*httpEndpoint, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	for addr, mux := range rt.http {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("listen %s: %w", addr, err)
+	e := &httpEndpoint{addr: addr, ln: ln}
+	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+	return e, nil
+}
+
+func (e *httpEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.mux.Load().ServeHTTP(w, r)
+}
+
+// serve starts answering; the mux must be stored first.
+func (e *httpEndpoint) serve(report func(error)) {
+	go func() {
+		if err := e.srv.Serve(e.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			report(fmt.Errorf("http %s: %w", e.addr, err))
 		}
-		s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		servers = append(servers, s)
-		go func() {
-			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				report(fmt.Errorf("http %s: %w", addr, err))
-			}
-		}()
+	}()
+}
+
+// close stops the endpoint, letting requests in progress finish briefly.
+func (e *httpEndpoint) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		e.ln.Close()
 	}
-	return closeAll, nil
 }
 
 // describe names the runtime's listeners for logs.

@@ -40,7 +40,7 @@ type Server struct {
 	listeners map[string]*listener
 	runtime   *Runtime
 	stopSvcs  func()
-	stopHTTP  func()
+	https     map[string]*httpEndpoint
 	errs      chan error
 }
 
@@ -55,6 +55,7 @@ func NewServer(file string, logger *slog.Logger) *Server {
 			Metrics:  NewMetrics(reg),
 		},
 		listeners: make(map[string]*listener),
+		https:     make(map[string]*httpEndpoint),
 		errs:      make(chan error, 16),
 	}
 }
@@ -174,19 +175,24 @@ func (s *Server) report(err error) {
 	}
 }
 
-// apply makes rt the served configuration: it opens listeners it lacks,
-// starts rt's services and waits (a bounded time) for its sources to load,
-// swaps the HTTP endpoints, points every listener at rt's routers, and only
-// then stops the previous configuration's services and closes listeners rt
-// no longer uses. Queries keep flowing throughout, answered by the old
-// configuration until the new one is loaded.
+// apply makes rt the served configuration: it opens the DNS and HTTP
+// listeners it lacks, starts rt's services and waits (a bounded time) for its
+// sources to load, points every listener at rt's routers and handlers, and
+// only then stops the previous configuration's services and closes listeners
+// rt no longer uses. Queries, probes and scrapes keep being answered
+// throughout, by the old configuration until the new one is loaded. If rt
+// cannot start, nothing of the running configuration changes.
 func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	opened := make(map[string]*listener)
+	openedHTTP := make(map[string]*httpEndpoint)
 	closeOpened := func() {
 		for _, o := range opened {
 			o.close(0)
+		}
+		for _, e := range openedHTTP {
+			e.ln.Close()
 		}
 	}
 	for _, addr := range rt.Addrs() {
@@ -200,6 +206,17 @@ func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 		}
 		opened[addr] = l
 	}
+	for addr := range rt.http {
+		if _, ok := s.https[addr]; ok {
+			continue
+		}
+		e, err := listenHTTP(addr)
+		if err != nil {
+			closeOpened()
+			return err
+		}
+		openedHTTP[addr] = e
+	}
 	for _, hook := range rt.onStart {
 		if err := hook(rt); err != nil {
 			closeOpened()
@@ -208,23 +225,7 @@ func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 	}
 	stopSvcs := rt.runServices(ctx, s.report)
 	waitReady(ctx, rt, readyWait)
-	// The old HTTP endpoints must go before the new ones can bind the same ports.
-	if s.stopHTTP != nil {
-		s.stopHTTP()
-		s.stopHTTP = nil
-	}
-	stopHTTP, err := rt.startHTTP(s.report)
-	if err != nil {
-		stopSvcs()
-		closeOpened()
-		if s.runtime != nil {
-			// Put the running configuration's endpoints back.
-			if restart, rerr := s.runtime.startHTTP(s.report); rerr == nil {
-				s.stopHTTP = restart
-			}
-		}
-		return err
-	}
+
 	for addr, l := range opened {
 		s.listeners[addr] = l
 		l.serve(s.report)
@@ -233,6 +234,15 @@ func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 		if r, ok := rt.routers[addr]; ok {
 			l.router.Store(r)
 		}
+	}
+	for addr, e := range openedHTTP {
+		s.https[addr] = e
+	}
+	for addr, mux := range rt.http {
+		s.https[addr].mux.Store(mux)
+	}
+	for _, e := range openedHTTP {
+		e.serve(s.report)
 	}
 	if s.stopSvcs != nil {
 		s.stopSvcs()
@@ -243,7 +253,13 @@ func (s *Server) apply(ctx context.Context, rt *Runtime) error {
 			delete(s.listeners, addr)
 		}
 	}
-	s.runtime, s.stopSvcs, s.stopHTTP = rt, stopSvcs, stopHTTP
+	for addr, e := range s.https {
+		if _, ok := rt.http[addr]; !ok {
+			e.close()
+			delete(s.https, addr)
+		}
+	}
+	s.runtime, s.stopSvcs = rt, stopSvcs
 	return nil
 }
 
@@ -276,9 +292,9 @@ func (s *Server) shutdown(lameduck time.Duration) {
 		s.stopSvcs()
 		s.stopSvcs = nil
 	}
-	if s.stopHTTP != nil {
-		s.stopHTTP()
-		s.stopHTTP = nil
+	for addr, e := range s.https {
+		e.close()
+		delete(s.https, addr)
 	}
 }
 
