@@ -99,6 +99,7 @@ func (l *loopDetector) link(next resolver.Handler) resolver.Handler {
 		}
 		if l.seen.Add(1) > loopThreshold {
 			l.detected.Store(true)
+			resolver.Answered(ctx, "loop")
 			return resolver.Reply(req, dns.RcodeServerFailure), nil
 		}
 		return next.Resolve(ctx, req)
