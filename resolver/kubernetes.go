@@ -110,7 +110,7 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 
 // chase answers a CNAME and, while the target stays inside the index, the
 // target's records of the asked type. Targets outside the zone are left for a
-// resolver further down the chain (see Chaser).
+// lookup through the upstream chain (see chaseOut).
 func (k *Kubernetes) chase(ix *zone.Index, node *zone.Node, qname string, qtype uint16) []dns.RR {
 	answer := withOwner(node.CNAME, node.Name, qname)
 	for i := 0; i < maxChase; i++ {
