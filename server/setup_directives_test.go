@@ -153,3 +153,23 @@ func testShared() Shared {
 	reg := prometheus.NewRegistry()
 	return Shared{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg, Metrics: NewMetrics(reg)}
 }
+
+func TestAutopathNeedsKubernetes(t *testing.T) {
+	cfg, err := ParseConfig("Corefile", []byte(".:1053 {\n autopath @kubernetes\n forward . 127.0.0.1\n}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := Build(cfg, testShared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hookErr error
+	for _, hook := range rt.onStart {
+		if err := hook(rt); err != nil {
+			hookErr = err
+		}
+	}
+	if hookErr == nil || !strings.Contains(hookErr.Error(), "Corefile:2: autopath: @kubernetes needs a kubernetes directive") {
+		t.Fatalf("error %v; want the autopath line to be named", hookErr)
+	}
+}
