@@ -181,6 +181,10 @@ func start(dir, binary string, opts Options) (*APIServer, error) {
 		s.Stop()
 		return s, err
 	}
+	if err := s.waitKubernetesService(); err != nil {
+		s.Stop()
+		return s, err
+	}
 	s.ReadyAfter = time.Since(began)
 	writeLog(dir, "harness.log", fmt.Sprintf("etcd and kube-apiserver ready in %s\n", s.ReadyAfter.Round(time.Millisecond)))
 	return s, nil
@@ -275,6 +279,25 @@ func (s *APIServer) startAPIServer() error {
 	defer cancel()
 	return waitUntil(ctx, p, func(ctx context.Context) error {
 		_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	})
+}
+
+// waitKubernetesService waits for the default/kubernetes Service, which the
+// API server creates shortly after it reports ready; tests then start from
+// the same objects every time.
+func (s *APIServer) waitKubernetesService() error {
+	client, err := kubernetes.NewForConfig(s.AdminConfig)
+	if err != nil {
+		return fmt.Errorf("admin client: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), apiserverReadyTimeout)
+	defer cancel()
+	s.mu.Lock()
+	p := s.apiserver
+	s.mu.Unlock()
+	return waitUntil(ctx, p, func(ctx context.Context) error {
+		_, err := client.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
 		return err
 	})
 }

@@ -23,6 +23,9 @@ func TestAPIServerKeepsObjectsAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	client := mustClient(t, s.AdminConfig)
+	if _, err := client.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{}); err != nil {
+		t.Fatalf("Start returned before default/kubernetes existed: %v", err)
+	}
 
 	const ns = "kubeapi-test"
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
