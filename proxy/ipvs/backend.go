@@ -139,6 +139,8 @@ type state struct {
 	nodeAddrs map[proxy.Family][]netip.Addr
 	local     map[netip.Addr]bool
 	modelID   uint64
+	// objects counts the virtual and real servers programmed.
+	objects int
 }
 
 func newState() *state {
@@ -279,17 +281,7 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 	}
 	b.st.modelID = m.ID
 	b.drain()
-	return proxy.SyncResult{Rules: b.st.count(), Rewritten: rewritten}, nil
-}
-
-// count is the number of kernel objects programmed: virtual and real
-// servers.
-func (st *state) count() int {
-	n := len(st.vs)
-	for _, v := range st.vs {
-		n += len(v.reals)
-	}
-	return n
+	return proxy.SyncResult{Rules: b.st.objects, Rewritten: rewritten}, nil
 }
 
 // settings are the kernel settings IPVS mode relies on.
@@ -472,6 +464,10 @@ func (b *Backend) fullSync(ctx context.Context, m *proxy.Model) (int, error) {
 			return 0, err
 		}
 	}
+	st.objects = len(st.vs)
+	for _, v := range st.vs {
+		st.objects += len(v.reals)
+	}
 	b.st = st
 	return len(st.ports), nil
 }
@@ -482,6 +478,8 @@ func (b *Backend) fullSync(ctx context.Context, m *proxy.Model) (int, error) {
 // once for UDP; for TCP and SCTP it is set to weight 0, so it takes no new
 // connections, and deleted when its connections are gone.
 func (b *Backend) syncReals(st *state, k VSKey, pr *programmed, want []netip.AddrPort, cur []RealServer) error {
+	before := len(pr.reals)
+	defer func() { st.objects += len(pr.reals) - before }()
 	wanted := make(map[netip.AddrPort]bool, len(want))
 	for _, addr := range want {
 		wanted[addr] = true
@@ -606,6 +604,7 @@ func (b *Backend) replacePort(st *state, old, next *portPlan) error {
 				}
 				pr = &programmed{spec: w.spec, reals: make(map[netip.AddrPort]int)}
 				st.vs[k] = pr
+				st.objects++
 			} else if pr.spec != w.spec {
 				if err := b.cfg.IPVS.UpdateVirtualServer(w.spec); err != nil {
 					return err
@@ -628,6 +627,7 @@ func (b *Backend) replacePort(st *state, old, next *portPlan) error {
 		if err := b.cfg.IPVS.DeleteVirtualServer(k); err != nil {
 			return err
 		}
+		st.objects -= 1 + len(st.vs[k].reals)
 		delete(st.vs, k)
 		delete(st.draining, k)
 	}
@@ -684,6 +684,7 @@ func (b *Backend) drain() {
 				continue
 			}
 			delete(pr.reals, r.Address)
+			st.objects--
 		}
 		if !left {
 			delete(st.draining, k)

@@ -261,10 +261,21 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 		if got, want := f.dump(), fresh.dump(); got != want {
 			t.Fatalf("round %d: partial syncs differ from a full sync:\n--- partial\n%s\n--- full\n%s", round, got, want)
 		}
+		if table, _ := ReadTable(f.kernel); res.Rules != countObjects(table) {
+			t.Errorf("round %d: sync reports %d objects, the kernel has %d", round, res.Rules, countObjects(table))
+		}
 		if res.Rewritten > len(m.Changes) {
 			t.Errorf("round %d: rewrote %d ports for %d changes", round, res.Rewritten, len(m.Changes))
 		}
 	}
+}
+
+func countObjects(table []TableEntry) int {
+	n := len(table)
+	for _, e := range table {
+		n += len(e.Reals)
+	}
+	return n
 }
 
 func randomCluster(rng *rand.Rand, n int) []svcSpec {
