@@ -436,13 +436,34 @@ func fit(m, r *dns.Msg, tcp bool) {
 			size = s
 		}
 		if m.IsEdns0() == nil {
-			m.SetEdns0(advertisedUDPSize, opt.Do())
+			m.Extra = append(m.Extra, replyOPT(opt.Do()))
 		}
 	}
 	if tcp {
 		size = dns.MaxMsgSize
 	}
 	m.Truncate(size)
+}
+
+// replyOPTs are the two OPT records replies carry (DNSSEC OK clear and set).
+// They are shared by every reply and never written: packing and truncating a
+// message only read its OPT.
+var replyOPTs = [2]*dns.OPT{newReplyOPT(false), newReplyOPT(true)}
+
+func newReplyOPT(do bool) *dns.OPT {
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(advertisedUDPSize)
+	if do {
+		o.SetDo()
+	}
+	return o
+}
+
+func replyOPT(do bool) *dns.OPT {
+	if do {
+		return replyOPTs[1]
+	}
+	return replyOPTs[0]
 }
 
 // clientOf reads the transport and the client's address without allocating.
