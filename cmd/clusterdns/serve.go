@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/clusterdns/clusterdns/server"
 )
@@ -22,6 +23,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// client-go logs through klog; send it to the same place as ours.
+	klog.SetSlogLogger(logger)
 	return server.NewServer(*conf, logger).Run(ctx)
 }
 
