@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// fakeBackend records syncs and fails on demand.
+type fakeBackend struct {
+	mu     sync.Mutex
+	calls  []fakeSync
+	fail   int // fail this many syncs
+	synced chan struct{}
+}
+
+type fakeSync struct {
+	full  bool
+	model *Model
+	at    time.Time
+}
+
+func (f *fakeBackend) Name() string { return "fake" }
+
+func (f *fakeBackend) Sync(_ context.Context, m *Model, full bool) (SyncResult, error) {
+	f.mu.Lock()
+	defer func() {
+		f.mu.Unlock()
+		select {
+		case f.synced <- struct{}{}:
+		default:
+		}
+	}()
+	f.calls = append(f.calls, fakeSync{full: full, model: m, at: time.Now()})
+	if f.fail > 0 {
+		f.fail--
+		return SyncResult{}, errors.New("injected failure")
+	}
+	return SyncResult{Rules: 7, Rewritten: len(m.Ports)}, nil
+}
+
+func (f *fakeBackend) Cleanup(context.Context) error { return nil }
+
+func (f *fakeBackend) snapshot() []fakeSync {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]fakeSync(nil), f.calls...)
+}
+
+// waitSyncs waits, bounded, until the backend saw n syncs.
+func (f *fakeBackend) waitSyncs(t *testing.T, n int) []fakeSync {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if calls := f.snapshot(); len(calls) >= n {
+			return calls
+		}
+		select {
+		case <-f.synced:
+		case <-deadline:
+			t.Fatalf("backend saw %d syncs, want %d", len(f.snapshot()), n)
+		}
+	}
+}
+
+// chanSource publishes what the test sends it.
+type chanSource chan *zone.Cluster
+
+func (c chanSource) Run(ctx context.Context, publish func(*zone.Cluster)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-c:
+			publish(s)
+		}
+	}
+}
+
+type fakeConntrack struct {
+	mu    sync.Mutex
+	flows []StaleFlow
+}
+
+func (f *fakeConntrack) DeleteUDP(flows []StaleFlow) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flows = append(f.flows, flows...)
+	return nil
+}
+
+func dnsCluster(endpoints ...string) *zone.Cluster {
+	svc := &zone.Service{Key: zone.Key{Namespace: "kube-system", Name: "dns"}, Type: zone.TypeClusterIP,
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")},
+		Ports:      []zone.ServicePort{{Name: "dns", Protocol: zone.ProtocolUDP, Port: 53, TargetPort: 53}}}
+	sl := &zone.EndpointSlice{Key: zone.Key{Namespace: "kube-system", Name: "dns-a"}, Service: "dns", AddressType: zone.AddressIPv4,
+		Ports: []zone.EndpointPort{{Name: "dns", Protocol: zone.ProtocolUDP, Port: 53}}, Endpoints: ep(endpoints...)}
+	return snapshot([]*zone.Service{svc}, sl)
+}
+
+func healthCode(a *Agent) int {
+	rec := httptest.NewRecorder()
+	a.HealthHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	return rec.Code
+}
+
+func TestAgentSyncLoop(t *testing.T) {
+	backend := &fakeBackend{fail: 1, synced: make(chan struct{}, 1)}
+	ct := &fakeConntrack{}
+	src := make(chanSource)
+	a := NewAgent(Config{Source: src, Backend: backend, Conntrack: ct, MinSyncPeriod: 200 * time.Millisecond, SyncPeriod: time.Hour})
+	if code := healthCode(a); code != http.StatusServiceUnavailable {
+		t.Errorf("healthz before any sync: %d, want 503", code)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	src <- dnsCluster("172.16.0.1", "172.16.0.2")
+	// The first sync fails (injected); it is retried, in full.
+	calls := backend.waitSyncs(t, 2)
+	last := calls[len(calls)-1]
+	if !last.full {
+		t.Error("the sync after a failure was not a full one")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for healthCode(a) != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("healthz never became 200")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A burst of changes is batched: no two syncs closer than the minimum period.
+	n := len(backend.snapshot())
+	src <- dnsCluster("172.16.0.2")
+	src <- dnsCluster("172.16.0.2", "172.16.0.3")
+	src <- dnsCluster("172.16.0.3")
+	calls = backend.waitSyncs(t, n+1)
+	for i := 1; i < len(calls); i++ {
+		if gap := calls[i].at.Sub(calls[i-1].at); gap < 200*time.Millisecond {
+			t.Errorf("syncs %d and %d only %s apart", i-1, i, gap)
+		}
+	}
+	// Eventually the last snapshot is programmed, and UDP flows to the
+	// endpoints that left were forgotten.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		calls = backend.snapshot()
+		m := calls[len(calls)-1].model
+		if p := m.Ports; len(p) == 1 && len(p[0].Endpoints) == 1 && p[0].Endpoints[0] == netip.MustParseAddrPort("172.16.0.3:53") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the last snapshot was never synced")
+		}
+		backend.waitSyncs(t, len(calls)+1)
+	}
+	ct.mu.Lock()
+	gone := map[netip.AddrPort]bool{}
+	for _, f := range ct.flows {
+		gone[f.Endpoint] = true
+	}
+	ct.mu.Unlock()
+	for _, e := range []string{"172.16.0.1:53", "172.16.0.2:53"} {
+		if !gone[netip.MustParseAddrPort(e)] {
+			t.Errorf("UDP flows to %s were not deleted (deleted: %v)", e, gone)
+		}
+	}
+
+	rec := httptest.NewRecorder()
+	a.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{
+		`clusterdns_proxy_sync_duration_seconds_count{kind="full"}`,
+		"clusterdns_proxy_last_sync_success_timestamp_seconds",
+		"clusterdns_proxy_rules 7",
+		"clusterdns_proxy_sync_errors_total 1",
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestHealthAfterFailure(t *testing.T) {
+	backend := &fakeBackend{synced: make(chan struct{}, 1)}
+	a := NewAgent(Config{Source: make(chanSource), Backend: backend})
+	a.publish(dnsCluster("172.16.0.1"))
+	if err := a.syncOnce(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if code := healthCode(a); code != http.StatusOK {
+		t.Errorf("healthz after a good sync: %d", code)
+	}
+	backend.fail = 1
+	a.publish(dnsCluster("172.16.0.2"))
+	if err := a.syncOnce(context.Background(), false); err == nil {
+		t.Fatal("sync did not fail")
+	}
+	if code := healthCode(a); code != http.StatusServiceUnavailable {
+		t.Errorf("healthz after a failed sync: %d, want 503", code)
+	}
+}

@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+func ep(addrs ...string) []zone.Endpoint {
+	var out []zone.Endpoint
+	for _, a := range addrs {
+		out = append(out, zone.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr(a)}, Ready: true, Serving: true})
+	}
+	return out
+}
+
+func snapshot(services []*zone.Service, slices ...*zone.EndpointSlice) *zone.Cluster {
+	b := zone.NewBuilder()
+	for _, s := range services {
+		b.SetService(s)
+	}
+	for _, s := range slices {
+		b.SetSlice(s)
+	}
+	return b.Snapshot()
+}
+
+func TestBuildModel(t *testing.T) {
+	web := &zone.Service{
+		Key: zone.Key{Namespace: "dev", Name: "web"}, Type: zone.TypeNodePort,
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
+		Ports: []zone.ServicePort{
+			{Name: "http", Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 8080, NodePort: 30080},
+			{Name: "dns", Protocol: zone.ProtocolUDP, Port: 53, TargetPort: 53},
+		},
+		AffinityTimeout: 10800,
+	}
+	headless := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "headless"}, Headless: true,
+		Ports: []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80}}}
+	external := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "ext"}, Type: zone.TypeExternalName, ExternalName: "example.com"}
+	v4 := &zone.EndpointSlice{
+		Key: zone.Key{Namespace: "dev", Name: "web-a"}, Service: "web", AddressType: zone.AddressIPv4,
+		Ports: []zone.EndpointPort{{Name: "http", Protocol: zone.ProtocolTCP, Port: 8080}},
+		Endpoints: append(ep("172.16.0.2", "172.16.0.1", "172.16.0.1"),
+			zone.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr("172.16.0.3")}}, // not ready
+			zone.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr("172.16.0.4")}, Serving: true, Terminating: true}),
+	}
+	v6 := &zone.EndpointSlice{
+		Key: zone.Key{Namespace: "dev", Name: "web-b"}, Service: "web", AddressType: zone.AddressIPv6,
+		Ports:     []zone.EndpointPort{{Name: "http", Protocol: zone.ProtocolTCP, Port: 8080}, {Name: "dns", Protocol: zone.ProtocolUDP, Port: 5353}},
+		Endpoints: ep("fd00::10"),
+	}
+	m := BuildModel(nil, snapshot([]*zone.Service{web, headless, external}, v4, v6))
+
+	var keys []string
+	for _, p := range m.Ports {
+		keys = append(keys, p.Key.String()+"/"+p.Key.Family.String())
+	}
+	want := []string{"dev/web:dns/IPv4", "dev/web:dns/IPv6", "dev/web:http/IPv4", "dev/web:http/IPv6"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("ports %v, want %v", keys, want)
+	}
+	http4 := m.Lookup(PortKey{Service: web.Key, Port: "http", Family: IPv4})
+	if got := http4.Endpoints; !slices.Equal(got, []netip.AddrPort{netip.MustParseAddrPort("172.16.0.1:8080"), netip.MustParseAddrPort("172.16.0.2:8080")}) {
+		t.Errorf("http IPv4 endpoints %v: want the ready ones, sorted, once each", got)
+	}
+	if http4.NodePort != 30080 || http4.AffinitySeconds != 10800 || http4.ClusterIP != netip.MustParseAddr("10.0.0.1") {
+		t.Errorf("http IPv4 port %+v", http4)
+	}
+	if got := m.Lookup(PortKey{Service: web.Key, Port: "dns", Family: IPv4}).Endpoints; len(got) != 0 {
+		t.Errorf("dns IPv4 has endpoints %v although the IPv4 slice does not declare the port", got)
+	}
+	if got := m.Lookup(PortKey{Service: web.Key, Port: "dns", Family: IPv6}).Endpoints; !slices.Equal(got, []netip.AddrPort{netip.MustParseAddrPort("[fd00::10]:5353")}) {
+		t.Errorf("dns IPv6 endpoints %v", got)
+	}
+
+	// With no ready endpoint, the serving terminating ones take over.
+	v4.Endpoints = v4.Endpoints[3:]
+	m2 := BuildModel(m, snapshot([]*zone.Service{web, headless, external}, v4, v6))
+	if got := m2.Lookup(http4.Key).Endpoints; !slices.Equal(got, []netip.AddrPort{netip.MustParseAddrPort("172.16.0.4:8080")}) {
+		t.Errorf("fallback endpoints %v, want the terminating serving one", got)
+	}
+	// The new model shares unchanged ports and lists the changed one.
+	if m2.BaseID != m.ID || !slices.Equal(m2.Changes, []PortKey{http4.Key}) {
+		t.Errorf("changes %v (base %d, want %d)", m2.Changes, m2.BaseID, m.ID)
+	}
+	dns6 := PortKey{Service: web.Key, Port: "dns", Family: IPv6}
+	if m2.Lookup(dns6) != m.Lookup(dns6) {
+		t.Error("an unchanged port was not shared with the previous model")
+	}
+	// Removing the Service lists all its ports as changed.
+	m3 := BuildModel(m2, snapshot(nil))
+	if len(m3.Ports) != 0 || len(m3.Changes) != 4 {
+		t.Errorf("after removal: %d ports, changes %v", len(m3.Ports), m3.Changes)
+	}
+}
+
+func TestStaleUDPFlows(t *testing.T) {
+	dns := func(eps ...string) *ServicePort {
+		p := &ServicePort{Key: PortKey{Service: zone.Key{Namespace: "kube-system", Name: "dns"}, Port: "dns"}, Protocol: zone.ProtocolUDP,
+			ClusterIP: netip.MustParseAddr("10.0.0.10"), Port: 53, NodePort: 30053}
+		for _, e := range eps {
+			p.Endpoints = append(p.Endpoints, netip.MustParseAddrPort(e))
+		}
+		return p
+	}
+	web := &ServicePort{Key: PortKey{Service: zone.Key{Namespace: "dev", Name: "web"}}, Protocol: zone.ProtocolTCP,
+		ClusterIP: netip.MustParseAddr("10.0.0.1"), Port: 80, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("172.16.0.1:80")}}
+	webGone := *web
+	webGone.Endpoints = nil
+	svc := netip.MustParseAddrPort("10.0.0.10:53")
+	cases := []struct {
+		name          string
+		before, after []*ServicePort
+		want          []StaleFlow
+	}{
+		{"endpoint removed", []*ServicePort{dns("172.16.0.1:53", "172.16.0.2:53")}, []*ServicePort{dns("172.16.0.2:53")},
+			[]StaleFlow{{Service: svc, NodePort: 30053, Endpoint: netip.MustParseAddrPort("172.16.0.1:53")}}},
+		{"endpoint added", []*ServicePort{dns("172.16.0.1:53")}, []*ServicePort{dns("172.16.0.1:53", "172.16.0.2:53")}, nil},
+		{"first endpoints", []*ServicePort{dns()}, []*ServicePort{dns("172.16.0.1:53")}, []StaleFlow{{Service: svc, NodePort: 30053}}},
+		{"service removed", []*ServicePort{dns("172.16.0.1:53")}, nil,
+			[]StaleFlow{{Service: svc, NodePort: 30053, Endpoint: netip.MustParseAddrPort("172.16.0.1:53")}}},
+		{"TCP is left alone", []*ServicePort{web}, []*ServicePort{&webGone}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := StaleUDPFlows(NewModel(nil, tc.before), NewModel(nil, tc.after))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStaleFilterMatches(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	f := staleFilter{
+		{Service: ap("10.0.0.10:53"), NodePort: 30053, Endpoint: ap("172.16.0.1:53")},
+		{Service: ap("10.0.0.11:53")},
+	}
+	cases := []struct {
+		origDst, replySrc string
+		want              bool
+	}{
+		{"10.0.0.10:53", "172.16.0.1:53", true},      // to the removed endpoint
+		{"10.0.0.10:53", "172.16.0.2:53", false},     // to one that stays
+		{"192.168.1.5:30053", "172.16.0.1:53", true}, // via the node port
+		{"10.0.0.99:53", "172.16.0.1:53", false},     // another service
+		{"10.0.0.11:53", "10.0.0.11:53", true},       // untranslated, service now has endpoints
+		{"10.0.0.11:53", "172.16.0.7:53", false},     // translated flow of that service
+	}
+	for _, tc := range cases {
+		if got := f.matches(ap(tc.origDst), ap(tc.replySrc)); got != tc.want {
+			t.Errorf("flow to %s answered by %s: match %v, want %v", tc.origDst, tc.replySrc, got, tc.want)
+		}
+	}
+}
