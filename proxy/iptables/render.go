@@ -62,13 +62,17 @@ func infoFor(f proxy.Family) familyInfo {
 // chainHash names a chain after what it serves, so the same service port
 // always gets the same chain: 16 base32 characters of a SHA-256.
 func chainHash(kind string, parts ...string) string {
-	h := sha256.New()
+	var in [128]byte
+	b := in[:0]
 	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
+		b = append(b, p...)
+		b = append(b, 0)
 	}
-	var sum [sha256.Size]byte
-	return kind + base32.StdEncoding.EncodeToString(h.Sum(sum[:0])[:10])
+	sum := sha256.Sum256(b)
+	var name [32]byte
+	n := copy(name[:], kind)
+	base32.StdEncoding.Encode(name[n:n+16], sum[:10])
+	return string(name[:n+16])
 }
 
 func portID(p *proxy.ServicePort) string {
@@ -247,17 +251,34 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 		return ps
 	}
 	ps.sepChains = make([]string, len(p.Endpoints))
+	eps := make([]string, len(p.Endpoints))
 	for i, ep := range p.Endpoints {
-		ps.sepChains[i] = chainHash("CDNS-SEP-", id, ep.String())
+		eps[i] = ep.String()
+		ps.sepChains[i] = chainHash("CDNS-SEP-", id, eps[i])
 		declare(decl, ps.sepChains[i])
 	}
-	svcRule := "-A " + ps.svcChain + " -m comment --comment \"" + name
+	// The rules below are written piece by piece: this is the hot path of a
+	// full sync, and concatenating each line first would allocate it.
+	svcRule := func(what string) {
+		out.WriteString("-A ")
+		out.WriteString(ps.svcChain)
+		out.WriteString(" -m comment --comment \"")
+		out.WriteString(name)
+		out.WriteString(what)
+	}
 	switch {
 	case r.masqueradeAll:
-		out.WriteString(svcRule + " cluster IP\"" + dst + ports + " -j " + chainMarkMasq + "\n")
+		svcRule(" cluster IP\"")
+		out.WriteString(dst)
+		out.WriteString(ports)
+		out.WriteString(" -j " + chainMarkMasq + "\n")
 		ps.ownRules++
 	case r.clusterCIDR != "":
-		out.WriteString(svcRule + " cluster IP\" ! -s " + r.clusterCIDR + dst + ports + " -j " + chainMarkMasq + "\n")
+		svcRule(" cluster IP\" ! -s ")
+		out.WriteString(r.clusterCIDR)
+		out.WriteString(dst)
+		out.WriteString(ports)
+		out.WriteString(" -j " + chainMarkMasq + "\n")
 		ps.ownRules++
 	}
 	if nodePort {
@@ -268,29 +289,63 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	n := len(p.Endpoints)
 	if p.AffinitySeconds > 0 {
 		seconds := strconv.Itoa(int(p.AffinitySeconds))
-		for i, ep := range p.Endpoints {
-			out.WriteString(svcRule + " -> " + ep.String() + "\" -m recent --name " + ps.sepChains[i] +
-				" --mask " + r.info.fullMask + " --rsource --rcheck --seconds " + seconds + " --reap -j " + ps.sepChains[i] + "\n")
+		for i := range p.Endpoints {
+			svcRule(" -> ")
+			out.WriteString(eps[i])
+			out.WriteString("\" -m recent --name ")
+			out.WriteString(ps.sepChains[i])
+			out.WriteString(" --mask ")
+			out.WriteString(r.info.fullMask)
+			out.WriteString(" --rsource --rcheck --seconds ")
+			out.WriteString(seconds)
+			out.WriteString(" --reap -j ")
+			out.WriteString(ps.sepChains[i])
+			out.WriteByte('\n')
 		}
 		ps.ownRules += n
 	}
-	for i, ep := range p.Endpoints {
-		out.WriteString(svcRule + " -> " + ep.String() + "\"")
+	for i := range p.Endpoints {
+		svcRule(" -> ")
+		out.WriteString(eps[i])
+		out.WriteByte('"')
 		if i < n-1 {
 			out.WriteString(" -m statistic --mode random --probability ")
 			out.WriteString(r.probability(n - i))
 		}
-		out.WriteString(" -j " + ps.sepChains[i] + "\n")
+		out.WriteString(" -j ")
+		out.WriteString(ps.sepChains[i])
+		out.WriteByte('\n')
 	}
 	ps.ownRules += n
+	var addr [64]byte
 	for i, ep := range p.Endpoints {
-		sep := "-A " + ps.sepChains[i] + " -m comment --comment \"" + name + "\""
-		out.WriteString(sep + " -s " + ep.Addr().String() + r.info.hostBits + " -j " + chainMarkMasq + "\n")
-		out.WriteString(sep + " -p " + proto + " -m " + proto)
-		if p.AffinitySeconds > 0 {
-			out.WriteString(" -m recent --name " + ps.sepChains[i] + " --mask " + r.info.fullMask + " --rsource --set")
+		sepRule := func() {
+			out.WriteString("-A ")
+			out.WriteString(ps.sepChains[i])
+			out.WriteString(" -m comment --comment \"")
+			out.WriteString(name)
+			out.WriteByte('"')
 		}
-		out.WriteString(" -j DNAT --to-destination " + ep.String() + "\n")
+		sepRule()
+		out.WriteString(" -s ")
+		out.Write(ep.Addr().AppendTo(addr[:0]))
+		out.WriteString(r.info.hostBits)
+		out.WriteString(" -j " + chainMarkMasq + "\n")
+		sepRule()
+		out.WriteString(" -p ")
+		out.WriteString(proto)
+		out.WriteString(" -m ")
+		out.WriteString(proto)
+		if p.AffinitySeconds > 0 {
+			out.WriteString(" -m recent --name ")
+			out.WriteString(ps.sepChains[i])
+			out.WriteString(" --mask ")
+			out.WriteString(r.info.fullMask)
+			out.WriteString(" --rsource --set")
+		}
+		out.WriteString(" -j DNAT --to-destination ")
+		out.WriteString(eps[i])
+		out.WriteByte('\n')
 	}
 	ps.ownRules += 2 * n
 	return ps
