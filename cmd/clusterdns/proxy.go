@@ -97,7 +97,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	iptablesBackend := iptables.New(cfg)
-	ipvsBackend, closeIPVS, err := ipvsBackend(&o.ipvs, cfg, log)
+	needIPVS := o.mode == "ipvs" && !o.dryRun && !o.cleanup || o.ipvs.list
+	ipvsBackend, closeIPVS, err := ipvsBackend(&o.ipvs, cfg, log, needIPVS)
 	if err != nil {
 		return err
 	}

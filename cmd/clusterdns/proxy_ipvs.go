@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -50,9 +51,11 @@ func (o *ipvsOptions) validate() error {
 }
 
 // ipvsBackend builds the IPVS backend from the flags both modes share (in
-// the iptables backend's config) and the IPVS ones. Without IPVS in the
-// kernel the backend can still clean up and dry-run.
-func ipvsBackend(o *ipvsOptions, shared iptables.Config, log *slog.Logger) (*ipvs.Backend, func(), error) {
+// the iptables backend's config) and the IPVS ones. When the agent is to
+// program IPVS (need), opening the handle loads ip_vs, and a kernel without
+// IPVS is an error; otherwise IPVS is used only if already loaded, and
+// without it the backend can still clean up the rest and dry-run.
+func ipvsBackend(o *ipvsOptions, shared iptables.Config, log *slog.Logger, need bool) (*ipvs.Backend, func(), error) {
 	cfg := ipvs.Config{
 		Links:             ipvs.NetlinkLinks{},
 		IPSets:            ipvs.NetlinkIPSets{},
@@ -70,10 +73,14 @@ func ipvsBackend(o *ipvsOptions, shared iptables.Config, log *slog.Logger) (*ipv
 		Logger:            log,
 	}
 	closer := func() {}
-	if ipvs.Available() {
+	if need || ipvs.Available() {
 		h, err := ipvs.OpenIPVS()
 		if err != nil {
 			return nil, nil, err
+		}
+		if !ipvs.Available() {
+			h.Close()
+			return nil, nil, errors.New("ipvs: the kernel has no IPVS (modprobe ip_vs failed or is missing)")
 		}
 		cfg.IPVS, closer = h, h.Close
 	}
