@@ -91,15 +91,17 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 	defer b.mu.Unlock()
 	var res proxy.SyncResult
 	for _, st := range b.families {
-		full := full || !st.trusted
+		// A family whose kernel state is not known (at start, after a
+		// failure) gets a full sync, which lists the chains first.
+		fullSync := full || !st.trusted
 		var existing map[string][]string
-		if full && !st.trusted {
+		if !st.trusted {
 			var err error
 			if existing, err = b.listChains(ctx, st.family); err != nil {
 				return res, err
 			}
 		}
-		p := st.plan(m, full, existing, &b.cfg)
+		p := st.plan(m, fullSync, existing, &b.cfg)
 		if p.data != nil {
 			if err := b.cfg.Runner.Restore(ctx, st.family, p.data); err != nil {
 				st.trusted = false
@@ -107,7 +109,7 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 			}
 		}
 		st.commit(p)
-		if full {
+		if fullSync {
 			if err := b.ensureHooks(ctx, st.family); err != nil {
 				st.trusted = false
 				return res, err
@@ -128,8 +130,9 @@ type plan struct {
 	removals []proxy.PortKey
 	full     bool
 	modelID  uint64
-	// natDispatch and filterDo say which dispatch chains were rewritten.
-	natDispatch, filterDo bool
+	// natDispatch and filterDispatch say which dispatch chains were
+	// rewritten.
+	natDispatch, filterDispatch bool
 	// natDispatchRules, filterDispatchRules are the new totals when rewritten.
 	natDispatchRules, filterDispatchRules int
 }
@@ -247,7 +250,7 @@ func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]str
 			st.filterRules.Write(ps.filterDispatch)
 			rules += ps.filterDispatchRules
 		}
-		p.filterDo, p.filterDispatchRules = true, rules
+		p.filterDispatch, p.filterDispatchRules = true, rules
 	}
 	if existing != nil {
 		// Leftovers from an earlier run or a failed sync: every CDNS- chain
@@ -337,7 +340,7 @@ func (st *familyState) commit(p *plan) {
 	if p.natDispatch {
 		st.natDispatchRules = p.natDispatchRules
 	}
-	if p.filterDo {
+	if p.filterDispatch {
 		st.filterDispatchRules = p.filterDispatchRules
 	}
 }

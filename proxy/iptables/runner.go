@@ -24,6 +24,13 @@ type Runner interface {
 
 // ExecRunner runs iptables, iptables-restore and iptables-save (and their
 // ip6tables twins).
+//
+// Which variant to run is a trade-off with iptables 1.8.9 (Debian 12): the
+// legacy tools rewrite the whole table on every restore, so even a one-line
+// change costs time proportional to the table (1.6 s at 10,000 services × 5
+// endpoints), while iptables-nft sends only the change to the kernel (about
+// 20 ms at any size) but its restore of a whole table takes time quadratic
+// in the number of chains (2.4 s at 1,000 services, 8.5 s at 2,000).
 type ExecRunner struct {
 	// Variant picks the tools: "" for the system default (iptables), "nft"
 	// for iptables-nft, "legacy" for iptables-legacy.
