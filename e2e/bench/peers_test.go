@@ -126,7 +126,7 @@ func TestPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{cfg: cfg, work: t.TempDir(), res: NewResults(cfg.spec)}
-	e.bins = buildBinaries(t, e.work, cfg.rules)
+	e.bins = buildBinaries(t, e.work, cfg.dns, cfg.rules)
 
 	e.api = kubeapi.StartWithOptions(t, kubeapi.Options{ExtraArgs: []string{
 		"--max-requests-inflight=2000",
@@ -195,10 +195,11 @@ func requireTools(t *testing.T, cfg config) {
 	}
 }
 
-// buildBinaries builds clusterdns from this repository, CoreDNS from the
-// version pinned in this module's go.mod, the bare responder, and (for the
-// rule comparison) kube-proxy with e2e/tools/build.sh.
-func buildBinaries(t *testing.T, dir string, kubeProxy bool) binaries {
+// buildBinaries builds clusterdns from this repository; for the DNS
+// comparison CoreDNS from the version pinned in this module's go.mod and the
+// bare responder; for the rule comparison kube-proxy with e2e/tools/build.sh.
+// Everything is built static (CGO_ENABLED=0), as the peers' releases are.
+func buildBinaries(t *testing.T, dir string, dns, kubeProxy bool) binaries {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -209,12 +210,11 @@ func buildBinaries(t *testing.T, dir string, kubeProxy bool) binaries {
 		coredns:    filepath.Join(dir, "coredns"),
 		bareUDP:    filepath.Join(dir, "bareudp"),
 	}
-	builds := []struct {
-		name, dir, out, pkg string
-	}{
-		{"clusterdns", root, b.clusterdns, "./cmd/clusterdns"},
-		{"coredns", ".", b.coredns, "github.com/coredns/coredns"},
-		{"bareudp", ".", b.bareUDP, "./cmd/bareudp"},
+	type build struct{ name, dir, out, pkg string }
+	builds := []build{{"clusterdns", root, b.clusterdns, "./cmd/clusterdns"}}
+	if dns {
+		builds = append(builds, build{"coredns", ".", b.coredns, "github.com/coredns/coredns"},
+			build{"bareudp", ".", b.bareUDP, "./cmd/bareudp"})
 	}
 	for _, bd := range builds {
 		began := time.Now()

@@ -46,7 +46,8 @@ type rulePeer struct {
 	// fullSync is the histogram of full syncs; lastSync the gauge with the
 	// end of the last successful sync, as a Unix time.
 	fullSync, lastSync string
-	labels             []string
+	// syncLabels select the full syncs' series, lastLabels the gauge's.
+	syncLabels, lastLabels []string
 }
 
 var rulePeers = []rulePeer{
@@ -56,11 +57,11 @@ var rulePeers = []rulePeer{
 		argv: func(bin, kubeconfig string) []string {
 			return []string{bin, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
 				"--proxy-mode", "iptables", "--cluster-cidr", PodCIDR,
-				"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr}
+				"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr, "-v", "4"}
 		},
-		fullSync: "clusterdns_proxy_sync_duration_seconds",
-		lastSync: "clusterdns_proxy_last_sync_success_timestamp_seconds",
-		labels:   []string{`kind="full"`},
+		fullSync:   "clusterdns_proxy_sync_duration_seconds",
+		lastSync:   "clusterdns_proxy_last_sync_success_timestamp_seconds",
+		syncLabels: []string{`kind="full"`},
 	},
 	{
 		name: PeerKubeProxy,
@@ -73,9 +74,10 @@ var rulePeers = []rulePeer{
 				// is global, not per namespace.
 				"--conntrack-max-per-core", "0", "--v", "0"}
 		},
-		fullSync: "kubeproxy_sync_full_proxy_rules_duration_seconds",
-		lastSync: "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-		labels:   []string{`ip_family="IPv4"`},
+		fullSync:   "kubeproxy_sync_full_proxy_rules_duration_seconds",
+		lastSync:   "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+		syncLabels: []string{`ip_family="IPv4"`},
+		lastLabels: []string{`ip_family="IPv4"`},
 	},
 }
 
@@ -119,9 +121,12 @@ func runRules(t *testing.T, ctx context.Context, e *env, size int) {
 
 func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, size, round int) {
 	ns := netns.New(t, "cdns-bench-")
-	ns.MustRun("ip", "link", "add", "eth0", "type", "dummy")
+	// The node's address, on a veth pair whose both ends stay inside the
+	// namespace (the dummy link type may be missing from the kernel).
+	ns.MustRun("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
 	ns.MustRun("ip", "addr", "add", nodeIP+nodeCIDR, "dev", "eth0")
 	ns.MustRun("ip", "link", "set", "eth0", "up")
+	ns.MustRun("ip", "link", "set", "eth0-peer", "up")
 	kubeconfig := e.relayKubeconfig(t, ns, fmt.Sprintf("%s-%d-%d", peer.name, size, round))
 
 	argv := append([]string{"ip", "netns", "exec", ns.Name, "taskset", "-c", strconv.Itoa(peerCPU)}, peer.argv(peer.bin(e.bins), kubeconfig)...)
@@ -149,7 +154,10 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 	for {
 		body, err = metrics()
 		if err == nil {
-			if n, _ := MetricValue(body, peer.fullSync+"_count", peer.labels...); n >= 1 {
+			// Both metrics: a sync's duration is recorded before its end
+			// time.
+			n, _ := MetricValue(body, peer.fullSync+"_count", peer.syncLabels...)
+			if last, _ := MetricValue(body, peer.lastSync, peer.lastLabels...); n >= 1 && last > 0 {
 				break
 			}
 		}
@@ -161,9 +169,9 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 		}
 		time.Sleep(pollInterval)
 	}
-	last, _ := MetricValue(body, peer.lastSync, peer.labels...)
-	sum, _ := MetricValue(body, peer.fullSync+"_sum", peer.labels...)
-	count, _ := MetricValue(body, peer.fullSync+"_count", peer.labels...)
+	last, _ := MetricValue(body, peer.lastSync, peer.lastLabels...)
+	sum, _ := MetricValue(body, peer.fullSync+"_sum", peer.syncLabels...)
+	count, _ := MetricValue(body, peer.fullSync+"_count", peer.syncLabels...)
 	synced := unixTime(last).Sub(p.Started)
 	e.res.Add(peer.name, MetricSynced, size, round, synced.Seconds())
 	e.res.Add(peer.name, MetricFullSync, size, round, sum/count)
@@ -204,7 +212,7 @@ func waitApplied(ctx context.Context, ns *netns.NS, p *Process, metrics func() (
 	for {
 		body, err := metrics()
 		if err == nil {
-			last, _ := MetricValue(body, peer.lastSync, peer.labels...)
+			last, _ := MetricValue(body, peer.lastSync, peer.lastLabels...)
 			if end := unixTime(last); end.After(began) && last != checked {
 				checked = last
 				out, err := ns.Run(ctx, "iptables-save", "-t", "nat")
@@ -220,7 +228,8 @@ func waitApplied(ctx context.Context, ns *netns.NS, p *Process, metrics func() (
 			return time.Time{}, fmt.Errorf("%s exited:\n%s", peer.name, p.LogTail())
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%s: %s not programmed within %s (last: %v)", peer.name, fresh, changeTimeout, err)
+			return time.Time{}, fmt.Errorf("%s: %s not programmed within %s (last sync checked %s, error %v):\n%s",
+				peer.name, fresh, changeTimeout, unixTime(checked).Format(time.RFC3339Nano), err, p.LogTail())
 		}
 		time.Sleep(pollInterval)
 	}
