@@ -18,7 +18,9 @@ type packingWriter struct {
 	client *net.UDPAddr
 }
 
-func (w *packingWriter) LocalAddr() net.Addr  { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (w *packingWriter) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
+}
 func (w *packingWriter) RemoteAddr() net.Addr { return w.client }
 func (w *packingWriter) WriteMsg(m *dns.Msg) error {
 	b, err := m.PackBuffer(w.buf)
