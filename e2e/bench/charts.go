@@ -35,8 +35,15 @@ func barChart(path, title, yLabel string, groups []string, all []series) error {
 		p.Legend.Add(s.name, bars)
 	}
 	p.NominalX(groups...)
-	p.Y.Min = 0
-	if err := p.Save(vg.Points(float64(120+110*len(groups))), 4*vg.Inch, path); err != nil {
+	// Room above the bars for the legend.
+	top := 0.0
+	for _, s := range all {
+		for _, v := range s.values {
+			top = max(top, v)
+		}
+	}
+	p.Y.Min, p.Y.Max = 0, top*1.3
+	if err := p.Save(vg.Points(float64(160+150*len(groups))), 4*vg.Inch, path); err != nil {
 		return fmt.Errorf("save chart %s: %w", path, err)
 	}
 	return nil
@@ -76,10 +83,10 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 			return written, err
 		}
 		mem := func(peer string) series {
-			return series{peer, []float64{med(peer, MetricRSS, total), med(peer, MetricReady, total) * 100}}
+			return series{peer, []float64{med(peer, MetricRSS, total), med(peer, MetricHeap, total)}}
 		}
-		if err := draw("dns-memory.png", fmt.Sprintf("Memory and start-up at %d Services", total), "MiB | centiseconds",
-			[]string{"RSS after sync (MiB)", "start to ready (×10 ms)"},
+		if err := draw("dns-memory.png", fmt.Sprintf("Memory after sync at %d Services", total), "MiB",
+			[]string{"RSS", "Go heap in use"},
 			[]series{mem(PeerClusterDNS), mem(PeerCoreDNS)}); err != nil {
 			return written, err
 		}

@@ -58,6 +58,10 @@ type runningDNS struct {
 	server string // 127.0.0.1:PORT
 	ready  time.Duration
 	rss    int64
+	// heap is the Go heap in use (go_memstats_heap_inuse_bytes) when RSS
+	// was read: what the process holds live, as against what it has not
+	// given back.
+	heap int64
 }
 
 // startDNS starts a peer reading the API server, or the manifests folder
@@ -95,6 +99,12 @@ func (e *env) startDNS(t *testing.T, ctx context.Context, peer dnsPeer, upstream
 	if r.rss, err = p.RSS(); err != nil {
 		t.Fatal(err)
 	}
+	_, body, err := Get(ctx, HTTPGetter(nil), fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3]))
+	if err != nil {
+		t.Fatalf("%s metrics: %v", peer.name, err)
+	}
+	heap, _ := MetricValue(string(body), "go_memstats_heap_inuse_bytes")
+	r.heap = int64(heap)
 	return r
 }
 
@@ -147,6 +157,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 			r := e.startDNS(t, ctx, peer, up.Addr, round, "")
 			e.res.Add(peer.name, MetricReady, total, round, r.ready.Seconds())
 			e.res.Add(peer.name, MetricRSS, total, round, float64(r.rss)/(1<<20))
+			e.res.Add(peer.name, MetricHeap, total, round, float64(r.heap)/(1<<20))
 			if round == 0 {
 				e.checkAnswers(t, r.server, peer.name)
 			}
@@ -189,6 +200,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 			r := e.startDNS(t, ctx, peer, up.Addr, cfg.rounds+round, "")
 			e.res.Add(peer.name, MetricReady, total, cfg.rounds+round, r.ready.Seconds())
 			e.res.Add(peer.name, MetricRSS, total, cfg.rounds+round, float64(r.rss)/(1<<20))
+			e.res.Add(peer.name, MetricHeap, total, cfg.rounds+round, float64(r.heap)/(1<<20))
 			for _, m := range mixes {
 				saturate(r.server, m.Name, cfg.warmup)
 				p, err := RunPerf(ctx, PerfRun{CPU: loadCPU, Server: r.server, DataFile: files[m.Name], Clients: 64,

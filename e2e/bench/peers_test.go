@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,10 @@ var (
 	flagOut    = flag.String("out", "", "folder for results.md, results.json and the charts (default: ./results with -full, a temporary folder otherwise)")
 	flagRounds = flag.Int("rounds", 0, "runs of each peer, alternated (default 3 with -full, 1 otherwise)")
 	flagParts  = flag.String("parts", "dns,rules", "comparisons to run, comma-separated: dns, rules")
+	flagSizes  = flag.String("rule-sizes", "", "ClusterIP Service counts to compare the rule peers at, comma-separated, ascending (default 1000,10000 with -full)")
+	// Debian's default iptables, nft, takes minutes to restore the 230,000
+	// rules of 10,000 Services; legacy takes seconds.
+	flagIPTables = flag.String("iptables", "legacy", "iptables variant both rule peers program: legacy or nft")
 )
 
 // config is the size and length of one benchmark run.
@@ -67,6 +72,16 @@ func newConfig() config {
 	}
 	if *flagRounds > 0 {
 		c.rounds = *flagRounds
+	}
+	if *flagSizes != "" {
+		c.ruleSizes = nil
+		for _, f := range strings.Split(*flagSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				panic(fmt.Sprintf("-rule-sizes %q: %v", *flagSizes, err))
+			}
+			c.ruleSizes = append(c.ruleSizes, n)
+		}
 	}
 	for _, part := range strings.Split(*flagParts, ",") {
 		switch strings.TrimSpace(part) {

@@ -29,6 +29,7 @@ const (
 	MetricP50External = "p50_external_ms"
 	MetricP99External = "p99_external_ms"
 	MetricRSS         = "rss_mb"
+	MetricHeap        = "heap_inuse_mb"
 	MetricReady       = "ready_s"
 	MetricFullSync    = "full_sync_s"
 	MetricSynced      = "start_to_synced_s"
@@ -158,6 +159,7 @@ func (r *Results) Markdown() string {
 		{"p50 latency at fixed load, external names (ms)", MetricP50External, total, 0, false, "%.3f"},
 		{"p99 latency at fixed load, external names (ms)", MetricP99External, total, 0, false, "%.3f"},
 		{"RSS after sync (MiB)", MetricRSS, total, 0.5, false, "%.1f"},
+		{"Go heap in use at that moment (MiB)", MetricHeap, total, 0, false, "%.1f"},
 		{"start to /ready 200 (s)", MetricReady, total, 0, false, "%.2f"},
 	}
 	if r.hasPeer(PeerClusterDNS) || r.hasPeer(PeerCoreDNS) {

@@ -38,11 +38,6 @@ const (
 	changeGap     = 2 * time.Second
 	syncTimeout   = 10 * time.Minute
 	changeTimeout = 2 * time.Minute
-	// iptablesVariant is the iptables flavour both peers program. Debian's
-	// default, nft, takes minutes to restore the 230,000 rules of 10,000
-	// Services; legacy takes seconds, and is what large clusters on
-	// iptables mode run.
-	iptablesVariant = "legacy"
 )
 
 // rulePeer is a node agent under test and how to read its sync metrics.
@@ -65,7 +60,7 @@ var rulePeers = []rulePeer{
 			return []string{bin, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
 				"--proxy-mode", "iptables", "--cluster-cidr", PodCIDR,
 				"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr,
-				"--iptables-variant", iptablesVariant, "-v", "4"}
+				"--iptables-variant", *flagIPTables, "-v", "4"}
 		},
 		fullSync:   "clusterdns_proxy_sync_duration_seconds",
 		lastSync:   "clusterdns_proxy_last_sync_success_timestamp_seconds",
@@ -108,7 +103,7 @@ func createNode(t *testing.T, ctx context.Context, c kubernetes.Interface) {
 
 // runRules measures both rule peers at one cluster size, alternating.
 func runRules(t *testing.T, ctx context.Context, e *env, size int) {
-	e.res.Settings["rules"] = "one peer at a time, pinned to core " + strconv.Itoa(peerCPU) + ", iptables-" + iptablesVariant +
+	e.res.Settings["rules"] = "one peer at a time, pinned to core " + strconv.Itoa(peerCPU) + ", iptables-" + *flagIPTables +
 		", in a network namespace of its own reaching the API server through a loopback relay; default sync periods (min 1s, full 30s); " +
 		"change time is API write to the end of the sync that applied it (the peer's last-sync metric, checked with iptables-save)"
 	for round := range e.cfg.rounds {
@@ -226,7 +221,7 @@ func waitApplied(ctx context.Context, ns *netns.NS, p *Process, metrics func() (
 			last, _ := MetricValue(body, peer.lastSync, peer.lastLabels...)
 			if end := unixTime(last); end.After(began) && last != checked {
 				checked = last
-				out, err := ns.Run(ctx, "iptables-"+iptablesVariant+"-save", "-t", "nat")
+				out, err := ns.Run(ctx, "iptables-"+*flagIPTables+"-save", "-t", "nat")
 				if err != nil {
 					return time.Time{}, fmt.Errorf("iptables-save: %v\n%s", err, out)
 				}
@@ -254,7 +249,7 @@ func unixTime(sec float64) time.Time {
 // chosen variant's tools.
 func (e *env) iptablesPath(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(e.work, "iptables-"+iptablesVariant)
+	dir := filepath.Join(e.work, "iptables-"+*flagIPTables)
 	if _, err := os.Stat(dir); err == nil {
 		return dir
 	}
@@ -263,9 +258,9 @@ func (e *env) iptablesPath(t *testing.T) string {
 	}
 	for _, family := range []string{"iptables", "ip6tables"} {
 		for _, suffix := range []string{"", "-save", "-restore"} {
-			target, err := exec.LookPath(family + "-" + iptablesVariant + suffix)
+			target, err := exec.LookPath(family + "-" + *flagIPTables + suffix)
 			if err != nil {
-				t.Fatalf("%s%s of the %s variant is not installed: %v", family, suffix, iptablesVariant, err)
+				t.Fatalf("%s%s of the %s variant is not installed: %v", family, suffix, *flagIPTables, err)
 			}
 			if err := os.Symlink(target, filepath.Join(dir, family+suffix)); err != nil {
 				t.Fatal(err)
@@ -278,7 +273,7 @@ func (e *env) iptablesPath(t *testing.T) string {
 // countRules is `iptables-save | wc -l` inside the namespace.
 func countRules(t *testing.T, ns *netns.NS) int {
 	t.Helper()
-	out, err := ns.Run(context.Background(), "iptables-"+iptablesVariant+"-save")
+	out, err := ns.Run(context.Background(), "iptables-"+*flagIPTables+"-save")
 	if err != nil {
 		t.Fatalf("iptables-save in %s: %v\n%s", ns.Name, err, out)
 	}
