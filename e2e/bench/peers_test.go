@@ -176,12 +176,12 @@ func TestPeers(t *testing.T) {
 			runRules(t, ctx, e, size)
 		}
 	}
-	grow(cfg.spec)
-	manifests := filepath.Join(e.work, "manifests")
-	if err := cfg.spec.Objects(Spec{}).WriteManifests(manifests); err != nil {
-		t.Fatal(err)
-	}
 	if cfg.dns {
+		grow(cfg.spec)
+		manifests := filepath.Join(e.work, "manifests")
+		if err := cfg.spec.Objects(Spec{}).WriteManifests(manifests); err != nil {
+			t.Fatal(err)
+		}
 		runDNS(t, ctx, e, manifests)
 	}
 

@@ -139,8 +139,14 @@ func (r *Results) Markdown() string {
 	total := r.Spec.Services()
 	fmt.Fprintf(&b, "Measured %s to %s UTC on %s; load average %s.\n\n",
 		r.Started.Format("2006-01-02 15:04"), r.Finished.Format("15:04"), r.Machine, strings.Join(r.LoadAvg, " → "))
-	fmt.Fprintf(&b, "Cluster: %d ClusterIP + %d headless + %d ExternalName Services, %d ready endpoints per selecting Service.\n",
-		r.Spec.ClusterIP, r.Spec.Headless, r.Spec.ExternalName, r.Spec.Endpoints)
+	if r.hasPeer(PeerClusterDNS) || r.hasPeer(PeerCoreDNS) {
+		fmt.Fprintf(&b, "DNS cluster: %d ClusterIP + %d headless + %d ExternalName Services, %d ready endpoints per selecting Service.\n",
+			r.Spec.ClusterIP, r.Spec.Headless, r.Spec.ExternalName, r.Spec.Endpoints)
+	}
+	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
+		fmt.Fprintf(&b, "Rule sizes count ClusterIP Services; headless and ExternalName Services come in proportion (%d and %d per %d), %d ready endpoints per selecting Service.\n",
+			r.Spec.Headless, r.Spec.ExternalName, r.Spec.ClusterIP, r.Spec.Endpoints)
+	}
 	var keys []string
 	for k := range r.Settings {
 		keys = append(keys, k)
