@@ -3,9 +3,7 @@ package server
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,43 +20,22 @@ const defaultHealthAddr = ":8080"
 // DNS for DURATION before closing the listeners.
 func setupHealth(b *Block, d *caddyfile.Dispenser) error {
 	const name = "health"
-	addr := defaultHealthAddr
-	uses := 0
-	for {
-		ok, err := nextOnce(d, name, &uses)
-		if err != nil {
-			return err
+	addr, err := parseHTTPDirective(d, name, defaultHealthAddr, func(prop string, args []string) error {
+		if prop != "lameduck" {
+			return fmt.Errorf("unknown property %q", prop)
 		}
-		if !ok {
-			break
+		if len(args) != 1 {
+			return fmt.Errorf("lameduck needs one duration")
 		}
-		args := d.RemainingArgs()
-		switch len(args) {
-		case 0:
-		case 1:
-			addr = args[0]
-		default:
-			return errAt(d, name, "takes at most one address, got %d arguments", len(args))
+		dur, err := time.ParseDuration(args[0])
+		if err != nil || dur < 0 {
+			return fmt.Errorf("lameduck %q is not a duration", args[0])
 		}
-		for d.NextBlock() {
-			switch d.Val() {
-			case "lameduck":
-				args := d.RemainingArgs()
-				if len(args) != 1 {
-					return errAt(d, name, "lameduck needs one duration")
-				}
-				dur, err := time.ParseDuration(args[0])
-				if err != nil || dur < 0 {
-					return errAt(d, name, "lameduck %q is not a duration", args[0])
-				}
-				b.lameduck = dur.Seconds()
-			default:
-				return errAt(d, name, "unknown property %q", d.Val())
-			}
-		}
-	}
-	if err := checkListenAddr(addr); err != nil {
-		return errAt(d, name, "%v", err)
+		b.lameduck = dur.Seconds()
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	h := &healthHandler{}
 	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/health", handler: h})
@@ -84,20 +61,4 @@ func (h *healthHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	if m := h.metrics.Load(); m != nil {
 		m.healthDuration.Observe(time.Since(start).Seconds())
 	}
-}
-
-// checkListenAddr validates an HTTP listen address such as ":8080" or
-// "127.0.0.1:8080".
-func checkListenAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("address %q: want [HOST]:PORT", addr)
-	}
-	if port == "" || strings.ContainsAny(port, " /") {
-		return fmt.Errorf("address %q has no port", addr)
-	}
-	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
-		return fmt.Errorf("address %q: host must be an IP address", addr)
-	}
-	return nil
 }

@@ -20,30 +20,9 @@ const defaultMetricsAddr = ":9153"
 // serve every metric at http://ADDRESS/metrics.
 func setupPrometheus(b *Block, d *caddyfile.Dispenser) error {
 	const name = "prometheus"
-	addr := defaultMetricsAddr
-	uses := 0
-	for {
-		ok, err := nextOnce(d, name, &uses)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		args := d.RemainingArgs()
-		switch len(args) {
-		case 0:
-		case 1:
-			addr = args[0]
-		default:
-			return errAt(d, name, "takes at most one address, got %d arguments", len(args))
-		}
-		for d.NextBlock() {
-			return errAt(d, name, "unknown property %q", d.Val())
-		}
-	}
-	if err := checkListenAddr(addr); err != nil {
-		return errAt(d, name, "%v", err)
+	addr, err := parseHTTPDirective(d, name, defaultMetricsAddr, nil)
+	if err != nil {
+		return err
 	}
 	h := &metricsHandler{}
 	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/metrics", handler: h})

@@ -15,30 +15,9 @@ const defaultReadyAddr = ":8181"
 // once every source of the configuration has loaded, 503 before.
 func setupReady(b *Block, d *caddyfile.Dispenser) error {
 	const name = "ready"
-	addr := defaultReadyAddr
-	uses := 0
-	for {
-		ok, err := nextOnce(d, name, &uses)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		args := d.RemainingArgs()
-		switch len(args) {
-		case 0:
-		case 1:
-			addr = args[0]
-		default:
-			return errAt(d, name, "takes at most one address, got %d arguments", len(args))
-		}
-		for d.NextBlock() {
-			return errAt(d, name, "unknown property %q", d.Val())
-		}
-	}
-	if err := checkListenAddr(addr); err != nil {
-		return errAt(d, name, "%v", err)
+	addr, err := parseHTTPDirective(d, name, defaultReadyAddr, nil)
+	if err != nil {
+		return err
 	}
 	h := &readyHandler{}
 	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/ready", handler: h})
