@@ -88,14 +88,14 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 	m.SetReply(req.Msg)
 	m.Authoritative = true
 	qname := req.QName()
-	if len(node.CNAME) > 0 && req.Type != dns.TypeCNAME {
+	if node.CNAME() != nil && req.Type != dns.TypeCNAME {
 		m.Answer = k.chase(ix, node, qname, req.Type)
 		m.Answer = k.chaseOut(ctx, req, m.Answer)
 		return m, nil
 	}
 	rrs := node.Records(req.Type)
 	if req.Type == dns.TypeANY {
-		rrs = allRecords(node)
+		rrs = node.All()
 	}
 	if len(rrs) == 0 {
 		m.Ns = []dns.RR{ix.SOA(z)}
@@ -112,16 +112,15 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 // target's records of the asked type. Targets outside the zone are left for a
 // lookup through the upstream chain (see chaseOut).
 func (k *Kubernetes) chase(ix *zone.Index, node *zone.Node, qname string, qtype uint16) []dns.RR {
-	answer := withOwner(node.CNAME, node.Name, qname)
+	answer := withOwner(node.All(), node.Name, qname)
 	for i := 0; i < maxChase; i++ {
-		target := node.CNAME[0].(*dns.CNAME).Target
-		next := ix.Lookup(target)
+		next := ix.Lookup(node.CNAME().Target)
 		if next == nil {
 			break
 		}
 		node = next
-		if len(node.CNAME) > 0 {
-			answer = append(answer, node.CNAME...)
+		if node.CNAME() != nil {
+			answer = append(answer, node.All()...)
 			continue
 		}
 		answer = append(answer, node.Records(qtype)...)
@@ -169,14 +168,6 @@ func withOwner(rrs []dns.RR, canonical, qname string) []dns.RR {
 	return out
 }
 
-func allRecords(n *zone.Node) []dns.RR {
-	var out []dns.RR
-	for _, t := range []uint16{dns.TypeSOA, dns.TypeNS, dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypePTR, dns.TypeTXT, dns.TypeCNAME} {
-		out = append(out, n.Records(t)...)
-	}
-	return out
-}
-
 // insecurePod answers a-b-c-d.NS.pod.ZONE with the address the name spells,
 // as the "pods insecure" mode does, without checking that such a Pod exists.
 func insecurePod(name, z string, o zone.IndexOptions) *zone.Node {
@@ -192,14 +183,11 @@ func insecurePod(name, z string, o zone.IndexOptions) *zone.Node {
 	if !ok {
 		return nil
 	}
-	n := &zone.Node{Name: name}
 	hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: o.TTL}
 	if addr.Is4() {
 		hdr.Rrtype = dns.TypeA
-		n.A = []dns.RR{&dns.A{Hdr: hdr, A: addr.AsSlice()}}
-	} else {
-		hdr.Rrtype = dns.TypeAAAA
-		n.AAAA = []dns.RR{&dns.AAAA{Hdr: hdr, AAAA: addr.AsSlice()}}
+		return zone.NewNode(name, &dns.A{Hdr: hdr, A: addr.AsSlice()})
 	}
-	return n
+	hdr.Rrtype = dns.TypeAAAA
+	return zone.NewNode(name, &dns.AAAA{Hdr: hdr, AAAA: addr.AsSlice()})
 }

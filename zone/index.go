@@ -44,45 +44,64 @@ type IndexOptions struct {
 }
 
 // Node holds the records of one owner name, ready to be copied into an answer.
-// Owner names are the canonical lower-case name. Every slice is shared and
-// read-only: callers copy before they reorder.
+// Owner names are the canonical lower-case name. Records are kept in one
+// slice grouped by type (a Node is mostly one or two records, and there are
+// tens of thousands of them); every slice is shared and read-only: callers
+// copy before they reorder.
 type Node struct {
-	Name  string
-	A     []dns.RR
-	AAAA  []dns.RR
-	SRV   []dns.RR
-	PTR   []dns.RR
-	TXT   []dns.RR
-	SOA   []dns.RR
-	NS    []dns.RR
-	CNAME []dns.RR
+	Name string
+	rrs  []dns.RR
 	// Extra is the additional section for SRV answers: the targets' addresses.
 	Extra []dns.RR
 	// shard is where the index keeps the node.
 	shard uint8
 }
 
+// NewNode returns a node holding rrs, for answers made outside an index.
+func NewNode(name string, rrs ...dns.RR) *Node {
+	n := &Node{Name: name, rrs: rrs}
+	n.group()
+	return n
+}
+
 // Records returns the node's records of the given type.
 func (n *Node) Records(qtype uint16) []dns.RR {
-	switch qtype {
-	case dns.TypeA:
-		return n.A
-	case dns.TypeAAAA:
-		return n.AAAA
-	case dns.TypeSRV:
-		return n.SRV
-	case dns.TypePTR:
-		return n.PTR
-	case dns.TypeTXT:
-		return n.TXT
-	case dns.TypeSOA:
-		return n.SOA
-	case dns.TypeNS:
-		return n.NS
-	case dns.TypeCNAME:
-		return n.CNAME
+	for i, rr := range n.rrs {
+		if rr.Header().Rrtype != qtype {
+			continue
+		}
+		j := i + 1
+		for j < len(n.rrs) && n.rrs[j].Header().Rrtype == qtype {
+			j++
+		}
+		return n.rrs[i:j:j]
 	}
 	return nil
+}
+
+// All returns every record of the node.
+func (n *Node) All() []dns.RR { return n.rrs[:len(n.rrs):len(n.rrs)] }
+
+// CNAME returns the node's CNAME record, if it is an alias.
+func (n *Node) CNAME() *dns.CNAME {
+	if len(n.rrs) == 1 {
+		if c, ok := n.rrs[0].(*dns.CNAME); ok {
+			return c
+		}
+	}
+	return nil
+}
+
+// add appends records while the node is being built.
+func (n *Node) add(rrs ...dns.RR) { n.rrs = append(n.rrs, rrs...) }
+
+// has reports whether the node holds a record of the type.
+func (n *Node) has(t uint16) bool { return len(n.Records(t)) > 0 }
+
+// group orders the records by type (stable, so each type keeps its order),
+// which Records relies on.
+func (n *Node) group() {
+	slices.SortStableFunc(n.rrs, func(a, b dns.RR) int { return int(a.Header().Rrtype) - int(b.Header().Rrtype) })
 }
 
 // shardCount is how many maps an index spreads its names over. A snapshot
@@ -366,15 +385,11 @@ func (ix *Index) buildApex(serial uint64) *part {
 			Minttl:  o.TTL,
 		}
 		ix.soa[zone] = soa
-		p.nodes = append(p.nodes, &Node{
-			Name: zone,
-			SOA:  []dns.RR{soa},
-			NS:   []dns.RR{&dns.NS{Hdr: o.hdr(zone, dns.TypeNS), Ns: "ns.dns." + zone}},
-		})
+		p.nodes = append(p.nodes, NewNode(zone, soa, &dns.NS{Hdr: o.hdr(zone, dns.TypeNS), Ns: "ns.dns." + zone}))
 		if !IsReverseZone(zone) {
 			name := "dns-version." + zone
 			p.nodes = append(p.nodes,
-				&Node{Name: name, TXT: []dns.RR{&dns.TXT{Hdr: o.hdr(name, dns.TypeTXT), Txt: []string{SchemaVersion}}}},
+				NewNode(name, &dns.TXT{Hdr: o.hdr(name, dns.TypeTXT), Txt: []string{SchemaVersion}}),
 				&Node{Name: "dns." + zone})
 		}
 	}
@@ -411,11 +426,14 @@ func buildNames(c *Cluster, forward []string, namespaces map[string]bool, o Inde
 			}
 			for _, ip := range pod.IPs {
 				name := DashedAddr(ip) + "." + strings.ToLower(pod.Namespace) + ".pod." + z
-				if n := ensure(name); len(n.A)+len(n.AAAA) == 0 {
+				if n := ensure(name); !n.has(dns.TypeA) && !n.has(dns.TypeAAAA) {
 					addAddress(n, o, name, ip)
 				}
 			}
 		}
+	}
+	for _, n := range p.nodes {
+		n.group()
 	}
 	return p
 }
@@ -431,16 +449,10 @@ func merge(m map[string]*Node, n *Node) {
 	}
 	c := &Node{Name: n.Name, shard: n.shard}
 	for _, src := range []*Node{old, n} {
-		c.A = append(c.A, src.A...)
-		c.AAAA = append(c.AAAA, src.AAAA...)
-		c.SRV = append(c.SRV, src.SRV...)
-		c.PTR = append(c.PTR, src.PTR...)
-		c.TXT = append(c.TXT, src.TXT...)
-		c.SOA = append(c.SOA, src.SOA...)
-		c.NS = append(c.NS, src.NS...)
-		c.CNAME = append(c.CNAME, src.CNAME...)
+		c.add(src.rrs...)
 		c.Extra = append(c.Extra, src.Extra...)
 	}
+	c.group()
 	m[n.Name] = c
 }
 
@@ -472,7 +484,7 @@ func buildServicePart(svc *Service, slices []*EndpointSlice, zones []string, o I
 		switch {
 		case svc.Type == TypeExternalName:
 			target := dns.Fqdn(strings.ToLower(svc.ExternalName))
-			n.CNAME = []dns.RR{&dns.CNAME{Hdr: o.hdr(base, dns.TypeCNAME), Target: target}}
+			n.add(&dns.CNAME{Hdr: o.hdr(base, dns.TypeCNAME), Target: target})
 			continue
 		case svc.Headless:
 			if o.NoEndpoints || len(eps) == 0 {
@@ -503,6 +515,7 @@ func buildServicePart(svc *Service, slices []*EndpointSlice, zones []string, o I
 		addSRV(get, svc, slices, eps, base, o)
 	}
 	for _, n := range nodes {
+		n.group()
 		part.nodes = append(part.nodes, n)
 	}
 	slicesSortNodes(part.nodes)
@@ -515,9 +528,9 @@ func slicesSortNodes(nodes []*Node) {
 
 func addAddress(n *Node, o IndexOptions, name string, ip netip.Addr) {
 	if ip.Is4() {
-		n.A = append(n.A, &dns.A{Hdr: o.hdr(name, dns.TypeA), A: ip.AsSlice()})
+		n.add(&dns.A{Hdr: o.hdr(name, dns.TypeA), A: ip.AsSlice()})
 	} else {
-		n.AAAA = append(n.AAAA, &dns.AAAA{Hdr: o.hdr(name, dns.TypeAAAA), AAAA: ip.AsSlice()})
+		n.add(&dns.AAAA{Hdr: o.hdr(name, dns.TypeAAAA), AAAA: ip.AsSlice()})
 	}
 }
 
@@ -527,7 +540,7 @@ func addPTR(get func(string) *Node, o IndexOptions, ip netip.Addr, target string
 		return
 	}
 	n := get(rev)
-	n.PTR = append(n.PTR, &dns.PTR{Hdr: o.hdr(rev, dns.TypePTR), Ptr: target})
+	n.add(&dns.PTR{Hdr: o.hdr(rev, dns.TypePTR), Ptr: target})
 }
 
 // addSRV adds _port._proto records for named ports and the CoreDNS-style SRV
@@ -556,7 +569,7 @@ func addSRV(get func(string) *Node, svc *Service, slices []*EndpointSlice, eps [
 				extra = append(extra, addressRR(o, base, ip))
 			}
 		}
-		baseNode.SRV = append(baseNode.SRV, withOwner(srv, base)...)
+		baseNode.add(withOwner(srv, base)...)
 		baseNode.Extra = appendUnique(baseNode.Extra, extra)
 		if sp.Name == "" {
 			continue
@@ -565,7 +578,7 @@ func addSRV(get func(string) *Node, svc *Service, slices []*EndpointSlice, eps [
 		get(protoName)
 		name := "_" + strings.ToLower(sp.Name) + "." + protoName
 		n := get(name)
-		n.SRV = append(n.SRV, withOwner(srv, name)...)
+		n.add(withOwner(srv, name)...)
 		n.Extra = appendUnique(n.Extra, extra)
 	}
 }

@@ -118,7 +118,7 @@ func TestOneChangeSharesUntouchedShards(t *testing.T) {
 	if shared < shardCount-12 {
 		t.Fatalf("only %d of %d shards shared after one change", shared, shardCount)
 	}
-	if n := second.Lookup("s7.ns.svc.cluster.local."); n == nil || n.A[0].(*dns.A).A.String() != "10.200.0.1" {
+	if n := second.Lookup("s7.ns.svc.cluster.local."); n == nil || n.Records(dns.TypeA)[0].(*dns.A).A.String() != "10.200.0.1" {
 		t.Fatalf("changed service not served: %v", n)
 	}
 	if second.Lookup("7.0.96.10.in-addr.arpa.") != nil {
