@@ -1,26 +1,37 @@
 # The two commands a fresh machine needs:
 #   make run    serve the example cluster (Corefile.example) on 127.0.0.1:1053
 #   make test   install what the tests need, build the peers, run every test
-# `make bench` runs the benchmarks; it is not part of the test command.
+# `make bench` and `make bench-peers` measure; they are not part of make test,
+# but the peer harness's smoke run (e2e/bench, small N) is, so it cannot rot.
 
 GO ?= go
 
-.PHONY: run test deps vet bench
+.PHONY: run test deps vet bench bench-peers
 
 run:
 	$(GO) run ./cmd/clusterdns serve --conf Corefile.example
 
 deps:
 	./e2e/install-deps.sh
+	./e2e/bench/install-deps.sh
 	./e2e/tools/build.sh >/dev/null
 	./e2e/vm/build.sh >/dev/null
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
+	cd e2e/bench && $(GO) vet ./...
 
 test: deps vet
 	CLUSTERDNS_VM_REQUIRED=1 $(GO) test -count=1 -timeout 60m ./...
+	cd e2e/bench && $(GO) test -count=1 -timeout 20m ./...
 
+# Micro-benchmarks of the answer path, the index and the rule renderers.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./zone/... ./resolver/... ./server/... ./proxy/...
+
+# clusterdns against CoreDNS and kube-proxy at 10,000 Services (about 20
+# minutes on 2 cores, root); writes e2e/bench/results/.
+bench-peers: deps
+	$(GO) test -C e2e/bench -run TestPeers -timeout 90m -v . -args -full
+	$(GO) test -C e2e/bench -run TestPeers -timeout 30m -v . -args -parts rules -iptables nft -rule-sizes 1000,2000 -out results/nft
