@@ -95,9 +95,22 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 		// failure) gets a full sync, which lists the chains first.
 		fullSync := full || !st.trusted
 		var existing map[string][]string
-		if !st.trusted {
-			var err error
-			if existing, err = b.listChains(ctx, st.family); err != nil {
+		if fullSync {
+			// Read the kernel's tables once: the chains we own (needed when
+			// our memory of them is not trusted) and which hook rules exist.
+			// Missing hooks go in before the restore, while a fresh table is
+			// still small: with iptables-legacy every later command rewrites
+			// the whole table.
+			chains, hookLines, err := b.readKernel(ctx, st.family)
+			if err != nil {
+				st.trusted = false
+				return res, err
+			}
+			if !st.trusted {
+				existing = chains
+			}
+			if err := b.ensureHooks(ctx, st.family, hookLines); err != nil {
+				st.trusted = false
 				return res, err
 			}
 		}
@@ -110,10 +123,6 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 		}
 		st.commit(p)
 		if fullSync {
-			if err := b.ensureHooks(ctx, st.family); err != nil {
-				st.trusted = false
-				return res, err
-			}
 			st.trusted = true
 		}
 		res.Rewritten += len(p.updates)
@@ -345,12 +354,17 @@ func (st *familyState) commit(p *plan) {
 	}
 }
 
-func (b *Backend) ensureHooks(ctx context.Context, f proxy.Family) error {
+// ensureHooks inserts the hook rules that hookLines (the kernel's rules of
+// built-in chains that jump into ours, by table) lack, creating the chains
+// they jump to when those do not exist yet.
+func (b *Backend) ensureHooks(ctx context.Context, f proxy.Family, hookLines map[string][]string) error {
 	for _, h := range hooks() {
-		check := append([]string{"-t", h.table, "-C", h.chain}, h.spec...)
-		if err := b.cfg.Runner.Run(ctx, f, check...); err == nil {
+		target := h.spec[len(h.spec)-1]
+		if hasHook(hookLines[h.table], h.chain, target) {
 			continue
 		}
+		// -N fails when the chain exists, which is fine: it only has to exist.
+		_ = b.cfg.Runner.Run(ctx, f, "-t", h.table, "-N", target)
 		insert := append([]string{"-t", h.table, "-I", h.chain, "1"}, h.spec...)
 		if err := b.cfg.Runner.Run(ctx, f, insert...); err != nil {
 			return fmt.Errorf("iptables: hook %s %s: %w", h.table, h.chain, err)
@@ -359,18 +373,29 @@ func (b *Backend) ensureHooks(ctx context.Context, f proxy.Family) error {
 	return nil
 }
 
-// listChains reads the CDNS- chains the kernel has, per table.
-func (b *Backend) listChains(ctx context.Context, f proxy.Family) (map[string][]string, error) {
-	out := make(map[string][]string)
+// hasHook reports whether a built-in chain already jumps to target.
+func hasHook(lines []string, chain, target string) bool {
+	for _, l := range lines {
+		if strings.HasPrefix(l, "-A "+chain+" ") && strings.HasSuffix(strings.TrimSpace(l), "-j "+target) {
+			return true
+		}
+	}
+	return false
+}
+
+// readKernel reads, per table, the CDNS- chains the kernel has and the rules
+// of built-in chains that jump into them.
+func (b *Backend) readKernel(ctx context.Context, f proxy.Family) (chains, hookLines map[string][]string, err error) {
+	chains = make(map[string][]string)
+	hookLines = make(map[string][]string)
 	for _, table := range []string{tableNAT, tableFilter} {
 		data, err := b.cfg.Runner.Save(ctx, f, table)
 		if err != nil {
-			return nil, fmt.Errorf("iptables: list %s chains: %w", f, err)
+			return nil, nil, fmt.Errorf("iptables: list %s chains: %w", f, err)
 		}
-		chains, _ := ownedInSave(data)
-		out[table] = chains
+		chains[table], hookLines[table] = ownedInSave(data)
 	}
-	return out, nil
+	return chains, hookLines, nil
 }
 
 // ownedInSave finds, in iptables-save output of one table, the chains we own

@@ -454,3 +454,35 @@ func TestDryRunChangesNothing(t *testing.T) {
 		t.Errorf("dry-run output does not contain the first sync's input:\n%s", fake.Restores[0].Data)
 	}
 }
+
+// Hook rules are put in before the first restore and only when missing, so a
+// periodic full sync of a large table issues no single iptables command:
+// with iptables-legacy each one rewrites the whole table.
+func TestFullSyncAddsOnlyMissingHooks(t *testing.T) {
+	fake := NewFakeRunner()
+	b := New(Config{Runner: fake, Families: []proxy.Family{proxy.IPv4}})
+	ctx := context.Background()
+	m := modelOf(clusterIPSvc, nodePortSvc)
+	if _, err := b.Sync(ctx, m, true); err != nil {
+		t.Fatal(err)
+	}
+	dump := fake.Dump(proxy.IPv4)
+	for _, h := range hooks() {
+		if !strings.Contains(dump, "-A "+h.chain+" ") || !strings.Contains(dump, "-j "+h.spec[len(h.spec)-1]) {
+			t.Fatalf("hook %s %s missing after the first sync:\n%s", h.table, h.chain, dump)
+		}
+	}
+	if fake.Runs == 0 {
+		t.Fatal("the first sync inserted no hook")
+	}
+	runs := fake.Runs
+	if _, err := b.Sync(ctx, m, true); err != nil {
+		t.Fatal(err)
+	}
+	if fake.Runs != runs {
+		t.Errorf("a full sync with every hook in place ran %d single commands, want 0", fake.Runs-runs)
+	}
+	if got := strings.Count(fake.Dump(proxy.IPv4), "clusterdns service portals"); got != 5 {
+		t.Errorf("%d portal hooks after two syncs, want 5 (no duplicates)", got)
+	}
+}

@@ -23,8 +23,9 @@ type FakeRunner struct {
 	Restores []FakeRestore
 	// FailRestores makes that many of the next restores fail.
 	FailRestores int
-	// Saves counts Save calls.
+	// Saves counts Save calls; Runs counts Run calls (single commands).
 	Saves  int
+	Runs   int
 	tables map[proxy.Family]map[string]*fakeTable
 }
 
@@ -126,8 +127,15 @@ func (t *fakeTable) apply(line string) error {
 	op, rest, _ := strings.Cut(line, " ")
 	chain, rule, _ := strings.Cut(rest, " ")
 	rules, ok := t.chains[chain]
-	if !ok {
+	if !ok && op != "-N" {
 		return fmt.Errorf("no chain %s", chain)
+	}
+	if op == "-N" {
+		if _, exists := t.chains[chain]; exists || slices.Contains(t.builtin, chain) {
+			return errors.New("chain already exists")
+		}
+		t.chains[chain] = nil
+		return nil
 	}
 	switch op {
 	case "-A", "-I":
@@ -224,6 +232,7 @@ func (t *fakeTable) dump(table string) string {
 func (f *FakeRunner) Run(_ context.Context, family proxy.Family, args ...string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.Runs++
 	table := tableFilter
 	if len(args) >= 2 && args[0] == "-t" {
 		table, args = args[1], args[2:]
