@@ -160,8 +160,8 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	if full {
 		kind = "full"
 	}
-	a.metrics.syncDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
 	if err != nil {
+		a.metrics.syncDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
 		a.metrics.syncErrors.Inc()
 		a.log.Error("sync failed; retrying with a full sync", "backend", a.cfg.Backend.Name(), "full", full, "err", err)
 		a.setResult(err)
@@ -180,7 +180,10 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	if latest != modelOf && !latest.Changed.IsZero() {
 		a.metrics.programming.Observe(now.Sub(latest.Changed).Seconds())
 	}
+	// The last-success time goes first, so that a scraper that sees a new
+	// sync in the duration histogram also sees when it ended.
 	a.metrics.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
+	a.metrics.syncDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
 	a.metrics.rules.Set(float64(res.Rules))
 	a.mu.Lock()
 	a.programmed, a.modelOf = model, latest
