@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -48,22 +49,14 @@ func (c *Cluster) NamespaceExists(ns string) bool {
 	return ok
 }
 
-// SortedServices returns the Services ordered by namespace and name, so that
-// everything rendered from a snapshot is deterministic.
-func (c *Cluster) SortedServices() []*Service {
-	out := make([]*Service, 0, len(c.Services))
-	for _, s := range c.Services {
-		out = append(out, s)
-	}
-	sort.Slice(out, func(i, j int) bool { return keyLess(out[i].Key, out[j].Key) })
-	return out
-}
+func keyLess(a, b Key) bool { return compareKeys(a, b) < 0 }
 
-func keyLess(a, b Key) bool {
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
+// compareKeys orders keys by namespace, then name.
+func compareKeys(a, b Key) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
 	}
-	return a.Name < b.Name
+	return strings.Compare(a.Name, b.Name)
 }
 
 // Builder accumulates upserts and deletes from a source and cuts immutable

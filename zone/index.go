@@ -265,15 +265,7 @@ func BuildIndex(c *Cluster, opts IndexOptions, prev *Index) *Index {
 		for k := range ix.parts {
 			ix.order = append(ix.order, k)
 		}
-		slices.SortFunc(ix.order, func(a, b Key) int {
-			if keyLess(a, b) {
-				return -1
-			}
-			if keyLess(b, a) {
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(ix.order, compareKeys)
 	} else {
 		ix.order = prev.order
 	}
@@ -463,9 +455,9 @@ type endpointRecord struct {
 }
 
 // buildServicePart renders one Service's records under every forward zone.
-func buildServicePart(svc *Service, slices []*EndpointSlice, zones []string, o IndexOptions) *part {
-	part := &part{svc: svc, slices: slices}
-	eps := readyEndpoints(svc, slices, o)
+func buildServicePart(svc *Service, svcSlices []*EndpointSlice, zones []string, o IndexOptions) *part {
+	part := &part{svc: svc, slices: svcSlices}
+	eps := readyEndpoints(svc, svcSlices, o)
 	if o.IgnoreEmptyService && svc.Type != TypeExternalName && len(eps) == 0 {
 		return part
 	}
@@ -512,18 +504,14 @@ func buildServicePart(svc *Service, slices []*EndpointSlice, zones []string, o I
 				}
 			}
 		}
-		addSRV(get, svc, slices, eps, base, o)
+		addSRV(get, svc, svcSlices, eps, base, o)
 	}
 	for _, n := range nodes {
 		n.group()
 		part.nodes = append(part.nodes, n)
 	}
-	slicesSortNodes(part.nodes)
+	slices.SortFunc(part.nodes, func(a, b *Node) int { return strings.Compare(a.Name, b.Name) })
 	return part
-}
-
-func slicesSortNodes(nodes []*Node) {
-	slices.SortFunc(nodes, func(a, b *Node) int { return strings.Compare(a.Name, b.Name) })
 }
 
 func addAddress(n *Node, o IndexOptions, name string, ip netip.Addr) {
