@@ -3,7 +3,8 @@
 #
 #   $CACHE/vmlinuz            Debian cloud kernel
 #   $CACHE/base.cpio          initramfs base: busybox, kernel modules for IPVS,
-#                             netfilter, veth and dummy links, real iptables,
+#                             netfilter, veth and dummy links and virtio_net,
+#                             real iptables,
 #                             iproute2 ip, ipset, ipvsadm, conntrack, and
 #                             init.sh as /init
 #   $CACHE/manifest           kernel version and the hash of the inputs
@@ -123,12 +124,14 @@ cp "$bb" "$stage/bin/busybox"
 done
 
 # Kernel modules: all of netfilter (iptables legacy and nft, conntrack, NAT,
-# IPVS, ipset), veth and dummy, plus whatever those depend on.
+# IPVS, ipset), veth and dummy, the virtio network card (loaded only when a
+# run asks for its one forwarded port), plus whatever those depend on.
 "$bb" depmod -b "$root" "$kver"
 (
 	cd "$root/$mdir"
 	find kernel/net/netfilter kernel/net/ipv4/netfilter kernel/net/ipv6/netfilter \
-		kernel/drivers/net/veth.ko kernel/drivers/net/dummy.ko -name '*.ko'
+		kernel/drivers/net/veth.ko kernel/drivers/net/dummy.ko \
+		kernel/drivers/virtio kernel/drivers/net/virtio_net.ko -name '*.ko'
 ) >"$work/wanted"
 # Close over modules.dep: keep adding dependencies until nothing new appears.
 while :; do

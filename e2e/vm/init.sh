@@ -17,11 +17,13 @@ mkdir -p /root /run/netns
 echo 1 >/proc/sys/kernel/printk
 
 token=none
+net=
 timeout=600
 for arg in $(cat /proc/cmdline); do
 	case $arg in
 	clusterdns.token=*) token=${arg#clusterdns.token=} ;;
 	clusterdns.timeout=*) timeout=${arg#clusterdns.timeout=} ;;
+	clusterdns.net=*) net=${arg#clusterdns.net=} ;;
 	esac
 done
 
@@ -45,6 +47,19 @@ modprobe -a $modules 2>/dev/null
 for m in $modules; do
 	[ -d "/sys/module/$m" ] || echo "vm-init: module $m did not load" >&2
 done
+
+# Only when the host gave the VM its one forwarded port (Spec.Forward): the
+# virtio card, with the address qemu's user network expects and no default
+# route, so the forward's address (in the same /24) is all it can reach.
+if [ -n "$net" ]; then
+	modprobe -a virtio_pci virtio_net 2>/dev/null
+	i=0
+	while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	ip addr add "$net" dev eth0 && ip link set eth0 up || echo "vm-init: no network card for $net" >&2
+fi
 
 cd /
 echo "VM-RESULT-BEGIN $token"

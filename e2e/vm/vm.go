@@ -6,7 +6,9 @@
 //
 // It exists so that tests can program IPVS and iptables and send real packets
 // between network namespaces without touching the host's kernel state. The VM
-// has no network card, so nothing it does can leave it.
+// has no network card, so nothing it does can leave it; a run may opt in to
+// exactly one forwarded port on the host's loopback (Spec.Forward), and
+// nothing else.
 //
 // The kernel and the base initramfs come from build.sh, which caches them;
 // Run only adds the per-test files, boots, and reads the result from the
@@ -22,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +63,21 @@ type Spec struct {
 	MemoryMiB int
 	// CPUs is the number of virtual CPUs; zero means 1.
 	CPUs int
+	// Forward, when set, is a TCP address on the host's loopback (such as
+	// 127.0.0.1:6443) that the guest reaches at ForwardAddr, for a test
+	// whose agent reads an API server running on the host. The VM then has
+	// one network card on qemu's user network in restricted mode: the
+	// forward is its only way out, every other destination is dropped.
+	// Empty (the default) means no network card at all.
+	Forward string
 }
+
+// ForwardAddr is where a guest reaches Spec.Forward. The guest's card has
+// 10.0.2.15/24 and no default route.
+const ForwardAddr = "10.0.2.100:6443"
+
+// guestNet is the guest's address on qemu's user network.
+const guestNet = "10.0.2.15/24"
 
 // Output is what a run reported.
 type Output struct {
@@ -167,28 +184,36 @@ func (a Assets) Run(ctx context.Context, spec Spec) (Output, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	network := []string{"-nic", "none"} // no network card: nothing leaves the VM
+	netArg := ""
+	if spec.Forward != "" {
+		if network, err = forwardArgs(ctx, dir, spec.Forward); err != nil {
+			return Output{}, err
+		}
+		netArg = " clusterdns.net=" + guestNet
+	}
 	// Software emulation by default: KVM is unavailable or nested and
 	// broken on the machines this runs on. CLUSTERDNS_VM_ACCEL=kvm opts in.
 	accel := os.Getenv("CLUSTERDNS_VM_ACCEL")
 	if accel == "" {
 		accel = "tcg"
 	}
-	cmd := exec.CommandContext(ctx, a.QEMU,
+	args := []string{
 		"-accel", accel,
 		"-machine", "q35",
 		"-smp", strconv.Itoa(cpus),
 		"-m", strconv.Itoa(memory),
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-serial", "stdio",
-		"-nic", "none", // no network card: nothing leaves the VM
 		"-no-reboot",
 		"-kernel", a.Kernel,
 		"-initrd", initrd,
 		// Besides the console and the token: skip work that only slows an
 		// emulated boot (crypto self-tests, TSC and timer checks).
 		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests tsc=reliable no_timer_check "+
-			"clusterdns.token=%s clusterdns.timeout=%d", token, int(timeout.Seconds())+1),
-	)
+			"clusterdns.token=%s clusterdns.timeout=%d%s", token, int(timeout.Seconds())+1, netArg),
+	}
+	cmd := exec.CommandContext(ctx, a.QEMU, append(args, network...)...)
 	console := &cappedBuffer{limit: maxConsole}
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -220,6 +245,31 @@ func (a Assets) Run(ctx context.Context, spec Spec) (Output, error) {
 	default:
 		return out, fmt.Errorf("vm: %w; console:\n%s", parseErr, tail(out.Console, 4000))
 	}
+}
+
+// forwardArgs returns qemu's network arguments for Spec.Forward: one virtio
+// card on the user network with restrict=on, which drops everything the
+// guest sends except to its explicit forwards, and one guestfwd whose
+// connections qemu hands, one process each, to vmrelay (built into dir),
+// which carries them to the host address and refuses any that is not
+// loopback.
+func forwardArgs(ctx context.Context, dir, host string) ([]string, error) {
+	target, err := netip.ParseAddrPort(host)
+	if err != nil || !target.Addr().IsLoopback() {
+		return nil, fmt.Errorf("vm: Forward %q: want a loopback address and port", host)
+	}
+	bins, err := BuildStatic(ctx, dir, "github.com/clusterdns/clusterdns/e2e/vm/vmrelay")
+	if err != nil {
+		return nil, err
+	}
+	// qemu splits its options at commas and the command at spaces.
+	if strings.ContainsAny(bins[0], ", '\"") {
+		return nil, fmt.Errorf("vm: relay path %q has characters qemu would split at", bins[0])
+	}
+	return []string{
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,ipv6=off,guestfwd=tcp:%s-cmd:%s %s", ForwardAddr, bins[0], target),
+		"-device", "virtio-net-pci,netdev=n0",
+	}, nil
 }
 
 // writeInitrd concatenates the cached base archive with a cpio archive of the
