@@ -113,5 +113,27 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 			return written, err
 		}
 	}
+	if r.hasPeer(PeerOurProxyIPVS) || r.hasPeer(PeerKubeProxyIPVS) {
+		var groups []string
+		sizes := r.Sizes(MetricVirtualServers)
+		for _, s := range sizes {
+			groups = append(groups, fmt.Sprintf("%d Services", s))
+		}
+		per := func(peer, metric string) series {
+			var v []float64
+			for _, s := range sizes {
+				v = append(v, med(peer, metric, s))
+			}
+			return series{peer, v}
+		}
+		if err := draw("ipvs-change.png", "IPVS mode, one endpoint change: API write to applied (emulated CPU)", "ms", groups,
+			[]series{per(PeerOurProxyIPVS, MetricChange), per(PeerKubeProxyIPVS, MetricChange)}); err != nil {
+			return written, err
+		}
+		if err := draw("ipvs-sync.png", "IPVS mode, full sync (emulated CPU)", "s", groups,
+			[]series{per(PeerOurProxyIPVS, MetricFullSync), per(PeerKubeProxyIPVS, MetricFullSync)}); err != nil {
+			return written, err
+		}
+	}
 	return written, nil
 }

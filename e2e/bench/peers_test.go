@@ -8,21 +8,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/clusterdns/clusterdns/e2e/internal/kubeapi"
+	"github.com/clusterdns/clusterdns/e2e/vm"
 	"k8s.io/client-go/kubernetes"
 )
 
 var (
-	flagFull   = flag.Bool("full", false, "measure at the published size (10,000 ClusterIP + 1,000 headless Services, 3 rounds) and write the results folder")
-	flagOut    = flag.String("out", "", "folder for results.md, results.json and the charts (default: ./results with -full, a temporary folder otherwise)")
-	flagRounds = flag.Int("rounds", 0, "runs of each peer, alternated (default 3 with -full, 1 otherwise)")
-	flagParts  = flag.String("parts", "dns,rules", "comparisons to run, comma-separated: dns, rules")
-	flagSizes  = flag.String("rule-sizes", "", "ClusterIP Service counts to compare the rule peers at, comma-separated, ascending (default 1000,10000 with -full)")
+	flagFull      = flag.Bool("full", false, "measure at the published size (10,000 ClusterIP + 1,000 headless Services, 3 rounds) and write the results folder")
+	flagOut       = flag.String("out", "", "folder for results.md, results.json and the charts (default: ./results with -full, a temporary folder otherwise)")
+	flagRounds    = flag.Int("rounds", 0, "runs of each peer, alternated (default 3 with -full, 1 otherwise)")
+	flagParts     = flag.String("parts", "", "comparisons to run, comma-separated: dns, rules, ipvs (default dns,rules,ipvs; dns,rules with -full, where ipvs is a run of its own)")
+	flagSizes     = flag.String("rule-sizes", "", "ClusterIP Service counts to compare the rule peers at, comma-separated, ascending (default 1000,10000 with -full)")
+	flagIPVSSizes = flag.String("ipvs-sizes", "", "ClusterIP Service counts to compare the IPVS peers at, in the VM, comma-separated, ascending (default 1000,10000 with -full, 50 otherwise)")
 	// Debian's default iptables, nft, takes minutes to restore the 230,000
 	// rules of 10,000 Services; legacy takes seconds.
 	flagIPTables = flag.String("iptables", "legacy", "iptables variant both rule peers program: legacy or nft")
@@ -34,6 +37,8 @@ type config struct {
 	// ruleSizes are the ClusterIP Service counts the rule peers are
 	// measured at, ascending; the cluster grows from one to the next.
 	ruleSizes []int
+	// ipvsSizes are the same for the IPVS peers.
+	ipvsSizes []int
 	rounds    int
 	// perf is the length of one dnsperf measurement, warmup of the run
 	// before it that fills caches and wakes the peer up.
@@ -43,14 +48,15 @@ type config struct {
 	// changes is the number of endpoint changes timed per rule peer run.
 	changes int
 	// queryLines is the length of each dnsperf data file.
-	queryLines int
-	dns, rules bool
+	queryLines       int
+	dns, rules, ipvs bool
 }
 
 func newConfig() config {
 	c := config{
 		spec:       DefaultSpec().Scaled(200),
 		ruleSizes:  []int{50, 200},
+		ipvsSizes:  []int{50},
 		rounds:     1,
 		perf:       time.Second,
 		warmup:     500 * time.Millisecond,
@@ -62,6 +68,7 @@ func newConfig() config {
 		c = config{
 			spec:       DefaultSpec(),
 			ruleSizes:  []int{1000, 10000},
+			ipvsSizes:  []int{1000, 10000},
 			rounds:     3,
 			perf:       10 * time.Second,
 			warmup:     2 * time.Second,
@@ -74,24 +81,55 @@ func newConfig() config {
 		c.rounds = *flagRounds
 	}
 	if *flagSizes != "" {
-		c.ruleSizes = nil
-		for _, f := range strings.Split(*flagSizes, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n <= 0 {
-				panic(fmt.Sprintf("-rule-sizes %q: %v", *flagSizes, err))
-			}
-			c.ruleSizes = append(c.ruleSizes, n)
+		c.ruleSizes = parseSizes("-rule-sizes", *flagSizes)
+	}
+	if *flagIPVSSizes != "" {
+		c.ipvsSizes = parseSizes("-ipvs-sizes", *flagIPVSSizes)
+	}
+	parts := *flagParts
+	if parts == "" {
+		parts = "dns,rules,ipvs"
+		if *flagFull {
+			parts = "dns,rules"
 		}
 	}
-	for _, part := range strings.Split(*flagParts, ",") {
+	for _, part := range strings.Split(parts, ",") {
 		switch strings.TrimSpace(part) {
 		case "dns":
 			c.dns = true
 		case "rules":
 			c.rules = true
+		case "ipvs":
+			c.ipvs = true
 		}
 	}
 	return c
+}
+
+func parseSizes(name, list string) []int {
+	var sizes []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			panic(fmt.Sprintf("%s %q: %v", name, list, err))
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// sizes is every size a rule part runs at, ascending: the cluster grows
+// through them.
+func (c config) sizes() []int {
+	var all []int
+	if c.rules {
+		all = append(all, c.ruleSizes...)
+	}
+	if c.ipvs {
+		all = append(all, c.ipvsSizes...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
 }
 
 // CPUs the peers and the load generator are pinned to.
@@ -111,11 +149,15 @@ type env struct {
 	res        *Results
 	// changeSeq numbers endpoint changes so every new address is fresh.
 	changeSeq int
+	// vm runs the IPVS peers.
+	vm vm.Assets
 }
 
 // binaries are the peers' executables.
 type binaries struct {
 	clusterdns, coredns, bareUDP, kubeProxy string
+	// ipvsNode drives an IPVS peer inside the VM.
+	ipvsNode string
 }
 
 // TestPeers compares clusterdns with CoreDNS and kube-proxy on one machine.
@@ -128,6 +170,10 @@ func TestPeers(t *testing.T) {
 	cfg := newConfig()
 	requireTools(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Minute)
+	if deadline, ok := t.Deadline(); ok {
+		// Room to write the results when the test's own -timeout is near.
+		ctx, cancel = context.WithDeadline(context.Background(), deadline.Add(-time.Minute))
+	}
 	defer cancel()
 
 	out := *flagOut
@@ -141,7 +187,18 @@ func TestPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{cfg: cfg, work: t.TempDir(), res: NewResults(cfg.spec)}
-	e.bins = buildBinaries(t, e.work, cfg.dns, cfg.rules)
+	if cfg.ipvs {
+		e.vm, cfg.ipvs = ipvsVM(t)
+		e.cfg.ipvs = cfg.ipvs
+	}
+	e.bins = buildBinaries(t, e.work, cfg.dns, cfg.rules || cfg.ipvs)
+	if cfg.ipvs {
+		bins, err := vm.BuildStatic(ctx, e.work, "github.com/clusterdns/clusterdns/e2e/bench/cmd/ipvsnode")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.bins.ipvsNode = bins[0]
+	}
 
 	e.api = kubeapi.StartWithOptions(t, kubeapi.Options{ExtraArgs: []string{
 		"--max-requests-inflight=2000",
@@ -169,11 +226,16 @@ func TestPeers(t *testing.T) {
 			len(objs.Services), len(objs.Slices), to.Services(), time.Since(began).Round(time.Millisecond))
 		loaded = to
 	}
-	if cfg.rules {
+	if cfg.rules || cfg.ipvs {
 		createNode(t, ctx, e.admin)
-		for _, size := range cfg.ruleSizes {
+		for _, size := range cfg.sizes() {
 			grow(cfg.spec.Scaled(size))
-			runRules(t, ctx, e, size)
+			if cfg.rules && slices.Contains(cfg.ruleSizes, size) {
+				runRules(t, ctx, e, size)
+			}
+			if cfg.ipvs && slices.Contains(cfg.ipvsSizes, size) {
+				runIPVS(t, ctx, e, size)
+			}
 		}
 	}
 	if cfg.dns {
@@ -300,6 +362,15 @@ func checkResults(t *testing.T, e *env) {
 		for _, size := range e.cfg.ruleSizes {
 			for _, peer := range []string{PeerOurProxy, PeerKubeProxy} {
 				for _, m := range []string{MetricChange, MetricSynced, MetricRules} {
+					wants = append(wants, want{peer, m, size})
+				}
+			}
+		}
+	}
+	if e.cfg.ipvs {
+		for _, size := range e.cfg.ipvsSizes {
+			for _, peer := range []string{PeerOurProxyIPVS, PeerKubeProxyIPVS} {
+				for _, m := range []string{MetricChange, MetricSynced, MetricFullSync, MetricVirtualServers, MetricRealServers} {
 					wants = append(wants, want{peer, m, size})
 				}
 			}

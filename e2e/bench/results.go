@@ -17,6 +17,9 @@ const (
 	PeerBareUDP    = "bare-udp"
 	PeerOurProxy   = "clusterdns-proxy"
 	PeerKubeProxy  = "kube-proxy"
+	// The same two in IPVS mode, inside the e2e VM.
+	PeerOurProxyIPVS  = "clusterdns-proxy-ipvs"
+	PeerKubeProxyIPVS = "kube-proxy-ipvs"
 )
 
 // Metric names. DNS metrics are taken at the full Spec; rule metrics at each
@@ -35,6 +38,9 @@ const (
 	MetricSynced      = "start_to_synced_s"
 	MetricChange      = "change_ms"
 	MetricRules       = "rules"
+	// IPVS virtual and real servers in `ipvsadm -Ln`.
+	MetricVirtualServers = "ipvs_virtual_servers"
+	MetricRealServers    = "ipvs_real_servers"
 )
 
 // Sample is one measurement of one peer.
@@ -194,6 +200,21 @@ func (r *Results) Markdown() string {
 			)
 		}
 		r.table(&b, "clusterdns proxy", "kube-proxy", PeerOurProxy, PeerKubeProxy, rows)
+	}
+	if r.hasPeer(PeerOurProxyIPVS) || r.hasPeer(PeerKubeProxyIPVS) {
+		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, IPVS mode, one VM each\n\n")
+		b.WriteString("Measured inside a qemu VM on an emulated CPU (TCG): the absolute times are many times those of real hardware; only the ratio between the peers means anything.\n\n")
+		var rows []row
+		for _, size := range r.Sizes(MetricVirtualServers) {
+			rows = append(rows,
+				row{fmt.Sprintf("%d Services: one endpoint change, API write to IPVS applied (ms)", size), MetricChange, size, 0, false, "%.0f"},
+				row{fmt.Sprintf("%d Services: full sync (s)", size), MetricFullSync, size, 0, false, "%.3f"},
+				row{fmt.Sprintf("%d Services: start to first full sync done (s)", size), MetricSynced, size, 0, false, "%.2f"},
+				row{fmt.Sprintf("%d Services: IPVS virtual servers", size), MetricVirtualServers, size, 0, false, "%.0f"},
+				row{fmt.Sprintf("%d Services: IPVS real servers", size), MetricRealServers, size, 0, false, "%.0f"},
+			)
+		}
+		r.table(&b, "clusterdns proxy", "kube-proxy", PeerOurProxyIPVS, PeerKubeProxyIPVS, rows)
 	}
 	return b.String()
 }
