@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -302,7 +303,8 @@ func (s *Server) shutdown(lameduck time.Duration) {
 // router.
 type listener struct {
 	addr     string
-	udp, tcp *dns.Server
+	udp      *udpServer
+	tcp      *dns.Server
 	router   atomic.Pointer[router]
 	inflight sync.WaitGroup
 	log      *slog.Logger
@@ -321,19 +323,26 @@ func listen(addr string, log *slog.Logger, metrics *Metrics) (*listener, error) 
 		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
 	}
 	l := &listener{addr: addr, log: log, metrics: metrics}
-	l.udp = &dns.Server{PacketConn: pc, Handler: l, UDPSize: dns.MaxMsgSize}
+	udp, err := newUDPServer(pc.(*net.UDPConn), func(r *dns.Msg, client netip.AddrPort) *dns.Msg {
+		return l.answer(r, client, false)
+	}, log, max(2, runtime.GOMAXPROCS(0)))
+	if err != nil {
+		pc.Close()
+		ln.Close()
+		return nil, err
+	}
+	l.udp = udp
 	l.tcp = &dns.Server{Listener: ln, Handler: l, ReadTimeout: 10 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	return l, nil
 }
 
 func (l *listener) serve(report func(error)) {
-	for _, srv := range []*dns.Server{l.udp, l.tcp} {
-		go func() {
-			if err := srv.ActivateAndServe(); err != nil && !isClosed(err) {
-				report(fmt.Errorf("dns %s: %w", l.addr, err))
-			}
-		}()
-	}
+	go l.udp.serve()
+	go func() {
+		if err := l.tcp.ActivateAndServe(); err != nil && !isClosed(err) {
+			report(fmt.Errorf("dns %s: %w", l.addr, err))
+		}
+	}()
 }
 
 func isClosed(err error) bool {
@@ -342,19 +351,15 @@ func isClosed(err error) bool {
 
 // close stops accepting queries and waits up to grace for those in flight.
 func (l *listener) close(grace time.Duration) {
-	for _, srv := range []*dns.Server{l.udp, l.tcp} {
-		ctx, cancel := context.WithTimeout(context.Background(), grace+time.Millisecond)
-		if err := srv.ShutdownContext(ctx); err != nil {
-			// Never started: close its socket directly.
-			if srv.PacketConn != nil {
-				srv.PacketConn.Close()
-			}
-			if srv.Listener != nil {
-				srv.Listener.Close()
-			}
-		}
-		cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { l.udp.shutdown(grace) })
+	ctx, cancel := context.WithTimeout(context.Background(), grace+time.Millisecond)
+	if err := l.tcp.ShutdownContext(ctx); err != nil {
+		// Never started: close its socket directly.
+		l.tcp.Listener.Close()
 	}
+	cancel()
+	wg.Wait()
 	done := make(chan struct{})
 	go func() { l.inflight.Wait(); close(done) }()
 	select {
@@ -363,27 +368,31 @@ func (l *listener) close(grace time.Duration) {
 	}
 }
 
-// ServeDNS checks the query, routes it to its block's chain and sends the
-// reply, fitted to the client's buffer.
+// ServeDNS answers a query that came over TCP.
 func (l *listener) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	tcp, client := clientOf(w)
+	if err := w.WriteMsg(l.answer(r, client, tcp)); err != nil {
+		l.log.Debug("write reply", "client", client.String(), "err", err)
+	}
+}
+
+// answer checks a query, routes it to its block's chain and returns the
+// reply, fitted to the client's buffer.
+func (l *listener) answer(r *dns.Msg, client netip.AddrPort, tcp bool) (m *dns.Msg) {
 	l.inflight.Add(1)
 	defer l.inflight.Done()
 	defer func() {
 		if p := recover(); p != nil {
 			l.log.Error("panic answering a query", "panic", p)
 			l.metrics.panic()
-			m := new(dns.Msg)
+			m = new(dns.Msg)
 			m.SetRcode(r, dns.RcodeServerFailure)
-			_ = w.WriteMsg(m)
 		}
 	}()
-	tcp, client := clientOf(w)
 	if m := checkQuery(r); m != nil {
-		_ = w.WriteMsg(m)
-		return
+		return m
 	}
 	req := resolver.NewRequest(r, client, tcp)
-	var m *dns.Msg
 	var err error
 	if h := l.router.Load().handler(req.Name); h != nil {
 		m, err = h.Resolve(context.Background(), req)
@@ -395,9 +404,7 @@ func (l *listener) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		m = resolver.Reply(req, dns.RcodeRefused)
 	}
 	fit(m, r, tcp)
-	if err := w.WriteMsg(m); err != nil {
-		l.log.Debug("write reply", "client", client.String(), "err", err)
-	}
+	return m
 }
 
 // checkQuery returns the reply for a query we will not answer normally, or nil.

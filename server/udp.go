@@ -1,0 +1,243 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+)
+
+// udpServer answers DNS over one UDP socket.
+//
+// A few readers each read a datagram, answer it and write the reply before
+// reading again, reusing their buffers: no goroutine, session or buffer is
+// made per query. When every reader is busy (a query waiting on an upstream,
+// say), the last one to pick up a datagram starts another reader, so a slow
+// answer never holds up the others; readers beyond the base set retire once
+// others are idle again.
+//
+// On a wildcard address the socket reports each datagram's destination and
+// the reply is sent from it, so clients on hosts with several addresses get
+// their answer from the address they asked.
+type udpServer struct {
+	conn    *net.UDPConn
+	answer  func(r *dns.Msg, client netip.AddrPort) *dns.Msg
+	log     *slog.Logger
+	pktinfo bool // the socket reports destinations; replies carry them as source
+
+	base, max int32
+	readers   atomic.Int32 // running
+	stopping  atomic.Bool
+	idle      atomic.Int32 // blocked in a read
+	wg        sync.WaitGroup
+}
+
+// udpBufferSize holds the largest datagram; a reader owns one for queries
+// and one for replies.
+const udpBufferSize = dns.MaxMsgSize
+
+// oobSize holds one IPv4 or IPv6 packet-info control message.
+var oobSize = max(unix.CmsgSpace(unix.SizeofInet4Pktinfo), unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+
+func newUDPServer(conn *net.UDPConn, answer func(*dns.Msg, netip.AddrPort) *dns.Msg, log *slog.Logger, readers int) (*udpServer, error) {
+	s := &udpServer{conn: conn, answer: answer, log: log, base: int32(readers), max: 4096}
+	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && a.IP.IsUnspecified() {
+		if err := enablePktinfo(conn); err != nil {
+			return nil, fmt.Errorf("udp %s: %w", a, err)
+		}
+		s.pktinfo = true
+	}
+	return s, nil
+}
+
+// enablePktinfo asks the kernel for each datagram's destination address, for
+// both families; a socket of one family may refuse the other's option.
+func enablePktinfo(conn *net.UDPConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var err4, err6 error
+	if err := raw.Control(func(fd uintptr) {
+		err4 = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		err6 = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+	}); err != nil {
+		return err
+	}
+	if err4 != nil && err6 != nil {
+		return fmt.Errorf("asking for destination addresses: %w", errors.Join(err4, err6))
+	}
+	return nil
+}
+
+// serve runs the base readers and returns when the socket is closed and every
+// reader has finished its last query.
+func (s *udpServer) serve() {
+	for range s.base {
+		s.start(true)
+	}
+	s.wg.Wait()
+}
+
+// shutdown stops reading, lets the queries being answered send their replies
+// for up to grace, then closes the socket.
+func (s *udpServer) shutdown(grace time.Duration) {
+	s.stopping.Store(true)
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+	}
+	s.conn.Close()
+}
+
+func (s *udpServer) start(permanent bool) {
+	s.readers.Add(1)
+	s.wg.Add(1)
+	go s.read(permanent)
+}
+
+func (s *udpServer) read(permanent bool) {
+	defer s.wg.Done()
+	defer s.readers.Add(-1)
+	in := make([]byte, udpBufferSize)
+	out := make([]byte, udpBufferSize)
+	oob := make([]byte, oobSize)
+	replyOOB := make([]byte, oobSize)
+	for {
+		s.idle.Add(1)
+		n, oobn, _, client, err := s.conn.ReadMsgUDPAddrPort(in, oob)
+		idle := s.idle.Add(-1)
+		if err != nil {
+			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Debug("udp read", "err", err)
+			continue
+		}
+		if idle == 0 && s.readers.Load() < s.max {
+			s.start(false)
+		}
+		m := s.reply(in[:n], client)
+		if m != nil {
+			s.send(m, out, client, s.source(oob[:oobn], replyOOB))
+		}
+		if !permanent && s.idle.Load() > 0 {
+			return
+		}
+	}
+}
+
+// reply is the answer to one datagram, or nil when it gets none: datagrams
+// too short to be DNS and responses are dropped, so that we never take part
+// in a reflection or a loop.
+func (s *udpServer) reply(b []byte, client netip.AddrPort) *dns.Msg {
+	if len(b) < 12 {
+		return nil
+	}
+	var h dns.MsgHdr
+	h.Id = binary.BigEndian.Uint16(b)
+	bits := binary.BigEndian.Uint16(b[2:])
+	if bits&(1<<15) != 0 {
+		return nil
+	}
+	h.Opcode = int(bits>>11) & 0xF
+	if h.Opcode != dns.OpcodeQuery && h.Opcode != dns.OpcodeNotify {
+		return headerReply(h, dns.RcodeNotImplemented)
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(b); err != nil || !plausibleQuery(r) {
+		return headerReply(h, dns.RcodeFormatError)
+	}
+	return s.answer(r, client)
+}
+
+// plausibleQuery accepts one question carrying no more records than any query
+// needs: one answer (a NOTIFY's SOA), one authority record (an IXFR's SOA)
+// and two additional ones (OPT and TSIG).
+func plausibleQuery(r *dns.Msg) bool {
+	return len(r.Question) == 1 && len(r.Answer) <= 1 && len(r.Ns) <= 1 && len(r.Extra) <= 2
+}
+
+// headerReply is a reply carrying nothing but its header and rcode.
+func headerReply(h dns.MsgHdr, rcode int) *dns.Msg {
+	m := new(dns.Msg)
+	m.Id, m.Opcode, m.Response, m.Rcode = h.Id, h.Opcode, true, rcode
+	return m
+}
+
+func (s *udpServer) send(m *dns.Msg, buf []byte, client netip.AddrPort, oob []byte) {
+	b, err := m.PackBuffer(buf)
+	if err != nil {
+		s.log.Error("packing a reply", "client", client.String(), "err", err)
+		return
+	}
+	if _, _, err := s.conn.WriteMsgUDPAddrPort(b, oob, client); err != nil {
+		s.log.Debug("write reply", "client", client.String(), "err", err)
+	}
+}
+
+// source turns the destination the kernel reported for a query into the
+// control message that sends its reply from that address. It returns nil
+// when there is none, and the kernel picks the source.
+func (s *udpServer) source(oob, reply []byte) []byte {
+	if !s.pktinfo {
+		return nil
+	}
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		if h.Len < unix.SizeofCmsghdr || int(h.Len) > len(oob) {
+			return nil
+		}
+		data := oob[unix.CmsgLen(0):h.Len]
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			in := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			return pktinfo4(reply, in.Addr)
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			in := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			return pktinfo6(reply, in.Addr)
+		}
+		next := unix.CmsgSpace(int(h.Len) - unix.CmsgLen(0))
+		if next > len(oob) {
+			return nil
+		}
+		oob = oob[next:]
+	}
+	return nil
+}
+
+// pktinfo4 writes an IP_PKTINFO control message choosing src as the source.
+func pktinfo4(buf []byte, src [4]byte) []byte {
+	buf = buf[:unix.CmsgSpace(unix.SizeofInet4Pktinfo)]
+	clear(buf)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[0]))
+	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+	info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&buf[unix.CmsgLen(0)]))
+	info.Spec_dst = src
+	return buf
+}
+
+// pktinfo6 writes an IPV6_PKTINFO control message choosing src as the source.
+func pktinfo6(buf []byte, src [16]byte) []byte {
+	buf = buf[:unix.CmsgSpace(unix.SizeofInet6Pktinfo)]
+	clear(buf)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[0]))
+	h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+	info := (*unix.Inet6Pktinfo)(unsafe.Pointer(&buf[unix.CmsgLen(0)]))
+	info.Addr = src
+	return buf
+}

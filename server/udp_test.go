@@ -1,0 +1,141 @@
+package server
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// startUDP serves answer on addr with one base reader until the test ends.
+func startUDP(t *testing.T, addr string, answer func(*dns.Msg, netip.AddrPort) *dns.Msg) *net.UDPAddr {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newUDPServer(pc.(*net.UDPConn), answer, slog.New(slog.DiscardHandler), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.serve(); close(done) }()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return pc.LocalAddr().(*net.UDPAddr)
+}
+
+func echoAnswer(r *dns.Msg, _ netip.AddrPort) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	return m
+}
+
+// exchange sends datagrams on a socket connected to server, which only
+// accepts datagrams from exactly that address, and returns the first reply.
+func exchange(t *testing.T, server netip.AddrPort, datagrams ...[]byte) *dns.Msg {
+	t.Helper()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, d := range datagrams {
+		if _, err := c.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no reply from %s: %v", server, err)
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func query(name string, id uint16) []byte {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	m.Id = id
+	b, err := m.Pack()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// On a wildcard socket the reply comes from the address the client asked,
+// not from whatever address the kernel would pick: 127.0.0.2 is local, but
+// the route to it prefers 127.0.0.1 as source.
+func TestUDPRepliesFromTheAddressAsked(t *testing.T) {
+	for _, tc := range []struct{ listen, ask string }{
+		{"0.0.0.0:0", "127.0.0.2"},
+		{"[::]:0", "127.0.0.3"},
+		{"[::]:0", "::1"},
+	} {
+		t.Run(tc.listen+"→"+tc.ask, func(t *testing.T) {
+			a := startUDP(t, tc.listen, echoAnswer)
+			server := netip.AddrPortFrom(netip.MustParseAddr(tc.ask), uint16(a.Port))
+			if m := exchange(t, server, query("a.example.", 7)); m.Id != 7 || !m.Response {
+				t.Fatalf("reply %v, want the echo of query 7", m)
+			}
+		})
+	}
+}
+
+func TestUDPMalformedDatagrams(t *testing.T) {
+	header := func(id, bits, qd uint16) []byte {
+		b := make([]byte, 12)
+		binary.BigEndian.PutUint16(b, id)
+		binary.BigEndian.PutUint16(b[2:], bits)
+		binary.BigEndian.PutUint16(b[4:], qd)
+		return b
+	}
+	response := query("a.example.", 2)
+	response[2] |= 0x80
+	tests := []struct {
+		name      string
+		datagram  []byte
+		wantID    uint16 // 100: no reply, the following good query's answer comes first
+		wantRcode int
+	}{
+		{"short", []byte{1, 2, 3}, 100, dns.RcodeSuccess},
+		{"response", response, 100, dns.RcodeSuccess},
+		{"truncated question", header(3, 0, 1), 3, dns.RcodeFormatError},
+		{"update opcode", header(4, uint16(dns.OpcodeUpdate)<<11, 1), 4, dns.RcodeNotImplemented},
+		{"garbage after header", append(header(5, 0, 1), 0xff, 0xff, 0xff), 5, dns.RcodeFormatError},
+	}
+	a := startUDP(t, "127.0.0.1:0", echoAnswer)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := exchange(t, a.AddrPort(), tc.datagram, query("good.example.", 100))
+			if m.Id != tc.wantID || m.Rcode != tc.wantRcode || !m.Response {
+				t.Fatalf("first reply id %d rcode %s, want id %d rcode %s", m.Id, dns.RcodeToString[m.Rcode], tc.wantID, dns.RcodeToString[tc.wantRcode])
+			}
+		})
+	}
+}
+
+// A query stuck in its handler does not hold up the next one, even with a
+// single base reader.
+func TestUDPSlowAnswerDoesNotBlockOthers(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	a := startUDP(t, "127.0.0.1:0", func(r *dns.Msg, c netip.AddrPort) *dns.Msg {
+		if r.Question[0].Name == "slow.example." {
+			<-release
+		}
+		return echoAnswer(r, c)
+	})
+	if m := exchange(t, a.AddrPort(), query("slow.example.", 1), query("fast.example.", 2)); m.Id != 2 {
+		t.Fatalf("first reply is for query %d, want the fast query 2", m.Id)
+	}
+}
