@@ -65,6 +65,7 @@ func directives() []directive {
 		{"ready", setupReady},
 		{"health", setupHealth},
 		{"prometheus", setupPrometheus},
+		{"pprof", setupPprof},
 		{"errors", setupErrors},
 		{"log", setupLog},
 		{"loadbalance", setupLoadbalance},

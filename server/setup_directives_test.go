@@ -62,6 +62,11 @@ func TestParseDirectives(t *testing.T) {
 		{"ready two addresses", block(" ready :1 :2"), "takes at most one address"},
 		{"prometheus default", block(" prometheus"), ""},
 		{"prometheus property", block(" prometheus {\n  bogus\n }"), `Corefile:3: prometheus: unknown property "bogus"`},
+		// pprof
+		{"pprof default", block(" pprof"), ""},
+		{"pprof block", block(" pprof 127.0.0.1:6060 {\n  block 100\n }"), ""},
+		{"pprof bad rate", block(" pprof {\n  block never\n }"), `Corefile:3: pprof: block rate "never"`},
+		{"pprof unknown property", block(" pprof {\n  mutex\n }"), `Corefile:3: pprof: unknown property "mutex"`},
 		// reload, loop, loadbalance, autopath
 		{"reload default", block(" reload"), ""},
 		{"reload interval jitter", block(" reload 10s 5s"), ""},

@@ -38,3 +38,21 @@ func TestHealthSaysOK(t *testing.T) {
 		t.Fatalf("%d %q, want 200 OK", rec.Code, rec.Body.String())
 	}
 }
+
+func TestPprofServesProfiles(t *testing.T) {
+	cfg, err := ParseConfig("Corefile", []byte(".:1053 {\n pprof 127.0.0.1:6060\n}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := cfg.Blocks[0].handlers
+	if len(hs) != 1 || hs[0].addr != "127.0.0.1:6060" || hs[0].path != "/debug/pprof/" {
+		t.Fatalf("handlers %+v, want /debug/pprof/ on 127.0.0.1:6060", hs)
+	}
+	for path, want := range map[string]string{"/debug/pprof/": "goroutine", "/debug/pprof/heap?debug=1": "heap profile"} {
+		rec := httptest.NewRecorder()
+		hs[0].handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("GET %s: %d, body without %q", path, rec.Code, want)
+		}
+	}
+}
