@@ -39,7 +39,8 @@ var ipvsPeers = []rulePeer{
 			return []string{bin, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
 				"--proxy-mode", "ipvs", "--cluster-cidr", PodCIDR,
 				"--ipvs-min-sync-period", "1s", "--ipvs-sync-period", "30s",
-				"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr}
+				"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr,
+				"--iptables-variant", *flagIPTables}
 		},
 		fullSync:   "clusterdns_proxy_sync_duration_seconds",
 		lastSync:   "clusterdns_proxy_last_sync_success_timestamp_seconds",
@@ -79,12 +80,12 @@ func ipvsVM(t *testing.T) (vm.Assets, bool) {
 	return a, true
 }
 
-// ipvsTimeouts bounds one peer run: the first full sync, and each change.
-func (c config) ipvsTimeouts() (sync, change time.Duration) {
-	if *flagFull {
-		return 40 * time.Minute, 10 * time.Minute
-	}
-	return 5 * time.Minute, 2 * time.Minute
+// ipvsTimeouts bounds one peer run at a size: the first full sync, and each
+// change, which may have to wait for a full sync to end first. Under
+// emulation kube-proxy's syncs take tens of seconds at 50 Services and grow
+// with the cluster.
+func ipvsTimeouts(size int) (sync, change time.Duration) {
+	return 5*time.Minute + time.Duration(size)*240*time.Millisecond, 2*time.Minute + time.Duration(size)*60*time.Millisecond
 }
 
 // runIPVS measures both peers in IPVS mode at one cluster size, alternating,
@@ -92,7 +93,7 @@ func (c config) ipvsTimeouts() (sync, change time.Duration) {
 func runIPVS(t *testing.T, ctx context.Context, e *env, size int) {
 	e.res.Settings["ipvs"] = "one peer at a time, each in a freshly booted qemu VM (TCG: an emulated CPU, so only the ratio between peers means anything; " +
 		"1 vCPU, Debian 12 cloud kernel " + e.vm.Version + ") reaching the host's API server through one forwarded port; " +
-		"default sync periods (min 1s, full 30s); change time is API write to the end of the sync that applied it " +
+		"iptables-" + *flagIPTables + "; default sync periods (min 1s, full 30s); change time is API write to the end of the sync that applied it " +
 		"(the peer's last-sync metric on the VM's clock, checked with ipvsadm -Ln); sizes " + joinInts(e.cfg.ipvsSizes)
 	for round := range e.cfg.rounds {
 		order := slices.Clone(ipvsPeers)
@@ -139,7 +140,7 @@ func (e *env) measureIPVS(t *testing.T, ctx context.Context, peer rulePeer, size
 	if err != nil {
 		t.Fatal(err)
 	}
-	syncTimeout, changeTimeout := e.cfg.ipvsTimeouts()
+	syncTimeout, changeTimeout := ipvsTimeouts(size)
 	host := peer.bin(e.bins)
 	argv := []string{"ipvsnode", "-ca", vmConfigDir + "/ca.crt", "-token-file", vmConfigDir + "/token",
 		"-server", "https://" + vm.ForwardAddr, "-server-name", "127.0.0.1",
@@ -155,9 +156,18 @@ func (e *env) measureIPVS(t *testing.T, ctx context.Context, peer rulePeer, size
 	}
 	argv = append(argv, "--")
 	argv = append(argv, peer.argv(filepath.Base(host), vmConfigDir+"/kubeconfig")...)
-	// The node's address, on a link of its own: eth0 is the forward's.
-	script := fmt.Sprintf("ip link add node0 type dummy && ip addr add %s%s dev node0 && ip link set node0 up || exit 1\n%s\n",
-		nodeIP, nodeCIDR, shellJoin(argv))
+	// The node's address, on a link of its own: eth0 is the forward's. Both
+	// peers program IPVS mode's iptables rules with the chosen variant:
+	// kube-proxy runs whatever iptables is first in PATH.
+	script := fmt.Sprintf(`ip link add node0 type dummy && ip addr add %s%s dev node0 && ip link set node0 up || exit 1
+mkdir -p /tmp/iptables
+for family in iptables ip6tables; do
+	for suffix in "" -save -restore; do
+		ln -s /usr/sbin/$family-%s$suffix /tmp/iptables/$family$suffix || exit 1
+	done
+done
+PATH=/tmp/iptables:$PATH %s
+`, nodeIP, nodeCIDR, *flagIPTables, shellJoin(argv))
 
 	out, err := e.vm.Run(ctx, vm.Spec{
 		Binaries:  []string{host, e.bins.ipvsNode},

@@ -86,6 +86,10 @@ func newConfig() config {
 	if *flagIPVSSizes != "" {
 		c.ipvsSizes = parseSizes("-ipvs-sizes", *flagIPVSSizes)
 	}
+	// A size above the smoke cluster's needs a cluster that large.
+	if largest := slices.Max(append(slices.Clone(c.ruleSizes), c.ipvsSizes...)); largest > c.spec.ClusterIP {
+		c.spec = DefaultSpec().Scaled(largest)
+	}
 	parts := *flagParts
 	if parts == "" {
 		parts = "dns,rules,ipvs"

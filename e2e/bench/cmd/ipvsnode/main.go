@@ -75,7 +75,9 @@ func main() {
 	fs.StringVar(&o.lastSync, "last-sync", "", "gauge with the Unix time the last successful sync ended")
 	fs.Var(&o.lastLabels, "last-label", "label selecting the gauge's series; repeatable")
 	fs.DurationVar(&o.gap, "gap", 2*time.Second, "pause before each change")
-	fs.DurationVar(&o.poll, "poll", 50*time.Millisecond, "how often the metrics are read")
+	// Reading the metrics costs the peer CPU under emulation, and the
+	// times come from the metrics, not from when they were read.
+	fs.DurationVar(&o.poll, "poll", 500*time.Millisecond, "how often the metrics are read")
 	fs.DurationVar(&o.syncTimeout, "sync-timeout", 10*time.Minute, "longest wait for the first full sync")
 	fs.DurationVar(&o.changeTimeout, "change-timeout", 2*time.Minute, "longest wait for one change")
 	fs.IntVar(&o.minVirtual, "min-virtual-servers", 1, "fewer virtual servers after the first sync is a failure")
@@ -85,11 +87,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ipvsnode: want -full-sync, -last-sync and the peer's command after --")
 		os.Exit(2)
 	}
-	if err := run(o); err != nil {
+	err := run(o)
+	if err != nil {
 		fmt.Println("ipvsnode:", err)
-		if tail, err := os.ReadFile(o.peerLog); err == nil {
-			fmt.Printf("peer log (end):\n%s\n", lastBytes(string(tail), 6000))
-		}
+	}
+	if tail, err := os.ReadFile(o.peerLog); err == nil {
+		fmt.Printf("peer log (end):\n%s\n", lastBytes(string(tail), 3000))
+	}
+	if err != nil {
 		os.Exit(1)
 	}
 }
