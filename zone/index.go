@@ -53,6 +53,10 @@ type Node struct {
 	rrs  []dns.RR
 	// Extra is the additional section for SRV answers: the targets' addresses.
 	Extra []dns.RR
+	// hosts, on the name of a Service with a cluster IP, are its endpoints:
+	// their names (HOST.<this name>) are made when asked rather than kept,
+	// as they are rarely asked and would be most of the index.
+	hosts *[]endpointRecord
 	// shard is where the index keeps the node.
 	shard uint8
 }
@@ -125,7 +129,11 @@ func (s *shardSet) intersects(o shardSet) bool {
 // Index is the read-only record set built from one Cluster snapshot under one
 // set of options. A lookup is a hash and one map access.
 type Index struct {
-	shards  [shardCount]map[string]*Node
+	shards [shardCount]map[string]*Node
+	// ptrs maps endpoint addresses to the endpoint names that point back at
+	// them; their PTR records are made when asked. Spread over shards by
+	// address, and rebuilt only where a change falls, like the names.
+	ptrs    [shardCount]map[netip.Addr][]ptrTarget
 	seed    maphash.Seed
 	soa     map[string]*dns.SOA
 	options IndexOptions
@@ -150,7 +158,15 @@ type part struct {
 	slices []*EndpointSlice
 	nodes  []*Node
 	shards shardSet
+	// eps are the endpoints whose PTRs point at HOST.ptrBase; ptrShards the
+	// ptrs shards their addresses fall in.
+	eps       []endpointRecord
+	ptrBase   string
+	ptrShards shardSet
 }
+
+// ptrTarget is the endpoint name HOST.BASE a reverse name points at.
+type ptrTarget struct{ host, base string }
 
 // place assigns each node its shard and records the part's shards.
 func (p *part) place(seed maphash.Seed) {
@@ -158,11 +174,144 @@ func (p *part) place(seed maphash.Seed) {
 		n.shard = uint8(maphash.String(seed, n.Name))
 		p.shards.add(n.shard)
 	}
+	if p.ptrBase != "" {
+		for _, ep := range p.eps {
+			p.ptrShards.add(addrShard(seed, ep.addr))
+		}
+	}
+}
+
+func addrShard(seed maphash.Seed, a netip.Addr) uint8 {
+	b := a.As16()
+	return uint8(maphash.Bytes(seed, b[:]))
 }
 
 // Lookup returns the node for a lower-case, fully qualified name, or nil.
+//
+// Most names are kept ready; the endpoint names of Services with a cluster
+// IP and the reverse names of endpoint addresses are made on the spot, which
+// allocates.
 func (ix *Index) Lookup(name string) *Node {
-	return ix.shards[uint8(maphash.String(ix.seed, name))][name]
+	n := ix.shards[uint8(maphash.String(ix.seed, name))][name]
+	if strings.HasSuffix(name, ".arpa.") {
+		return ix.withEndpointPTRs(n, name)
+	}
+	if n == nil {
+		return ix.endpointName(name)
+	}
+	return n
+}
+
+// endpointName makes HOST.NAME's node from NAME's endpoints, or returns nil.
+func (ix *Index) endpointName(name string) *Node {
+	host, parent, ok := strings.Cut(name, ".")
+	if !ok {
+		return nil
+	}
+	p := ix.shards[uint8(maphash.String(ix.seed, parent))][parent]
+	if p == nil || p.hosts == nil {
+		return nil
+	}
+	var n *Node
+	for _, ep := range *p.hosts {
+		if ep.host == host {
+			if n == nil {
+				n = &Node{Name: name}
+			}
+			addAddress(n, ix.options, name, ep.addr)
+		}
+	}
+	if n != nil {
+		n.group()
+	}
+	return n
+}
+
+// withEndpointPTRs adds to a reverse name's node the PTRs of the endpoints
+// at its address.
+func (ix *Index) withEndpointPTRs(n *Node, name string) *Node {
+	a, ok := ParseReverse(name)
+	if !ok {
+		return n
+	}
+	targets := ix.ptrs[addrShard(ix.seed, a)][a]
+	if len(targets) == 0 {
+		return n
+	}
+	out := &Node{Name: name}
+	if n != nil {
+		out.add(n.rrs...)
+	}
+	for _, t := range targets {
+		out.add(&dns.PTR{Hdr: ix.options.hdr(name, dns.TypePTR), Ptr: t.host + "." + t.base})
+	}
+	out.group()
+	return out
+}
+
+// ParseReverse reads the address a reverse name (d.c.b.a.in-addr.arpa. or
+// 32 nibbles then ip6.arpa.) stands for.
+func ParseReverse(name string) (netip.Addr, bool) {
+	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa."); ok {
+		var b [4]byte
+		for i := 3; i >= 0; i-- {
+			label, tail, _ := strings.Cut(rest, ".")
+			v, ok := decimalOctet(label)
+			if !ok || (i == 0) != (tail == "") {
+				return netip.Addr{}, false
+			}
+			b[i], rest = v, tail
+		}
+		return netip.AddrFrom4(b), true
+	}
+	if rest, ok := strings.CutSuffix(name, ".ip6.arpa."); ok {
+		if len(rest) != 63 {
+			return netip.Addr{}, false
+		}
+		var b [16]byte
+		for i := 0; i < 32; i++ {
+			c := rest[2*i]
+			if i < 31 && rest[2*i+1] != '.' {
+				return netip.Addr{}, false
+			}
+			var v byte
+			switch {
+			case '0' <= c && c <= '9':
+				v = c - '0'
+			case 'a' <= c && c <= 'f':
+				v = c - 'a' + 10
+			default:
+				return netip.Addr{}, false
+			}
+			// The first nibble is the last address nibble.
+			j := 31 - i
+			if j%2 == 0 {
+				b[j/2] |= v << 4
+			} else {
+				b[j/2] |= v
+			}
+		}
+		return netip.AddrFrom16(b), true
+	}
+	return netip.Addr{}, false
+}
+
+// decimalOctet reads 0..255 written without leading zeros.
+func decimalOctet(s string) (byte, bool) {
+	if s == "" || len(s) > 3 || len(s) > 1 && s[0] == '0' {
+		return 0, false
+	}
+	v := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		v = v*10 + int(s[i]-'0')
+	}
+	if v > 255 {
+		return 0, false
+	}
+	return byte(v), true
 }
 
 // SOA returns the start-of-authority record of a zone of the index.
@@ -201,11 +350,12 @@ func BuildIndex(c *Cluster, opts IndexOptions, prev *Index) *Index {
 		cluster: c,
 		parts:   make(map[Key]*part, len(c.Services)),
 	}
-	var dirty shardSet
+	var dirty, dirtyPTRs shardSet
 	if prev == nil {
 		ix.seed = maphash.MakeSeed()
 		for i := range dirty {
 			dirty[i] = ^uint64(0)
+			dirtyPTRs[i] = ^uint64(0)
 		}
 	} else {
 		ix.seed = prev.seed
@@ -246,8 +396,10 @@ func BuildIndex(c *Cluster, opts IndexOptions, prev *Index) *Index {
 		p.place(ix.seed)
 		ix.parts[key] = p
 		dirty.union(p.shards)
+		dirtyPTRs.union(p.ptrShards)
 		if old != nil {
 			dirty.union(old.shards)
+			dirtyPTRs.union(old.ptrShards)
 		} else {
 			keysChanged = true
 		}
@@ -256,6 +408,7 @@ func BuildIndex(c *Cluster, opts IndexOptions, prev *Index) *Index {
 		for key, old := range prev.parts {
 			if _, ok := ix.parts[key]; !ok {
 				dirty.union(old.shards)
+				dirtyPTRs.union(old.ptrShards)
 				keysChanged = true
 			}
 		}
@@ -296,12 +449,35 @@ func BuildIndex(c *Cluster, opts IndexOptions, prev *Index) *Index {
 			ix.shards[s] = prev.shards[s]
 		}
 	}
+	for s := range ix.ptrs {
+		if dirtyPTRs.has(uint8(s)) {
+			ix.ptrs[s] = make(map[netip.Addr][]ptrTarget)
+		} else {
+			ix.ptrs[s] = prev.ptrs[s]
+		}
+	}
 	ix.fill(ix.apex, dirty)
 	ix.fill(ix.names, dirty)
 	for _, k := range ix.order {
-		ix.fill(ix.parts[k], dirty)
+		p := ix.parts[k]
+		ix.fill(p, dirty)
+		ix.fillPTRs(p, dirtyPTRs)
 	}
 	return ix
+}
+
+// fillPTRs adds a part's endpoint addresses that fall in dirty ptrs shards.
+func (ix *Index) fillPTRs(p *part, dirty shardSet) {
+	if p.ptrBase == "" || !p.ptrShards.intersects(dirty) {
+		return
+	}
+	for _, ep := range p.eps {
+		s := addrShard(ix.seed, ep.addr)
+		if dirty.has(s) {
+			m := ix.ptrs[s]
+			m[ep.addr] = append(m[ep.addr], ptrTarget{ep.host, p.ptrBase})
+		}
+	}
 }
 
 // fill adds a part's nodes that fall in dirty shards.
@@ -439,7 +615,10 @@ func merge(m map[string]*Node, n *Node) {
 		m[n.Name] = n
 		return
 	}
-	c := &Node{Name: n.Name, shard: n.shard}
+	c := &Node{Name: n.Name, shard: n.shard, hosts: old.hosts}
+	if c.hosts == nil {
+		c.hosts = n.hosts
+	}
 	for _, src := range []*Node{old, n} {
 		c.add(src.rrs...)
 		c.Extra = append(c.Extra, src.Extra...)
@@ -494,14 +673,20 @@ func buildServicePart(svc *Service, svcSlices []*EndpointSlice, zones []string, 
 				}
 			}
 		}
-		// Endpoint names, and reverse records pointing at them.
-		if !o.NoEndpoints {
-			for _, ep := range eps {
-				host := ep.host + "." + base
-				addAddress(get(host), o, host, ep.addr)
-				if zi == 0 {
-					addPTR(get, o, ep.addr, host)
+		// Endpoint names, and reverse records pointing at them. A headless
+		// Service's are kept (StatefulSet members are asked for by name);
+		// the rest are made when asked, from the endpoints list.
+		if !o.NoEndpoints && len(eps) > 0 {
+			if zi == 0 {
+				part.eps, part.ptrBase = eps, base
+			}
+			if svc.Headless {
+				for _, ep := range eps {
+					host := ep.host + "." + base
+					addAddress(get(host), o, host, ep.addr)
 				}
+			} else {
+				n.hosts = &part.eps
 			}
 		}
 		addSRV(get, svc, svcSlices, eps, base, o)

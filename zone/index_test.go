@@ -11,26 +11,82 @@ import (
 	"github.com/miekg/dns"
 )
 
-// dump renders every name of an index with its records, sorted.
+// dump renders every name of an index with its records, sorted: the names
+// kept and those made when asked.
 func dump(ix *Index) []string {
-	var out []string
+	names := make(map[string]bool)
 	for _, m := range ix.shards {
 		for name, n := range m {
-			var rrs []string
-			for _, t := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypePTR, dns.TypeTXT, dns.TypeNS, dns.TypeCNAME} {
-				for _, rr := range n.Records(t) {
-					rrs = append(rrs, rr.String())
+			names[name] = true
+			if n.hosts != nil {
+				for _, ep := range *n.hosts {
+					names[ep.host+"."+name] = true
 				}
 			}
-			for _, rr := range n.Extra {
-				rrs = append(rrs, "extra "+rr.String())
-			}
-			slices.Sort(rrs)
-			out = append(out, name+" => "+strings.Join(rrs, " | "))
 		}
+	}
+	for _, m := range ix.ptrs {
+		for a := range m {
+			rev, err := dns.ReverseAddr(a.String())
+			if err != nil {
+				panic(err)
+			}
+			names[rev] = true
+		}
+	}
+	var out []string
+	for name := range names {
+		n := ix.Lookup(name)
+		var rrs []string
+		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypePTR, dns.TypeTXT, dns.TypeNS, dns.TypeCNAME} {
+			for _, rr := range n.Records(t) {
+				rrs = append(rrs, rr.String())
+			}
+		}
+		for _, rr := range n.Extra {
+			rrs = append(rrs, "extra "+rr.String())
+		}
+		slices.Sort(rrs)
+		out = append(out, name+" => "+strings.Join(rrs, " | "))
 	}
 	slices.Sort(out)
 	return out
+}
+
+func TestParseReverse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want string // "" when not a reverse name of a whole address
+	}{
+		{"4.3.2.10.in-addr.arpa.", "10.2.3.4"},
+		{"0.0.0.0.in-addr.arpa.", "0.0.0.0"},
+		{"255.255.255.255.in-addr.arpa.", "255.255.255.255"},
+		{"1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", "fd00::1"},
+		{"f.e.d.c.b.a.9.8.7.6.5.4.3.2.1.0.f.e.d.c.b.a.9.8.7.6.5.4.3.2.1.0.ip6.arpa.", "123:4567:89ab:cdef:123:4567:89ab:cdef"},
+		{"3.2.10.in-addr.arpa.", ""},
+		{"5.4.3.2.10.in-addr.arpa.", ""},
+		{"256.3.2.10.in-addr.arpa.", ""},
+		{"04.3.2.10.in-addr.arpa.", ""},
+		{"x.3.2.10.in-addr.arpa.", ""},
+		{"..2.10.in-addr.arpa.", ""},
+		{"0.d.f.ip6.arpa.", ""},
+		{"g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", ""},
+		{"10.0.0.1.example.", ""},
+	} {
+		got, ok := ParseReverse(tc.name)
+		if tc.want == "" {
+			if ok {
+				t.Errorf("%s: got %s, want no address", tc.name, got)
+			}
+			continue
+		}
+		if !ok || got != netip.MustParseAddr(tc.want) {
+			t.Errorf("%s: got %s %v, want %s", tc.name, got, ok, tc.want)
+		}
+		if rev, _ := dns.ReverseAddr(tc.want); rev != tc.name {
+			t.Errorf("test case %s is not miekg's spelling %s", tc.name, rev)
+		}
+	}
 }
 
 // An index built from the previous one must equal one built from scratch,
