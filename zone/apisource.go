@@ -11,9 +11,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -41,7 +38,7 @@ const apiPodFieldSelector = "status.phase!=Succeeded,status.phase!=Failed"
 // so the last state keeps being served and no empty snapshot is published in
 // between.
 type APISource struct {
-	client            kubernetes.Interface
+	listWatch         ListWatchFunc
 	startupTimeout    time.Duration
 	serviceSelector   labels.Selector // nil selects everything
 	namespaceSelector labels.Selector // nil selects everything
@@ -62,17 +59,17 @@ func NewAPISource(cfg APIConfig) (*APISource, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := kubernetes.NewForConfig(restConfig)
+	lw, err := restListWatch(restConfig)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
-	return NewAPISourceForClient(client, cfg)
+	return NewAPISourceForListWatch(lw, cfg)
 }
 
-// NewAPISourceForClient returns a source reading through an existing client;
-// cfg's connection fields are ignored. Tests pass a fake clientset here.
-func NewAPISourceForClient(client kubernetes.Interface, cfg APIConfig) (*APISource, error) {
-	s := &APISource{client: client, startupTimeout: cfg.StartupTimeout, watchPods: cfg.WatchPods}
+// NewAPISourceForListWatch returns a source reading through lw; cfg's
+// connection fields are ignored. Tests pass a fake clientset's here.
+func NewAPISourceForListWatch(lw ListWatchFunc, cfg APIConfig) (*APISource, error) {
+	s := &APISource{listWatch: lw, startupTimeout: cfg.StartupTimeout, watchPods: cfg.WatchPods}
 	var err error
 	if s.serviceSelector, err = parseSelector(cfg.Labels); err != nil {
 		return nil, fmt.Errorf("labels: %w", err)
@@ -270,10 +267,14 @@ func (s *APISource) kinds() []apiKind {
 	kinds := []apiKind{
 		{
 			name:     "services",
-			informer: coreinformers.NewFilteredServiceInformer(s.client, metav1.NamespaceAll, 0, byNamespace, selectServices),
+			informer: cache.NewSharedIndexInformer(s.listWatch(ResourceServices, selectServices), &corev1.Service{}, 0, byNamespace),
 			transform: func(obj any) any {
 				if in, ok := obj.(*corev1.Service); ok {
 					svc := ServiceFromAPI(in)
+					// A selector only serves deriving endpoints from
+					// manifests; the API has the real slices. At 10k
+					// Services the maps are 4 MB.
+					svc.Selector = nil
 					svc.Updated = observedUpdate(svc.Updated, time.Now())
 					return newCached(&in.ObjectMeta, svc)
 				}
@@ -284,7 +285,7 @@ func (s *APISource) kinds() []apiKind {
 		},
 		{
 			name:     "endpointslices",
-			informer: discoveryinformers.NewFilteredEndpointSliceInformer(s.client, metav1.NamespaceAll, 0, byNamespace, selectServices),
+			informer: cache.NewSharedIndexInformer(s.listWatch(ResourceEndpointSlices, selectServices), &discoveryv1.EndpointSlice{}, 0, byNamespace),
 			transform: func(obj any) any {
 				if in, ok := obj.(*discoveryv1.EndpointSlice); ok {
 					slice := SliceFromAPI(in)
@@ -298,11 +299,11 @@ func (s *APISource) kinds() []apiKind {
 		},
 		{
 			name: "namespaces",
-			informer: coreinformers.NewFilteredNamespaceInformer(s.client, 0, cache.Indexers{}, func(o *metav1.ListOptions) {
+			informer: cache.NewSharedIndexInformer(s.listWatch(ResourceNamespaces, func(o *metav1.ListOptions) {
 				if s.namespaceSelector != nil {
 					o.LabelSelector = s.namespaceSelector.String()
 				}
-			}),
+			}), &corev1.Namespace{}, 0, cache.Indexers{}),
 			transform: func(obj any) any {
 				if in, ok := obj.(*corev1.Namespace); ok {
 					return newCached(&in.ObjectMeta, NamespaceFromAPI(in))
@@ -316,9 +317,9 @@ func (s *APISource) kinds() []apiKind {
 	if s.watchPods {
 		kinds = append(kinds, apiKind{
 			name: "pods",
-			informer: coreinformers.NewFilteredPodInformer(s.client, metav1.NamespaceAll, 0, byNamespace, func(o *metav1.ListOptions) {
+			informer: cache.NewSharedIndexInformer(s.listWatch(ResourcePods, func(o *metav1.ListOptions) {
 				o.FieldSelector = apiPodFieldSelector
-			}),
+			}), &corev1.Pod{}, 0, byNamespace),
 			transform: func(obj any) any {
 				if in, ok := obj.(*corev1.Pod); ok {
 					pod := PodFromAPI(in)

@@ -12,6 +12,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -119,7 +121,7 @@ func TestAPISourcePublishesOnlyAfterSyncAndFollowsChanges(t *testing.T) {
 		apiService("shop", "web", "10.96.0.10", nil),
 		apiSlice("shop", "web-1", "web", "10.1.0.1"),
 	)
-	src, err := NewAPISourceForClient(client, APIConfig{StartupTimeout: 5 * time.Second})
+	src, err := NewAPISourceForListWatch(fakeListWatch(client), APIConfig{StartupTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +184,7 @@ func TestAPISourceWatchesPodsOnlyWhenAsked(t *testing.T) {
 	}
 	for _, watch := range []bool{false, true} {
 		client := fake.NewClientset(pod.DeepCopy())
-		src, err := NewAPISourceForClient(client, APIConfig{WatchPods: watch})
+		src, err := NewAPISourceForListWatch(fakeListWatch(client), APIConfig{WatchPods: watch})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +204,7 @@ func TestAPISourceWatchesPodsOnlyWhenAsked(t *testing.T) {
 
 func TestAPISourceRejectsBadSelectors(t *testing.T) {
 	for _, cfg := range []APIConfig{{Labels: "app in (web"}, {NamespaceLabels: "=x"}} {
-		if _, err := NewAPISourceForClient(fake.NewClientset(), cfg); err == nil {
+		if _, err := NewAPISourceForListWatch(fakeListWatch(fake.NewClientset()), cfg); err == nil {
 			t.Errorf("%+v: no error for a malformed selector", cfg)
 		}
 	}
@@ -211,7 +213,7 @@ func TestAPISourceRejectsBadSelectors(t *testing.T) {
 // The handlers are tested directly for what the fake API cannot show: a
 // re-list, tombstones, and namespaces moving in and out of namespace_labels.
 func TestAPIStateHandlers(t *testing.T) {
-	src, err := NewAPISourceForClient(fake.NewClientset(), APIConfig{NamespaceLabels: "dns=on"})
+	src, err := NewAPISourceForListWatch(fakeListWatch(fake.NewClientset()), APIConfig{NamespaceLabels: "dns=on"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +268,7 @@ func TestAPIStateHandlers(t *testing.T) {
 }
 
 func TestTransformSlimsAndIsIdempotent(t *testing.T) {
-	src, err := NewAPISourceForClient(fake.NewClientset(), APIConfig{})
+	src, err := NewAPISourceForListWatch(fakeListWatch(fake.NewClientset()), APIConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,5 +377,49 @@ current-context: first
 		if tt.cfg.CertFile != "" && (got.CertFile != "c" || got.KeyFile != "k" || got.CAFile != "ca") {
 			t.Errorf("%s: tls files = %q %q %q", tt.name, got.CertFile, got.KeyFile, got.CAFile)
 		}
+	}
+}
+
+// fakeListWatch reads a fake clientset the way restListWatch reads a server.
+func fakeListWatch(c kubernetes.Interface) ListWatchFunc {
+	return func(resource string, tweak func(*metav1.ListOptions)) cache.ListerWatcher {
+		var list func(context.Context, metav1.ListOptions) (runtime.Object, error)
+		var watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)
+		switch resource {
+		case ResourceServices:
+			cl := c.CoreV1().Services("")
+			list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return cl.List(ctx, o) }
+			watchFn = cl.Watch
+		case ResourceEndpointSlices:
+			cl := c.DiscoveryV1().EndpointSlices("")
+			list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return cl.List(ctx, o) }
+			watchFn = cl.Watch
+		case ResourceNamespaces:
+			cl := c.CoreV1().Namespaces()
+			list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return cl.List(ctx, o) }
+			watchFn = cl.Watch
+		case ResourcePods:
+			cl := c.CoreV1().Pods("")
+			list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return cl.List(ctx, o) }
+			watchFn = cl.Watch
+		default:
+			panic("unknown resource " + resource)
+		}
+		// The fake clientset cannot stream lists; it says so, and the
+		// reflector lists and watches instead.
+		return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				if tweak != nil {
+					tweak(&o)
+				}
+				return list(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				if tweak != nil {
+					tweak(&o)
+				}
+				return watchFn(ctx, o)
+			},
+		}, c)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -20,7 +21,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"sigs.k8s.io/yaml"
 )
 
@@ -270,12 +271,17 @@ func decodeInto(out *manifestObjects, js []byte, log *slog.Logger, file string, 
 		log.Debug("manifest object skipped", "file", file, "line", doc.line, "kind", meta.Kind)
 		return nil
 	}
-	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil)
+	obj, _, err := manifestDecoder().Decode(js, nil, nil)
 	if err != nil {
 		return positionError(file, doc, err)
 	}
 	return keep(out, obj, file, doc)
 }
+
+// manifestDecoder reads the kinds a manifests folder contributes.
+var manifestDecoder = sync.OnceValue(func() runtime.Decoder {
+	return serializer.NewCodecFactory(newAPIScheme()).UniversalDeserializer()
+})
 
 func keep(out *manifestObjects, obj runtime.Object, file string, doc document) error {
 	switch o := obj.(type) {
