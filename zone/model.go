@@ -47,7 +47,8 @@ type Service struct {
 	ExternalName string
 	ExternalIPs  []netip.Addr
 	Ports        []ServicePort
-	// Selector is nil when the Service has none (its endpoints are managed by hand).
+	// Selector is nil when the Service has none (its endpoints are managed by
+	// hand) and in Services from the API source, which never derives slices.
 	Selector                 map[string]string
 	PublishNotReadyAddresses bool
 	// AffinityTimeout is the ClientIP session affinity timeout in seconds; zero
