@@ -3,6 +3,7 @@ package zone
 import (
 	"net/netip"
 	"time"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -75,7 +76,16 @@ func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
 		Service:     in.Labels[ServiceNameLabel],
 		AddressType: AddressType(in.AddressType),
 		Updated:     lastUpdate(&in.ObjectMeta),
+		Ports:       make([]EndpointPort, 0, len(in.Ports)),
+		Endpoints:   make([]Endpoint, 0, len(in.Endpoints)),
 	}
+	// One array holds every endpoint's addresses: a large cluster has tens
+	// of thousands of endpoints, nearly all with one address each.
+	n := 0
+	for _, e := range in.Endpoints {
+		n += len(e.Addresses)
+	}
+	addrs := make([]netip.Addr, 0, n)
 	for _, p := range in.Ports {
 		ep := EndpointPort{Protocol: ProtocolTCP}
 		if p.Name != nil {
@@ -90,8 +100,10 @@ func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
 		s.Ports = append(s.Ports, ep)
 	}
 	for _, e := range in.Endpoints {
+		first := len(addrs)
+		addrs = appendAddrs(addrs, e.Addresses)
 		out := Endpoint{
-			Addresses: parseAddrs(e.Addresses),
+			Addresses: addrs[first:len(addrs):len(addrs)],
 			// A nil ready condition means ready, per the EndpointSlice API.
 			Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
 			Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
@@ -104,7 +116,8 @@ func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
 			out.Hostname = *e.Hostname
 		}
 		if e.NodeName != nil {
-			out.NodeName = *e.NodeName
+			// Thousands of endpoints share a few node names.
+			out.NodeName = unique.Make(*e.NodeName).Value()
 		}
 		if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
 			out.PodName = e.TargetRef.Name
@@ -158,7 +171,14 @@ func protocolOf(p corev1.Protocol) Protocol {
 }
 
 func parseAddrs(in []string) []netip.Addr {
-	var out []netip.Addr
+	if len(in) == 0 {
+		return nil
+	}
+	return appendAddrs(make([]netip.Addr, 0, len(in)), in)
+}
+
+// appendAddrs appends the addresses that parse, IPv4 ones unmapped.
+func appendAddrs(out []netip.Addr, in []string) []netip.Addr {
 	for _, s := range in {
 		if a, err := netip.ParseAddr(s); err == nil {
 			out = append(out, a.Unmap())

@@ -738,9 +738,9 @@ func addSRV(get func(string) *Node, svc *Service, slices []*EndpointSlice, eps [
 			}
 		} else {
 			srv = append(srv, &dns.SRV{Hdr: o.hdr("", dns.TypeSRV), Priority: 0, Weight: 100, Port: uint16(sp.Port), Target: base})
-			for _, ip := range svc.ClusterIPs {
-				extra = append(extra, addressRR(o, base, ip))
-			}
+			// The targets' addresses are the Service's own records.
+			extra = append(extra, baseNode.Records(dns.TypeA)...)
+			extra = append(extra, baseNode.Records(dns.TypeAAAA)...)
 		}
 		baseNode.add(withOwner(srv, base)...)
 		baseNode.Extra = appendUnique(baseNode.Extra, extra)
@@ -818,8 +818,12 @@ func appendUnique(dst, src []dns.RR) []dns.RR {
 // readyEndpoints lists a Service's ready endpoint addresses across its slices,
 // one per address, sorted for stable answers.
 func readyEndpoints(svc *Service, slices []*EndpointSlice, o IndexOptions) []endpointRecord {
-	seen := make(map[netip.Addr]bool)
-	var out []endpointRecord
+	n := 0
+	for _, s := range slices {
+		n += len(s.Endpoints)
+	}
+	seen := make(map[netip.Addr]bool, n)
+	out := make([]endpointRecord, 0, n)
 	for _, s := range slices {
 		if s.AddressType == AddressFQDN {
 			continue
