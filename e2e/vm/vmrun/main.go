@@ -26,6 +26,7 @@ func main() {
 	memory := flag.Int("memory", 0, "VM memory in MiB (0: default)")
 	cpus := flag.Int("cpus", 0, "virtual CPUs (0: default)")
 	console := flag.Bool("console", false, "print the whole serial console")
+	forward := flag.String("forward", "", "host loopback address:port the guest reaches at "+vm.ForwardAddr+" (its only way out)")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: vmrun [flags] script.sh")
@@ -58,6 +59,7 @@ func main() {
 		Timeout:   *timeout,
 		MemoryMiB: *memory,
 		CPUs:      *cpus,
+		Forward:   *forward,
 	})
 	if *console {
 		fmt.Print(out.Console)
