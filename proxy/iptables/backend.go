@@ -403,6 +403,9 @@ func (b *Backend) readKernel(ctx context.Context, f proxy.Family) (chains, hookL
 func ownedInSave(data []byte) (chains []string, hookRules []string) {
 	for _, line := range strings.Split(string(data), "\n") {
 		switch {
+		case strings.HasPrefix(line, ":"+ipvsChainPrefix) || strings.Contains(line, "-j "+ipvsChainPrefix):
+			// IPVS mode's: cleaning up before it starts must not cut its
+			// traffic; its own cleanup removes them.
 		case strings.HasPrefix(line, ":"+chainPrefix):
 			name, _, _ := strings.Cut(line[1:], " ")
 			chains = append(chains, name)
@@ -413,8 +416,12 @@ func ownedInSave(data []byte) (chains []string, hookRules []string) {
 	return chains, hookRules
 }
 
+// ipvsChainPrefix names the IPVS mode's chains, which share our prefix.
+const ipvsChainPrefix = "CDNS-IPVS-"
+
 // Cleanup implements proxy.Backend: for each family, one restore deletes the
-// hook rules and every CDNS- chain found in the kernel, whoever made them.
+// hook rules and every CDNS- chain found in the kernel, whoever made them,
+// apart from IPVS mode's CDNS-IPVS- chains.
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

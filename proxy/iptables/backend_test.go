@@ -431,6 +431,28 @@ func TestCleanupRemovesEverything(t *testing.T) {
 	}
 }
 
+// Starting IPVS mode cleans up after iptables mode; that must leave IPVS
+// mode's own chains (from its previous run) in place.
+func TestCleanupLeavesIPVSModeChains(t *testing.T) {
+	fake := NewFakeRunner()
+	ctx := context.Background()
+	ipvsRules := "*nat\n:CDNS-IPVS-SERVICES - [0:0]\n-A PREROUTING -j CDNS-IPVS-SERVICES\n-A CDNS-IPVS-SERVICES -j RETURN\nCOMMIT\n"
+	if err := fake.Restore(ctx, proxy.IPv4, []byte(ipvsRules)); err != nil {
+		t.Fatal(err)
+	}
+	withIPVS := fake.Dump(proxy.IPv4)
+	b := New(Config{Runner: fake})
+	if _, err := b.Sync(ctx, modelOf(clusterIPSvc), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := New(Config{Runner: fake}).Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := fake.Dump(proxy.IPv4); got != withIPVS {
+		t.Errorf("after cleanup:\n%s", lineDiff(got, withIPVS))
+	}
+}
+
 func TestDryRunChangesNothing(t *testing.T) {
 	fake := NewFakeRunner()
 	b := New(Config{Runner: fake})
