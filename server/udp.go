@@ -41,9 +41,11 @@ type udpServer struct {
 	wg        sync.WaitGroup
 }
 
-// udpBufferSize holds the largest datagram; a reader owns one for queries
-// and one for replies.
-const udpBufferSize = dns.MaxMsgSize
+// udpBufferSize is what a reader keeps for a query and for a reply. Queries
+// are far smaller; a reply larger than this (the client allowed it with
+// EDNS0) is packed into a buffer of its own. Small buffers keep thousands of
+// readers, when upstreams are slow, to a few megabytes.
+const udpBufferSize = dns.DefaultMsgSize
 
 // oobSize holds one IPv4 or IPv6 packet-info control message.
 var oobSize = max(unix.CmsgSpace(unix.SizeofInet4Pktinfo), unix.CmsgSpace(unix.SizeofInet6Pktinfo))
