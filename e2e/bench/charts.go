@@ -126,11 +126,11 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 			}
 			return series{peer, v}
 		}
-		if err := draw("ipvs-change.png", "IPVS mode, one endpoint change: API write to applied (emulated CPU)", "ms", groups,
+		if err := draw("ipvs-change.png", "IPVS: one endpoint change applied (emulated CPU)", "ms", groups,
 			[]series{per(PeerOurProxyIPVS, MetricChange), per(PeerKubeProxyIPVS, MetricChange)}); err != nil {
 			return written, err
 		}
-		if err := draw("ipvs-sync.png", "IPVS mode, full sync (emulated CPU)", "s", groups,
+		if err := draw("ipvs-sync.png", "IPVS: full sync (emulated CPU)", "s", groups,
 			[]series{per(PeerOurProxyIPVS, MetricFullSync), per(PeerKubeProxyIPVS, MetricFullSync)}); err != nil {
 			return written, err
 		}
