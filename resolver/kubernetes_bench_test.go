@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -144,6 +145,40 @@ func BenchmarkIndexBuild(b *testing.B) {
 					Endpoints: []zone.Endpoint{{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)})}, Ready: true}}})
 				prev = zone.BuildIndex(builder.Snapshot(), opts, prev)
 			}
+		})
+	}
+}
+
+// BenchmarkIndexMemory reports the heap an index holds for the peer
+// benchmark's cluster shape: n ClusterIP Services and n/10 headless ones, 5
+// ready endpoints each (the snapshot itself is not counted).
+func BenchmarkIndexMemory(b *testing.B) {
+	opts := zone.IndexOptions{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			builder := bigBuilder(n)
+			for i := 0; i < n; i++ {
+				ns, name := fmt.Sprintf("ns-%d", i%100), fmt.Sprintf("svc-%d", i)
+				var eps []zone.Endpoint
+				for j := 0; j < 5; j++ {
+					eps = append(eps, zone.Endpoint{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 200 + byte(j), byte(i >> 8), byte(i)})}, Ready: true})
+				}
+				builder.SetSlice(&zone.EndpointSlice{Key: zone.Key{Namespace: ns, Name: name + "-1"}, Service: name, AddressType: zone.AddressIPv4,
+					Ports: []zone.EndpointPort{{Name: "http", Protocol: zone.ProtocolTCP, Port: 8080}}, Endpoints: eps})
+			}
+			c := builder.Snapshot()
+			var before, after runtime.MemStats
+			var held uint64
+			for b.Loop() {
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				ix := zone.BuildIndex(c, opts, nil)
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				held = after.HeapAlloc - before.HeapAlloc
+				runtime.KeepAlive(ix)
+			}
+			b.ReportMetric(float64(held)/(1<<20), "MiB/index")
 		})
 	}
 }
