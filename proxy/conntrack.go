@@ -36,8 +36,18 @@ func StaleUDPFlows(before, after *Model) []StaleFlow {
 	if before == nil {
 		return nil
 	}
+	olds := before.Ports
+	if after.BaseID == before.ID {
+		// after lists what changed since before: only those can differ.
+		olds = make([]*ServicePort, 0, len(after.Changes))
+		for _, k := range after.Changes {
+			if old := before.Lookup(k); old != nil {
+				olds = append(olds, old)
+			}
+		}
+	}
 	var out []StaleFlow
-	for _, old := range before.Ports {
+	for _, old := range olds {
 		if old.Protocol != "UDP" {
 			continue
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/clusterdns/clusterdns/zone"
@@ -117,17 +118,35 @@ type Model struct {
 	// Ports is sorted by key, so that everything rendered from it is
 	// deterministic.
 	Ports []*ServicePort
-	byKey map[PortKey]*ServicePort
+	// index is each key's position in Ports; models with the same keys share it.
+	index map[PortKey]int
+	// sources remembers what each Service's ports were built from, so that
+	// the next model reuses them when neither the Service nor its slices
+	// changed.
+	sources map[zone.Key]*portSource
 
 	// ID identifies the model; BaseID is the ID of the model Changes is
 	// relative to, zero when there is none.
 	ID, BaseID uint64
-	// Changes lists the keys added, changed or removed since the base model.
+	// Changes lists the keys added, changed or removed since the base model,
+	// in key order.
 	Changes []PortKey
 }
 
+// portSource is one Service's ports and the objects they were built from.
+type portSource struct {
+	svc    *zone.Service
+	slices []*zone.EndpointSlice
+	ports  []*ServicePort
+}
+
 // Lookup returns the service port with the key, or nil.
-func (m *Model) Lookup(k PortKey) *ServicePort { return m.byKey[k] }
+func (m *Model) Lookup(k PortKey) *ServicePort {
+	if i, ok := m.index[k]; ok {
+		return m.Ports[i]
+	}
+	return nil
+}
 
 // Family returns the ports of one family, in key order.
 func (m *Model) Family(f Family) []*ServicePort {
@@ -145,15 +164,14 @@ func (m *Model) Family(f Family) []*ServicePort {
 // lists the difference.
 func NewModel(prev *Model, ports []*ServicePort) *Model {
 	sort.Slice(ports, func(i, j int) bool { return ports[i].Key.less(ports[j].Key) })
-	m := &Model{Ports: ports, byKey: make(map[PortKey]*ServicePort, len(ports)), ID: rand.Uint64() | 1}
+	m := &Model{Ports: ports, index: make(map[PortKey]int, len(ports)), ID: rand.Uint64() | 1}
 	for i, p := range ports {
-		m.byKey[p.Key] = p
+		m.index[p.Key] = i
 		if prev == nil {
 			continue
 		}
-		if old := prev.byKey[p.Key]; old != nil && old.Equal(p) {
+		if old := prev.Lookup(p.Key); old != nil && old.Equal(p) {
 			ports[i] = old
-			m.byKey[p.Key] = old
 		} else {
 			m.Changes = append(m.Changes, p.Key)
 		}
@@ -162,11 +180,12 @@ func NewModel(prev *Model, ports []*ServicePort) *Model {
 		m.BaseID = prev.ID
 		if len(ports)-len(m.Changes) < len(prev.Ports) {
 			for _, p := range prev.Ports {
-				if m.byKey[p.Key] == nil {
+				if _, ok := m.index[p.Key]; !ok {
 					m.Changes = append(m.Changes, p.Key)
 				}
 			}
 		}
+		sort.Slice(m.Changes, func(i, j int) bool { return m.Changes[i].less(m.Changes[j]) })
 	}
 	return m
 }
@@ -175,37 +194,120 @@ func NewModel(prev *Model, ports []*ServicePort) *Model {
 // it is not nil. Headless and ExternalName Services are left out (they have
 // no virtual address); a Service port whose endpoints do not declare it gets
 // no endpoints, as kube-proxy does.
+//
+// Services whose object and slices are the ones prev was built from keep
+// prev's ports without being looked at again, and when no port appeared or
+// went away the new model reuses prev's order and index: an endpoint change
+// costs a pass of pointer comparisons, not a rebuild of every port.
 func BuildModel(prev *Model, c *zone.Cluster) *Model {
-	var ports []*ServicePort
 	if c == nil {
 		return NewModel(prev, nil)
 	}
-	for _, svc := range c.Services {
+	sources := make(map[zone.Key]*portSource, len(c.Services))
+	var rebuilt []*portSource
+	for key, svc := range c.Services {
 		if svc.Type == zone.TypeExternalName || svc.Headless || len(svc.ClusterIPs) == 0 {
 			continue
 		}
-		slices := c.SlicesFor(svc.Key)
-		for _, ip := range svc.ClusterIPs {
-			family := FamilyOf(ip)
-			external := externalIPs(svc.ExternalIPs, family)
-			for _, sp := range svc.Ports {
-				p := &ServicePort{
-					Key:             PortKey{Service: svc.Key, Port: sp.Name, Family: family},
-					Protocol:        sp.Protocol,
-					ClusterIP:       ip.Unmap(),
-					Port:            uint16(sp.Port),
-					AffinitySeconds: svc.AffinityTimeout,
-					ExternalIPs:     external,
-					Endpoints:       selectEndpoints(slices, sp, family),
-				}
-				if svc.Type == zone.TypeNodePort || svc.Type == zone.TypeLoadBalancer {
-					p.NodePort = uint16(sp.NodePort)
-				}
-				ports = append(ports, p)
+		slices := c.SlicesFor(key)
+		if prev != nil {
+			if s := prev.sources[key]; s != nil && s.svc == svc && sameSlices(s.slices, slices) {
+				sources[key] = s
+				continue
+			}
+		}
+		s := &portSource{svc: svc, slices: slices, ports: servicePorts(svc, slices)}
+		sources[key] = s
+		rebuilt = append(rebuilt, s)
+	}
+	if m := patchModel(prev, sources, rebuilt); m != nil {
+		return m
+	}
+	var ports []*ServicePort
+	for _, s := range sources {
+		ports = append(ports, s.ports...)
+	}
+	m := NewModel(prev, ports)
+	m.sources = sources
+	// NewModel swapped unchanged ports for prev's objects; the sources must
+	// hold the same objects for the next comparison by pointer.
+	for _, s := range rebuilt {
+		for i, p := range s.ports {
+			s.ports[i] = m.Lookup(p.Key)
+		}
+	}
+	return m
+}
+
+// patchModel builds the model from prev when the rebuilt Services kept
+// exactly their port keys and no Service came or went; it returns nil when
+// they did not and the model must be rebuilt.
+func patchModel(prev *Model, sources map[zone.Key]*portSource, rebuilt []*portSource) *Model {
+	if prev == nil || prev.sources == nil || len(sources) != len(prev.sources) {
+		return nil
+	}
+	for _, s := range rebuilt {
+		old := prev.sources[s.svc.Key]
+		if old == nil || len(old.ports) != len(s.ports) {
+			return nil
+		}
+		for i := range s.ports {
+			if s.ports[i].Key != old.ports[i].Key {
+				return nil
 			}
 		}
 	}
-	return NewModel(prev, ports)
+	m := &Model{Ports: slices.Clone(prev.Ports), index: prev.index, sources: sources, ID: rand.Uint64() | 1, BaseID: prev.ID}
+	for _, s := range rebuilt {
+		for i, p := range s.ports {
+			at := prev.index[p.Key]
+			if old := prev.Ports[at]; old.Equal(p) {
+				s.ports[i] = old
+				continue
+			}
+			m.Ports[at] = p
+			m.Changes = append(m.Changes, p.Key)
+		}
+	}
+	sort.Slice(m.Changes, func(i, j int) bool { return m.Changes[i].less(m.Changes[j]) })
+	return m
+}
+
+// servicePorts builds a Service's ports, per cluster IP family and port.
+func servicePorts(svc *zone.Service, slices []*zone.EndpointSlice) []*ServicePort {
+	var out []*ServicePort
+	for _, ip := range svc.ClusterIPs {
+		family := FamilyOf(ip)
+		external := externalIPs(svc.ExternalIPs, family)
+		for _, sp := range svc.Ports {
+			p := &ServicePort{
+				Key:             PortKey{Service: svc.Key, Port: sp.Name, Family: family},
+				Protocol:        sp.Protocol,
+				ClusterIP:       ip.Unmap(),
+				Port:            uint16(sp.Port),
+				AffinitySeconds: svc.AffinityTimeout,
+				ExternalIPs:     external,
+				Endpoints:       selectEndpoints(slices, sp, family),
+			}
+			if svc.Type == zone.TypeNodePort || svc.Type == zone.TypeLoadBalancer {
+				p.NodePort = uint16(sp.NodePort)
+			}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func sameSlices(a, b []*zone.EndpointSlice) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // externalIPs picks a Service's external IPs of one family, sorted.

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sort"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/zone"
@@ -76,9 +79,11 @@ func TestBuildModel(t *testing.T) {
 		t.Errorf("dns IPv6 endpoints %v", got)
 	}
 
-	// With no ready endpoint, the serving terminating ones take over.
-	v4.Endpoints = v4.Endpoints[3:]
-	m2 := BuildModel(m, snapshot([]*zone.Service{web, headless, external}, v4, v6))
+	// With no ready endpoint, the serving terminating ones take over. (A
+	// source never edits an object a snapshot holds: a change is a new one.)
+	changed := *v4
+	changed.Endpoints = v4.Endpoints[3:]
+	m2 := BuildModel(m, snapshot([]*zone.Service{web, headless, external}, &changed, v6))
 	if got := m2.Lookup(http4.Key).Endpoints; !slices.Equal(got, []netip.AddrPort{netip.MustParseAddrPort("172.16.0.4:8080")}) {
 		t.Errorf("fallback endpoints %v, want the terminating serving one", got)
 	}
@@ -155,5 +160,84 @@ func TestStaleFilterMatches(t *testing.T) {
 		if got := f.matches(ap(tc.origDst), ap(tc.replySrc)); got != tc.want {
 			t.Errorf("flow to %s answered by %s: match %v, want %v", tc.origDst, tc.replySrc, got, tc.want)
 		}
+	}
+}
+
+// A model built from the previous one equals one built from scratch, and its
+// Changes are exactly the ports that differ, whatever changed in between.
+func TestIncrementalModelMatchesFullBuild(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	b := zone.NewBuilder()
+	key := func(i int) zone.Key { return zone.Key{Namespace: "ns", Name: fmt.Sprintf("s%d", i)} }
+	service := func(i int) *zone.Service {
+		s := &zone.Service{Key: key(i), Type: zone.TypeClusterIP,
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(i)})},
+			Ports:      []zone.ServicePort{{Name: "a", Protocol: zone.ProtocolTCP, Port: 80}}}
+		switch rng.IntN(5) {
+		case 0:
+			s.Headless, s.ClusterIPs = true, nil
+		case 1:
+			s.Ports = append(s.Ports, zone.ServicePort{Name: "b", Protocol: zone.ProtocolUDP, Port: 53})
+		case 2:
+			s.ClusterIPs = append(s.ClusterIPs, netip.MustParseAddr(fmt.Sprintf("fd00::%x", i)))
+		case 3:
+			s.AffinityTimeout = int32(rng.IntN(3)) * 100
+		}
+		return s
+	}
+	slice := func(i int) *zone.EndpointSlice {
+		s := &zone.EndpointSlice{Key: zone.Key{Namespace: "ns", Name: fmt.Sprintf("s%d-x", i)}, Service: fmt.Sprintf("s%d", i),
+			AddressType: zone.AddressIPv4, Ports: []zone.EndpointPort{{Name: "a", Protocol: zone.ProtocolTCP, Port: 8080}, {Name: "b", Protocol: zone.ProtocolUDP, Port: 5353}}}
+		for j := 0; j < rng.IntN(4); j++ {
+			s.Endpoints = append(s.Endpoints, zone.Endpoint{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{172, 16, 0, byte(rng.IntN(8))})}, Ready: rng.IntN(4) > 0})
+		}
+		return s
+	}
+	var prev *Model
+	for step := 0; step < 400; step++ {
+		i := rng.IntN(30)
+		switch rng.IntN(6) {
+		case 0, 1:
+			b.SetService(service(i))
+		case 2, 3:
+			b.SetSlice(slice(i))
+		case 4:
+			b.DeleteService(key(i))
+		case 5:
+			b.DeleteSlice(zone.Key{Namespace: "ns", Name: fmt.Sprintf("s%d-x", i)})
+		}
+		c := b.Snapshot()
+		inc, full := BuildModel(prev, c), BuildModel(nil, c)
+		if len(inc.Ports) != len(full.Ports) {
+			t.Fatalf("step %d: %d ports, a full build has %d", step, len(inc.Ports), len(full.Ports))
+		}
+		for j, p := range full.Ports {
+			if !inc.Ports[j].Equal(p) || inc.Lookup(p.Key) != inc.Ports[j] {
+				t.Fatalf("step %d: port %d is %+v, a full build has %+v", step, j, inc.Ports[j], p)
+			}
+		}
+		if prev != nil {
+			var want []PortKey
+			for _, p := range full.Ports {
+				if !prev.Lookup(p.Key).Equal(p) {
+					want = append(want, p.Key)
+				}
+			}
+			for _, p := range prev.Ports {
+				if full.Lookup(p.Key) == nil {
+					want = append(want, p.Key)
+				}
+			}
+			sort.Slice(want, func(i, j int) bool { return want[i].less(want[j]) })
+			if inc.BaseID != prev.ID || !slices.Equal(inc.Changes, want) {
+				t.Fatalf("step %d: changes %v, want %v", step, inc.Changes, want)
+			}
+			for _, p := range inc.Ports {
+				if old := prev.Lookup(p.Key); old.Equal(p) && old != p {
+					t.Fatalf("step %d: unchanged port %v not shared with the previous model", step, p.Key)
+				}
+			}
+		}
+		prev = inc
 	}
 }
