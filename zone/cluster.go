@@ -62,6 +62,11 @@ func compareKeys(a, b Key) int {
 // Builder accumulates upserts and deletes from a source and cuts immutable
 // snapshots from them. It is not safe for concurrent use; a source serialises
 // its calls.
+//
+// A snapshot shares with the previous one every map that did not change, and
+// rebuilds the slices-by-Service lookup only for the Services whose slices
+// changed, so cutting one after an endpoint change costs a copy of the slice
+// maps rather than a pass over every object.
 type Builder struct {
 	services   map[Key]*Service
 	slices     map[Key]*EndpointSlice
@@ -70,7 +75,26 @@ type Builder struct {
 	generation uint64
 	changed    time.Time
 	dirty      bool
+
+	// last is the previous snapshot; changedMaps says which of the maps
+	// above differ from its.
+	last        *Cluster
+	changedMaps uint8
+	// sliceKeys lists each Service's slices; touched holds the Services
+	// whose list or slices changed since the last snapshot.
+	sliceKeys map[Key]map[Key]struct{}
+	touched   map[Key]struct{}
+	// objectsIn counts the Services, slices and Pods in each namespace.
+	objectsIn map[string]int
 }
+
+// The maps a Builder tracks changes of.
+const (
+	changedServices uint8 = 1 << iota
+	changedSlices
+	changedPods
+	changedNamespaces
+)
 
 // NewBuilder returns an empty builder.
 func NewBuilder() *Builder {
@@ -79,13 +103,24 @@ func NewBuilder() *Builder {
 		slices:     make(map[Key]*EndpointSlice),
 		pods:       make(map[Key]*Pod),
 		namespaces: make(map[string]*Namespace),
+		sliceKeys:  make(map[Key]map[Key]struct{}),
+		touched:    make(map[Key]struct{}),
+		objectsIn:  make(map[string]int),
 	}
 }
 
-func (b *Builder) touch(t time.Time) {
+func (b *Builder) touch(t time.Time, m uint8) {
 	b.dirty = true
+	b.changedMaps |= m
 	if t.After(b.changed) {
 		b.changed = t
+	}
+}
+
+// count adds d to the objects of a namespace.
+func (b *Builder) count(ns string, d int) {
+	if b.objectsIn[ns] += d; b.objectsIn[ns] == 0 {
+		delete(b.objectsIn, ns)
 	}
 }
 
@@ -94,90 +129,172 @@ func (b *Builder) Dirty() bool { return b.dirty }
 
 // SetService adds or replaces a Service. The builder keeps the pointer: the
 // caller must not change the object afterwards.
-func (b *Builder) SetService(s *Service) { b.services[s.Key] = s; b.touch(s.Updated) }
+func (b *Builder) SetService(s *Service) {
+	if _, ok := b.services[s.Key]; !ok {
+		b.count(s.Namespace, 1)
+	}
+	b.services[s.Key] = s
+	b.touch(s.Updated, changedServices)
+}
 
 // DeleteService removes a Service; removing an unknown one is not an error.
 func (b *Builder) DeleteService(k Key) {
 	if _, ok := b.services[k]; ok {
 		delete(b.services, k)
-		b.touch(time.Now())
+		b.count(k.Namespace, -1)
+		b.touch(time.Now(), changedServices)
 	}
 }
 
 // SetSlice adds or replaces an EndpointSlice.
-func (b *Builder) SetSlice(s *EndpointSlice) { b.slices[s.Key] = s; b.touch(s.Updated) }
+func (b *Builder) SetSlice(s *EndpointSlice) {
+	if old, ok := b.slices[s.Key]; ok {
+		b.unlist(old)
+	} else {
+		b.count(s.Namespace, 1)
+	}
+	b.slices[s.Key] = s
+	if s.Service != "" {
+		svc := Key{Namespace: s.Namespace, Name: s.Service}
+		if b.sliceKeys[svc] == nil {
+			b.sliceKeys[svc] = make(map[Key]struct{})
+		}
+		b.sliceKeys[svc][s.Key] = struct{}{}
+		b.touched[svc] = struct{}{}
+	}
+	b.touch(s.Updated, changedSlices)
+}
 
 // DeleteSlice removes an EndpointSlice.
 func (b *Builder) DeleteSlice(k Key) {
-	if _, ok := b.slices[k]; ok {
+	if old, ok := b.slices[k]; ok {
 		delete(b.slices, k)
-		b.touch(time.Now())
+		b.unlist(old)
+		b.count(k.Namespace, -1)
+		b.touch(time.Now(), changedSlices)
 	}
 }
 
+// unlist takes a slice off its Service's list.
+func (b *Builder) unlist(s *EndpointSlice) {
+	if s.Service == "" {
+		return
+	}
+	svc := Key{Namespace: s.Namespace, Name: s.Service}
+	delete(b.sliceKeys[svc], s.Key)
+	if len(b.sliceKeys[svc]) == 0 {
+		delete(b.sliceKeys, svc)
+	}
+	b.touched[svc] = struct{}{}
+}
+
 // SetPod adds or replaces a Pod.
-func (b *Builder) SetPod(p *Pod) { b.pods[p.Key] = p; b.touch(time.Time{}) }
+func (b *Builder) SetPod(p *Pod) {
+	if _, ok := b.pods[p.Key]; !ok {
+		b.count(p.Namespace, 1)
+	}
+	b.pods[p.Key] = p
+	b.touch(time.Time{}, changedPods)
+}
 
 // DeletePod removes a Pod.
 func (b *Builder) DeletePod(k Key) {
 	if _, ok := b.pods[k]; ok {
 		delete(b.pods, k)
-		b.touch(time.Time{})
+		b.count(k.Namespace, -1)
+		b.touch(time.Time{}, changedPods)
 	}
 }
 
 // SetNamespace adds or replaces a Namespace.
-func (b *Builder) SetNamespace(n *Namespace) { b.namespaces[n.Name] = n; b.touch(time.Time{}) }
+func (b *Builder) SetNamespace(n *Namespace) {
+	b.namespaces[n.Name] = n
+	b.touch(time.Time{}, changedNamespaces)
+}
 
 // DeleteNamespace removes a Namespace.
 func (b *Builder) DeleteNamespace(name string) {
 	if _, ok := b.namespaces[name]; ok {
 		delete(b.namespaces, name)
-		b.touch(time.Time{})
+		b.touch(time.Time{}, changedNamespaces)
 	}
 }
 
 // Snapshot cuts an immutable Cluster from the current state and clears the
-// dirty mark. Its cost is a copy of the top-level maps, not of the objects.
+// dirty mark. Its cost is a copy of the maps that changed, not of the objects.
 func (b *Builder) Snapshot() *Cluster {
 	b.generation++
-	c := &Cluster{
-		Services:   maps.Clone(b.services),
-		Slices:     maps.Clone(b.slices),
-		Pods:       maps.Clone(b.pods),
-		Namespaces: maps.Clone(b.namespaces),
-		Generation: b.generation,
-		Changed:    b.changed,
+	c := &Cluster{Generation: b.generation, Changed: b.changed}
+	last, all := b.last, b.last == nil
+	c.Services = shareOrClone(all || b.changedMaps&changedServices != 0, b.services, last, func(l *Cluster) map[Key]*Service { return l.Services })
+	c.Slices = shareOrClone(all || b.changedMaps&changedSlices != 0, b.slices, last, func(l *Cluster) map[Key]*EndpointSlice { return l.Slices })
+	c.Pods = shareOrClone(all || b.changedMaps&changedPods != 0, b.pods, last, func(l *Cluster) map[Key]*Pod { return l.Pods })
+	c.Namespaces = shareOrClone(all || b.changedMaps&changedNamespaces != 0, b.namespaces, last, func(l *Cluster) map[string]*Namespace { return l.Namespaces })
+
+	switch {
+	case all:
+		c.byService = make(map[Key][]*EndpointSlice, len(b.sliceKeys))
+		for k := range b.sliceKeys {
+			c.byService[k] = b.slicesOf(k)
+		}
+	case len(b.touched) > 0:
+		c.byService = maps.Clone(last.byService)
+		for k := range b.touched {
+			if list := b.slicesOf(k); len(list) > 0 {
+				c.byService[k] = list
+			} else {
+				delete(c.byService, k)
+			}
+		}
+	default:
+		c.byService = last.byService
 	}
-	c.index()
+	if all || b.changedMaps&changedPods != 0 {
+		c.podsByIP = make(map[netip.Addr]*Pod, len(c.Pods))
+		for _, p := range c.Pods {
+			for _, ip := range p.IPs {
+				c.podsByIP[ip] = p
+			}
+		}
+	} else {
+		c.podsByIP = last.podsByIP
+	}
+	if all || b.changedMaps&(changedServices|changedSlices|changedPods) != 0 {
+		c.inUse = make(map[string]struct{}, len(b.objectsIn))
+		for ns := range b.objectsIn {
+			c.inUse[ns] = struct{}{}
+		}
+	} else {
+		c.inUse = last.inUse
+	}
+
+	b.last = c
+	b.changedMaps = 0
+	clear(b.touched)
 	b.dirty = false
 	b.changed = time.Time{}
 	return c
 }
 
-// index fills the derived lookups of a snapshot.
-func (c *Cluster) index() {
-	c.byService = make(map[Key][]*EndpointSlice, len(c.Services))
-	c.inUse = make(map[string]struct{})
-	for k := range c.Services {
-		c.inUse[k.Namespace] = struct{}{}
+// shareOrClone returns a copy of the builder's map when it changed since the
+// last snapshot, else the last snapshot's (equal, and never written).
+func shareOrClone[M ~map[K]V, K comparable, V any](changed bool, current M, last *Cluster, of func(*Cluster) M) M {
+	if changed {
+		return maps.Clone(current)
 	}
-	c.podsByIP = make(map[netip.Addr]*Pod, len(c.Pods))
-	for k, p := range c.Pods {
-		c.inUse[k.Namespace] = struct{}{}
-		for _, ip := range p.IPs {
-			c.podsByIP[ip] = p
-		}
+	return of(last)
+}
+
+// slicesOf is a Service's slices, sorted by name.
+func (b *Builder) slicesOf(svc Key) []*EndpointSlice {
+	keys := b.sliceKeys[svc]
+	if len(keys) == 0 {
+		return nil
 	}
-	for _, s := range c.Slices {
-		c.inUse[s.Namespace] = struct{}{}
-		if s.Service == "" {
-			continue
-		}
-		k := Key{Namespace: s.Namespace, Name: s.Service}
-		c.byService[k] = append(c.byService[k], s)
+	list := make([]*EndpointSlice, 0, len(keys))
+	for k := range keys {
+		list = append(list, b.slices[k])
 	}
-	for _, list := range c.byService {
-		sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
-	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	return list
 }
