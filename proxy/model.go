@@ -209,14 +209,14 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model {
 		if svc.Type == zone.TypeExternalName || svc.Headless || len(svc.ClusterIPs) == 0 {
 			continue
 		}
-		slices := c.SlicesFor(key)
+		svcSlices := c.SlicesFor(key)
 		if prev != nil {
-			if s := prev.sources[key]; s != nil && s.svc == svc && sameSlices(s.slices, slices) {
+			if s := prev.sources[key]; s != nil && s.svc == svc && slices.Equal(s.slices, svcSlices) {
 				sources[key] = s
 				continue
 			}
 		}
-		s := &portSource{svc: svc, slices: slices, ports: servicePorts(svc, slices)}
+		s := &portSource{svc: svc, slices: svcSlices, ports: servicePorts(svc, svcSlices)}
 		sources[key] = s
 		rebuilt = append(rebuilt, s)
 	}
@@ -296,18 +296,6 @@ func servicePorts(svc *zone.Service, slices []*zone.EndpointSlice) []*ServicePor
 		}
 	}
 	return out
-}
-
-func sameSlices(a, b []*zone.EndpointSlice) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // externalIPs picks a Service's external IPs of one family, sorted.

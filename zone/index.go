@@ -383,16 +383,16 @@ func BuildIndex(c *Cluster, opts IndexOptions, prev *Index) *Index {
 			continue
 		}
 		ix.namespaces[svc.Namespace] = true
-		slices := c.SlicesFor(key)
+		svcSlices := c.SlicesFor(key)
 		var old *part
 		if prev != nil {
 			old = prev.parts[key]
 		}
-		if old != nil && old.svc == svc && slicesEqual(old.slices, slices) {
+		if old != nil && old.svc == svc && slices.Equal(old.slices, svcSlices) {
 			ix.parts[key] = old
 			continue
 		}
-		p := buildServicePart(svc, slices, forward, opts)
+		p := buildServicePart(svc, svcSlices, forward, opts)
 		p.place(ix.seed)
 		ix.parts[key] = p
 		dirty.union(p.shards)
@@ -513,18 +513,6 @@ func sameOptions(a, b IndexOptions) bool {
 	}
 	for k := range a.Namespaces {
 		if !b.Namespaces[k] {
-			return false
-		}
-	}
-	return true
-}
-
-func slicesEqual(a, b []*EndpointSlice) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
 			return false
 		}
 	}
