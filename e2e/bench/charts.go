@@ -91,8 +91,9 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 			return written, err
 		}
 	}
-	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
-		sizes := r.Sizes(MetricRules)
+	// Rule charts: one group per cluster size, a bar per peer.
+	rules := func(sizeMetric, ours, theirs, prefix, what string) error {
+		sizes := r.Sizes(sizeMetric)
 		var groups []string
 		for _, s := range sizes {
 			groups = append(groups, fmt.Sprintf("%d Services", s))
@@ -104,34 +105,20 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 			}
 			return series{peer, v}
 		}
-		if err := draw("rules-change.png", "One endpoint change: API write to rules applied", "ms", groups,
-			[]series{per(PeerOurProxy, MetricChange), per(PeerKubeProxy, MetricChange)}); err != nil {
-			return written, err
+		if err := draw(prefix+"-change.png", what+"one endpoint change, API write to rules applied", "ms", groups,
+			[]series{per(ours, MetricChange), per(theirs, MetricChange)}); err != nil {
+			return err
 		}
-		if err := draw("rules-sync.png", "Full sync of all rules", "s", groups,
-			[]series{per(PeerOurProxy, MetricFullSync), per(PeerKubeProxy, MetricFullSync)}); err != nil {
+		return draw(prefix+"-sync.png", what+"full sync of all rules", "s", groups,
+			[]series{per(ours, MetricFullSync), per(theirs, MetricFullSync)})
+	}
+	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
+		if err := rules(MetricRules, PeerOurProxy, PeerKubeProxy, "rules", "Rules: "); err != nil {
 			return written, err
 		}
 	}
 	if r.hasPeer(PeerOurProxyIPVS) || r.hasPeer(PeerKubeProxyIPVS) {
-		var groups []string
-		sizes := r.Sizes(MetricVirtualServers)
-		for _, s := range sizes {
-			groups = append(groups, fmt.Sprintf("%d Services", s))
-		}
-		per := func(peer, metric string) series {
-			var v []float64
-			for _, s := range sizes {
-				v = append(v, med(peer, metric, s))
-			}
-			return series{peer, v}
-		}
-		if err := draw("ipvs-change.png", "IPVS: one endpoint change applied (emulated CPU)", "ms", groups,
-			[]series{per(PeerOurProxyIPVS, MetricChange), per(PeerKubeProxyIPVS, MetricChange)}); err != nil {
-			return written, err
-		}
-		if err := draw("ipvs-sync.png", "IPVS: full sync (emulated CPU)", "s", groups,
-			[]series{per(PeerOurProxyIPVS, MetricFullSync), per(PeerKubeProxyIPVS, MetricFullSync)}); err != nil {
+		if err := rules(MetricVirtualServers, PeerOurProxyIPVS, PeerKubeProxyIPVS, "ipvs", "IPVS rules (emulated CPU): "); err != nil {
 			return written, err
 		}
 	}
