@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/clusterdns/clusterdns/e2e/internal/promtext"
 )
 
 // upstream is a second DNS server on loopback that clusterdns forwards to.
@@ -161,26 +163,11 @@ func waitHTTP(t *testing.T, url string, want int) string {
 	}
 }
 
-// metricValue finds a sample line of the exposition by its name and label
-// fragments and returns its value, or -1.
+// metricValue sums the samples of a series whose labels include every
+// key="value" given, or returns -1 when there is none.
 func metricValue(body, name string, labels ...string) float64 {
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				ok = false
-			}
-		}
-		if !ok {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
-			return v
-		}
+	if v, ok := promtext.Value(body, name, labels...); ok {
+		return v
 	}
 	return -1
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/clusterdns/clusterdns/e2e/internal/promtext"
 )
 
 // dnsPeer is a DNS server under test.
@@ -103,7 +105,7 @@ func (e *env) startDNS(t *testing.T, ctx context.Context, peer dnsPeer, upstream
 	if err != nil {
 		t.Fatalf("%s metrics: %v", peer.name, err)
 	}
-	heap, _ := MetricValue(string(body), "go_memstats_heap_inuse_bytes")
+	heap, _ := promtext.Value(string(body), "go_memstats_heap_inuse_bytes")
 	r.heap = int64(heap)
 	return r
 }

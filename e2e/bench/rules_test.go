@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/e2e/internal/promtext"
 	"github.com/clusterdns/clusterdns/e2e/netns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -162,8 +163,8 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 		if err == nil {
 			// Both metrics: a sync's duration is recorded before its end
 			// time.
-			n, _ := MetricValue(body, peer.fullSync+"_count", peer.syncLabels...)
-			if last, _ := MetricValue(body, peer.lastSync, peer.lastLabels...); n >= 1 && last > 0 {
+			n, _ := promtext.Value(body, peer.fullSync+"_count", peer.syncLabels...)
+			if last, _ := promtext.Value(body, peer.lastSync, peer.lastLabels...); n >= 1 && last > 0 {
 				break
 			}
 		}
@@ -175,9 +176,9 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 		}
 		time.Sleep(pollInterval)
 	}
-	last, _ := MetricValue(body, peer.lastSync, peer.lastLabels...)
-	sum, _ := MetricValue(body, peer.fullSync+"_sum", peer.syncLabels...)
-	count, _ := MetricValue(body, peer.fullSync+"_count", peer.syncLabels...)
+	last, _ := promtext.Value(body, peer.lastSync, peer.lastLabels...)
+	sum, _ := promtext.Value(body, peer.fullSync+"_sum", peer.syncLabels...)
+	count, _ := promtext.Value(body, peer.fullSync+"_count", peer.syncLabels...)
 	synced := unixTime(last).Sub(p.Started)
 	e.res.Add(peer.name, MetricSynced, size, round, synced.Seconds())
 	e.res.Add(peer.name, MetricFullSync, size, round, sum/count)
@@ -218,7 +219,7 @@ func waitApplied(ctx context.Context, ns *netns.NS, p *Process, metrics func() (
 	for {
 		body, err := metrics()
 		if err == nil {
-			last, _ := MetricValue(body, peer.lastSync, peer.lastLabels...)
+			last, _ := promtext.Value(body, peer.lastSync, peer.lastLabels...)
 			if end := unixTime(last); end.After(began) && last != checked {
 				checked = last
 				out, err := ns.Run(ctx, "iptables-"+*flagIPTables+"-save", "-t", "nat")

@@ -31,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/clusterdns/clusterdns/e2e/internal/promtext"
 )
 
 // change is one endpoint change, as the benchmark writes them to the file
@@ -166,8 +168,8 @@ func run(o options) error {
 	for {
 		body, err = metrics()
 		if err == nil {
-			n, _ := metricValue(body, o.fullSync+"_count", o.syncLabels...)
-			if last, _ := metricValue(body, o.lastSync, o.lastLabels...); n >= 1 && last > 0 {
+			n, _ := promtext.Value(body, o.fullSync+"_count", o.syncLabels...)
+			if last, _ := promtext.Value(body, o.lastSync, o.lastLabels...); n >= 1 && last > 0 {
 				break
 			}
 		}
@@ -179,9 +181,9 @@ func run(o options) error {
 		}
 		time.Sleep(o.poll)
 	}
-	last, _ := metricValue(body, o.lastSync, o.lastLabels...)
-	sum, _ := metricValue(body, o.fullSync+"_sum", o.syncLabels...)
-	count, _ := metricValue(body, o.fullSync+"_count", o.syncLabels...)
+	last, _ := promtext.Value(body, o.lastSync, o.lastLabels...)
+	sum, _ := promtext.Value(body, o.fullSync+"_sum", o.syncLabels...)
+	count, _ := promtext.Value(body, o.fullSync+"_count", o.syncLabels...)
 	synced := unixTime(last).Sub(started)
 	fmt.Printf("first full sync done %s after start, %.3fs per full sync (%v)\n", synced.Round(time.Millisecond), sum/count, count)
 	result("start_to_synced_s", synced.Seconds())
@@ -224,7 +226,7 @@ func waitApplied(ctx context.Context, o options, metrics func() (string, error),
 	for {
 		body, err := metrics()
 		if err == nil {
-			last, _ := metricValue(body, o.lastSync, o.lastLabels...)
+			last, _ := promtext.Value(body, o.lastSync, o.lastLabels...)
 			if end := unixTime(last); end.After(began) && last != checked {
 				checked = last
 				out, err := exec.CommandContext(ctx, "ipvsadm", "-Ln", "-t", c.Service).CombinedOutput()
@@ -311,56 +313,6 @@ func countIPVS(table string) (virtual, real int) {
 		}
 	}
 	return virtual, real
-}
-
-// metricValue sums the samples of name whose labels include every one of
-// want, in Prometheus text exposition.
-func metricValue(body, name string, want ...string) (float64, bool) {
-	total, found := 0.0, false
-	for line := range strings.SplitSeq(body, "\n") {
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok {
-			continue
-		}
-		var labelText string
-		switch {
-		case strings.HasPrefix(rest, "{"):
-			end := strings.Index(rest, "}")
-			if end < 0 {
-				continue
-			}
-			labelText, rest = rest[1:end], rest[end+1:]
-		case strings.HasPrefix(rest, " "):
-		default:
-			continue // a longer name with this prefix
-		}
-		have := strings.Split(labelText, ",")
-		matches := true
-		for _, w := range want {
-			if !containsTrimmed(have, w) {
-				matches = false
-				break
-			}
-		}
-		f := strings.Fields(rest)
-		if !matches || len(f) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			total += v
-			found = true
-		}
-	}
-	return total, found
-}
-
-func containsTrimmed(list []string, want string) bool {
-	for _, s := range list {
-		if strings.TrimSpace(s) == want {
-			return true
-		}
-	}
-	return false
 }
 
 func unixTime(sec float64) time.Time {

@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/clusterdns/clusterdns/e2e/internal/promtext"
+)
 
 func TestCountIPVS(t *testing.T) {
 	table := `IP Virtual Server version 1.2.1 (size=4096)
@@ -52,7 +56,7 @@ clusterdns_proxy_last_sync_success_timestamp_seconds_extra 5
 		{"missing", nil, 0, false},
 	}
 	for _, tt := range tests {
-		got, found := metricValue(body, tt.name, tt.labels...)
+		got, found := promtext.Value(body, tt.name, tt.labels...)
 		if got != tt.want || found != tt.found {
 			t.Errorf("%s %v = %v, %v; want %v, %v", tt.name, tt.labels, got, found, tt.want, tt.found)
 		}
