@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -145,7 +146,7 @@ func TestCorefileKubeadm(t *testing.T) {
 		{"coredns_forward_requests_total", []string{`to="127.0.0.1:53"`}},
 		{"coredns_forward_responses_total", []string{`to="127.0.0.1:53"`, `rcode="NOERROR"`}},
 		{"coredns_forward_request_duration_seconds_count", []string{`to="127.0.0.1:53"`, `rcode="NXDOMAIN"`}},
-		{"coredns_build_info", []string{`goversion="go`}},
+		{"coredns_build_info", []string{`goversion="` + runtime.Version() + `"`}},
 		{"coredns_health_request_duration_seconds_count", nil},
 		{"coredns_reload_version_info", []string{`hash="sha512"`}},
 	} {
