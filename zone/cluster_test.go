@@ -131,3 +131,27 @@ func TestSnapshotsStayCorrectAndImmutable(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSnapshotAfterOneSliceChange is what cutting a snapshot costs a
+// source after one endpoint change.
+func BenchmarkSnapshotAfterOneSliceChange(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			builder := NewBuilder()
+			slice := func(i, variant int) *EndpointSlice {
+				return &EndpointSlice{Key: Key{Namespace: "bench", Name: fmt.Sprintf("s%d-x", i)}, Service: fmt.Sprintf("s%d", i),
+					Endpoints: []Endpoint{{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, byte(variant), byte(i >> 8), byte(i)})}, Ready: true}}}
+			}
+			for i := range n {
+				builder.SetService(&Service{Key: Key{Namespace: "bench", Name: fmt.Sprintf("s%d", i)}})
+				builder.SetSlice(slice(i, 0))
+			}
+			builder.Snapshot()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				builder.SetSlice(slice(n/2, 1+i%2))
+				builder.Snapshot()
+			}
+		})
+	}
+}
