@@ -3,6 +3,7 @@ package zone
 import (
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -80,9 +81,10 @@ type Builder struct {
 	// above differ from its.
 	last        *Cluster
 	changedMaps uint8
-	// sliceKeys lists each Service's slices; touched holds the Services
+	// sliceKeys lists each Service's slices (most have one, so a list, not
+	// a set); touched holds the Services
 	// whose list or slices changed since the last snapshot.
-	sliceKeys map[Key]map[Key]struct{}
+	sliceKeys map[Key][]Key
 	touched   map[Key]struct{}
 	// objectsIn counts the Services, slices and Pods in each namespace.
 	objectsIn map[string]int
@@ -103,7 +105,7 @@ func NewBuilder() *Builder {
 		slices:     make(map[Key]*EndpointSlice),
 		pods:       make(map[Key]*Pod),
 		namespaces: make(map[string]*Namespace),
-		sliceKeys:  make(map[Key]map[Key]struct{}),
+		sliceKeys:  make(map[Key][]Key),
 		touched:    make(map[Key]struct{}),
 		objectsIn:  make(map[string]int),
 	}
@@ -156,10 +158,7 @@ func (b *Builder) SetSlice(s *EndpointSlice) {
 	b.slices[s.Key] = s
 	if s.Service != "" {
 		svc := Key{Namespace: s.Namespace, Name: s.Service}
-		if b.sliceKeys[svc] == nil {
-			b.sliceKeys[svc] = make(map[Key]struct{})
-		}
-		b.sliceKeys[svc][s.Key] = struct{}{}
+		b.sliceKeys[svc] = append(b.sliceKeys[svc], s.Key)
 		b.touched[svc] = struct{}{}
 	}
 	b.touch(s.Updated, changedSlices)
@@ -181,9 +180,11 @@ func (b *Builder) unlist(s *EndpointSlice) {
 		return
 	}
 	svc := Key{Namespace: s.Namespace, Name: s.Service}
-	delete(b.sliceKeys[svc], s.Key)
-	if len(b.sliceKeys[svc]) == 0 {
+	keys := slices.DeleteFunc(b.sliceKeys[svc], func(k Key) bool { return k == s.Key })
+	if len(keys) == 0 {
 		delete(b.sliceKeys, svc)
+	} else {
+		b.sliceKeys[svc] = keys
 	}
 	b.touched[svc] = struct{}{}
 }
@@ -292,7 +293,7 @@ func (b *Builder) slicesOf(svc Key) []*EndpointSlice {
 		return nil
 	}
 	list := make([]*EndpointSlice, 0, len(keys))
-	for k := range keys {
+	for _, k := range keys {
 		list = append(list, b.slices[k])
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
