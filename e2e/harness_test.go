@@ -1,10 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -77,8 +77,19 @@ type process struct {
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	out  bytes.Buffer
-	done chan struct{}
+	done chan struct{} // closed once the process ended and its output was read
 }
+
+// Write keeps output as it arrives; it is the pipe copier's destination.
+func (p *process) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// outputDrainWait bounds the wait for the output pipe's end after the process
+// exited: a child it started could still hold the pipe open.
+const outputDrainWait = 5 * time.Second
 
 // start runs the binary with args; it is killed when the test ends.
 func start(t testing.TB, args ...string) *process {
@@ -93,15 +104,22 @@ func start(t testing.TB, args ...string) *process {
 		t.Fatal(err)
 	}
 	pw.Close()
+	drained := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.out.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
+		_, _ = io.Copy(p, pr)
+		pr.Close()
+		close(drained)
 	}()
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	go func() {
+		_ = p.cmd.Wait()
+		// The last lines may still be in the pipe when Wait returns; a test
+		// reading the output after the exit must see them.
+		select {
+		case <-drained:
+		case <-time.After(outputDrainWait):
+		}
+		close(p.done)
+	}()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
