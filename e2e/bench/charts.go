@@ -93,7 +93,7 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 	}
 	// Rule charts: one group per cluster size, a bar per peer.
 	rules := func(sizeMetric, ours, theirs, prefix, what string) error {
-		sizes := r.Sizes(sizeMetric)
+		sizes := r.Sizes(sizeMetric, ours, theirs)
 		var groups []string
 		for _, s := range sizes {
 			groups = append(groups, fmt.Sprintf("%d Services", s))
@@ -114,6 +114,11 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 	}
 	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
 		if err := rules(MetricRules, PeerOurProxy, PeerKubeProxy, "rules", "Rules: "); err != nil {
+			return written, err
+		}
+	}
+	if r.hasPeer(PeerOurProxyNFT) || r.hasPeer(PeerKubeProxyNFT) {
+		if err := rules(MetricRules, PeerOurProxyNFT, PeerKubeProxyNFT, "nftables", "nftables rules: "); err != nil {
 			return written, err
 		}
 	}

@@ -30,6 +30,9 @@ var (
 	// Debian's default iptables, nft, takes minutes to restore the 230,000
 	// rules of 10,000 Services; legacy takes seconds.
 	flagIPTables = flag.String("iptables", "legacy", "iptables variant both rule peers program: legacy or nft")
+	flagRuleMode = flag.String("rules-mode", "", "backends the rules part runs both peers with, comma-separated: iptables, nftables (default iptables)")
+	// A peer can be left out while the other one's mode is being built.
+	flagRulePeers = flag.String("rule-peers", "", "rule peers to run, comma-separated: clusterdns-proxy, kube-proxy (default both)")
 )
 
 // config is the size and length of one benchmark run.
@@ -42,7 +45,10 @@ type config struct {
 	ipvsSizes []int
 	// ipvsOursOnly are the IPVS sizes where only clusterdns proxy runs.
 	ipvsOursOnly []int
-	rounds       int
+	// ruleModes are the backends the rules part runs in, each a table of
+	// its own; rulePeers the peers it runs, by their iptables-mode names.
+	ruleModes, rulePeers []string
+	rounds               int
 	// perf is the length of one dnsperf measurement, warmup of the run
 	// before it that fills caches and wakes the peer up.
 	perf, warmup time.Duration
@@ -66,6 +72,8 @@ func newConfig() config {
 		settle:     200 * time.Millisecond,
 		changes:    2,
 		queryLines: 5000,
+		ruleModes:  []string{modeIPTables},
+		rulePeers:  []string{PeerOurProxy, PeerKubeProxy},
 	}
 	if *flagFull {
 		c = config{
@@ -82,7 +90,15 @@ func newConfig() config {
 			settle:       2 * time.Second,
 			changes:      5,
 			queryLines:   100000,
+			ruleModes:    []string{modeIPTables},
+			rulePeers:    []string{PeerOurProxy, PeerKubeProxy},
 		}
+	}
+	if *flagRuleMode != "" {
+		c.ruleModes = parseList("-rules-mode", *flagRuleMode, modeIPTables, modeNFTables)
+	}
+	if *flagRulePeers != "" {
+		c.rulePeers = parseList("-rule-peers", *flagRulePeers, PeerOurProxy, PeerKubeProxy)
 	}
 	if *flagRounds > 0 {
 		c.rounds = *flagRounds
@@ -133,6 +149,22 @@ func parseSizes(name, list string) []int {
 		sizes = append(sizes, n)
 	}
 	return sizes
+}
+
+// parseList splits a comma-separated flag whose every item must be one of
+// allowed.
+func parseList(name, list string, allowed ...string) []string {
+	var items []string
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(allowed, f) {
+			panic(fmt.Sprintf("%s %q: %q is not one of %s", name, list, f, strings.Join(allowed, ", ")))
+		}
+		if !slices.Contains(items, f) {
+			items = append(items, f)
+		}
+	}
+	return items
 }
 
 // sizes is every size a rule part runs at, ascending: the cluster grows
@@ -208,7 +240,8 @@ func TestPeers(t *testing.T) {
 		e.vm, cfg.ipvs = ipvsVM(t)
 		e.cfg.ipvs = cfg.ipvs
 	}
-	e.bins = buildBinaries(t, e.work, cfg.dns, cfg.rules || cfg.ipvs)
+	ours := cfg.dns || cfg.ipvs || slices.Contains(cfg.rulePeers, PeerOurProxy)
+	e.bins = buildBinaries(t, e.work, ours, cfg.dns, cfg.rules || cfg.ipvs)
 	if cfg.ipvs {
 		bins, err := vm.BuildStatic(ctx, e.work, "github.com/clusterdns/clusterdns/e2e/bench/cmd/ipvsnode")
 		if err != nil {
@@ -248,7 +281,9 @@ func TestPeers(t *testing.T) {
 		for _, size := range cfg.sizes() {
 			grow(cfg.spec.Scaled(size))
 			if cfg.rules && slices.Contains(cfg.ruleSizes, size) {
-				runRules(t, ctx, e, size)
+				for _, mode := range cfg.ruleModes {
+					runRules(t, ctx, e, mode, size)
+				}
 			}
 			if cfg.ipvs && slices.Contains(cfg.ipvsSizes, size) {
 				runIPVS(t, ctx, e, size)
@@ -281,19 +316,23 @@ func requireTools(t *testing.T, cfg config) {
 	tools := []string{"taskset", "dnsperf", "etcd"}
 	if cfg.rules {
 		tools = append(tools, "ip", "iptables-save", "iptables-restore")
+		if slices.Contains(cfg.ruleModes, modeNFTables) {
+			tools = append(tools, "nft")
+		}
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed; run e2e/bench/install-deps.sh (Debian: dnsperf, util-linux, iproute2, iptables, etcd-server): %v", tool, err)
+			t.Fatalf("%s is not installed; run e2e/bench/install-deps.sh (Debian: dnsperf, util-linux, iproute2, iptables, nftables, etcd-server): %v", tool, err)
 		}
 	}
 }
 
-// buildBinaries builds clusterdns from this repository; for the DNS
+// buildBinaries builds clusterdns from this repository (unless no part runs
+// it); for the DNS
 // comparison CoreDNS from the version pinned in this module's go.mod and the
 // bare responder; for the rule comparison kube-proxy with e2e/tools/build.sh.
 // Everything is built static (CGO_ENABLED=0), as the peers' releases are.
-func buildBinaries(t *testing.T, dir string, dns, kubeProxy bool) binaries {
+func buildBinaries(t *testing.T, dir string, ours, dns, kubeProxy bool) binaries {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -305,7 +344,10 @@ func buildBinaries(t *testing.T, dir string, dns, kubeProxy bool) binaries {
 		bareUDP:    filepath.Join(dir, "bareudp"),
 	}
 	type build struct{ name, dir, out, pkg string }
-	builds := []build{{"clusterdns", root, b.clusterdns, "./cmd/clusterdns"}}
+	var builds []build
+	if ours {
+		builds = append(builds, build{"clusterdns", root, b.clusterdns, "./cmd/clusterdns"})
+	}
 	if dns {
 		builds = append(builds, build{"coredns", ".", b.coredns, "github.com/coredns/coredns"},
 			build{"bareudp", ".", b.bareUDP, "./cmd/bareudp"})
@@ -376,10 +418,19 @@ func checkResults(t *testing.T, e *env) {
 		wants = append(wants, want{PeerBareUDP, MetricQPSCluster, total})
 	}
 	if e.cfg.rules {
-		for _, size := range e.cfg.ruleSizes {
-			for _, peer := range []string{PeerOurProxy, PeerKubeProxy} {
-				for _, m := range []string{MetricChange, MetricSynced, MetricRules} {
-					wants = append(wants, want{peer, m, size})
+		for _, mode := range e.cfg.ruleModes {
+			metrics := []string{MetricChange, MetricSynced, MetricRules}
+			if mode == modeNFTables {
+				metrics = append(metrics, MetricNFTChains)
+			}
+			for _, peer := range rulePeersFor(mode) {
+				if !slices.Contains(e.cfg.rulePeers, peer.base) {
+					continue
+				}
+				for _, size := range e.cfg.ruleSizes {
+					for _, m := range metrics {
+						wants = append(wants, want{peer.name, m, size})
+					}
 				}
 			}
 		}

@@ -20,6 +20,9 @@ const (
 	// The same two in IPVS mode, inside the e2e VM.
 	PeerOurProxyIPVS  = "clusterdns-proxy-ipvs"
 	PeerKubeProxyIPVS = "kube-proxy-ipvs"
+	// The same two in nftables mode, on the host like iptables mode.
+	PeerOurProxyNFT  = "clusterdns-proxy-nftables"
+	PeerKubeProxyNFT = "kube-proxy-nftables"
 )
 
 // Metric names. DNS metrics are taken at the full Spec; rule metrics at each
@@ -41,6 +44,11 @@ const (
 	// IPVS virtual and real servers in `ipvsadm -Ln`.
 	MetricVirtualServers = "ipvs_virtual_servers"
 	MetricRealServers    = "ipvs_real_servers"
+	// In nftables mode MetricRules is the peer's own IPv4 table's rules
+	// plus its set and map elements; these are the elements alone and
+	// the table's chains.
+	MetricNFTElements = "nft_elements"
+	MetricNFTChains   = "nft_chains"
 )
 
 // Sample is one measurement of one peer.
@@ -107,10 +115,15 @@ func Median(values []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-// Sizes lists the sizes rule metrics were taken at, ascending.
-func (r *Results) Sizes(metric string) []int {
+// Sizes lists the sizes rule metrics were taken at, ascending: every size
+// with a sample of metric from any of peers, or from any peer when none are
+// named.
+func (r *Results) Sizes(metric string, peers ...string) []int {
 	var out []int
 	for _, s := range r.Samples {
+		if len(peers) > 0 && !slices.Contains(peers, s.Peer) {
+			continue
+		}
 		if s.Metric == metric && !slices.Contains(out, s.Size) {
 			out = append(out, s.Size)
 		}
@@ -149,7 +162,7 @@ func (r *Results) Markdown() string {
 		fmt.Fprintf(&b, "DNS cluster: %d ClusterIP + %d headless + %d ExternalName Services, %d ready endpoints per selecting Service.\n",
 			r.Spec.ClusterIP, r.Spec.Headless, r.Spec.ExternalName, r.Spec.Endpoints)
 	}
-	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
+	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) || r.hasPeer(PeerOurProxyNFT) || r.hasPeer(PeerKubeProxyNFT) {
 		fmt.Fprintf(&b, "Rule sizes count ClusterIP Services; headless and ExternalName Services come in proportion (%d and %d per %d), %d ready endpoints per selecting Service.\n",
 			r.Spec.Headless, r.Spec.ExternalName, r.Spec.ClusterIP, r.Spec.Endpoints)
 	}
@@ -191,7 +204,7 @@ func (r *Results) Markdown() string {
 	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
 		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, iptables mode, one network namespace each\n\n")
 		var rows []row
-		for _, size := range r.Sizes(MetricRules) {
+		for _, size := range r.Sizes(MetricRules, PeerOurProxy, PeerKubeProxy) {
 			rows = append(rows,
 				row{fmt.Sprintf("%d Services: one endpoint change, API write to rules applied (ms)", size), MetricChange, size, 0, false, "%.0f"},
 				row{fmt.Sprintf("%d Services: full sync (s)", size), MetricFullSync, size, 0, false, "%.3f"},
@@ -200,6 +213,25 @@ func (r *Results) Markdown() string {
 			)
 		}
 		r.table(&b, "clusterdns proxy", "kube-proxy", PeerOurProxy, PeerKubeProxy, rows)
+	}
+	if r.hasPeer(PeerOurProxyNFT) || r.hasPeer(PeerKubeProxyNFT) {
+		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, nftables mode, one network namespace each\n\n")
+		b.WriteString("Rules are counted in each peer's own IPv4 table (`nft -j list table ip clusterdns`, `ip kube-proxy`): " +
+			"its rules plus the elements of its sets and maps, named or written inside a rule (kube-proxy's " +
+			"`dnat ip addr . port to numgen random mod 5 map { 0 : … }`), since each element does the work of a rule " +
+			"in iptables mode. Both peers program the same table for IPv6 too, not counted here.\n\n")
+		var rows []row
+		for _, size := range r.Sizes(MetricRules, PeerOurProxyNFT, PeerKubeProxyNFT) {
+			rows = append(rows,
+				row{fmt.Sprintf("%d Services: one endpoint change, API write to rules applied (ms)", size), MetricChange, size, 0, false, "%.0f"},
+				row{fmt.Sprintf("%d Services: full sync (s)", size), MetricFullSync, size, 0, false, "%.3f"},
+				row{fmt.Sprintf("%d Services: start to first full sync done (s)", size), MetricSynced, size, 0, false, "%.2f"},
+				row{fmt.Sprintf("%d Services: rules + set/map elements", size), MetricRules, size, 0, false, "%.0f"},
+				row{fmt.Sprintf("%d Services: of which set/map elements", size), MetricNFTElements, size, 0, false, "%.0f"},
+				row{fmt.Sprintf("%d Services: chains", size), MetricNFTChains, size, 0, false, "%.0f"},
+			)
+		}
+		r.table(&b, "clusterdns proxy", "kube-proxy", PeerOurProxyNFT, PeerKubeProxyNFT, rows)
 	}
 	if r.hasPeer(PeerOurProxyIPVS) || r.hasPeer(PeerKubeProxyIPVS) {
 		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, IPVS mode, one VM each\n\n")

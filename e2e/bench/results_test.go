@@ -31,6 +31,11 @@ func TestMarkdownAndCharts(t *testing.T) {
 		r.Add(PeerKubeProxy, MetricChange, 1000, round, 400)
 		r.Add(PeerOurProxy, MetricRules, 1000, round, 9000)
 		r.Add(PeerKubeProxy, MetricRules, 1000, round, 12000)
+		r.Add(PeerOurProxyNFT, MetricChange, 1000, round, 30)
+		r.Add(PeerKubeProxyNFT, MetricChange, 1000, round, 60)
+		r.Add(PeerOurProxyNFT, MetricRules, 1000, round, 8000)
+		r.Add(PeerKubeProxyNFT, MetricRules, 1000, round, 9000)
+		r.Add(PeerKubeProxyNFT, MetricNFTElements, 1000, round, 7000)
 	}
 	r.Settings["fixed load"] = "10000"
 	md := r.Markdown()
@@ -39,6 +44,9 @@ func TestMarkdownAndCharts(t *testing.T) {
 		"| RSS after sync (MiB) | 40.0 [40.0–40.0] | 60.0 [60.0–60.0] | 0.67 | ≤ 0.5× **not met** |",
 		"| cluster names | 108000 | 72000 | 0.67 | 0.19 |",
 		"1000 Services: one endpoint change",
+		"### Rules: clusterdns proxy vs kube-proxy, nftables mode",
+		"| 1000 Services: rules + set/map elements | 8000 [8000–8000] | 9000 [9000–9000] | 0.89 |  |",
+		"| 1000 Services: of which set/map elements | – | 7000 [7000–7000] | 0.00 |  |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
@@ -49,8 +57,8 @@ func TestMarkdownAndCharts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(charts) != 5 {
-		t.Errorf("charts %v, want 5", charts)
+	if len(charts) != 7 {
+		t.Errorf("charts %v, want 7", charts)
 	}
 	for _, c := range charts {
 		if m, _ := filepath.Glob(filepath.Join(dir, c)); len(m) != 1 {

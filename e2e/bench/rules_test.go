@@ -41,21 +41,35 @@ const (
 	changeTimeout = 2 * time.Minute
 )
 
+// Rule modes: the backend both rule peers are run with.
+const (
+	modeIPTables = "iptables"
+	modeNFTables = "nftables"
+)
+
 // rulePeer is a node agent under test and how to read its sync metrics.
 type rulePeer struct {
-	name string
-	argv func(bin, kubeconfig string) []string
-	bin  func(b binaries) string
+	// name is the peer in the results; base the agent without its mode,
+	// as -rule-peers names it.
+	name, base string
+	argv       func(bin, kubeconfig string) []string
+	bin        func(b binaries) string
 	// fullSync is the histogram of full syncs; lastSync the gauge with the
 	// end of the last successful sync, as a Unix time.
 	fullSync, lastSync string
 	// syncLabels select the full syncs' series, lastLabels the gauge's.
 	syncLabels, lastLabels []string
+	// nftTable is the peer's own IPv4 table in nftables mode.
+	nftTable string
 }
 
-var rulePeers = []rulePeer{
-	{
+// rulePeersFor returns the two rule peers in a mode: iptables with the
+// default sync periods, nftables with the same periods (min 1s, full 30s)
+// given explicitly, since both agents take them from the iptables flags.
+func rulePeersFor(mode string) []rulePeer {
+	ours := rulePeer{
 		name: PeerOurProxy,
+		base: PeerOurProxy,
 		bin:  func(b binaries) string { return b.clusterdns },
 		argv: func(bin, kubeconfig string) []string {
 			return []string{bin, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
@@ -66,9 +80,10 @@ var rulePeers = []rulePeer{
 		fullSync:   "clusterdns_proxy_sync_duration_seconds",
 		lastSync:   "clusterdns_proxy_last_sync_success_timestamp_seconds",
 		syncLabels: []string{`kind="full"`},
-	},
-	{
+	}
+	theirs := rulePeer{
 		name: PeerKubeProxy,
+		base: PeerKubeProxy,
 		bin:  func(b binaries) string { return b.kubeProxy },
 		argv: func(bin, kubeconfig string) []string {
 			return []string{bin, "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
@@ -82,7 +97,25 @@ var rulePeers = []rulePeer{
 		lastSync:   "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
 		syncLabels: []string{`ip_family="IPv4"`},
 		lastLabels: []string{`ip_family="IPv4"`},
-	},
+	}
+	if mode == modeIPTables {
+		return []rulePeer{ours, theirs}
+	}
+	periods := []string{"--iptables-min-sync-period", "1s", "--iptables-sync-period", "30s"}
+	ours.name, ours.nftTable = PeerOurProxyNFT, "clusterdns"
+	ours.argv = func(bin, kubeconfig string) []string {
+		return append([]string{bin, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
+			"--proxy-mode", "nftables", "--cluster-cidr", PodCIDR,
+			"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr, "-v", "4"}, periods...)
+	}
+	theirs.name, theirs.nftTable = PeerKubeProxyNFT, "kube-proxy"
+	theirs.argv = func(bin, kubeconfig string) []string {
+		return append([]string{bin, "--kubeconfig", kubeconfig, "--hostname-override", nodeName,
+			"--proxy-mode", "nftables", "--cluster-cidr", PodCIDR,
+			"--metrics-bind-address", metricsAddr, "--healthz-bind-address", healthzAddr,
+			"--conntrack-max-per-core", "0", "--v", "0"}, periods...)
+	}
+	return []rulePeer{ours, theirs}
 }
 
 // createNode registers the Node the peers run as, with its address.
@@ -102,13 +135,27 @@ func createNode(t *testing.T, ctx context.Context, c kubernetes.Interface) {
 	}
 }
 
-// runRules measures both rule peers at one cluster size, alternating.
-func runRules(t *testing.T, ctx context.Context, e *env, size int) {
-	e.res.Settings["rules"] = "one peer at a time, pinned to core " + strconv.Itoa(peerCPU) + ", iptables-" + *flagIPTables +
-		", in a network namespace of its own reaching the API server through a loopback relay; default sync periods (min 1s, full 30s); " +
-		"change time is API write to the end of the sync that applied it (the peer's last-sync metric, checked with iptables-save)"
+// runRules measures the rule peers in one mode at one cluster size,
+// alternating.
+func runRules(t *testing.T, ctx context.Context, e *env, mode string, size int) {
+	if mode == modeIPTables {
+		e.res.Settings["rules"] = "one peer at a time, pinned to core " + strconv.Itoa(peerCPU) + ", iptables-" + *flagIPTables +
+			", in a network namespace of its own reaching the API server through a loopback relay; default sync periods (min 1s, full 30s); " +
+			"change time is API write to the end of the sync that applied it (the peer's last-sync metric, checked with iptables-save)"
+	} else {
+		e.res.Settings["rules, nftables mode"] = "one peer at a time, pinned to core " + strconv.Itoa(peerCPU) +
+			", in a network namespace of its own reaching the API server through a loopback relay; sync periods min 1s, full 30s; " +
+			"change time is API write to the end of the sync that applied it (the peer's last-sync metric, checked with nft -j list table: " +
+			"the new address in a dnat rule or map)"
+	}
+	var peers []rulePeer
+	for _, p := range rulePeersFor(mode) {
+		if slices.Contains(e.cfg.rulePeers, p.base) {
+			peers = append(peers, p)
+		}
+	}
 	for round := range e.cfg.rounds {
-		order := slices.Clone(rulePeers)
+		order := slices.Clone(peers)
 		if round%2 == 1 {
 			slices.Reverse(order)
 		}
@@ -182,7 +229,15 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 	synced := unixTime(last).Sub(p.Started)
 	e.res.Add(peer.name, MetricSynced, size, round, synced.Seconds())
 	e.res.Add(peer.name, MetricFullSync, size, round, sum/count)
-	rules := countRules(t, ns)
+	var rules int
+	if peer.nftTable == "" {
+		rules = countRules(t, ns)
+	} else {
+		c := countNFT(t, ns, peer.nftTable)
+		rules = c.Rules + c.Elements
+		e.res.Add(peer.name, MetricNFTElements, size, round, float64(c.Elements))
+		e.res.Add(peer.name, MetricNFTChains, size, round, float64(c.Chains))
+	}
 	e.res.Add(peer.name, MetricRules, size, round, float64(rules))
 	t.Logf("%s at %d Services: first full sync done %s after start, %.3fs per full sync (%v), %d rules",
 		peer.name, size, synced.Round(time.Millisecond), sum/count, count, rules)
@@ -222,11 +277,11 @@ func waitApplied(ctx context.Context, ns *netns.NS, p *Process, metrics func() (
 			last, _ := promtext.Value(body, peer.lastSync, peer.lastLabels...)
 			if end := unixTime(last); end.After(began) && last != checked {
 				checked = last
-				out, err := ns.Run(ctx, "iptables-"+*flagIPTables+"-save", "-t", "nat")
+				programmed, err := isProgrammed(ctx, ns, peer, fresh)
 				if err != nil {
-					return time.Time{}, fmt.Errorf("iptables-save: %v\n%s", err, out)
+					return time.Time{}, err
 				}
-				if strings.Contains(string(out), "--to-destination "+fresh+":") {
+				if programmed {
 					return end, nil
 				}
 			}
@@ -240,6 +295,22 @@ func waitApplied(ctx context.Context, ns *netns.NS, p *Process, metrics func() (
 		}
 		time.Sleep(pollInterval)
 	}
+}
+
+// isProgrammed reports whether the peer's rules send traffic to addr now.
+func isProgrammed(ctx context.Context, ns *netns.NS, peer rulePeer, addr string) (bool, error) {
+	if peer.nftTable != "" {
+		out, err := listNFT(ctx, ns, peer.nftTable)
+		if err != nil {
+			return false, err
+		}
+		return NFTDNATs(out, addr)
+	}
+	out, err := ns.Run(ctx, "iptables-"+*flagIPTables+"-save", "-t", "nat")
+	if err != nil {
+		return false, fmt.Errorf("iptables-save: %v\n%s", err, out)
+	}
+	return strings.Contains(string(out), "--to-destination "+addr+":"), nil
 }
 
 func unixTime(sec float64) time.Time {
@@ -279,6 +350,35 @@ func countRules(t *testing.T, ns *netns.NS) int {
 		t.Fatalf("iptables-save in %s: %v\n%s", ns.Name, err, out)
 	}
 	return strings.Count(string(out), "\n")
+}
+
+// listNFT is `nft -j list table ip TABLE` inside the namespace: its
+// standard output alone, which is JSON.
+func listNFT(ctx context.Context, ns *netns.NS, table string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "nft", "-j", "list", "table", "ip", table)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("nft list table ip %s in %s: %v\n%s", table, ns.Name, err, stderr.String())
+	}
+	return out, nil
+}
+
+// countNFT counts what the peer's own IPv4 table holds, inside the namespace.
+func countNFT(t *testing.T, ns *netns.NS, table string) NFTCount {
+	t.Helper()
+	out, err := listNFT(context.Background(), ns, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := CountNFT(out)
+	if err != nil {
+		t.Fatalf("table ip %s in %s: %v", table, ns.Name, err)
+	}
+	return c
 }
 
 // relayKubeconfig lets a process in the namespace reach the API server: a
