@@ -1,0 +1,328 @@
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/clusterdns/clusterdns/proxy"
+)
+
+// Config configures the backend. Its fields mean what they mean in iptables
+// mode.
+type Config struct {
+	Runner Runner
+	// Families lists the families to program; nil means IPv4 and IPv6.
+	Families []proxy.Family
+	// ClusterCIDRs are the pod ranges, at most one per family is used: traffic
+	// to a cluster IP from outside them is masqueraded.
+	ClusterCIDRs []netip.Prefix
+	// MasqueradeAll masquerades all traffic to cluster IPs.
+	MasqueradeAll bool
+	// NodePortAddresses limits node ports to local addresses in these ranges;
+	// nil means every local address but loopback.
+	NodePortAddresses []netip.Prefix
+	// MasqueradeMark is the mark bit asking for masquerade; zero means
+	// DefaultMasqueradeMark.
+	MasqueradeMark uint32
+	Logger         *slog.Logger
+}
+
+// Backend is the nftables proxy.Backend.
+type Backend struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex // protects the following fields
+	families []*familyState
+	// trusted is false until a sync succeeded, and again after a failure:
+	// the next sync then replaces the tables whole.
+	trusted bool
+	// modelID is the ID of the model programmed last.
+	modelID uint64
+	s       script
+}
+
+var _ proxy.Backend = (*Backend)(nil)
+
+// familyState is what the backend programmed in one family's table.
+type familyState struct {
+	r         *renderer
+	ports     map[proxy.PortKey]*portObjects
+	baseRules int
+	portRules int // rules and map elements the ports own
+}
+
+// New returns the backend. Nothing touches the kernel until the first Sync.
+func New(cfg Config) *Backend {
+	if cfg.Families == nil {
+		cfg.Families = []proxy.Family{proxy.IPv4, proxy.IPv6}
+	}
+	b := &Backend{cfg: cfg, log: cfg.Logger}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	for _, f := range cfg.Families {
+		b.families = append(b.families, &familyState{r: newRenderer(f, &cfg), ports: make(map[proxy.PortKey]*portObjects)})
+	}
+	return b
+}
+
+// Name implements proxy.Backend.
+func (b *Backend) Name() string { return "nftables" }
+
+// Sync implements proxy.Backend: one nft transaction for both families.
+func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.SyncResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fresh := !b.trusted
+	plans := b.plan(m, full || fresh, fresh)
+	var res proxy.SyncResult
+	if data := b.s.bytes(); data != nil {
+		if err := b.cfg.Runner.Apply(ctx, data); err != nil {
+			b.trusted = false
+			return res, fmt.Errorf("nftables: sync: %w", err)
+		}
+	}
+	b.trusted, b.modelID = true, m.ID
+	for i, st := range b.families {
+		st.commit(plans[i])
+		res.Rewritten += len(plans[i].updates)
+		res.Rules += st.baseRules + st.portRules
+	}
+	return res, nil
+}
+
+// DryRun writes the script the first sync of m would apply.
+func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	saved := b.families
+	b.families = nil
+	for _, st := range saved {
+		b.families = append(b.families, &familyState{r: st.r, ports: make(map[proxy.PortKey]*portObjects)})
+	}
+	defer func() { b.families = saved }()
+	b.plan(m, true, true)
+	_, err := w.Write(b.s.bytes())
+	return err
+}
+
+// familyPlan is what one family's part of a transaction changes.
+type familyPlan struct {
+	fresh     bool
+	baseRules int // set when the base objects were written
+	updates   []*portObjects
+	removals  []proxy.PortKey
+}
+
+// plan writes into b.s the script that makes the tables match m: with full,
+// every object (and, with fresh, the tables replaced whole); otherwise only
+// the service ports that changed since the model programmed last.
+func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
+	s := &b.s
+	s.reset()
+	plans := make([]*familyPlan, len(b.families))
+	for i, st := range b.families {
+		p := &familyPlan{fresh: fresh}
+		plans[i] = p
+		r := st.r
+		if full {
+			s.to(&s.head).line("add table ", r.table)
+			if fresh {
+				s.line("delete table ", r.table)
+				s.line("add table ", r.table)
+			}
+			p.baseRules = r.baseObjects(s.to(&s.head), !fresh)
+		}
+		old := st.ports
+		if fresh {
+			old = nil // the table is replaced: nothing of it is left
+		}
+		consider := func(k proxy.PortKey, sp *proxy.ServicePort) {
+			prev := old[k]
+			if sp == nil {
+				if prev != nil {
+					p.removals = append(p.removals, k)
+					st.write(s, prev, nil, full)
+				}
+				return
+			}
+			if !full && prev != nil && (prev.sp == sp || prev.sp.Equal(sp)) {
+				return
+			}
+			cur := r.render(sp)
+			st.write(s, prev, cur, full)
+			p.updates = append(p.updates, cur)
+		}
+		if !full && m.BaseID != 0 && m.BaseID == b.modelID {
+			for _, k := range m.Changes {
+				if k.Family == r.Family {
+					consider(k, m.Lookup(k))
+				}
+			}
+			continue
+		}
+		seen := 0
+		for _, sp := range m.Ports {
+			if sp.Key.Family != r.Family {
+				continue
+			}
+			if old[sp.Key] != nil {
+				seen++
+			}
+			consider(sp.Key, sp)
+		}
+		if seen < len(old) {
+			for k := range old {
+				if m.Lookup(k) == nil {
+					consider(k, nil)
+				}
+			}
+		}
+	}
+	return plans
+}
+
+// write adds to the script what turns prev (nil: nothing) into cur (nil:
+// nothing). With full, the maps were emptied and the base chains rewritten,
+// so every element and chain of cur is written, not just the different ones.
+func (st *familyState) write(s *script, prev, cur *portObjects, full bool) {
+	t := st.r.table
+	var prevSets []affinitySet
+	var prevChains []chain
+	var prevElements []element
+	if prev != nil {
+		prevSets, prevChains, prevElements = prev.sets, prev.chains, prev.elements
+	}
+	var curSets []affinitySet
+	var curChains []chain
+	var curElements []element
+	if cur != nil {
+		curSets, curChains, curElements = cur.sets, cur.chains, cur.elements
+	}
+
+	for _, set := range curSets {
+		if full || !hasSet(prevSets, set.name) {
+			s.to(&s.sets).line("add set ", t, " ", set.name, " ", set.spec)
+		}
+	}
+	for _, c := range curChains {
+		old := findChain(prevChains, c.name)
+		if !full && old != nil && old.body == c.body {
+			continue
+		}
+		s.to(&s.chains).line("add chain ", t, " ", c.name)
+		if old != nil || (full && prev != nil) {
+			s.line("flush chain ", t, " ", c.name)
+		}
+		for body := c.body; body != ""; {
+			var rule string
+			rule, body, _ = strings.Cut(body, "\n")
+			s.line("add rule ", t, " ", c.name, " ", rule)
+		}
+	}
+	if !full {
+		for _, e := range prevElements {
+			if !hasElement(curElements, e) {
+				s.to(&s.unmap).line("delete element ", t, " ", e.set, " { ", e.key, " }")
+			}
+		}
+	}
+	for _, e := range curElements {
+		if full || !hasElement(prevElements, e) {
+			s.to(&s.mapAdd).line("add element ", t, " ", e.set, " { ", e.key, " : ", e.value, " }")
+		}
+	}
+	for _, c := range prevChains {
+		if findChain(curChains, c.name) == nil {
+			s.to(&s.flush).line("flush chain ", t, " ", c.name)
+			s.to(&s.drop).line("delete chain ", t, " ", c.name)
+		}
+	}
+	for _, set := range prevSets {
+		if !hasSet(curSets, set.name) {
+			s.to(&s.dropSets).line("delete set ", t, " ", set.name)
+		}
+	}
+}
+
+func findChain(chains []chain, name string) *chain {
+	for i := range chains {
+		if chains[i].name == name {
+			return &chains[i]
+		}
+	}
+	return nil
+}
+
+func hasSet(sets []affinitySet, name string) bool {
+	for _, s := range sets {
+		if s.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasElement(elements []element, e element) bool {
+	for _, o := range elements {
+		if o == e {
+			return true
+		}
+	}
+	return false
+}
+
+// commit records an applied plan.
+func (st *familyState) commit(p *familyPlan) {
+	if p.fresh {
+		st.ports = make(map[proxy.PortKey]*portObjects, len(p.updates))
+		st.portRules = 0
+	}
+	if p.baseRules > 0 {
+		st.baseRules = p.baseRules
+	}
+	for _, k := range p.removals {
+		st.portRules -= st.ports[k].rules()
+		delete(st.ports, k)
+	}
+	for _, o := range p.updates {
+		if old := st.ports[o.sp.Key]; old != nil {
+			st.portRules -= old.rules()
+		}
+		st.portRules += o.rules()
+		st.ports[o.sp.Key] = o
+	}
+}
+
+// Cleanup implements proxy.Backend: it deletes the backend's tables.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.trusted = false
+	listing, err := b.cfg.Runner.ListTables(ctx)
+	if err != nil {
+		return fmt.Errorf("nftables: cleanup: %w", err)
+	}
+	var s strings.Builder
+	for _, line := range strings.Split(string(listing), "\n") {
+		switch strings.TrimSpace(line) {
+		case "table ip " + TableName:
+			s.WriteString("delete table ip " + TableName + "\n")
+		case "table ip6 " + TableName:
+			s.WriteString("delete table ip6 " + TableName + "\n")
+		}
+	}
+	if s.Len() == 0 {
+		return nil
+	}
+	if err := b.cfg.Runner.Apply(ctx, []byte(s.String())); err != nil {
+		return fmt.Errorf("nftables: cleanup: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,229 @@
+package nftables
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+// The example cluster's Services (deploy/examples) and a few more.
+var (
+	nginxPods    = []string{"172.16.79.83", "172.16.69.206", "172.16.69.207"}
+	clusterIPSvc = pt.Service{Namespace: "dev", Name: "service-clusterip", ClusterIPs: []string{"10.10.97.97"}, Port: 80, Ready: nginxPods}
+	nodePortSvc  = pt.Service{Namespace: "dev", Name: "service-nodeport", Type: zone.TypeNodePort, ClusterIPs: []string{"10.10.97.98"},
+		Port: 80, NodePort: 30002, Ready: nginxPods}
+	emptySvc = pt.Service{Namespace: "dev", Name: "empty", Type: zone.TypeNodePort, ClusterIPs: []string{"10.10.0.5"}, Port: 8080, NodePort: 30080}
+	dualSvc  = pt.Service{Namespace: "dev", Name: "dual", ClusterIPs: []string{"10.10.0.6", "fd00:10::6"}, Port: 53, Protocol: zone.ProtocolUDP,
+		PortName: "dns", Ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
+	drainingSvc = pt.Service{Namespace: "dev", Name: "draining", ClusterIPs: []string{"10.10.0.7"}, Port: 80,
+		NotReady: []string{"172.16.1.1"}, Draining: []string{"172.16.1.2", "172.16.1.3"}}
+	externalSvc = pt.Service{Namespace: "dev", Name: "external", ClusterIPs: []string{"10.10.0.9"}, ExternalIPs: []string{"192.0.2.9"},
+		Port: 443, TargetPort: 8443, Ready: []string{"172.16.1.7"}}
+)
+
+func with(s pt.Service, edit func(*pt.Service)) pt.Service {
+	edit(&s)
+	return s
+}
+
+// goldenCases are models in steps: the golden file holds every sync's
+// script, so a partial sync shows exactly what it rewrites.
+func goldenCases() []struct {
+	name  string
+	cfg   Config
+	steps [][]pt.Service
+} {
+	affinity := with(nodePortSvc, func(s *pt.Service) { s.Affinity = 10800 })
+	changed := with(clusterIPSvc, func(s *pt.Service) { s.Ready = []string{"172.16.79.83", "172.16.69.207", "172.16.1.9"} })
+	gone := with(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })
+	shorter := with(affinity, func(s *pt.Service) { s.Affinity = 60; s.Ready = nginxPods[:2] })
+	return []struct {
+		name  string
+		cfg   Config
+		steps [][]pt.Service
+	}{
+		{name: "clusterip", steps: [][]pt.Service{{clusterIPSvc}}},
+		{name: "nodeport", cfg: Config{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}, steps: [][]pt.Service{{nodePortSvc}}},
+		{name: "nodeport-addresses", cfg: Config{NodePortAddresses: pt.Prefixes("192.168.77.0/24")}, steps: [][]pt.Service{{nodePortSvc, emptySvc}}},
+		{name: "affinity", steps: [][]pt.Service{{affinity}, {shorter}}},
+		{name: "no-endpoints", steps: [][]pt.Service{{emptySvc, clusterIPSvc}}},
+		{name: "terminating-fallback", steps: [][]pt.Service{{drainingSvc}}},
+		{name: "dual-stack", cfg: Config{ClusterCIDRs: pt.Prefixes("172.16.0.0/16", "fd00:172::/64")}, steps: [][]pt.Service{{dualSvc}}},
+		{name: "masquerade-all", cfg: Config{MasqueradeAll: true, MasqueradeMark: 1 << 14}, steps: [][]pt.Service{{clusterIPSvc}}},
+		{name: "external-ips", steps: [][]pt.Service{{externalSvc}}},
+		{name: "partial-endpoint-change", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {changed, nodePortSvc}}},
+		{name: "partial-service-removed", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}},
+		{name: "partial-endpoints-gone-and-back", steps: [][]pt.Service{{clusterIPSvc}, {gone}, {clusterIPSvc}}},
+		{name: "partial-nothing-changed", steps: [][]pt.Service{{clusterIPSvc}, {clusterIPSvc}}},
+	}
+}
+
+// syncSteps runs a case's steps through a backend (the first sync full, the
+// rest partial, each model built from the previous as the agent builds it).
+func syncSteps(t *testing.T, b *Backend, steps [][]pt.Service) []proxy.SyncResult {
+	t.Helper()
+	var prev *proxy.Model
+	var out []proxy.SyncResult
+	for i, services := range steps {
+		m := pt.Model(prev, services...)
+		res, err := b.Sync(context.Background(), m, i == 0)
+		if err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+		out = append(out, res)
+		prev = m
+	}
+	return out
+}
+
+func TestRenderGolden(t *testing.T) {
+	for _, tc := range goldenCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &RecordingRunner{}
+			cfg := tc.cfg
+			cfg.Runner = rec
+			syncSteps(t, New(cfg), tc.steps)
+			var got strings.Builder
+			for i, s := range rec.Scripts {
+				got.WriteString("# sync " + string(rune('0'+i)) + "\n" + s)
+			}
+			if len(rec.Scripts) < len(tc.steps) {
+				got.WriteString("# no script: nothing to change\n")
+			}
+			checkGolden(t, tc.name, got.String())
+		})
+	}
+}
+
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestSyncAfterFailureReplacesTables(t *testing.T) {
+	rec := &RecordingRunner{}
+	b := New(Config{Runner: rec, Families: []proxy.Family{proxy.IPv4}})
+	m1 := pt.Model(nil, clusterIPSvc)
+	if _, err := b.Sync(context.Background(), m1, true); err != nil {
+		t.Fatal(err)
+	}
+	rec.Fail = 1
+	m2 := pt.Model(m1, clusterIPSvc, nodePortSvc)
+	if _, err := b.Sync(context.Background(), m2, false); err == nil {
+		t.Fatal("a failing nft did not fail the sync")
+	}
+	if strings.Contains(rec.Scripts[1], "delete table") {
+		t.Errorf("the partial sync replaced the table:\n%s", rec.Scripts[1])
+	}
+	res, err := b.Sync(context.Background(), m2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := rec.Scripts[2]
+	for _, want := range []string{"delete table ip clusterdns\nadd table ip clusterdns\n", "service-clusterip", "service-nodeport"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("the sync after a failure lacks %q:\n%s", want, last)
+		}
+	}
+	if res.Rewritten != 2 {
+		t.Errorf("rewritten %d ports, want 2", res.Rewritten)
+	}
+}
+
+func TestRuleCount(t *testing.T) {
+	cases := []struct {
+		name  string
+		steps [][]pt.Service
+		// want counts the rules and map elements: 15 base rules (6 hooks,
+		// 2 dispatch, 2 node port dispatch, 3 masquerading, 1 mark, 1
+		// reject), per endpoint 2 rules, per service chain 1 (plus one per
+		// affinity set and one for masquerading), per external chain 2, one
+		// element per address and node port.
+		want int
+	}{
+		{"empty", [][]pt.Service{nil}, 15},
+		{"clusterip", [][]pt.Service{{clusterIPSvc}}, 15 + 3*2 + 1 + 1},
+		{"nodeport", [][]pt.Service{{nodePortSvc}}, 15 + 3*2 + 1 + 2 + 2},
+		{"after removal", [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, 15 + 3*2 + 1 + 1},
+		{"no endpoints", [][]pt.Service{{emptySvc}}, 15 + 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := New(Config{Runner: &RecordingRunner{}, Families: []proxy.Family{proxy.IPv4}})
+			res := syncSteps(t, b, tc.steps)
+			if got := res[len(res)-1].Rules; got != tc.want {
+				t.Errorf("rules %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCleanupDeletesOnlyItsTables(t *testing.T) {
+	cases := []struct {
+		tables, want string
+	}{
+		{"", ""},
+		{"table inet filter\ntable ip kube-proxy\n", ""},
+		{"table ip clusterdns\ntable ip6 clusterdns\ntable ip nat\n", "delete table ip clusterdns\ndelete table ip6 clusterdns\n"},
+	}
+	for _, tc := range cases {
+		rec := &RecordingRunner{Tables: tc.tables}
+		if err := New(Config{Runner: rec}).Cleanup(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(rec.Scripts, "")
+		if got != tc.want {
+			t.Errorf("tables %q: cleanup applied %q, want %q", tc.tables, got, tc.want)
+		}
+	}
+}
+
+func TestObjectNamesAreValidAndBounded(t *testing.T) {
+	long := strings.Repeat("n", 63)
+	sp := with(clusterIPSvc, func(s *pt.Service) {
+		s.Namespace, s.Name, s.PortName, s.Affinity = long, long, "a-very-long-port", 30
+		s.ClusterIPs, s.Ready = []string{"fd00:10::1"}, []string{"fd00:172:1234:5678:9abc:def0:1234:5678"}
+	})
+	m := pt.Model(nil, sp)
+	o := newRenderer(proxy.IPv6, &Config{}).render(m.Ports[0])
+	var names []string
+	for _, c := range o.chains {
+		names = append(names, c.name)
+	}
+	for _, s := range o.sets {
+		names = append(names, s.name)
+	}
+	if len(names) != 3 {
+		t.Fatalf("got objects %v, want an endpoint chain, a service chain and a set", names)
+	}
+	for _, n := range names {
+		if len(n) > maxNameLen {
+			t.Errorf("%q is %d characters, above %d", n, len(n), maxNameLen)
+		}
+		if strings.ContainsAny(n, ": []") {
+			t.Errorf("%q has characters nft does not take in a name", n)
+		}
+	}
+}

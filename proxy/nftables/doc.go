@@ -1,0 +1,25 @@
+// Package nftables is the native nftables backend of the node agent: it
+// renders the proxy.Model into an nft script and applies it with one
+// `nft -f -` per sync, which the kernel takes as one transaction.
+//
+// Each family has a table of its own, `ip clusterdns` and `ip6 clusterdns`,
+// so the agent never touches anybody else's rules. Packets are dispatched by
+// verdict maps rather than by walking a list of rules: the nat hooks jump to
+// the chain `services`, which looks up destination address, protocol and port
+// in the map `service-ips` and goes to the service port's chain; addresses
+// local to the node look up protocol and port in `service-nodeports`, which
+// leads to the port's external chain (it marks the packet for masquerading
+// and goes on to the service chain). A service chain picks an endpoint chain
+// with `numgen random mod N`, after the ClientIP affinity sets have had their
+// say; an endpoint chain marks hairpin traffic and DNATs. New connections to
+// service ports without endpoints are rejected from the filter hooks through
+// the maps `no-endpoint-services` and `no-endpoint-nodeports`.
+//
+// Because dispatch is a map lookup, one endpoint change rewrites one service
+// chain, adds or removes the endpoint's own chain and leaves everything else
+// alone: the transaction's size does not depend on the number of Services.
+// The backend keeps in memory what it programmed (chain bodies, map
+// elements, affinity sets) to compute that difference; the kernel is read
+// only on cleanup. The first sync, and the first after a failure, replaces
+// the tables whole in one transaction.
+package nftables

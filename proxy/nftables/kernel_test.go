@@ -1,0 +1,215 @@
+package nftables
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	mathrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// testNamespace creates a network namespace of the test's own (nothing in it
+// routes anywhere) and returns a runner for nft inside it. The tests that use
+// it need root, ip and nft; CI has them, so they fail rather than skip.
+func testNamespace(t *testing.T) ExecRunner {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root: it programs nftables in a network namespace of its own")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (apt-get install -y iproute2 nftables): %v", tool, err)
+		}
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := "cdns-nft-" + hex.EncodeToString(b[:])
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	return ExecRunner{Prefix: []string{"ip", "netns", "exec", name}}
+}
+
+// The kernel takes every script the golden cases render, full and partial.
+func TestKernelAcceptsGoldenScripts(t *testing.T) {
+	for _, tc := range goldenCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			runner := testNamespace(t)
+			cfg := tc.cfg
+			cfg.Runner = runner
+			b := New(cfg)
+			syncSteps(t, b, tc.steps)
+			if err := b.Cleanup(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			tables, err := runner.ListTables(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(tables), TableName) {
+				t.Errorf("tables left after cleanup:\n%s", tables)
+			}
+		})
+	}
+}
+
+// tableState is a table as the kernel lists it, reduced to what a sync
+// decides: each chain's rules in order, each map's and set's declaration and
+// elements as a set. Handles and element order are left out.
+type tableState map[string][]string
+
+// listState reads a family's table through `nft -j list table`.
+func listState(t *testing.T, r ExecRunner, f proxy.Family) tableState {
+	t.Helper()
+	fam := "ip"
+	if f == proxy.IPv6 {
+		fam = "ip6"
+	}
+	out, err := r.command(context.Background(), "-j", "list", "table", fam, TableName).Output()
+	if err != nil {
+		t.Fatalf("nft list table %s: %v", fam, err)
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	st := tableState{}
+	for _, item := range doc.Nftables {
+		for kind, raw := range item {
+			var obj map[string]any
+			if err := json.Unmarshal(raw, &obj); err != nil {
+				t.Fatal(err)
+			}
+			delete(obj, "handle")
+			switch kind {
+			case "chain":
+				name := "chain " + obj["name"].(string)
+				delete(obj, "name")
+				enc, _ := json.Marshal(obj)
+				st[name] = append([]string{string(enc)}, st[name]...)
+			case "rule":
+				name := "chain " + obj["chain"].(string)
+				enc, _ := json.Marshal(obj["expr"])
+				st[name] = append(st[name], string(enc))
+			case "map", "set":
+				var elems []string
+				if list, ok := obj["elem"].([]any); ok {
+					for _, e := range list {
+						enc, _ := json.Marshal(e)
+						elems = append(elems, string(enc))
+					}
+				}
+				slices.Sort(elems)
+				delete(obj, "elem")
+				enc, _ := json.Marshal(obj)
+				st[kind+" "+obj["name"].(string)] = append([]string{string(enc)}, elems...)
+			}
+		}
+	}
+	return st
+}
+
+// After any sequence of partial (and periodic full) syncs the kernel holds exactly what one full
+// sync of the last model makes in an empty namespace.
+func TestKernelPartialSyncsEqualFullSync(t *testing.T) {
+	incremental, reference := testNamespace(t), testNamespace(t)
+	cfg := Config{ClusterCIDRs: pt.Prefixes("172.16.0.0/16", "fd00:172::/64")}
+	cfg.Runner = incremental
+	b := New(cfg)
+	rnd := mathrand.New(mathrand.NewPCG(1, 2))
+	services := map[string]pt.Service{}
+	var prev *proxy.Model
+	// Addresses and node ports are unique, as the API server keeps them.
+	created := 0
+	next := func() int { created++; return created }
+	const steps = 40
+	for step := 0; step < steps; step++ {
+		// Change a few Services at random: add, remove, move endpoints,
+		// toggle affinity, node port, external IP, port and protocol.
+		for n := 1 + rnd.IntN(3); n > 0; n-- {
+			name := fmt.Sprintf("svc-%d", rnd.IntN(6))
+			s, ok := services[name]
+			if !ok || rnd.IntN(5) == 0 {
+				n := next()
+				s = pt.Service{Namespace: "ns", Name: name, Port: 80,
+					ClusterIPs: []string{fmt.Sprintf("10.96.%d.%d", n/250, n%250+1), fmt.Sprintf("fd00:96::%x", n)}}
+			}
+			switch rnd.IntN(8) {
+			case 0:
+				delete(services, name)
+				continue
+			case 1:
+				s.Affinity = int32(rnd.IntN(2) * (60 + rnd.IntN(3)))
+			case 2:
+				if s.NodePort == 0 {
+					s.Type, s.NodePort = zone.TypeNodePort, int32(30000+next()%2000)
+				} else {
+					s.Type, s.NodePort = zone.TypeClusterIP, 0
+				}
+			case 3:
+				if len(s.ExternalIPs) == 0 {
+					s.ExternalIPs = []string{fmt.Sprintf("192.0.2.%d", 1+next()%250)}
+				} else {
+					s.ExternalIPs = nil
+				}
+			case 4:
+				s.Protocol = []zone.Protocol{zone.ProtocolTCP, zone.ProtocolUDP}[rnd.IntN(2)]
+				s.Port = int32(80 + rnd.IntN(3))
+			}
+			s.Ready = nil
+			for k := rnd.IntN(4); k > 0; k-- {
+				s.Ready = append(s.Ready, fmt.Sprintf("172.16.%d.%d", rnd.IntN(3), 1+rnd.IntN(4)))
+				if rnd.IntN(2) == 0 {
+					s.Ready = append(s.Ready, fmt.Sprintf("fd00:172::%d", 1+rnd.IntN(4)))
+				}
+			}
+			services[name] = s
+		}
+		list := make([]pt.Service, 0, len(services))
+		for _, s := range services {
+			list = append(list, s)
+		}
+		m := pt.Model(prev, list...)
+		// Now and then a periodic full sync, over a table already there.
+		full := step == 0 || rnd.IntN(6) == 0
+		if _, err := b.Sync(context.Background(), m, full); err != nil {
+			t.Fatalf("step %d: sync (full %v): %v", step, full, err)
+		}
+		refCfg := cfg
+		refCfg.Runner = reference
+		if _, err := New(refCfg).Sync(context.Background(), pt.Model(nil, list...), true); err != nil {
+			t.Fatalf("step %d: full sync: %v", step, err)
+		}
+		for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
+			got, want := listState(t, incremental, f), listState(t, reference, f)
+			for name, w := range want {
+				if g := got[name]; !slices.Equal(g, w) {
+					t.Fatalf("step %d, %s: %s after partial syncs:\n%s\nafter one full sync:\n%s", step, f, name, strings.Join(g, "\n"), strings.Join(w, "\n"))
+				}
+			}
+			for name := range got {
+				if _, ok := want[name]; !ok {
+					t.Fatalf("step %d, %s: %s is left over after partial syncs", step, f, name)
+				}
+			}
+		}
+		prev = m
+	}
+}

@@ -1,0 +1,105 @@
+// Package proxytest builds rule models for the backends' tests from short
+// descriptions of Services and their endpoints.
+package proxytest
+
+import (
+	"net/netip"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// Service describes one Service with a single port and its endpoints.
+type Service struct {
+	Namespace, Name string
+	Type            zone.ServiceType // default ClusterIP
+	ClusterIPs      []string
+	ExternalIPs     []string
+	Protocol        zone.Protocol // default TCP
+	PortName        string
+	Port            int32
+	TargetPort      int32 // default Port
+	NodePort        int32
+	Affinity        int32    // ClientIP affinity timeout in seconds; zero for none
+	Ready           []string // endpoint addresses, ready
+	NotReady        []string // neither ready nor serving
+	Draining        []string // serving and terminating
+}
+
+// Add puts the Service and its EndpointSlices (one per address family) into b.
+func (s Service) Add(b *zone.Builder) {
+	typ, proto, target := s.Type, s.Protocol, s.TargetPort
+	if typ == "" {
+		typ = zone.TypeClusterIP
+	}
+	if proto == "" {
+		proto = zone.ProtocolTCP
+	}
+	if target == 0 {
+		target = s.Port
+	}
+	svc := &zone.Service{
+		Key:             zone.Key{Namespace: s.Namespace, Name: s.Name},
+		Type:            typ,
+		Ports:           []zone.ServicePort{{Name: s.PortName, Protocol: proto, Port: s.Port, TargetPort: target, NodePort: s.NodePort}},
+		AffinityTimeout: s.Affinity,
+	}
+	for _, ip := range s.ClusterIPs {
+		svc.ClusterIPs = append(svc.ClusterIPs, netip.MustParseAddr(ip))
+	}
+	for _, ip := range s.ExternalIPs {
+		svc.ExternalIPs = append(svc.ExternalIPs, netip.MustParseAddr(ip))
+	}
+	b.SetService(svc)
+	slices := map[zone.AddressType]*zone.EndpointSlice{}
+	add := func(addr string, ep zone.Endpoint) {
+		a := netip.MustParseAddr(addr)
+		at := zone.AddressIPv4
+		if a.Is6() {
+			at = zone.AddressIPv6
+		}
+		sl := slices[at]
+		if sl == nil {
+			sl = &zone.EndpointSlice{
+				Key:         zone.Key{Namespace: s.Namespace, Name: s.Name + "-" + string(at)},
+				Service:     s.Name,
+				AddressType: at,
+				Ports:       []zone.EndpointPort{{Name: s.PortName, Protocol: proto, Port: target}},
+			}
+			slices[at] = sl
+		}
+		ep.Addresses = []netip.Addr{a}
+		sl.Endpoints = append(sl.Endpoints, ep)
+	}
+	for _, a := range s.Ready {
+		add(a, zone.Endpoint{Ready: true, Serving: true})
+	}
+	for _, a := range s.NotReady {
+		add(a, zone.Endpoint{})
+	}
+	for _, a := range s.Draining {
+		add(a, zone.Endpoint{Serving: true, Terminating: true})
+	}
+	for _, sl := range slices {
+		b.SetSlice(sl)
+	}
+}
+
+// Model builds the model of the Services relative to prev (nil for none), as
+// the agent does.
+func Model(prev *proxy.Model, services ...Service) *proxy.Model {
+	b := zone.NewBuilder()
+	for _, s := range services {
+		s.Add(b)
+	}
+	return proxy.BuildModel(prev, b.Snapshot())
+}
+
+// Prefixes parses CIDRs.
+func Prefixes(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}
