@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/clusterdns/clusterdns/proxy"
 	"github.com/clusterdns/clusterdns/proxy/iptables"
+	"github.com/clusterdns/clusterdns/proxy/nftables"
 	"github.com/clusterdns/clusterdns/zone"
 )
 
@@ -47,21 +49,21 @@ func proxyFlags(stderr io.Writer) (*pflag.FlagSet, *proxyOptions) {
 	o := &proxyOptions{}
 	fs := pflag.NewFlagSet("clusterdns proxy", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.mode, "proxy-mode", "iptables", "which backend programs the routes: iptables or ipvs")
+	fs.StringVar(&o.mode, "proxy-mode", "iptables", "which backend programs the routes: iptables, nftables (tables ip and ip6 clusterdns, through the nft tool) or ipvs")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file for the Kubernetes API (default: in-cluster configuration)")
 	fs.StringVar(&o.master, "master", "", "address of the Kubernetes API server (overrides the kubeconfig)")
 	fs.StringVar(&o.hostname, "hostname-override", "", "the name of this node (default: the host name)")
 	fs.StringVar(&o.clusterCIDR, "cluster-cidr", "", "pod range(s), comma-separated, at most one per family: traffic to a cluster IP from outside them is masqueraded")
 	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "serve node ports only on local addresses in these ranges (default: every local address but loopback)")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic sent to cluster IPs")
-	fs.DurationVar(&o.syncPeriod, "iptables-sync-period", 30*time.Second, "how often a full sync rewrites all rules")
-	fs.DurationVar(&o.minSyncPeriod, "iptables-min-sync-period", time.Second, "the shortest time between syncs; changes in between are batched")
+	fs.DurationVar(&o.syncPeriod, "iptables-sync-period", 30*time.Second, "in iptables and nftables mode, how often a full sync rewrites all rules")
+	fs.DurationVar(&o.minSyncPeriod, "iptables-min-sync-period", time.Second, "in iptables and nftables mode, the shortest time between syncs; changes in between are batched")
 	fs.IntVar(&o.masqueradeBit, "iptables-masquerade-bit", 13, "the packet mark bit (0-31) asking for masquerade; kube-proxy uses 14, so 13 lets both run side by side")
 	fs.StringVar(&o.healthzAddress, "healthz-bind-address", "0.0.0.0:10256", "address of /healthz (200 while syncs succeed); empty disables it")
 	fs.StringVar(&o.metricsAddress, "metrics-bind-address", "127.0.0.1:10249", "address of /metrics; empty disables it")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "remove every rule the agent ever programmed, then exit")
 	fs.StringVar(&o.manifests, "manifests", "", "read the cluster from this folder (or file) of manifests, watched, instead of the Kubernetes API")
-	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be programmed (iptables: the iptables-restore input; ipvs: the table as ipvsadm -Ln shows it), change nothing, and exit")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be programmed (iptables: the iptables-restore input; nftables: the nft script; ipvs: the table as ipvsadm -Ln shows it), change nothing, and exit")
 	fs.StringVar(&o.iptablesVariant, "iptables-variant", "", "which iptables tools to run: empty for the system's iptables, nft or legacy")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 4 and more debug")
 	o.ipvs.addFlags(fs)
@@ -86,8 +88,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	if o.mode != "iptables" && o.mode != "ipvs" {
-		return fmt.Errorf("--proxy-mode %q: want iptables or ipvs", o.mode)
+	if o.mode != "iptables" && o.mode != "ipvs" && o.mode != "nftables" {
+		return fmt.Errorf("--proxy-mode %q: want iptables, nftables or ipvs", o.mode)
 	}
 	cfg, err := o.backendConfig(log)
 	if err != nil {
@@ -103,24 +105,39 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer closeIPVS()
+	nftablesBackend := nftables.New(nftables.Config{
+		Runner:            nftables.ExecRunner{},
+		ClusterCIDRs:      cfg.ClusterCIDRs,
+		MasqueradeAll:     cfg.MasqueradeAll,
+		NodePortAddresses: cfg.NodePortAddresses,
+		MasqueradeMark:    cfg.MasqueradeMark,
+		Logger:            log,
+	})
 	var backend proxy.Backend = iptablesBackend
 	dryRun := iptablesBackend.DryRun
 	minSyncPeriod, syncPeriod := o.minSyncPeriod, o.syncPeriod
-	if o.mode == "ipvs" {
+	switch o.mode {
+	case "ipvs":
 		backend, dryRun = ipvsBackend, ipvsBackend.DryRun
 		minSyncPeriod, syncPeriod = o.ipvs.minSyncPeriod, o.ipvs.syncPeriod
+	case "nftables":
+		backend, dryRun = nftablesBackend, nftablesBackend.DryRun
 	}
+	if _, err := exec.LookPath("nft"); err != nil && o.mode == "nftables" && !o.dryRun && !o.cleanup {
+		return fmt.Errorf("--proxy-mode nftables runs the nft tool, which is missing (Debian: apt-get install nftables): %w", err)
+	}
+	all := []proxy.Backend{iptablesBackend, nftablesBackend, ipvsBackend}
 
 	if o.ipvs.list {
 		return ipvsBackend.List(stdout)
 	}
 	if o.cleanup {
-		for _, b := range []proxy.Backend{iptablesBackend, ipvsBackend} {
+		for _, b := range all {
 			if err := b.Cleanup(ctx); err != nil {
 				return err
 			}
 		}
-		log.Info("removed every rule clusterdns programmed, in both modes")
+		log.Info("removed every rule clusterdns programmed, in every mode")
 		return nil
 	}
 
@@ -136,7 +153,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return dryRun(proxy.BuildModel(nil, c), stdout)
 	}
 
-	cleanupOtherMode(ctx, o.mode, iptablesBackend, ipvsBackend, log)
+	cleanupOtherModes(ctx, backend, all, log)
 	warnIfNotForwarding(log)
 	agent := proxy.NewAgent(proxy.Config{
 		Source:        source,

@@ -87,15 +87,17 @@ func ipvsBackend(o *ipvsOptions, shared iptables.Config, log *slog.Logger, need 
 	return ipvs.New(cfg), closer, nil
 }
 
-// cleanupOtherMode removes what the other mode left, as kube-proxy does at
-// start: the iptables mode's chains before IPVS mode runs, and IPVS mode's
-// virtual servers, sets, link and chains before iptables mode runs.
-func cleanupOtherMode(ctx context.Context, mode string, ipt, ipv proxy.Backend, log *slog.Logger) {
-	other := ipv
-	if mode == "ipvs" {
-		other = ipt
-	}
-	if err := other.Cleanup(ctx); err != nil {
-		log.Warn("could not remove what the other proxy mode left", "mode", other.Name(), "err", err)
+// cleanupOtherModes removes what the other modes left, as kube-proxy does at
+// start: before iptables mode runs, the nftables tables and IPVS mode's
+// virtual servers, sets, link and chains; before IPVS mode, the iptables
+// mode's chains and the nftables tables; and so on.
+func cleanupOtherModes(ctx context.Context, current proxy.Backend, all []proxy.Backend, log *slog.Logger) {
+	for _, other := range all {
+		if other == current {
+			continue
+		}
+		if err := other.Cleanup(ctx); err != nil {
+			log.Warn("could not remove what another proxy mode left", "mode", other.Name(), "err", err)
+		}
 	}
 }

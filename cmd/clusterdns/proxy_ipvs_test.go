@@ -48,9 +48,29 @@ func TestIPVSFlags(t *testing.T) {
 
 func TestProxyModeIsChecked(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	err := runProxy(t.Context(), []string{"--proxy-mode", "nftables", "--dry-run", "--manifests", "../../deploy/examples"}, &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "want iptables or ipvs") {
+	err := runProxy(t.Context(), []string{"--proxy-mode", "userspace", "--dry-run", "--manifests", "../../deploy/examples"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "want iptables, nftables or ipvs") {
 		t.Fatalf("error %v, want an unknown mode refused", err)
+	}
+}
+
+func TestNFTablesDryRunOfTheExampleCluster(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := runProxy(t.Context(), []string{"--proxy-mode", "nftables", "--dry-run", "--manifests", "../../deploy/examples",
+		"--cluster-cidr", "172.16.0.0/16"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{
+		"add table ip clusterdns\n",
+		"add table ip6 clusterdns\n",
+		"add element ip clusterdns service-ips { 10.10.97.97 . tcp . 80 : goto service-",
+		" meta l4proto tcp dnat to 172.16.79.83:80\n",
+		" ip saddr != 172.16.0.0/16 jump mark-for-masquerade\n",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("dry run lacks %q:\n%s", want, stdout.String())
+		}
 	}
 }
 
