@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs the system tools the tests use, when they are missing: dig, iptables
+# Installs the system tools the tests use, when they are missing: dig, iptables, nft
 # and conntrack, ip (netns, veth), etcd for the real kube-apiserver, and qemu
 # for the IPVS tests on a booted kernel. Debian packages only; run as root.
 set -eu
@@ -9,6 +9,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have dig || need="$need dnsutils"
 have iptables-restore || need="$need iptables"
 have conntrack || need="$need conntrack"
+have nft || need="$need nftables"
 have ip || need="$need iproute2"
 have etcd || [ -x /usr/bin/etcd ] || need="$need etcd-server"
 have qemu-system-x86_64 || need="$need qemu-system-x86"

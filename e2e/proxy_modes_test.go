@@ -137,6 +137,7 @@ func podServerBinary(t testing.TB) string {
 
 // proxyFixture is a node running the agent, its pods and an outside client.
 type proxyFixture struct {
+	mode      string // iptables or nftables
 	topo      *netns.Topology
 	bin       string
 	manifests string
@@ -162,9 +163,9 @@ func (f *proxyFixture) setPods(t testing.TB, unready ...string) {
 	}
 }
 
-func newProxyFixture(t *testing.T) *proxyFixture {
-	netns.Require(t, "iptables-"+proxyIPTablesVariant+"-restore", "ip6tables-"+proxyIPTablesVariant+"-restore")
-	f := &proxyFixture{bin: clusterdnsBinary(t), manifests: t.TempDir()}
+func newProxyFixture(t *testing.T, mode string) *proxyFixture {
+	netns.Require(t, "iptables-"+proxyIPTablesVariant+"-restore", "ip6tables-"+proxyIPTablesVariant+"-restore", "nft")
+	f := &proxyFixture{mode: mode, bin: clusterdnsBinary(t), manifests: t.TempDir()}
 	podServer := podServerBinary(t)
 	for _, name := range []string{"namespace.yaml", "services.yaml"} {
 		data, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "examples", name))
@@ -184,7 +185,7 @@ func newProxyFixture(t *testing.T) *proxyFixture {
 	for i, pod := range f.topo.Pods {
 		pod.Start(podServer, "-name", proxyPodIPs[i], "-tcp", proxyTCPTarget, "-udp", proxyUDPListen, "-lifetime", "10m")
 	}
-	f.agent = f.topo.Node.Start(f.bin, "proxy", "--manifests", f.manifests, "--cluster-cidr", proxyCIDR,
+	f.agent = f.topo.Node.Start(f.bin, "proxy", "--proxy-mode", mode, "--manifests", f.manifests, "--cluster-cidr", proxyCIDR,
 		"--healthz-bind-address", proxyHealthz, "--metrics-bind-address", proxyMetrics,
 		"--iptables-variant", proxyIPTablesVariant, "-v", "4")
 	t.Cleanup(func() {
@@ -282,8 +283,13 @@ func reachAll(t *testing.T, ns *netns.NS, addr string, want []string) {
 	}
 }
 
-func TestProxyIPTables(t *testing.T) {
-	f := newProxyFixture(t)
+func TestProxyIPTables(t *testing.T) { testProxyMode(t, "iptables") }
+
+func TestProxyNFTables(t *testing.T) { testProxyMode(t, "nftables") }
+
+// testProxyMode sends real traffic through the rules one mode programs.
+func testProxyMode(t *testing.T, mode string) {
+	f := newProxyFixture(t, mode)
 	node, client := f.topo.Node, f.topo.Client
 	pod0, pod1 := f.topo.Pods[0], f.topo.Pods[1]
 
@@ -435,14 +441,16 @@ func TestProxyIPTables(t *testing.T) {
 		if err := f.agent.Stop(); err != nil {
 			t.Fatalf("agent did not stop cleanly: %v\n%s", err, f.agent.Output())
 		}
-		if before := node.MustRun(f.iptables("iptables-save")); !strings.Contains(before, "CDNS-") {
-			t.Fatalf("no CDNS- rules before cleanup:\n%s", before)
+		programmed := func() string {
+			return node.MustRun(f.iptables("iptables-save")) + node.MustRun(f.iptables("ip6tables-save")) + node.MustRun("nft", "list", "tables")
+		}
+		mark := map[string]string{"iptables": "CDNS-", "nftables": "table ip clusterdns"}[f.mode]
+		if before := programmed(); !strings.Contains(before, mark) {
+			t.Fatalf("no %q before cleanup:\n%s", mark, before)
 		}
 		node.MustRun(f.bin, "proxy", "--cleanup", "--iptables-variant", proxyIPTablesVariant)
-		for _, tool := range []string{"iptables-save", "ip6tables-save"} {
-			if out := node.MustRun(f.iptables(tool)); strings.Contains(out, "CDNS") {
-				t.Errorf("%s after cleanup:\n%s", tool, out)
-			}
+		if out := programmed(); strings.Contains(out, "CDNS") || strings.Contains(out, "clusterdns") {
+			t.Errorf("left after cleanup:\n%s", out)
 		}
 		// Cleaning clean tables is fine too.
 		node.MustRun(f.bin, "proxy", "--cleanup", "--iptables-variant", proxyIPTablesVariant)
