@@ -118,7 +118,7 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 		}
 	}
 	if r.hasPeer(PeerOurProxyNFT) || r.hasPeer(PeerKubeProxyNFT) {
-		if err := rules(MetricRules, PeerOurProxyNFT, PeerKubeProxyNFT, "nftables", "nftables rules: "); err != nil {
+		if err := rules(MetricRules, PeerOurProxyNFT, PeerKubeProxyNFT, "nftables", "Rules, nftables mode: "); err != nil {
 			return written, err
 		}
 	}

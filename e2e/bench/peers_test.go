@@ -30,7 +30,7 @@ var (
 	// Debian's default iptables, nft, takes minutes to restore the 230,000
 	// rules of 10,000 Services; legacy takes seconds.
 	flagIPTables = flag.String("iptables", "legacy", "iptables variant both rule peers program: legacy or nft")
-	flagRuleMode = flag.String("rules-mode", "", "backends the rules part runs both peers with, comma-separated: iptables, nftables (default iptables)")
+	flagRuleMode = flag.String("rules-mode", "", "backends the rules part runs both peers with, comma-separated: iptables, nftables (default iptables with -full, both in the smoke run)")
 	// A peer can be left out while the other one's mode is being built.
 	flagRulePeers = flag.String("rule-peers", "", "rule peers to run, comma-separated: clusterdns-proxy, kube-proxy (default both)")
 )
@@ -72,7 +72,7 @@ func newConfig() config {
 		settle:     200 * time.Millisecond,
 		changes:    2,
 		queryLines: 5000,
-		ruleModes:  []string{modeIPTables},
+		ruleModes:  []string{modeIPTables, modeNFTables},
 		rulePeers:  []string{PeerOurProxy, PeerKubeProxy},
 	}
 	if *flagFull {
