@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -55,6 +56,11 @@ type familyState struct {
 	ports     map[proxy.PortKey]*portObjects
 	baseRules int
 	portRules int // rules and map elements the ports own
+	// hairpin counts, per endpoint address, the service ports that have
+	// it: the address pair is in the hairpin set while any port has it.
+	// It is updated while a script is planned; a failed sync makes the
+	// next one start over.
+	hairpin map[netip.Addr]int
 }
 
 // New returns the backend. Nothing touches the kernel until the first Sync.
@@ -67,7 +73,7 @@ func New(cfg Config) *Backend {
 		b.log = slog.Default()
 	}
 	for _, f := range cfg.Families {
-		b.families = append(b.families, &familyState{r: newRenderer(f, &cfg), ports: make(map[proxy.PortKey]*portObjects)})
+		b.families = append(b.families, &familyState{r: newRenderer(f, &cfg), ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int)})
 	}
 	return b
 }
@@ -92,7 +98,7 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 	for i, st := range b.families {
 		st.commit(plans[i])
 		res.Rewritten += len(plans[i].updates)
-		res.Rules += st.baseRules + st.portRules
+		res.Rules += st.baseRules + st.portRules + len(st.hairpin)
 	}
 	return res, nil
 }
@@ -104,7 +110,7 @@ func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 	saved := b.families
 	b.families = nil
 	for _, st := range saved {
-		b.families = append(b.families, &familyState{r: st.r, ports: make(map[proxy.PortKey]*portObjects)})
+		b.families = append(b.families, &familyState{r: st.r, ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int)})
 	}
 	defer func() { b.families = saved }()
 	b.plan(m, true, true)
@@ -138,6 +144,8 @@ func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
 				s.line("add table ", r.table)
 			}
 			p.baseRules = r.baseObjects(s.to(&s.head), !fresh)
+			// The hairpin set was emptied; every port adds its pairs.
+			st.hairpin = make(map[netip.Addr]int, len(st.hairpin))
 		}
 		old := st.ports
 		if fresh {
@@ -238,6 +246,7 @@ func (st *familyState) write(s *script, prev, cur *portObjects, full bool) {
 			s.to(&s.mapAdd).line("add element ", t, " ", e.set, " { ", e.key, " : ", e.value, " }")
 		}
 	}
+	st.writeHairpin(s, prev, cur, full)
 	for _, c := range prevChains {
 		if findChain(curChains, c.name) == nil {
 			s.to(&s.flush).line("flush chain ", t, " ", c.name)
@@ -247,6 +256,37 @@ func (st *familyState) write(s *script, prev, cur *portObjects, full bool) {
 	for _, set := range prevSets {
 		if !hasSet(curSets, set.name) {
 			s.to(&s.dropSets).line("delete set ", t, " ", set.name)
+		}
+	}
+}
+
+// writeHairpin counts the endpoint addresses cur has and prev had (with
+// full, prev is gone from the set already) and adds the pairs that became
+// wanted and removes those no port wants any more.
+func (st *familyState) writeHairpin(s *script, prev, cur *portObjects, full bool) {
+	t := st.r.table
+	var had, has []netip.Addr
+	if prev != nil && !full {
+		had = prev.hairpin
+	}
+	if cur != nil {
+		has = cur.hairpin
+	}
+	for _, a := range has {
+		if slices.Contains(had, a) {
+			continue
+		}
+		if st.hairpin[a]++; st.hairpin[a] == 1 {
+			s.to(&s.mapAdd).line("add element ", t, " ", setHairpin, " { ", a.String(), " . ", a.String(), " }")
+		}
+	}
+	for _, a := range had {
+		if slices.Contains(has, a) {
+			continue
+		}
+		if st.hairpin[a]--; st.hairpin[a] == 0 {
+			delete(st.hairpin, a)
+			s.to(&s.unmap).line("delete element ", t, " ", setHairpin, " { ", a.String(), " . ", a.String(), " }")
 		}
 	}
 }

@@ -156,18 +156,19 @@ func TestRuleCount(t *testing.T) {
 	cases := []struct {
 		name  string
 		steps [][]pt.Service
-		// want counts the rules and map elements: 15 base rules (6 hooks,
-		// 2 dispatch, 2 node port dispatch, 3 masquerading, 1 mark, 1
-		// reject), per endpoint 2 rules, per service chain 1 (plus one per
-		// affinity set and one for masquerading), per external chain 2, one
-		// element per address and node port.
+		// want counts the rules and set elements: 16 base rules (6 hooks,
+		// 2 dispatch, 2 node port dispatch, 4 masquerading, 1 mark, 1
+		// reject), per endpoint 1 rule in the service chain and one
+		// hairpin element per address (shared between Services), per
+		// external chain 2, one map element per address and node port.
 		want int
 	}{
-		{"empty", [][]pt.Service{nil}, 15},
-		{"clusterip", [][]pt.Service{{clusterIPSvc}}, 15 + 3*2 + 1 + 1},
-		{"nodeport", [][]pt.Service{{nodePortSvc}}, 15 + 3*2 + 1 + 2 + 2},
-		{"after removal", [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, 15 + 3*2 + 1 + 1},
-		{"no endpoints", [][]pt.Service{{emptySvc}}, 15 + 2},
+		{"empty", [][]pt.Service{nil}, 16},
+		{"clusterip", [][]pt.Service{{clusterIPSvc}}, 16 + 3 + 3 + 1},
+		{"nodeport", [][]pt.Service{{nodePortSvc}}, 16 + 3 + 3 + 2 + 2},
+		{"shared endpoints counted once", [][]pt.Service{{clusterIPSvc, nodePortSvc}}, 16 + 3 + 3 + 1 + 3 + 2 + 2},
+		{"after removal", [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, 16 + 3 + 3 + 1},
+		{"no endpoints", [][]pt.Service{{emptySvc}}, 16 + 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,15 +9,24 @@
 // in the map `service-ips` and goes to the service port's chain; addresses
 // local to the node look up protocol and port in `service-nodeports`, which
 // leads to the port's external chain (it marks the packet for masquerading
-// and goes on to the service chain). A service chain picks an endpoint chain
-// with `numgen random mod N`, after the ClientIP affinity sets have had their
-// say; an endpoint chain marks hairpin traffic and DNATs. New connections to
-// service ports without endpoints are rejected from the filter hooks through
-// the maps `no-endpoint-services` and `no-endpoint-nodeports`.
+// and goes on to the service chain). A service chain picks an endpoint with
+// one `numgen random mod k == 0` rule per endpoint and DNATs to it; with
+// ClientIP affinity it first sends clients found in an endpoint's affinity
+// set to that endpoint's chain, and picks endpoint chains, which record the
+// client and DNAT. Hairpin traffic (a pod reaching itself through its
+// Service) is masqueraded in postrouting, where source and destination are
+// one address listed in the set `hairpin`. New connections to service ports
+// without endpoints are rejected from the filter hooks through the maps
+// `no-endpoint-services` and `no-endpoint-nodeports`.
+//
+// The layout keeps the number of chains and anonymous sets small on
+// purpose: nft 1.0.6 lists every chain of the table before it applies any
+// transaction, and the kernel names each new anonymous set by walking all
+// the table's sets, so both make a sync's cost grow with the cluster.
 //
 // Because dispatch is a map lookup, one endpoint change rewrites one service
-// chain, adds or removes the endpoint's own chain and leaves everything else
-// alone: the transaction's size does not depend on the number of Services.
+// chain and a hairpin element and leaves everything else alone: the
+// transaction's size does not depend on the number of Services.
 // The backend keeps in memory what it programmed (chain bodies, map
 // elements, affinity sets) to compute that difference; the kernel is read
 // only on cleanup. The first sync, and the first after a failure, replaces

@@ -21,7 +21,7 @@ import (
 // testNamespace creates a network namespace of the test's own (nothing in it
 // routes anywhere) and returns a runner for nft inside it. The tests that use
 // it need root, ip and nft; CI has them, so they fail rather than skip.
-func testNamespace(t *testing.T) ExecRunner {
+func testNamespace(t testing.TB) ExecRunner {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("this test needs root: it programs nftables in a network namespace of its own")

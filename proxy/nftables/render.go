@@ -25,6 +25,7 @@ const (
 	mapServiceNodePorts   = "service-nodeports"
 	mapNoEndpointServices = "no-endpoint-services"
 	mapNoEndpointNodePort = "no-endpoint-nodeports"
+	setHairpin            = "hairpin"
 
 	// maxNameLen is the kernel's limit on chain and set names (NFT_NAME_MAXLEN
 	// less the terminating zero).
@@ -126,6 +127,9 @@ type portObjects struct {
 	// sets are the ClientIP affinity sets: name and declaration.
 	sets     []affinitySet
 	elements []element
+	// hairpin lists the endpoint addresses (each once) whose traffic to
+	// themselves through the Service must be masqueraded.
+	hairpin []netip.Addr
 }
 
 type affinitySet struct {
@@ -213,26 +217,33 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 	}
 
 	n := len(p.Endpoints)
-	epChains := make([]string, n)
-	var b strings.Builder
 	for i, ep := range p.Endpoints {
-		epLabel := label + "__" + readable(endpointLabel(ep))
-		epID := endpointLabel(ep)
-		epChains[i] = objectName("endpoint", epLabel, id, epID)
-		b.Reset()
-		b.WriteString(r.ip + " saddr " + ep.Addr().String() + " jump " + chainMarkMasq + "\n")
-		rules := 2
-		if p.AffinitySeconds > 0 {
-			seconds := strconv.Itoa(int(p.AffinitySeconds))
+		if i == 0 || ep.Addr() != p.Endpoints[i-1].Addr() {
+			o.hairpin = append(o.hairpin, ep.Addr())
+		}
+	}
+	var b strings.Builder
+	// With ClientIP affinity each endpoint has a chain of its own, which
+	// records the client in the endpoint's set and DNATs. Without, the
+	// service chain DNATs itself: fewer chains keep nft fast, as it lists
+	// every chain of the table before each transaction.
+	var epChains []string
+	if p.AffinitySeconds > 0 {
+		seconds := strconv.Itoa(int(p.AffinitySeconds))
+		epChains = make([]string, n)
+		for i, ep := range p.Endpoints {
+			epLabel := label + "__" + readable(endpointLabel(ep))
+			epID := endpointLabel(ep)
+			epChains[i] = objectName("endpoint", epLabel, id, epID)
 			// The timeout is part of the set's identity: a set's timeout
 			// cannot change, so a new timeout makes a new set.
 			set := objectName("affinity", epLabel, id, epID, seconds)
 			o.sets = append(o.sets, affinitySet{set, "{ type " + r.addrType + "; flags dynamic,timeout; timeout " + seconds + "s; }"})
+			b.Reset()
 			b.WriteString("update @" + set + " { " + r.ip + " saddr }\n")
-			rules++
+			b.WriteString("meta l4proto " + proto + " dnat to " + ep.String() + "\n")
+			o.chains = append(o.chains, chain{epChains[i], b.String(), 2})
 		}
-		b.WriteString("meta l4proto " + proto + " dnat to " + ep.String() + "\n")
-		o.chains = append(o.chains, chain{epChains[i], b.String(), rules})
 	}
 
 	b.Reset()
@@ -249,19 +260,23 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 		b.WriteString(r.ip + " saddr @" + s.name + " goto " + epChains[i] + "\n")
 		rules++
 	}
-	if n == 1 {
-		b.WriteString("goto " + epChains[0] + "\n")
-	} else {
-		b.WriteString("numgen random mod " + strconv.Itoa(n) + " vmap { ")
-		for i, c := range epChains {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(strconv.Itoa(i) + " : goto " + c)
+	// One rule per endpoint, each drawing its own number: the first of k
+	// endpoints left is taken with chance 1/k, so that every endpoint is
+	// equally likely. A "numgen random mod n vmap { ... }" would be one
+	// rule, but each such rule makes an anonymous set, and the kernel finds
+	// a name for a new anonymous set by walking all the table's sets: a
+	// full sync at 10,000 Services took minutes.
+	for i, ep := range p.Endpoints {
+		if left := n - i; left > 1 {
+			b.WriteString("numgen random mod " + strconv.Itoa(left) + " == 0 ")
 		}
-		b.WriteString(" }\n")
+		if epChains != nil {
+			b.WriteString("goto " + epChains[i] + "\n")
+		} else {
+			b.WriteString("meta l4proto " + proto + " dnat to " + ep.String() + "\n")
+		}
 	}
-	rules++
+	rules += n
 	o.chains = append(o.chains, chain{svcChain, b.String(), rules})
 	o.elements = append(o.elements, element{mapServiceIPs, p.ClusterIP.String() + " . " + proto + " . " + port, "goto " + svcChain})
 
@@ -297,6 +312,7 @@ func (r *renderer) baseObjects(s *script, flush bool) int {
 	for _, m := range maps {
 		s.line("add map ", t, " ", m.name, " { type ", m.key, " : verdict; }")
 	}
+	s.line("add set ", t, " ", setHairpin, " { type ", r.addrType, " . ", r.addrType, "; }")
 	if flush {
 		for _, c := range baseChains {
 			s.line("flush chain ", t, " ", c.name)
@@ -307,6 +323,7 @@ func (r *renderer) baseObjects(s *script, flush bool) int {
 		for _, m := range maps {
 			s.line("flush map ", t, " ", m.name)
 		}
+		s.line("flush set ", t, " ", setHairpin)
 	}
 	rules := 0
 	rule := func(c string, spec ...string) {
@@ -322,6 +339,9 @@ func (r *renderer) baseObjects(s *script, flush bool) int {
 		rule(chainServices, r.nodePortMatch, " meta l4proto . th dport vmap @", mapServiceNodePorts)
 		rule(chainNoEndpoints, r.nodePortMatch, " meta l4proto . th dport vmap @", mapNoEndpointNodePort)
 	}
+	// A pod reaching itself through a Service: after DNAT the packet's
+	// source and destination are the same address.
+	rule(chainMasquerade, r.ip, " saddr . ", r.ip, " daddr @", setHairpin, " masquerade fully-random")
 	rule(chainMasquerade, "meta mark & ", r.mark, " == 0 return")
 	rule(chainMasquerade, "meta mark set meta mark ^ ", r.mark)
 	rule(chainMasquerade, "masquerade fully-random")

@@ -1,0 +1,89 @@
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// benchPorts returns n ClusterIP service ports with five endpoints each;
+// variant changes one endpoint of one service.
+func benchPorts(n, variant int) []*proxy.ServicePort {
+	ports := make([]*proxy.ServicePort, 0, n)
+	for i := range n {
+		sp := &proxy.ServicePort{
+			Key:       proxy.PortKey{Service: zone.Key{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)}, Port: "http", Family: proxy.IPv4},
+			Protocol:  zone.ProtocolTCP,
+			ClusterIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
+			Port:      80,
+		}
+		for e := range 5 {
+			last := byte(e + 1)
+			if i == n/2 && e == 4 {
+				last += byte(variant * 10)
+			}
+			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, byte(16 + e), byte(i >> 8), last}), 8080))
+		}
+		ports = append(ports, sp)
+	}
+	return ports
+}
+
+// countingRunner applies nothing, so a benchmark measures rendering alone.
+type countingRunner struct{ bytes int }
+
+func (c *countingRunner) Apply(_ context.Context, script []byte) error {
+	c.bytes += len(script)
+	return nil
+}
+func (*countingRunner) ListTables(context.Context) ([]byte, error) { return nil, nil }
+
+// benchSync measures syncs of one endpoint change through runner, after a
+// full sync of n services; each model is built from the previous one, as the
+// agent builds them (that O(n) step is proxy's BenchmarkBuildModel).
+func benchSync(b *testing.B, n int, runner Runner) {
+	ports := [][]*proxy.ServicePort{benchPorts(n, 0), benchPorts(n, 1)}
+	m := proxy.NewModel(nil, slices.Clone(ports[0]))
+	be := New(Config{Runner: runner, Families: []proxy.Family{proxy.IPv4}})
+	start := time.Now()
+	if _, err := be.Sync(context.Background(), m, true); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(time.Since(start).Seconds(), "s/full-sync")
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		m = proxy.NewModel(m, slices.Clone(ports[(i+1)%2]))
+		b.StartTimer()
+		if _, err := be.Sync(context.Background(), m, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRenderEndpointChange is the backend's own work for one endpoint
+// change: diff and script, no kernel.
+func BenchmarkRenderEndpointChange(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			r := &countingRunner{}
+			benchSync(b, n, r)
+		})
+	}
+}
+
+// BenchmarkKernelEndpointChange applies one endpoint change with the real nft
+// in a namespace of its own, on top of n services with five endpoints each:
+// what the agent pays per change, kernel included.
+func BenchmarkKernelEndpointChange(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			benchSync(b, n, testNamespace(b))
+		})
+	}
+}
