@@ -32,9 +32,11 @@ bench:
 
 # clusterdns against CoreDNS and kube-proxy at 10,000 Services (root, 2
 # cores): DNS and iptables rules (about 25 minutes), iptables-nft rules at
-# the sizes it manages (5 minutes), IPVS rules in the e2e VM under emulation
-# (about an hour); writes e2e/bench/results/.
+# the sizes it manages (5 minutes), nftables mode (about 15 minutes), IPVS
+# rules in the e2e VM under emulation (about an hour); writes
+# e2e/bench/results/.
 bench-peers: deps
 	$(GO) test -C e2e/bench -run TestPeers -timeout 90m -v . -args -full
 	$(GO) test -C e2e/bench -run TestPeers -timeout 30m -v . -args -parts rules -iptables nft -rule-sizes 1000,2000 -out results/nft
+	$(GO) test -C e2e/bench -run TestPeers -timeout 90m -v . -args -full -parts rules -rules-mode nftables -out results/nftables
 	$(GO) test -C e2e/bench -run TestPeers -timeout 150m -v . -args -full -parts ipvs -rounds 2 -out results/ipvs
