@@ -106,7 +106,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer closeIPVS()
 	nftablesBackend := nftables.New(nftables.Config{
-		Runner:            nftables.ExecRunner{},
+		Runner:            &nftables.NetlinkRunner{Exec: nftables.ExecRunner{}},
 		ClusterCIDRs:      cfg.ClusterCIDRs,
 		MasqueradeAll:     cfg.MasqueradeAll,
 		NodePortAddresses: cfg.NodePortAddresses,

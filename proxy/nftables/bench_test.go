@@ -77,13 +77,19 @@ func BenchmarkRenderEndpointChange(b *testing.B) {
 	}
 }
 
-// BenchmarkKernelEndpointChange applies one endpoint change with the real nft
-// in a namespace of its own, on top of n services with five endpoints each:
-// what the agent pays per change, kernel included.
+// BenchmarkKernelEndpointChange applies one endpoint change in a namespace of
+// its own, on top of n services with five endpoints each, through the nft
+// tool and through netlink: what the agent pays per change, kernel included.
 func BenchmarkKernelEndpointChange(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			benchSync(b, n, testNamespace(b))
-		})
+		for _, via := range []string{"nft", "netlink"} {
+			b.Run(fmt.Sprintf("services=%d/via=%s", n, via), func(b *testing.B) {
+				var r Runner = testNamespace(b)
+				if via == "netlink" {
+					r = netlinkRunner(b, r.(ExecRunner))
+				}
+				benchSync(b, n, r)
+			})
+		}
 	}
 }

@@ -22,7 +22,10 @@
 // The layout keeps the number of chains and anonymous sets small on
 // purpose: nft 1.0.6 lists every chain of the table before it applies any
 // transaction, and the kernel names each new anonymous set by walking all
-// the table's sets, so both make a sync's cost grow with the cluster.
+// the table's sets, so both make a sync's cost grow with the cluster. For
+// the same reason the agent sends partial syncs through NetlinkRunner, which
+// speaks netlink itself and lists nothing; what still grows is the kernel's
+// own check of the table's jumps at every commit.
 //
 // Because dispatch is a map lookup, one endpoint change rewrites one service
 // chain and a hairpin element and leaves everything else alone: the
