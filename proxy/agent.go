@@ -104,6 +104,7 @@ func NewAgent(cfg Config) *Agent {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 15),
 		}),
 	}
+	a.lastErr = errNoSnapshot // until the first sync says otherwise
 	a.registry.MustRegister(a.metrics.syncDuration, a.metrics.lastSuccess, a.metrics.rules,
 		a.metrics.syncErrors, a.metrics.programming,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -196,6 +196,31 @@ func TestAgentSyncLoop(t *testing.T) {
 	}
 }
 
+// The first sync follows the first snapshot at once, however long the
+// minimum period between syncs: the time before it is not a sync.
+func TestAgentFirstSyncWaitsForNothingButTheSnapshot(t *testing.T) {
+	backend := &fakeBackend{synced: make(chan struct{}, 1)}
+	src := make(chanSource)
+	a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: time.Hour, SyncPeriod: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond) // the loop is up and has nothing to do
+	if n := len(backend.snapshot()); n != 0 {
+		t.Fatalf("%d syncs before any snapshot", n)
+	}
+	src <- dnsCluster("172.16.0.1")
+	if calls := backend.waitSyncs(t, 1); !calls[0].full {
+		t.Error("the first sync was not a full one")
+	}
+}
+
 func TestHealthAfterFailure(t *testing.T) {
 	backend := &fakeBackend{synced: make(chan struct{}, 1)}
 	a := NewAgent(Config{Source: make(chanSource), Backend: backend})

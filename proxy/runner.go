@@ -27,12 +27,15 @@ func (r *boundedRunner) Request() {
 	}
 }
 
-// Loop runs until ctx ends. The first call is a full one and happens at once.
-// sync reports whether it succeeded.
+// Loop runs until ctx ends. The first call is a full one and happens at the
+// first Request (the source's first snapshot), not before: a call with
+// nothing to program would count as a run and hold the real first sync back
+// by minInterval. sync reports whether it succeeded.
 func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 	var lastRun, lastFull time.Time
-	pending, needFull := true, true
-	timer := time.NewTimer(0)
+	pending, needFull := false, true
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	defer timer.Stop()
 	for {
 		select {
@@ -57,6 +60,9 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 			} else {
 				pending, needFull = true, true
 			}
+		}
+		if lastRun.IsZero() {
+			continue // nothing asked yet; only a Request wakes the loop
 		}
 		// Wake for the earlier of the next allowed run (if one is pending) and
 		// the next periodic full sync.
