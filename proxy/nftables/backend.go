@@ -61,6 +61,14 @@ type familyState struct {
 	// It is updated while a script is planned; a failed sync makes the
 	// next one start over.
 	hairpin map[netip.Addr]int
+	// claims names, per map element key ("map key"), the service port whose
+	// element it is. Two ports claiming one key (two Services of a manifests
+	// folder with one cluster IP, say) would fail every transaction; the
+	// first keeps it, the other's element is left out (and logged) until
+	// it changes or the next full sync. Reset with the maps, like hairpin.
+	claims map[string]proxy.PortKey
+	// conflicts lists the claims refused while planning, for the log.
+	conflicts []string
 }
 
 // New returns the backend. Nothing touches the kernel until the first Sync.
@@ -73,7 +81,8 @@ func New(cfg Config) *Backend {
 		b.log = slog.Default()
 	}
 	for _, f := range cfg.Families {
-		b.families = append(b.families, &familyState{r: newRenderer(f, &cfg), ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int)})
+		b.families = append(b.families, &familyState{r: newRenderer(f, &cfg), ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int),
+			claims: make(map[string]proxy.PortKey)})
 	}
 	return b
 }
@@ -87,6 +96,12 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 	defer b.mu.Unlock()
 	fresh := !b.trusted
 	plans := b.plan(m, full || fresh, fresh)
+	for _, st := range b.families {
+		for _, c := range st.conflicts {
+			b.log.Warn("nftables: two service ports want one map key; the first keeps it", "conflict", c)
+		}
+		st.conflicts = st.conflicts[:0]
+	}
 	var res proxy.SyncResult
 	if data := b.s.bytes(); data != nil {
 		if err := b.cfg.Runner.Apply(ctx, data); err != nil {
@@ -110,7 +125,8 @@ func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 	saved := b.families
 	b.families = nil
 	for _, st := range saved {
-		b.families = append(b.families, &familyState{r: st.r, ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int)})
+		b.families = append(b.families, &familyState{r: st.r, ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int),
+			claims: make(map[string]proxy.PortKey)})
 	}
 	defer func() { b.families = saved }()
 	b.plan(m, true, true)
@@ -146,6 +162,7 @@ func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
 			p.baseRules = r.baseObjects(s.to(&s.head), !fresh)
 			// The hairpin set was emptied; every port adds its pairs.
 			st.hairpin = make(map[netip.Addr]int, len(st.hairpin))
+			st.claims = make(map[string]proxy.PortKey, len(st.claims))
 		}
 		old := st.ports
 		if fresh {
@@ -211,7 +228,15 @@ func (st *familyState) write(s *script, prev, cur *portObjects, full bool) {
 	var curChains []chain
 	var curElements []element
 	if cur != nil {
+		st.claim(cur)
 		curSets, curChains, curElements = cur.sets, cur.chains, cur.elements
+	}
+	if prev != nil && !full {
+		for _, e := range prevElements {
+			if k := e.set + " " + e.key; st.claims[k] == prev.sp.Key && (cur == nil || !hasElementKey(curElements, e)) {
+				delete(st.claims, k)
+			}
+		}
 	}
 
 	for _, set := range curSets {
@@ -289,6 +314,32 @@ func (st *familyState) writeHairpin(s *script, prev, cur *portObjects, full bool
 			s.to(&s.unmap).line("delete element ", t, " ", setHairpin, " { ", a.String(), " . ", a.String(), " }")
 		}
 	}
+}
+
+// claim takes the keys of o's elements that no other port holds and drops
+// from o the elements whose keys another port holds, so that o records only
+// what it programs.
+func (st *familyState) claim(o *portObjects) {
+	kept := o.elements[:0]
+	for _, e := range o.elements {
+		k := e.set + " " + e.key
+		if owner, ok := st.claims[k]; ok && owner != o.sp.Key {
+			st.conflicts = append(st.conflicts, fmt.Sprintf("%s %s wanted by %s, held by %s", e.set, e.key, o.sp.Key, owner))
+			continue
+		}
+		st.claims[k] = o.sp.Key
+		kept = append(kept, e)
+	}
+	o.elements = kept
+}
+
+func hasElementKey(elements []element, e element) bool {
+	for _, o := range elements {
+		if o.set == e.set && o.key == e.key {
+			return true
+		}
+	}
+	return false
 }
 
 func findChain(chains []chain, name string) *chain {

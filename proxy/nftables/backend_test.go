@@ -46,6 +46,8 @@ func goldenCases() []struct {
 	changed := with(clusterIPSvc, func(s *pt.Service) { s.Ready = []string{"172.16.79.83", "172.16.69.207", "172.16.1.9"} })
 	gone := with(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })
 	shorter := with(affinity, func(s *pt.Service) { s.Affinity = 60; s.Ready = nginxPods[:2] })
+	twin := with(clusterIPSvc, func(s *pt.Service) { s.Name, s.Ready = "twin", []string{"172.16.1.20"} })
+	twinChanged := with(twin, func(s *pt.Service) { s.Ready = []string{"172.16.1.21"} })
 	return []struct {
 		name  string
 		cfg   Config
@@ -64,6 +66,11 @@ func goldenCases() []struct {
 		{name: "partial-service-removed", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}},
 		{name: "partial-endpoints-gone-and-back", steps: [][]pt.Service{{clusterIPSvc}, {gone}, {clusterIPSvc}}},
 		{name: "partial-nothing-changed", steps: [][]pt.Service{{clusterIPSvc}, {clusterIPSvc}}},
+		// Two Services with one cluster IP (possible in a manifests folder):
+		// the first by key keeps the address; the other's change is
+		// written without it, and when the first goes the address waits
+		// for the next full sync.
+		{name: "duplicate-cluster-ip", steps: [][]pt.Service{{clusterIPSvc, twin}, {clusterIPSvc, twinChanged}, {twinChanged}}},
 	}
 }
 
@@ -226,5 +233,20 @@ func TestObjectNamesAreValidAndBounded(t *testing.T) {
 		if strings.ContainsAny(n, ": []") {
 			t.Errorf("%q has characters nft does not take in a name", n)
 		}
+	}
+}
+
+func TestDuplicateKeyKeptByFirstPort(t *testing.T) {
+	rec := &RecordingRunner{}
+	b := New(Config{Runner: rec, Families: []proxy.Family{proxy.IPv4}})
+	twin := with(clusterIPSvc, func(s *pt.Service) { s.Name = "twin" })
+	if _, err := b.Sync(context.Background(), pt.Model(nil, clusterIPSvc, twin), true); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(rec.Scripts[0], "add element ip clusterdns service-ips { 10.10.97.97 . tcp . 80 : "); n != 1 {
+		t.Errorf("the shared key is added %d times, want once:\n%s", n, rec.Scripts[0])
+	}
+	if !strings.Contains(rec.Scripts[0], "service-ips { 10.10.97.97 . tcp . 80 : goto service-WSZ6NBRK-dev/service-clusterip/") {
+		t.Errorf("the key does not lead to the first Service (dev/service-clusterip):\n%s", rec.Scripts[0])
 	}
 }
