@@ -155,6 +155,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	if latest != modelOf || model == nil {
 		model = BuildModel(programmed, latest)
 	}
+	modelTook := time.Since(start)
 	res, err := a.cfg.Backend.Sync(ctx, model, full)
 	elapsed := time.Since(start)
 	kind := "partial"
@@ -192,7 +193,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	a.setResult(nil)
 	if res.Rewritten > 0 || full {
 		a.log.Debug("synced", "backend", a.cfg.Backend.Name(), "full", full, "rewritten", res.Rewritten,
-			"rules", res.Rules, "took", elapsed, "generation", latest.Generation)
+			"rules", res.Rules, "took", elapsed, "model", modelTook, "generation", latest.Generation)
 	}
 	return nil
 }
