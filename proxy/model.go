@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -123,7 +124,9 @@ type Model struct {
 	// sources remembers what each Service's ports were built from, so that
 	// the next model reuses them when neither the Service nor its slices
 	// changed.
-	sources map[zone.Key]*portSource
+	sources *sourceMap
+	// generation is the Generation of the snapshot the model was built from.
+	generation uint64
 
 	// ID identifies the model; BaseID is the ID of the model Changes is
 	// relative to, zero when there is none.
@@ -197,38 +200,51 @@ func NewModel(prev *Model, ports []*ServicePort) *Model {
 //
 // Services whose object and slices are the ones prev was built from keep
 // prev's ports without being looked at again, and when no port appeared or
-// went away the new model reuses prev's order and index: an endpoint change
-// costs a pass of pointer comparisons, not a rebuild of every port.
+// went away the new model reuses prev's order and index. When prev was built
+// from the snapshot just before c, only the Services c lists as changed are
+// looked at, so an endpoint change costs work for that Service (and a copy of
+// the port list), not a pass over every Service.
 func BuildModel(prev *Model, c *zone.Cluster) *Model {
 	if c == nil {
 		return NewModel(prev, nil)
 	}
-	sources := make(map[zone.Key]*portSource, len(c.Services))
+	if prev != nil && prev.sources != nil {
+		if since, changed, ok := c.ChangedServices(); ok && since == prev.generation {
+			if m := patchChanged(prev, c, changed); m != nil {
+				return m
+			}
+		}
+	}
+	sources := newSourceMap()
 	var rebuilt []*portSource
 	for key, svc := range c.Services {
-		if svc.Type == zone.TypeExternalName || svc.Headless || len(svc.ClusterIPs) == 0 {
+		if !routable(svc) {
 			continue
 		}
 		svcSlices := c.SlicesFor(key)
-		if prev != nil {
-			if s := prev.sources[key]; s != nil && s.svc == svc && slices.Equal(s.slices, svcSlices) {
-				sources[key] = s
+		if prev != nil && prev.sources != nil {
+			if s := prev.sources.get(key); s != nil && s.svc == svc && slices.Equal(s.slices, svcSlices) {
+				sources.put(key, s)
 				continue
 			}
 		}
 		s := &portSource{svc: svc, slices: svcSlices, ports: servicePorts(svc, svcSlices)}
-		sources[key] = s
+		sources.put(key, s)
 		rebuilt = append(rebuilt, s)
 	}
-	if m := patchModel(prev, sources, rebuilt); m != nil {
-		return m
+	if prev != nil && prev.sources != nil && sources.n == prev.sources.n {
+		if m := patchModel(prev, sources, rebuilt, c.Generation); m != nil {
+			return m
+		}
 	}
 	var ports []*ServicePort
-	for _, s := range sources {
-		ports = append(ports, s.ports...)
+	for _, shard := range sources.shards {
+		for _, s := range shard {
+			ports = append(ports, s.ports...)
+		}
 	}
 	m := NewModel(prev, ports)
-	m.sources = sources
+	m.sources, m.generation = sources, c.Generation
 	// NewModel swapped unchanged ports for prev's objects; the sources must
 	// hold the same objects for the next comparison by pointer.
 	for _, s := range rebuilt {
@@ -242,12 +258,9 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model {
 // patchModel builds the model from prev when the rebuilt Services kept
 // exactly their port keys and no Service came or went; it returns nil when
 // they did not and the model must be rebuilt.
-func patchModel(prev *Model, sources map[zone.Key]*portSource, rebuilt []*portSource) *Model {
-	if prev == nil || prev.sources == nil || len(sources) != len(prev.sources) {
-		return nil
-	}
+func patchModel(prev *Model, sources *sourceMap, rebuilt []*portSource, generation uint64) *Model {
 	for _, s := range rebuilt {
-		old := prev.sources[s.svc.Key]
+		old := prev.sources.get(s.svc.Key)
 		if old == nil || len(old.ports) != len(s.ports) {
 			return nil
 		}
@@ -257,7 +270,7 @@ func patchModel(prev *Model, sources map[zone.Key]*portSource, rebuilt []*portSo
 			}
 		}
 	}
-	m := &Model{Ports: slices.Clone(prev.Ports), index: prev.index, sources: sources, ID: rand.Uint64() | 1, BaseID: prev.ID}
+	m := &Model{Ports: slices.Clone(prev.Ports), index: prev.index, sources: sources, generation: generation, ID: rand.Uint64() | 1, BaseID: prev.ID}
 	for _, s := range rebuilt {
 		for i, p := range s.ports {
 			at := prev.index[p.Key]
@@ -271,6 +284,101 @@ func patchModel(prev *Model, sources map[zone.Key]*portSource, rebuilt []*portSo
 	}
 	sort.Slice(m.Changes, func(i, j int) bool { return m.Changes[i].less(m.Changes[j]) })
 	return m
+}
+
+// patchChanged builds the model from prev and the Services of c that changed
+// since the snapshot prev was built from. It returns nil, for a full build,
+// when a routable Service came or went or a Service's ports changed.
+func patchChanged(prev *Model, c *zone.Cluster, changed []zone.Key) *Model {
+	var edits map[zone.Key]*portSource
+	var rebuilt []*portSource
+	for _, key := range changed {
+		svc := c.Services[key]
+		old := prev.sources.get(key)
+		if svc == nil || !routable(svc) {
+			if old != nil {
+				return nil
+			}
+			continue
+		}
+		if old == nil {
+			return nil
+		}
+		svcSlices := c.SlicesFor(key)
+		if old.svc == svc && slices.Equal(old.slices, svcSlices) {
+			continue
+		}
+		s := &portSource{svc: svc, slices: svcSlices, ports: servicePorts(svc, svcSlices)}
+		if edits == nil {
+			edits = make(map[zone.Key]*portSource)
+		}
+		edits[key] = s
+		rebuilt = append(rebuilt, s)
+	}
+	return patchModel(prev, prev.sources.with(edits), rebuilt, c.Generation)
+}
+
+// routable reports whether a Service has virtual addresses to route.
+func routable(svc *zone.Service) bool {
+	return svc.Type != zone.TypeExternalName && !svc.Headless && len(svc.ClusterIPs) > 0
+}
+
+// sourceShards is how many maps a sourceMap spreads its Services over.
+const sourceShards = 64
+
+// sourceMap holds the portSource of every routable Service in shards, so
+// that a model derived from another shares all shards but the ones its
+// changes fall in.
+type sourceMap struct {
+	shards [sourceShards]map[zone.Key]*portSource
+	n      int
+}
+
+func newSourceMap() *sourceMap { return &sourceMap{} }
+
+func shardOf(k zone.Key) int {
+	h := uint32(2166136261)
+	for _, s := range [2]string{k.Namespace, k.Name} {
+		for i := 0; i < len(s); i++ {
+			h = (h ^ uint32(s[i])) * 16777619
+		}
+		h = (h ^ '/') * 16777619
+	}
+	return int(h % sourceShards)
+}
+
+func (m *sourceMap) get(k zone.Key) *portSource { return m.shards[shardOf(k)][k] }
+
+// put adds a Service while the map is being built.
+func (m *sourceMap) put(k zone.Key, s *portSource) {
+	shard := m.shards[shardOf(k)]
+	if shard == nil {
+		shard = make(map[zone.Key]*portSource)
+		m.shards[shardOf(k)] = shard
+	}
+	if _, ok := shard[k]; !ok {
+		m.n++
+	}
+	shard[k] = s
+}
+
+// with returns a map that is m with the Services in edits replaced; it
+// copies only the shards they fall in. Every key of edits must be in m.
+func (m *sourceMap) with(edits map[zone.Key]*portSource) *sourceMap {
+	if len(edits) == 0 {
+		return m
+	}
+	out := *m
+	var copied [sourceShards]bool
+	for k, s := range edits {
+		i := shardOf(k)
+		if !copied[i] {
+			out.shards[i] = maps.Clone(m.shards[i])
+			copied[i] = true
+		}
+		out.shards[i][k] = s
+	}
+	return &out
 }
 
 // servicePorts builds a Service's ports, per cluster IP family and port.

@@ -206,6 +206,12 @@ func TestIncrementalModelMatchesFullBuild(t *testing.T) {
 		case 5:
 			b.DeleteSlice(zone.Key{Namespace: "ns", Name: fmt.Sprintf("s%d-x", i)})
 		}
+		if rng.IntN(8) == 0 {
+			// A snapshot the agent never built a model for: the next
+			// model cannot go by the changes of one snapshot alone.
+			b.Snapshot()
+			b.SetSlice(slice(rng.IntN(30)))
+		}
 		c := b.Snapshot()
 		inc, full := BuildModel(prev, c), BuildModel(nil, c)
 		if len(inc.Ports) != len(full.Ports) {

@@ -31,6 +31,21 @@ type Cluster struct {
 	// previous snapshot; zero when unknown. Consumers report the time from it to
 	// when their view reflects the snapshot as programming latency.
 	Changed time.Time
+
+	// since is the Generation of the previous snapshot (zero for the first);
+	// servicesChanged lists the Services whose object or slices changed
+	// since then.
+	since           uint64
+	servicesChanged []Key
+}
+
+// ChangedServices lists the Services whose object or EndpointSlices changed
+// (or went away) since the snapshot of generation since, which is the one cut
+// before this one. ok is false for a first snapshot, when anything may have
+// changed. A consumer that kept a view of snapshot since can update it from
+// these Services alone.
+func (c *Cluster) ChangedServices() (since uint64, keys []Key, ok bool) {
+	return c.since, c.servicesChanged, c.since != 0
 }
 
 // SlicesFor returns the EndpointSlices that belong to the Service, sorted by name.
@@ -86,6 +101,8 @@ type Builder struct {
 	// whose list or slices changed since the last snapshot.
 	sliceKeys map[Key][]Key
 	touched   map[Key]struct{}
+	// edited holds the Services set or deleted since the last snapshot.
+	edited map[Key]struct{}
 	// objectsIn counts the Services, slices and Pods in each namespace.
 	objectsIn map[string]int
 }
@@ -107,6 +124,7 @@ func NewBuilder() *Builder {
 		namespaces: make(map[string]*Namespace),
 		sliceKeys:  make(map[Key][]Key),
 		touched:    make(map[Key]struct{}),
+		edited:     make(map[Key]struct{}),
 		objectsIn:  make(map[string]int),
 	}
 }
@@ -136,6 +154,7 @@ func (b *Builder) SetService(s *Service) {
 		b.count(s.Namespace, 1)
 	}
 	b.services[s.Key] = s
+	b.edited[s.Key] = struct{}{}
 	b.touch(s.Updated, changedServices)
 }
 
@@ -143,6 +162,7 @@ func (b *Builder) SetService(s *Service) {
 func (b *Builder) DeleteService(k Key) {
 	if _, ok := b.services[k]; ok {
 		delete(b.services, k)
+		b.edited[k] = struct{}{}
 		b.count(k.Namespace, -1)
 		b.touch(time.Now(), changedServices)
 	}
@@ -269,9 +289,22 @@ func (b *Builder) Snapshot() *Cluster {
 		c.inUse = last.inUse
 	}
 
+	if !all {
+		c.since = last.Generation
+		c.servicesChanged = make([]Key, 0, len(b.touched)+len(b.edited))
+		for k := range b.touched {
+			c.servicesChanged = append(c.servicesChanged, k)
+		}
+		for k := range b.edited {
+			if _, ok := b.touched[k]; !ok {
+				c.servicesChanged = append(c.servicesChanged, k)
+			}
+		}
+	}
 	b.last = c
 	b.changedMaps = 0
 	clear(b.touched)
+	clear(b.edited)
 	b.dirty = false
 	b.changed = time.Time{}
 	return c

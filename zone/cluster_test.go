@@ -123,6 +123,37 @@ func TestSnapshotsStayCorrectAndImmutable(t *testing.T) {
 		if !maps.Equal(gotIPs, wantIPs) {
 			t.Fatalf("step %d: pods by IP %v, want %v", step, gotIPs, wantIPs)
 		}
+		// Every Service whose object or slices differ from the previous
+		// snapshot's is listed as changed.
+		since, changed, ok := c.ChangedServices()
+		if step == 0 {
+			if ok {
+				t.Fatal("a first snapshot claims to know what changed")
+			}
+		} else {
+			prev := history[len(history)-1].c
+			if !ok || since != prev.Generation {
+				t.Fatalf("step %d: changes since %d (ok %v), want since %d", step, since, ok, prev.Generation)
+			}
+			keys := make(map[Key]bool)
+			for k := range c.Services {
+				keys[k] = true
+			}
+			for k := range prev.Services {
+				keys[k] = true
+			}
+			for k := range c.byService {
+				keys[k] = true
+			}
+			for k := range prev.byService {
+				keys[k] = true
+			}
+			for k := range keys {
+				if (c.Services[k] != prev.Services[k] || !slices.Equal(c.SlicesFor(k), prev.SlicesFor(k))) && !slices.Contains(changed, k) {
+					t.Fatalf("step %d: Service %v changed but is not listed in %v", step, k, changed)
+				}
+			}
+		}
 		history = append(history, kept{c, fingerprint(c)})
 	}
 	for i, h := range history {
