@@ -25,9 +25,13 @@ type Config struct {
 	Conntrack Conntrack
 	// MinSyncPeriod batches changes: syncs are at least this far apart.
 	MinSyncPeriod time.Duration
-	// SyncPeriod is how often a full sync repairs the kernel state.
+	// SyncPeriod is the longest time between two syncs, changes or not.
 	SyncPeriod time.Duration
-	Logger     *slog.Logger
+	// FullSyncPeriod is how often a sync rewrites everything the backend
+	// owns, repairing what someone else changed; zero means every
+	// SyncPeriod. A failed sync is always followed by a full one.
+	FullSyncPeriod time.Duration
+	Logger         *slog.Logger
 }
 
 // Agent keeps the kernel's service routes in step with the cluster: it takes
@@ -70,6 +74,9 @@ func NewAgent(cfg Config) *Agent {
 	if cfg.SyncPeriod <= 0 {
 		cfg.SyncPeriod = 30 * time.Second
 	}
+	if cfg.FullSyncPeriod <= 0 {
+		cfg.FullSyncPeriod = cfg.SyncPeriod
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -77,7 +84,7 @@ func NewAgent(cfg Config) *Agent {
 	a := &Agent{
 		cfg:      cfg,
 		log:      log,
-		runner:   newBoundedRunner(cfg.MinSyncPeriod, cfg.SyncPeriod),
+		runner:   newBoundedRunner(cfg.MinSyncPeriod, cfg.SyncPeriod, cfg.FullSyncPeriod),
 		registry: prometheus.NewRegistry(),
 	}
 	a.metrics = agentMetrics{

@@ -221,6 +221,45 @@ func TestAgentFirstSyncWaitsForNothingButTheSnapshot(t *testing.T) {
 	}
 }
 
+// Between changes the sync period brings syncs; they rewrite everything only
+// when the full sync period says so.
+func TestAgentPeriodicSyncsAreFullOnlyEveryFullSyncPeriod(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		full     time.Duration
+		wantFull bool
+	}{
+		{"full sync period an hour", time.Hour, false},
+		{"full sync period as the sync period", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := &fakeBackend{synced: make(chan struct{}, 1)}
+			src := make(chanSource)
+			a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: 10 * time.Millisecond,
+				SyncPeriod: 30 * time.Millisecond, FullSyncPeriod: tc.full})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			src <- dnsCluster("172.16.0.1")
+			calls := backend.waitSyncs(t, 4) // the first, then periodic ones
+			if !calls[0].full {
+				t.Error("the first sync was not a full one")
+			}
+			for i, c := range calls[1:4] {
+				if c.full != tc.wantFull {
+					t.Errorf("periodic sync %d: full %v, want %v", i+1, c.full, tc.wantFull)
+				}
+			}
+		})
+	}
+}
+
 func TestHealthAfterFailure(t *testing.T) {
 	backend := &fakeBackend{synced: make(chan struct{}, 1)}
 	a := NewAgent(Config{Source: make(chanSource), Backend: backend})

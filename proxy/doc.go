@@ -5,9 +5,9 @@
 // BuildModel from a *zone.Cluster snapshot) says, per Service port and address
 // family, which virtual addresses lead to which endpoints; it knows nothing of
 // iptables or IPVS. The Agent takes snapshots from a zone.Source, rebuilds the
-// model, and runs the sync loop: changes batched by a minimum period, a full
-// resync every sync period and after any failure, stale UDP conntrack entries
-// removed, health and metrics kept. A Backend renders the model into kernel
+// model, and runs the sync loop: changes batched by a minimum period, a sync
+// at least every sync period, a full resync every full sync period and after
+// any failure, stale UDP conntrack entries removed, health and metrics kept. A Backend renders the model into kernel
 // state and applies it (proxy/iptables is one; an IPVS backend is another).
 //
 // This package never parses manifests or talks to the API server itself (that

@@ -6,17 +6,18 @@ import (
 )
 
 // boundedRunner calls a sync function when asked, but never more often than
-// minInterval (requests in between are batched into one call) and at least
-// every maxInterval, when the call is a full one. A failed call is retried,
-// as a full one, after minInterval.
+// minInterval (requests in between are batched into one call), at least every
+// maxInterval, and as a full one at least every fullInterval. A failed call is
+// retried, as a full one, after minInterval.
 type boundedRunner struct {
-	minInterval time.Duration
-	maxInterval time.Duration
-	kick        chan struct{}
+	minInterval  time.Duration
+	maxInterval  time.Duration
+	fullInterval time.Duration
+	kick         chan struct{}
 }
 
-func newBoundedRunner(minInterval, maxInterval time.Duration) *boundedRunner {
-	return &boundedRunner{minInterval: minInterval, maxInterval: maxInterval, kick: make(chan struct{}, 1)}
+func newBoundedRunner(minInterval, maxInterval, fullInterval time.Duration) *boundedRunner {
+	return &boundedRunner{minInterval: minInterval, maxInterval: maxInterval, fullInterval: fullInterval, kick: make(chan struct{}, 1)}
 }
 
 // Request asks for a sync soon; it never blocks.
@@ -46,8 +47,13 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 		case <-timer.C:
 		}
 		now := time.Now()
-		if !lastFull.IsZero() && now.Sub(lastFull) >= r.maxInterval {
-			pending, needFull = true, true
+		if !lastFull.IsZero() {
+			switch {
+			case now.Sub(lastFull) >= r.fullInterval:
+				pending, needFull = true, true
+			case now.Sub(lastRun) >= r.maxInterval:
+				pending = true
+			}
 		}
 		if pending && (lastRun.IsZero() || now.Sub(lastRun) >= r.minInterval) {
 			ok := sync(needFull)
@@ -64,9 +70,12 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 		if lastRun.IsZero() {
 			continue // nothing asked yet; only a Request wakes the loop
 		}
-		// Wake for the earlier of the next allowed run (if one is pending) and
-		// the next periodic full sync.
-		next := lastFull.Add(r.maxInterval)
+		// Wake for the earliest of the next allowed run (if one is pending),
+		// the next periodic sync and the next periodic full sync.
+		next := lastFull.Add(r.fullInterval)
+		if at := lastRun.Add(r.maxInterval); at.Before(next) {
+			next = at
+		}
 		if lastFull.IsZero() {
 			next = lastRun.Add(r.minInterval)
 		}
