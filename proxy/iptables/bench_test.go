@@ -3,12 +3,11 @@ package iptables
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/proxy"
-	"github.com/clusterdns/clusterdns/zone"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 )
 
 // BenchmarkBuildModel is the other half of an endpoint change: the model is
@@ -16,8 +15,8 @@ import (
 func BenchmarkBuildModel(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			prev := proxy.NewModel(nil, benchPorts(n, 0))
-			next := benchPorts(n, 1)
+			prev := proxy.NewModel(nil, pt.BenchPorts(n, 0))
+			next := pt.BenchPorts(n, 1)
 			for b.Loop() {
 				proxy.NewModel(prev, slices.Clone(next))
 			}
@@ -35,32 +34,9 @@ func (d *discardRunner) Restore(_ context.Context, _ proxy.Family, data []byte) 
 func (*discardRunner) Save(context.Context, proxy.Family, string) ([]byte, error) { return nil, nil }
 func (*discardRunner) Run(context.Context, proxy.Family, ...string) error         { return nil }
 
-// benchPorts returns n ClusterIP service ports with five endpoints each;
-// variant changes one endpoint of one service.
-func benchPorts(n, variant int) []*proxy.ServicePort {
-	ports := make([]*proxy.ServicePort, 0, n)
-	for i := range n {
-		sp := &proxy.ServicePort{
-			Key:       proxy.PortKey{Service: zone.Key{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)}, Port: "http", Family: proxy.IPv4},
-			Protocol:  zone.ProtocolTCP,
-			ClusterIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
-			Port:      80,
-		}
-		for e := range 5 {
-			last := byte(e + 1)
-			if i == n/2 && e == 4 {
-				last += byte(variant * 10)
-			}
-			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, byte(16 + e), byte(i >> 8), last}), 8080))
-		}
-		ports = append(ports, sp)
-	}
-	return ports
-}
-
 func BenchmarkRender(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		ports := [][]*proxy.ServicePort{benchPorts(n, 0), benchPorts(n, 1)}
+		ports := [][]*proxy.ServicePort{pt.BenchPorts(n, 0), pt.BenchPorts(n, 1)}
 		models := []*proxy.Model{proxy.NewModel(nil, slices.Clone(ports[0]))}
 		b.Run(fmt.Sprintf("full/services=%d", n), func(b *testing.B) {
 			r := &discardRunner{}

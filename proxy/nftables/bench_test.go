@@ -3,37 +3,13 @@ package nftables
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/clusterdns/clusterdns/proxy"
-	"github.com/clusterdns/clusterdns/zone"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 )
-
-// benchPorts returns n ClusterIP service ports with five endpoints each;
-// variant changes one endpoint of one service.
-func benchPorts(n, variant int) []*proxy.ServicePort {
-	ports := make([]*proxy.ServicePort, 0, n)
-	for i := range n {
-		sp := &proxy.ServicePort{
-			Key:       proxy.PortKey{Service: zone.Key{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)}, Port: "http", Family: proxy.IPv4},
-			Protocol:  zone.ProtocolTCP,
-			ClusterIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
-			Port:      80,
-		}
-		for e := range 5 {
-			last := byte(e + 1)
-			if i == n/2 && e == 4 {
-				last += byte(variant * 10)
-			}
-			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, byte(16 + e), byte(i >> 8), last}), 8080))
-		}
-		ports = append(ports, sp)
-	}
-	return ports
-}
 
 // countingRunner applies nothing, so a benchmark measures rendering alone.
 type countingRunner struct{ bytes int }
@@ -48,7 +24,7 @@ func (*countingRunner) ListTables(context.Context) ([]byte, error) { return nil,
 // full sync of n services; each model is built from the previous one, as the
 // agent builds them (that O(n) step is proxy's BenchmarkBuildModel).
 func benchSync(b *testing.B, n int, runner Runner) {
-	ports := [][]*proxy.ServicePort{benchPorts(n, 0), benchPorts(n, 1)}
+	ports := [][]*proxy.ServicePort{pt.BenchPorts(n, 0), pt.BenchPorts(n, 1)}
 	m := proxy.NewModel(nil, slices.Clone(ports[0]))
 	be := New(Config{Runner: runner, Families: []proxy.Family{proxy.IPv4}})
 	start := time.Now()

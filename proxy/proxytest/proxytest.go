@@ -3,6 +3,7 @@
 package proxytest
 
 import (
+	"fmt"
 	"net/netip"
 
 	"github.com/clusterdns/clusterdns/proxy"
@@ -102,4 +103,27 @@ func Prefixes(s ...string) []netip.Prefix {
 		out = append(out, netip.MustParsePrefix(p))
 	}
 	return out
+}
+
+// BenchPorts returns n ClusterIP service ports with five endpoints each;
+// variant changes one endpoint of one service.
+func BenchPorts(n, variant int) []*proxy.ServicePort {
+	ports := make([]*proxy.ServicePort, 0, n)
+	for i := range n {
+		sp := &proxy.ServicePort{
+			Key:       proxy.PortKey{Service: zone.Key{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)}, Port: "http", Family: proxy.IPv4},
+			Protocol:  zone.ProtocolTCP,
+			ClusterIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
+			Port:      80,
+		}
+		for e := range 5 {
+			last := byte(e + 1)
+			if i == n/2 && e == 4 {
+				last += byte(variant * 10)
+			}
+			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, byte(16 + e), byte(i >> 8), last}), 8080))
+		}
+		ports = append(ports, sp)
+	}
+	return ports
 }
