@@ -3,38 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/e2e/netns"
 	"github.com/clusterdns/clusterdns/proxy"
 	"github.com/clusterdns/clusterdns/proxy/iptables"
-	"github.com/clusterdns/clusterdns/zone"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 )
-
-// proxyBenchPorts returns n ClusterIP service ports with five endpoints each;
-// variant moves one endpoint of the middle service.
-func proxyBenchPorts(n, variant int) []*proxy.ServicePort {
-	ports := make([]*proxy.ServicePort, 0, n)
-	for i := range n {
-		sp := &proxy.ServicePort{
-			Key:       proxy.PortKey{Service: zone.Key{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i)}, Port: "http", Family: proxy.IPv4},
-			Protocol:  zone.ProtocolTCP,
-			ClusterIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
-			Port:      80,
-		}
-		for e := range 5 {
-			last := byte(e + 1)
-			if i == n/2 && e == 4 {
-				last += byte(variant * 10)
-			}
-			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, byte(16 + i%8), byte(i >> 5), last}), 8080))
-		}
-		ports = append(ports, sp)
-	}
-	return ports
-}
 
 // BenchmarkProxyIPTablesApply renders and applies n services × 5 endpoints
 // with the real iptables-restore, inside a namespace of its own, for both
@@ -51,7 +27,7 @@ func BenchmarkProxyIPTablesApply(b *testing.B) {
 	ctx := context.Background()
 	for _, variant := range []string{"nft", "legacy"} {
 		for _, n := range []int{1000, 10000} {
-			ports := [][]*proxy.ServicePort{proxyBenchPorts(n, 0), proxyBenchPorts(n, 1)}
+			ports := [][]*proxy.ServicePort{pt.BenchPorts(n, 0), pt.BenchPorts(n, 1)}
 			setup := func(b *testing.B) (*iptables.Backend, *proxy.Model) {
 				ns := netns.New(b, "cdns-bench-")
 				be := iptables.New(iptables.Config{

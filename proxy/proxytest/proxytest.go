@@ -105,8 +105,9 @@ func Prefixes(s ...string) []netip.Prefix {
 	return out
 }
 
-// BenchPorts returns n ClusterIP service ports with five endpoints each;
-// variant changes one endpoint of one service.
+// BenchPorts returns n (at most 65,536) ClusterIP service ports with five
+// endpoints each, every endpoint address its own; variant moves the last
+// endpoint of the middle service to another address.
 func BenchPorts(n, variant int) []*proxy.ServicePort {
 	ports := make([]*proxy.ServicePort, 0, n)
 	for i := range n {
@@ -117,11 +118,11 @@ func BenchPorts(n, variant int) []*proxy.ServicePort {
 			Port:      80,
 		}
 		for e := range 5 {
-			last := byte(e + 1)
+			second := byte(16 + e)
 			if i == n/2 && e == 4 {
-				last += byte(variant * 10)
+				second += byte(variant * 8)
 			}
-			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, byte(16 + e), byte(i >> 8), last}), 8080))
+			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, second, byte(i >> 8), byte(i)}), 8080))
 		}
 		ports = append(ports, sp)
 	}
