@@ -112,6 +112,20 @@ func healthCode(a *Agent) int {
 	return rec.Code
 }
 
+// runAgent runs a until the test ends, and fails the test if Run fails.
+func runAgent(t *testing.T, a *Agent) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
 func TestAgentSyncLoop(t *testing.T) {
 	backend := &fakeBackend{fail: 1, synced: make(chan struct{}, 1)}
 	ct := &fakeConntrack{}
@@ -120,15 +134,7 @@ func TestAgentSyncLoop(t *testing.T) {
 	if code := healthCode(a); code != http.StatusServiceUnavailable {
 		t.Errorf("healthz before any sync: %d, want 503", code)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runAgent(t, a)
 
 	src <- dnsCluster("172.16.0.1", "172.16.0.2")
 	// The first sync fails (injected); it is retried, in full.
@@ -202,15 +208,7 @@ func TestAgentFirstSyncWaitsForNothingButTheSnapshot(t *testing.T) {
 	backend := &fakeBackend{synced: make(chan struct{}, 1)}
 	src := make(chanSource)
 	a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: time.Hour, SyncPeriod: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runAgent(t, a)
 	time.Sleep(50 * time.Millisecond) // the loop is up and has nothing to do
 	if n := len(backend.snapshot()); n != 0 {
 		t.Fatalf("%d syncs before any snapshot", n)
@@ -237,15 +235,7 @@ func TestAgentPeriodicSyncsAreFullOnlyEveryFullSyncPeriod(t *testing.T) {
 			src := make(chanSource)
 			a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: 10 * time.Millisecond,
 				SyncPeriod: 30 * time.Millisecond, FullSyncPeriod: tc.full})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			runAgent(t, a)
 			src <- dnsCluster("172.16.0.1")
 			calls := backend.waitSyncs(t, 4) // the first, then periodic ones
 			if !calls[0].full {
