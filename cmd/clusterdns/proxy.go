@@ -110,12 +110,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer closeIPVS()
 	nftablesBackend := nftables.New(nftables.Config{
-		Runner:            &nftables.NetlinkRunner{Exec: nftables.ExecRunner{}},
-		ClusterCIDRs:      cfg.ClusterCIDRs,
-		MasqueradeAll:     cfg.MasqueradeAll,
-		NodePortAddresses: cfg.NodePortAddresses,
-		MasqueradeMark:    cfg.MasqueradeMark,
-		Logger:            log,
+		Runner:  &nftables.NetlinkRunner{Exec: nftables.ExecRunner{}},
+		Routing: cfg.Routing,
+		Logger:  log,
 	})
 	var backend proxy.Backend = iptablesBackend
 	dryRun := iptablesBackend.DryRun
@@ -211,9 +208,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func (o *proxyOptions) backendConfig(log *slog.Logger) (iptables.Config, error) {
 	cfg := iptables.Config{
-		Runner:        iptables.ExecRunner{Variant: o.iptablesVariant},
-		MasqueradeAll: o.masqueradeAll,
-		Logger:        log,
+		Runner:  iptables.ExecRunner{Variant: o.iptablesVariant},
+		Routing: proxy.Routing{MasqueradeAll: o.masqueradeAll},
+		Logger:  log,
 	}
 	switch o.iptablesVariant {
 	case "", "nft", "legacy":

@@ -57,20 +57,17 @@ func (o *ipvsOptions) validate() error {
 // without it the backend can still clean up the rest and dry-run.
 func ipvsBackend(o *ipvsOptions, shared iptables.Config, log *slog.Logger, need bool) (*ipvs.Backend, func(), error) {
 	cfg := ipvs.Config{
-		Links:             ipvs.NetlinkLinks{},
-		IPSets:            ipvs.NetlinkIPSets{},
-		Sysctl:            ipvs.ProcSysctl{},
-		Runner:            shared.Runner,
-		Scheduler:         o.scheduler,
-		StrictARP:         o.strictARP,
-		TCPTimeout:        o.tcpTimeout,
-		TCPFinTimeout:     o.tcpFinTimeout,
-		UDPTimeout:        o.udpTimeout,
-		ClusterCIDRs:      shared.ClusterCIDRs,
-		MasqueradeAll:     shared.MasqueradeAll,
-		NodePortAddresses: shared.NodePortAddresses,
-		MasqueradeMark:    shared.MasqueradeMark,
-		Logger:            log,
+		Links:         ipvs.NetlinkLinks{},
+		IPSets:        ipvs.NetlinkIPSets{},
+		Sysctl:        ipvs.ProcSysctl{},
+		Runner:        shared.Runner,
+		Scheduler:     o.scheduler,
+		StrictARP:     o.strictARP,
+		TCPTimeout:    o.tcpTimeout,
+		TCPFinTimeout: o.tcpFinTimeout,
+		UDPTimeout:    o.udpTimeout,
+		Routing:       shared.Routing,
+		Logger:        log,
 	}
 	closer := func() {}
 	if need || ipvs.Available() {

@@ -61,7 +61,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "nodeport",
-			cfg:   Config{ClusterCIDRs: prefixes("172.16.0.0/16")},
+			cfg:   Config{Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}},
 			steps: []*proxy.Model{modelOf(nodePortSvc)},
 			traces: []traceCase{
 				{name: "outside to node port", pkt: tcp("192.168.77.2", nodeIP, 30002), want: endpointsOf(nginxPods, 80, true)},
@@ -74,7 +74,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "nodeport-addresses",
-			cfg:   Config{NodePortAddresses: prefixes("192.168.77.0/24")},
+			cfg:   Config{Routing: proxy.Routing{NodePortAddresses: prefixes("192.168.77.0/24")}},
 			steps: []*proxy.Model{modelOf(nodePortSvc, withoutEndpoints)},
 			traces: []traceCase{
 				{name: "listed address", pkt: tcp("192.168.77.2", nodeIP, 30002), want: endpointsOf(nginxPods, 80, true)},
@@ -109,7 +109,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "dual-stack",
-			cfg:   Config{ClusterCIDRs: prefixes("172.16.0.0/16", "fd00:172::/64")},
+			cfg:   Config{Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16", "fd00:172::/64")}},
 			steps: []*proxy.Model{modelOf(dual)},
 			traces: []traceCase{
 				{name: "v4", pkt: udp("172.16.1.1", "10.10.0.6", 53), want: endpointsOf([]string{"172.16.79.83"}, 53, false)},
@@ -119,7 +119,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "masquerade-all",
-			cfg:   Config{MasqueradeAll: true},
+			cfg:   Config{Routing: proxy.Routing{MasqueradeAll: true}},
 			steps: []*proxy.Model{modelOf(clusterIPSvc)},
 			traces: []traceCase{
 				{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: endpointsOf(nginxPods, 80, true)},
@@ -244,7 +244,7 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	specs := randomCluster(rng, 40)
 	fake := NewFakeRunner()
-	b := New(Config{Runner: fake, ClusterCIDRs: prefixes("172.16.0.0/16")})
+	b := New(Config{Runner: fake, Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}})
 	ctx := context.Background()
 	m := modelOf(specs...)
 	if _, err := b.Sync(ctx, m, true); err != nil {
@@ -279,7 +279,7 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 			t.Fatalf("step %d: %v", step, err)
 		}
 		ref := NewFakeRunner()
-		refRes, err := New(Config{Runner: ref, ClusterCIDRs: prefixes("172.16.0.0/16")}).Sync(ctx, m, true)
+		refRes, err := New(Config{Runner: ref, Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}}).Sync(ctx, m, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -130,11 +130,7 @@ func newRenderer(f proxy.Family, opts *Config) *renderer {
 			r.nodePortCIDRs = append(r.nodePortCIDRs, p.Masked().String())
 		}
 	}
-	mark := opts.MasqueradeMark
-	if mark == 0 {
-		mark = DefaultMasqueradeMark
-	}
-	r.markMasq = "0x" + strconv.FormatUint(uint64(mark), 16)
+	r.markMasq = "0x" + strconv.FormatUint(uint64(opts.Mark()), 16)
 	r.markMasqMask = r.markMasq + "/" + r.markMasq
 	return r
 }
@@ -350,7 +346,3 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	ps.ownRules += 2 * n
 	return ps
 }
-
-// DefaultMasqueradeMark is the packet mark bit that asks CDNS-POSTROUTING to
-// masquerade: bit 13, beside kube-proxy's bit 14, so both can run side by side.
-const DefaultMasqueradeMark = 1 << 13

@@ -18,10 +18,6 @@ import (
 // DefaultDummyLink is the link that holds the service addresses.
 const DefaultDummyLink = "cdns-ipvs0"
 
-// DefaultMasqueradeMark is the mark bit asking for masquerade, the iptables
-// backend's (bit 13), so that the two modes agree.
-const DefaultMasqueradeMark = 1 << 13
-
 // Schedulers are the IPVS schedulers the backend accepts.
 var Schedulers = []string{"rr", "lc", "dh", "sh", "sed", "nq", "wrr", "mh"}
 
@@ -46,16 +42,8 @@ type Config struct {
 	// TCPTimeout, TCPFinTimeout and UDPTimeout are IPVS's connection
 	// timeouts; zero keeps the kernel's.
 	TCPTimeout, TCPFinTimeout, UDPTimeout time.Duration
-	// ClusterCIDRs are the pod ranges: traffic to a cluster IP from outside
-	// them is masqueraded. At most one per family is used.
-	ClusterCIDRs  []netip.Prefix
-	MasqueradeAll bool
-	// NodePortAddresses limits node ports to local addresses in these ranges;
-	// nil means every local address but loopback and link-local ones.
-	NodePortAddresses []netip.Prefix
-	// MasqueradeMark is the mark bit asking for masquerade; zero means
-	// DefaultMasqueradeMark.
-	MasqueradeMark uint32
+	// Routing holds the options all modes share.
+	proxy.Routing
 	// DummyLink names the link holding service addresses; empty means
 	// DefaultDummyLink.
 	DummyLink string
@@ -82,7 +70,7 @@ func New(cfg Config) *Backend {
 		cfg.Scheduler = "rr"
 	}
 	if cfg.MasqueradeMark == 0 {
-		cfg.MasqueradeMark = DefaultMasqueradeMark
+		cfg.MasqueradeMark = proxy.DefaultMasqueradeMark
 	}
 	if cfg.DummyLink == "" {
 		cfg.DummyLink = DefaultDummyLink

@@ -126,9 +126,9 @@ func TestSyncGolden(t *testing.T) {
 		{name: "dual-stack", cfg: Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}},
 			steps: []step{{specs: []svcSpec{dual}, full: true}}},
 		{name: "scheduler-and-settings", cfg: Config{Scheduler: "lc", StrictARP: true, TCPTimeout: 900 * time.Second,
-			ClusterCIDRs: prefixes("172.16.0.0/16")},
+			Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}},
 			steps: []step{{specs: []svcSpec{clusterIPSvc}, full: true}}},
-		{name: "masquerade-all", cfg: Config{MasqueradeAll: true, NodePortAddresses: prefixes("10.0.0.0/8")},
+		{name: "masquerade-all", cfg: Config{Routing: proxy.Routing{MasqueradeAll: true, NodePortAddresses: prefixes("10.0.0.0/8")}},
 			steps: []step{{specs: []svcSpec{nodePortSvc}, full: true}}},
 		{
 			name: "endpoint-removed-without-connections",

@@ -19,18 +19,9 @@ type Config struct {
 	Runner Runner
 	// Families lists the families to program; nil means IPv4 and IPv6.
 	Families []proxy.Family
-	// ClusterCIDRs are the pod ranges, at most one per family is used: traffic
-	// to a cluster IP from outside them is masqueraded.
-	ClusterCIDRs []netip.Prefix
-	// MasqueradeAll masquerades all traffic to cluster IPs.
-	MasqueradeAll bool
-	// NodePortAddresses limits node ports to local addresses in these ranges;
-	// nil means every local address but loopback.
-	NodePortAddresses []netip.Prefix
-	// MasqueradeMark is the mark bit asking for masquerade; zero means
-	// DefaultMasqueradeMark.
-	MasqueradeMark uint32
-	Logger         *slog.Logger
+	// Routing holds the options all modes share.
+	proxy.Routing
+	Logger *slog.Logger
 }
 
 // Backend is the nftables proxy.Backend.

@@ -54,13 +54,13 @@ func goldenCases() []struct {
 		steps [][]pt.Service
 	}{
 		{name: "clusterip", steps: [][]pt.Service{{clusterIPSvc}}},
-		{name: "nodeport", cfg: Config{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}, steps: [][]pt.Service{{nodePortSvc}}},
-		{name: "nodeport-addresses", cfg: Config{NodePortAddresses: pt.Prefixes("192.168.77.0/24")}, steps: [][]pt.Service{{nodePortSvc, emptySvc}}},
+		{name: "nodeport", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}}, steps: [][]pt.Service{{nodePortSvc}}},
+		{name: "nodeport-addresses", cfg: Config{Routing: proxy.Routing{NodePortAddresses: pt.Prefixes("192.168.77.0/24")}}, steps: [][]pt.Service{{nodePortSvc, emptySvc}}},
 		{name: "affinity", steps: [][]pt.Service{{affinity}, {shorter}}},
 		{name: "no-endpoints", steps: [][]pt.Service{{emptySvc, clusterIPSvc}}},
 		{name: "terminating-fallback", steps: [][]pt.Service{{drainingSvc}}},
-		{name: "dual-stack", cfg: Config{ClusterCIDRs: pt.Prefixes("172.16.0.0/16", "fd00:172::/64")}, steps: [][]pt.Service{{dualSvc}}},
-		{name: "masquerade-all", cfg: Config{MasqueradeAll: true, MasqueradeMark: 1 << 14}, steps: [][]pt.Service{{clusterIPSvc}}},
+		{name: "dual-stack", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16", "fd00:172::/64")}}, steps: [][]pt.Service{{dualSvc}}},
+		{name: "masquerade-all", cfg: Config{Routing: proxy.Routing{MasqueradeAll: true, MasqueradeMark: 1 << 14}}, steps: [][]pt.Service{{clusterIPSvc}}},
 		{name: "external-ips", steps: [][]pt.Service{{externalSvc}}},
 		{name: "partial-endpoint-change", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {changed, nodePortSvc}}},
 		{name: "partial-service-removed", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}},

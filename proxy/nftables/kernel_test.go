@@ -152,7 +152,7 @@ func TestKernelPartialSyncsEqualFullSync(t *testing.T) {
 
 func testPartialSyncsEqualFullSync(t *testing.T, via string) {
 	incremental, reference := testNamespace(t), testNamespace(t)
-	cfg := Config{ClusterCIDRs: pt.Prefixes("172.16.0.0/12", "fd00:172::/64")}
+	cfg := Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/12", "fd00:172::/64")}}
 	cfg.Runner = incremental
 	if via == "netlink" {
 		cfg.Runner = netlinkRunner(t, incremental)

@@ -96,11 +96,7 @@ func newRenderer(f proxy.Family, cfg *Config) *renderer {
 	default:
 		r.nodePortMatch = "fib daddr type local " + r.ip + " daddr != " + r.loopback
 	}
-	mark := cfg.MasqueradeMark
-	if mark == 0 {
-		mark = DefaultMasqueradeMark
-	}
-	r.mark = "0x" + strconv.FormatUint(uint64(mark), 16)
+	r.mark = "0x" + strconv.FormatUint(uint64(cfg.Mark()), 16)
 	return r
 }
 
@@ -349,7 +345,3 @@ func (r *renderer) baseObjects(s *script, flush bool) int {
 	rule(chainReject, "reject")
 	return rules
 }
-
-// DefaultMasqueradeMark is the packet mark bit that asks for masquerading:
-// bit 13, as in iptables mode, beside kube-proxy's bit 14.
-const DefaultMasqueradeMark = 1 << 13
