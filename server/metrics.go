@@ -16,6 +16,7 @@ import (
 
 	"github.com/clusterdns/clusterdns/resolver"
 	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 // Metrics are the server's Prometheus collectors. They live as long as the
@@ -201,7 +202,7 @@ func buildVersion() (version, revision string) {
 }
 
 // observeUpdate records a new index.
-func (m *Metrics) observeUpdate(env *Env, c *zone.Cluster, ix *zone.Index, took time.Duration) {
+func (m *Metrics) observeUpdate(env *Env, c *zone.Cluster, ix *dnsindex.Index, took time.Duration) {
 	if m == nil {
 		return
 	}
