@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"strconv"
 	"time"
 
@@ -47,7 +48,7 @@ func setupTimeouts(b *Block, d *caddyfile.Dispenser) error {
 		if args := d.RemainingArgs(); len(args) > 0 {
 			return errAt(d, name, "unexpected argument %q; the values go in a block", args[0])
 		}
-		set := 0
+		line, set := d.Line(), 0
 		for d.NextBlock() {
 			prop := d.Val()
 			args := d.RemainingArgs()
@@ -86,7 +87,7 @@ func setupTimeouts(b *Block, d *caddyfile.Dispenser) error {
 			set++
 		}
 		if set == 0 {
-			return errAt(d, name, "give at least one of read, write, idle, maxtcpqueries, max_connections, or leave the directive out")
+			return fmt.Errorf("%s:%d: %s: give at least one of read, write, idle, maxtcpqueries, max_connections, or leave the directive out", d.File(), line, name)
 		}
 	}
 	return nil
