@@ -533,3 +533,35 @@ func TestTCPConnectionsLeaveNothingBehind(t *testing.T) {
 		t.Fatalf("open gauge %v; want 0", got)
 	}
 }
+
+// A reload hands a listener that stays open its new limits; connections
+// follow them from their next message.
+func TestReloadChangesTCPLimits(t *testing.T) {
+	s := NewServer("Corefile", slog.New(slog.DiscardHandler))
+	ctx := t.Context()
+	var first *listener
+	for _, idle := range []time.Duration{5 * time.Second, 20 * time.Second} {
+		cfg, err := ParseConfig("Corefile", []byte(".:0 {\n bind 127.0.0.1\n timeouts {\n  idle "+idle.String()+"\n }\n}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := Build(cfg, s.Shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.apply(ctx, rt); err != nil {
+			t.Fatal(err)
+		}
+		s.mu.Lock()
+		l := s.listeners["127.0.0.1:0"]
+		s.mu.Unlock()
+		if l == nil || (first != nil && l != first) {
+			t.Fatal("want one listener for 127.0.0.1:0, kept across the reload")
+		}
+		first = l
+		if got := l.tcp.limits.Load(); got.idle != idle || got.maxConns != defaultTCPMaxConns {
+			t.Fatalf("limits %+v; want idle %v and the default limit", *got, idle)
+		}
+	}
+	s.shutdown(0)
+}
