@@ -194,12 +194,12 @@ func (s *tcpServer) admit(nc *net.TCPConn) {
 	}
 	s.conns[c] = struct{}{}
 	s.live++
+	s.metrics.open.Inc()
 	s.wg.Add(1)
 	s.mu.Unlock()
 	if victim != nil {
 		victim.nc.Close()
 	}
-	s.metrics.open.Inc()
 	go c.read()
 }
 

@@ -565,3 +565,28 @@ func TestReloadChangesTCPLimits(t *testing.T) {
 	}
 	s.shutdown(0)
 }
+
+// Any framed message either becomes a query, gets an early reply carrying
+// its ID, or is dropped as a response; none panics.
+func FuzzParseTCPQuery(f *testing.F) {
+	f.Add(query("a.example.", 1))
+	f.Add([]byte{0xbe, 0xef, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff})
+	f.Add([]byte{0, 1, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < 12 {
+			return // the reader closes the connection first
+		}
+		r, early := parseTCPQuery(b)
+		id := binary.BigEndian.Uint16(b)
+		switch {
+		case r != nil && early != nil:
+			t.Fatal("both a query and an early reply")
+		case r != nil && (r.Id != id || len(r.Question) != 1):
+			t.Fatalf("query %v from ID %d", r, id)
+		case early != nil && (early.Id != id || !early.Response):
+			t.Fatalf("early reply %v to ID %d", early, id)
+		case r == nil && early == nil && b[2]&0x80 == 0:
+			t.Fatal("a query dropped without a reply")
+		}
+	})
+}
