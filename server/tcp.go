@@ -287,8 +287,17 @@ func (c *tcpConn) read() {
 	}
 }
 
+// tcpReaders are the connections' read buffers, reused: clients that open
+// a connection per query then cost no buffer each.
+var tcpReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, tcpReadBuffer) }}
+
 func (c *tcpConn) readLoop() string {
-	br := bufio.NewReaderSize(c.nc, tcpReadBuffer)
+	br := tcpReaders.Get().(*bufio.Reader)
+	br.Reset(c.nc)
+	defer func() {
+		br.Reset(nil)
+		tcpReaders.Put(br)
+	}()
 	var hdr [2]byte
 	for served := 0; ; served++ {
 		lim := c.s.limits.Load()
