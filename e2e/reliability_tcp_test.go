@@ -251,3 +251,51 @@ func TestReliabilityTCPSlowSenderDisconnected(t *testing.T) {
 		t.Fatalf("%v connections closed for the read timeout; want 2", v)
 	}
 }
+
+// SIGTERM closes idle TCP connections at once, and a query in flight on
+// another connection still gets its reply before the process exits 0.
+func TestReliabilityTCPShutdownFinishesQueriesInFlight(t *testing.T) {
+	up := startUpstream(t, "127.0.0.1:0", func(w dns.ResponseWriter, r *dns.Msg) {
+		time.Sleep(1500 * time.Millisecond)
+		answerWith("192.0.2.77")(w, r)
+	})
+	s := serveCorefile(t, `.:{PORT} {
+    bind 127.0.0.1
+    kubernetes cluster.local {
+        manifests {MANIFESTS}
+    }
+    forward . {UP}
+}
+`, "{UP}", up.addr)
+	idle, err := net.Dial("tcp", s.dns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	busy, err := net.Dial("tcp", s.dns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	writeTCPQuery(t, busy, "slow.example.com", dns.TypeA, 5)
+	deadline := time.Now().Add(5 * time.Second)
+	for up.asked("slow.example.com") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow query never reached the upstream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readTCPReply(idle, 5*time.Second); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("idle connection: %v; want it closed at shutdown", err)
+	}
+	m, err := readTCPReply(busy, 5*time.Second)
+	if err != nil || m.Id != 5 || !slices.Equal(answers(m), []string{"A 192.0.2.77"}) {
+		t.Fatalf("in-flight query: %v %v; want its answer", m, err)
+	}
+	if code := s.p.exited(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d; want 0", code)
+	}
+}
