@@ -26,8 +26,8 @@ type tcpLimits struct {
 	read time.Duration
 	// write bounds the time one reply may take to leave.
 	write time.Duration
-	// idle is how long a connection with no query in flight and no message
-	// begun stays open.
+	// idle is how long a connection stays open after its last message once
+	// none of its queries is being answered.
 	idle time.Duration
 	// maxConns bounds the open connections (see tcpServer).
 	maxConns int
@@ -84,12 +84,14 @@ const (
 // they are ready, each written whole under the connection's write lock.
 //
 // Connections are counted against a limit. At the limit, a new connection
-// closes the one that has been idle longest (nothing in flight, no message
-// begun) and takes its place; if none is idle the new one is closed at once.
-// Clients at work keep their connections, and clients holding connections
-// open without asking anything cannot lock out one that asks: the idle pay
-// for the newcomer, oldest first, as a cache evicts its least recently used
-// entry.
+// closes the one that has been idle longest and takes its place; if none is
+// idle the new one is closed at once. A connection is idle while none of its
+// queries is being answered, and its age counts from its last complete
+// message: a client holding a connection open without asking, or dribbling
+// a message it never finishes, ages, while one that asks stays young.
+// Clients at work keep their connections, and clients that merely hold them
+// cannot lock out one that asks: the idle pay for the newcomer, least
+// recently used first, as a cache evicts.
 type tcpServer struct {
 	ln      net.Listener
 	answer  func(r *dns.Msg, client netip.AddrPort) *dns.Msg
@@ -118,8 +120,7 @@ type tcpConn struct {
 	prev, next *tcpConn // neighbours in s.idle
 	inIdle     bool
 	idleSince  time.Time
-	waiting    bool // the reader waits for a message's first byte
-	inflight   int  // messages begun and not yet answered
+	inflight   int // queries being answered
 	readerDone bool
 	evicted    bool
 	released   bool
@@ -194,6 +195,7 @@ func (s *tcpServer) admit(nc *net.TCPConn) {
 	}
 	s.conns[c] = struct{}{}
 	s.live++
+	c.enterIdle()
 	s.metrics.open.Inc()
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -278,7 +280,7 @@ func (c *tcpConn) read() {
 	reason := c.readLoop()
 	c.s.mu.Lock()
 	c.setReason(reason)
-	c.readerDone, c.waiting = true, false
+	c.readerDone = true
 	c.leaveIdle()
 	release := c.inflight == 0
 	c.s.mu.Unlock()
@@ -315,17 +317,15 @@ func (c *tcpConn) readLoop() string {
 				return reason
 			}
 		}
-		if !c.begin() {
-			<-c.slots
-			return closeEvicted
-		}
 		r, reason := c.readMessage(br, hdr[:], lim.read)
-		if reason != "" {
-			c.finish()
-			return reason
+		if reason == "" && !c.received(r != nil) {
+			reason = closeEvicted
 		}
-		if r == nil {
-			c.finish()
+		if reason != "" || r == nil {
+			<-c.slots
+			if reason != "" {
+				return reason
+			}
 			continue
 		}
 		c.s.wg.Add(1)
@@ -336,12 +336,6 @@ func (c *tcpConn) readLoop() string {
 // await waits for the first byte of a message for as long as the
 // connection is not idle longer than idle; it returns why it gave up.
 func (c *tcpConn) await(br *bufio.Reader, idle time.Duration) string {
-	c.s.mu.Lock()
-	c.waiting = true
-	if c.inflight == 0 {
-		c.enterIdle()
-	}
-	c.s.mu.Unlock()
 	deadline := time.Now().Add(idle)
 	for {
 		_ = c.nc.SetReadDeadline(deadline)
@@ -458,29 +452,33 @@ func (c *tcpConn) serve(r *dns.Msg) {
 	c.finish()
 }
 
-// begin marks a message begun: the connection is busy until it is answered.
-// It reports false when the connection was evicted meanwhile.
-func (c *tcpConn) begin() bool {
+// received notes a complete message: one more query being answered (the
+// connection is busy until it is), or else activity that makes the idle
+// connection the most recently used. It reports false when the connection
+// was evicted meanwhile: the query is dropped with it.
+func (c *tcpConn) received(query bool) bool {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	if c.evicted {
 		return false
 	}
-	c.waiting = false
 	c.leaveIdle()
-	c.inflight++
+	if query {
+		c.inflight++
+	} else if c.inflight == 0 {
+		c.enterIdle()
+	}
 	return true
 }
 
-// finish marks a message done and returns its slot; the connection turns
-// idle if it was the last and the reader waits, or is released if the
-// reader has ended.
+// finish marks a query answered and returns its slot; the connection turns
+// idle if it was the last, or is released if the reader has ended.
 func (c *tcpConn) finish() {
 	<-c.slots
 	c.s.mu.Lock()
 	c.inflight--
 	release := c.inflight == 0 && c.readerDone
-	if c.inflight == 0 && c.waiting {
+	if c.inflight == 0 {
 		c.enterIdle()
 	}
 	c.s.mu.Unlock()

@@ -293,6 +293,33 @@ func TestTCPLimitEvictsTheOldestIdle(t *testing.T) {
 	}
 }
 
+// A client dribbling a message it never finishes is no busier than an idle
+// one: at the limit it goes before a client that asked since.
+func TestTCPLimitEvictsAStalledSender(t *testing.T) {
+	lim := testLimits()
+	lim.read, lim.idle, lim.maxConns = time.Minute, time.Minute, 2
+	s := startTCP(t, lim, echoAnswer)
+	active := dialTCP(t, s.addr)
+	eventually(t, "the first connection counted", func() bool { return s.connections() == 1 })
+	stalled := dialTCP(t, s.addr)
+	q := frame(query("a.example.", 1))
+	send(t, stalled, q[:len(q)-1])
+	send(t, active, q)
+	mustReply(t, active)
+	eventually(t, "both idle", func() bool { return s.idleConns() == 2 })
+
+	fresh := dialTCP(t, s.addr)
+	send(t, fresh, frame(query("b.example.", 2)))
+	if m := mustReply(t, fresh); m.Id != 2 {
+		t.Fatalf("reply %d; want 2", m.Id)
+	}
+	waitClosed(t, stalled)
+	send(t, active, frame(query("c.example.", 3)))
+	if m := mustReply(t, active); m.Id != 3 {
+		t.Fatalf("reply %d; want 3: the active client keeps its connection", m.Id)
+	}
+}
+
 // With every connection at work, a new one is refused rather than taking a
 // busy client's connection.
 func TestTCPLimitRefusesWhenNoneIsIdle(t *testing.T) {
@@ -589,4 +616,54 @@ func FuzzParseTCPQuery(f *testing.F) {
 			t.Fatal("a query dropped without a reply")
 		}
 	})
+}
+
+// Clients churning through connections at the limit, some idle, some busy,
+// some cut off mid-message, leave the server's books balanced: nothing
+// open, nothing counted, nothing in the idle list.
+func TestTCPChurnAtTheLimit(t *testing.T) {
+	lim := testLimits()
+	lim.maxConns = 8
+	s := startTCP(t, lim, func(r *dns.Msg, client netip.AddrPort) *dns.Msg {
+		if r.Id%3 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		return echoAnswer(r, client)
+	})
+	base := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			for j := range 30 {
+				c, err := net.Dial("tcp", s.addr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				q := frame(query("churn.example.", uint16(i*100+j)))
+				switch j % 4 {
+				case 0: // idle, then gone
+				case 1: // half a message
+					_, _ = c.Write(q[:5])
+				default: // a few queries; the reply may never come if evicted
+					_, _ = c.Write(append(append([]byte{}, q...), q...))
+					_, _ = readReply(c)
+				}
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, "every connection released", func() bool { return s.connections() == 0 })
+	s.mu.Lock()
+	live, idleHead := s.live, s.idle.front()
+	s.mu.Unlock()
+	if live != 0 || idleHead != nil {
+		t.Fatalf("live %d, idle list head %v; want none", live, idleHead)
+	}
+	if got := value(s.metrics.open); got != 0 {
+		t.Fatalf("open gauge %v; want 0", got)
+	}
+	eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= base+2 })
+	t.Logf("evicted %v, refused %v, read timeouts %v", s.closedFor(closeEvicted), value(s.metrics.rejected), s.closedFor(closeReadTimeout))
 }
