@@ -160,8 +160,9 @@ func TestReliabilityTCPThousandsOfIdleConnections(t *testing.T) {
 	}
 	ask()
 	time.Sleep(time.Second) // let start-up's goroutines settle
-	base := metricValue(s.metricsBody(t), "go_goroutines")
-	baseRSS := metricValue(s.metricsBody(t), "process_resident_memory_bytes")
+	body := s.metricsBody(t)
+	base := metricValue(body, "go_goroutines")
+	baseRSS, baseHeap := metricValue(body, "process_resident_memory_bytes"), metricValue(body, "go_memstats_heap_inuse_bytes")
 
 	conns := make([]net.Conn, 0, idle)
 	defer func() {
@@ -177,11 +178,11 @@ func TestReliabilityTCPThousandsOfIdleConnections(t *testing.T) {
 		conns = append(conns, c)
 	}
 	ask()
-	body := s.metricsBody(t)
+	body = s.metricsBody(t)
 	open := metricValue(body, "clusterdns_tcp_connections")
 	evicted := metricValue(body, "clusterdns_tcp_connections_closed_total", `reason="evicted"`)
 	peak := metricValue(body, "go_goroutines")
-	peakRSS := metricValue(body, "process_resident_memory_bytes")
+	peakRSS, peakHeap := metricValue(body, "process_resident_memory_bytes"), metricValue(body, "go_memstats_heap_inuse_bytes")
 	if open > limit || evicted < idle-limit {
 		t.Fatalf("%v connections open, %v evicted; want at most %d open and %d evicted", open, evicted, limit, idle-limit)
 	}
@@ -201,12 +202,12 @@ func TestReliabilityTCPThousandsOfIdleConnections(t *testing.T) {
 		c.Close()
 	}
 	conns = conns[:0]
-	var after, afterRSS float64
+	var after, afterRSS, afterHeap float64
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		body := s.metricsBody(t)
 		after = metricValue(body, "go_goroutines")
-		afterRSS = metricValue(body, "process_resident_memory_bytes")
+		afterRSS, afterHeap = metricValue(body, "process_resident_memory_bytes"), metricValue(body, "go_memstats_heap_inuse_bytes")
 		if metricValue(body, "clusterdns_tcp_connections") == 0 && after <= base+5 {
 			break
 		}
@@ -216,8 +217,8 @@ func TestReliabilityTCPThousandsOfIdleConnections(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ask()
-	t.Logf("goroutines: baseline %v, with %d idle clients %v, after %v; RSS MiB: %.1f, %.1f, %.1f",
-		base, idle, peak, after, baseRSS/(1<<20), peakRSS/(1<<20), afterRSS/(1<<20))
+	t.Logf("goroutines: baseline %v, with %d idle clients %v, after %v; heap in use MiB: %.1f, %.1f, %.1f; RSS MiB: %.1f, %.1f, %.1f",
+		base, idle, peak, after, baseHeap/(1<<20), peakHeap/(1<<20), afterHeap/(1<<20), baseRSS/(1<<20), peakRSS/(1<<20), afterRSS/(1<<20))
 }
 
 // A client that starts a message and does not finish it within the read
