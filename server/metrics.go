@@ -53,6 +53,8 @@ type Metrics struct {
 
 	reloadFailures prometheus.Counter
 	reloadVersion  *prometheus.GaugeVec // hash, value
+
+	tcp *tcpMetrics
 }
 
 // sizeBuckets are CoreDNS's buckets for message sizes in bytes.
@@ -179,7 +181,17 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		m.forwardBroken, m.healthDuration, m.healthFailures,
 		m.reloadFailures, m.reloadVersion,
 		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.tcp = newTCPMetrics(reg)
 	return m
+}
+
+// tcpStats are the TCP listeners' collectors; without Metrics, unregistered
+// ones.
+func (m *Metrics) tcpStats() *tcpMetrics {
+	if m == nil {
+		return newTCPMetrics(prometheus.NewRegistry())
+	}
+	return m.tcp
 }
 
 // buildVersion reads the module version and VCS revision the binary was
