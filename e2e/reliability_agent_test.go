@@ -390,3 +390,136 @@ func testAgentKilledMidSync(t *testing.T, mode string) {
 		t.Errorf("after kills and a restart the kernel differs from a clean full sync:\n%s", dumpDiff(got, want))
 	}
 }
+
+func TestAgentRefusedSyncIPTables(t *testing.T) { testAgentRefusedSync(t, "iptables") }
+
+func TestAgentRefusedSyncNFTables(t *testing.T) { testAgentRefusedSync(t, "nftables") }
+
+// testAgentRefusedSync makes the kernel refuse the agent's syncs: someone
+// else's rule jumps to the chain of a Service that is then deleted, so the
+// transaction that deletes the chain fails (iptables-restore: "line N
+// failed" on the -X; nft: EBUSY). The rules stay as they were, the failures are
+// counted, and the agent recovers: in iptables mode, where the foreign rule
+// keeps every retry failing, /healthz turns 503 once the change has waited
+// twice the sync period and 200 again when the rule is gone; in nftables
+// mode the retry replaces the table whole (the foreign chain with it) and
+// succeeds. Either way the rules end as a clean full sync makes them.
+func testAgentRefusedSync(t *testing.T, mode string) {
+	netns.Require(t, "iptables-"+proxyIPTablesVariant+"-save", "ip6tables-"+proxyIPTablesVariant+"-save", "nft")
+	const syncPeriod = 2 * time.Second // the health timeout is twice this
+	manifests := t.TempDir()
+	writeBigCluster(t, manifests, 2, 2, 0)
+	ns := netns.New(t, "cdns-refuse-")
+	a := startFaultAgent(t, ns, mode, manifests, "--iptables-sync-period", syncPeriod.String(), "--iptables-min-sync-period", "200ms")
+	first := a.waitSynced(t, 0, proxyPatience)
+
+	// Someone else's rule jumps to big/svc-1's chain.
+	var held string
+	switch mode {
+	case "iptables":
+		for _, line := range strings.Split(ns.MustRun("iptables-"+proxyIPTablesVariant+"-save", "-t", "nat"), "\n") {
+			if strings.Contains(line, "big/svc-1") && strings.Contains(line, "-j CDNS-SVC-") {
+				held = line[strings.LastIndex(line, "-j ")+3:]
+			}
+		}
+	case "nftables":
+		for _, line := range strings.Split(ns.MustRun("nft", "list", "chains", "ip"), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "chain" && strings.HasPrefix(f[1], "service-") && strings.Contains(f[1], "svc-1") {
+				held = f[1]
+			}
+		}
+	}
+	if held == "" {
+		t.Fatalf("no chain for big/svc-1 in:\n%s", kernelDump(t, ns))
+	}
+	foreign := map[string][][]string{
+		"iptables": {{"iptables-" + proxyIPTablesVariant, "-t", "nat", "-A", "PREROUTING", "-j", held}},
+		"nftables": {{"nft", "add", "chain", "ip", "clusterdns", "intruder"}, {"nft", "add", "rule", "ip", "clusterdns", "intruder", "jump", held}},
+	}[mode]
+	for _, cmd := range foreign {
+		ns.MustRun(cmd...)
+	}
+	before := kernelDump(t, ns)
+
+	// big/svc-1 goes and big/svc-0's endpoints move: the sync must delete
+	// the held chain.
+	writeBigCluster(t, manifests, 1, 2, 1)
+	changed := time.Now()
+	deadline := changed.Add(proxyPatience)
+	for {
+		if n, _ := a.metric(faultFailureMetric[mode]); n >= 1 {
+			break
+		}
+		if got := kernelDump(t, ns); got != before {
+			t.Fatalf("the rules changed although no sync went through:\n%s", dumpDiff(got, before))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no refused sync counted in %s within %s", faultFailureMetric[mode], proxyPatience)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	if mode == "iptables" {
+		// Every retry is refused: the rules stay, and /healthz turns 503
+		// once the change has waited twice the sync period.
+		deadline := time.Now().Add(2*syncPeriod + proxyPatience)
+		var body string
+		for {
+			if got := kernelDump(t, ns); got != before {
+				t.Fatalf("a refused sync changed the rules:\n%s", dumpDiff(got, before))
+			}
+			code, b, err := a.get(proxyHealthz, "/healthz")
+			if err == nil && code == http.StatusServiceUnavailable {
+				body = b
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/healthz still %d %q %v %s after the change", code, b, err, time.Since(changed).Round(time.Millisecond))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("/healthz 503 %s after the change: %s", time.Since(changed).Round(time.Millisecond), strings.TrimSpace(body))
+		if !strings.Contains(body, held) {
+			t.Errorf("/healthz does not say which chain the kernel would not delete (%s): %s", held, body)
+		}
+		if n, _ := a.metric(faultFailureMetric[mode]); n < 2 {
+			t.Errorf("%s = %v after repeated refusals", faultFailureMetric[mode], n)
+		}
+		undo := slices.Clone(foreign[0])
+		undo[3] = "-D"
+		ns.MustRun(undo...)
+	}
+
+	// The agent recovers: a successful sync, /healthz 200, and the rules a
+	// clean full sync of the new manifests makes.
+	a.waitSynced(t, first, proxyPatience)
+	deadline = time.Now().Add(proxyPatience)
+	for {
+		code, _, err := a.get(proxyHealthz, "/healthz")
+		if err == nil && code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz still %d (%v) after a successful sync", code, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	errorsTotal, _ := a.metric(faultMetricErrors)
+	failures, _ := a.metric(faultFailureMetric[mode])
+	t.Logf("%s: %v refused syncs counted (%s %v)", mode, errorsTotal, faultFailureMetric[mode], failures)
+	if errorsTotal < 1 || failures != errorsTotal {
+		t.Errorf("%s = %v and %s = %v, want equal and positive", faultMetricErrors, errorsTotal, faultFailureMetric[mode], failures)
+	}
+	if err := a.proc.Stop(); err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+	refNS := netns.New(t, "cdns-ref-")
+	ref := startFaultAgent(t, refNS, mode, manifests)
+	ref.waitSynced(t, 0, proxyPatience)
+	if err := ref.proc.Stop(); err != nil {
+		t.Fatalf("reference agent: %v", err)
+	}
+	if got, want := kernelDump(t, ns), kernelDump(t, refNS); got != want {
+		t.Errorf("after recovery the rules differ from a clean full sync:\n%s", dumpDiff(got, want))
+	}
+}
