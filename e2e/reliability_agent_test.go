@@ -5,16 +5,23 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/clusterdns/clusterdns/e2e/internal/kubeapi"
 	"github.com/clusterdns/clusterdns/e2e/internal/promtext"
 	"github.com/clusterdns/clusterdns/e2e/netns"
 )
@@ -521,5 +528,163 @@ func testAgentRefusedSync(t *testing.T, mode string) {
 	}
 	if got, want := kernelDump(t, ns), kernelDump(t, refNS); got != want {
 		t.Errorf("after recovery the rules differ from a clean full sync:\n%s", dumpDiff(got, want))
+	}
+}
+
+// faultRelayKubeconfig lets a process in the namespace reach the API server:
+// a listener on the namespace's loopback whose connections the test carries
+// to the API server on the machine's loopback, so the namespace needs no
+// link out. It returns a kubeconfig naming the relay (the API server's
+// certificate is valid for 127.0.0.1 on any port).
+func faultRelayKubeconfig(t *testing.T, ns *netns.NS, api *kubeapi.APIServer) string {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatalf("relay listener in %s: %v", ns.Name, err)
+	}
+	target := strings.TrimPrefix(api.URL, "https://")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				down.Close() // the API server is down: so is the relay
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, down, up)
+			mu.Unlock()
+			for _, pair := range [][2]net.Conn{{up, down}, {down, up}} {
+				wg.Go(func() {
+					_, _ = io.Copy(pair[0], pair[1])
+					pair[0].Close()
+					pair[1].Close()
+				})
+			}
+		}
+	})
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: "https://" + ln.Addr().String(), CertificateAuthority: api.CAFile}
+	cfg.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{Token: api.AdminToken()}
+	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
+	cfg.CurrentContext = "e2e"
+	path := filepath.Join(t.TempDir(), ns.Name+".kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// An API server gone for a minute changes no rule: the agents (one per
+// mode, each in its own namespace, both through the same outage) keep
+// running, keep their rules unchanged and /healthz 200, and once the API
+// server is back they program a new endpoint.
+func TestAgentRidesOutAPIServerOutage(t *testing.T) {
+	netns.Require(t, "iptables-"+proxyIPTablesVariant+"-save", "ip6tables-"+proxyIPTablesVariant+"-save", "nft")
+	const (
+		outage   = time.Minute
+		sampling = 5 * time.Second
+		catchUp  = 2 * time.Minute // client-go's watch backoff may hold the first retry
+	)
+	api := kubeapi.Start(t)
+	admin := mustAdmin(t, api)
+	ctx := context.Background()
+	const space = "outage"
+	createNamespace(t, ctx, admin, space, nil)
+	for name, ips := range map[string][]string{"web": {"172.16.1.1", "172.16.1.2"}, "db": {"172.16.2.1"}} {
+		if _, err := admin.CoreV1().Services(space).Create(ctx, newService(space, name, nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.DiscoveryV1().EndpointSlices(space).Create(ctx, newSlice(space, name, name+"-a", nil, ips...), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type node struct {
+		mode   string
+		ns     *netns.NS
+		agent  *faultAgent
+		before string
+	}
+	var nodes []*node
+	for _, mode := range []string{"iptables", "nftables"} {
+		n := &node{mode: mode, ns: netns.New(t, "cdns-outage-")}
+		n.agent = startFaultAgent(t, n.ns, mode, faultRelayKubeconfig(t, n.ns, api))
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		n.agent.waitSynced(t, 0, proxyPatience)
+		n.before = kernelDump(t, n.ns)
+		if !strings.Contains(n.before, "172.16.2.1") {
+			t.Fatalf("%s: the rules lack db's endpoint:\n%s", n.mode, n.before)
+		}
+	}
+
+	if err := api.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	samples := 0
+	for time.Since(stopped) < outage {
+		time.Sleep(sampling)
+		for _, n := range nodes {
+			if exited, err := n.agent.proc.Exited(); exited {
+				t.Fatalf("%s: the agent exited %s into the outage: %v", n.mode, time.Since(stopped).Round(time.Second), err)
+			}
+			if got := kernelDump(t, n.ns); got != n.before {
+				t.Fatalf("%s: the rules changed %s into the outage:\n%s", n.mode, time.Since(stopped).Round(time.Second), dumpDiff(got, n.before))
+			}
+			if code, body, err := n.agent.get(proxyHealthz, "/healthz"); err != nil || code != http.StatusOK {
+				t.Errorf("%s: /healthz %d %q (%v) %s into the outage", n.mode, code, body, err, time.Since(stopped).Round(time.Second))
+			}
+		}
+		samples++
+	}
+	if err := api.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("API server down for %s; rules sampled %d times in each mode, unchanged", time.Since(stopped).Round(time.Second), samples)
+
+	// A new endpoint for db, written once the API server is back.
+	restarted := time.Now()
+	sl, err := admin.DiscoveryV1().EndpointSlices(space).Get(ctx, "db-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.Endpoints = append(sl.Endpoints, newSlice(space, "db", "db-a", nil, "172.16.2.2").Endpoints...)
+	if _, err := admin.DiscoveryV1().EndpointSlices(space).Update(ctx, sl, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		deadline := time.Now().Add(catchUp)
+		for !strings.Contains(kernelDump(t, n.ns), "172.16.2.2") {
+			if exited, err := n.agent.proc.Exited(); exited {
+				t.Fatalf("%s: the agent exited: %v", n.mode, err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the new endpoint is not programmed %s after the API server came back", n.mode, catchUp)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("%s: new endpoint programmed %s after the API server came back", n.mode, time.Since(restarted).Round(time.Millisecond))
 	}
 }
