@@ -7,7 +7,9 @@
 // iptables or IPVS. The Agent takes snapshots from a zone.Source, rebuilds the
 // model, and runs the sync loop: changes batched by a minimum period, a sync
 // at least every sync period, a full resync every full sync period and after
-// any failure, stale UDP conntrack entries removed, health and metrics kept. A Backend renders the model into kernel
+// any failure (retried with a growing delay while failures repeat), stale UDP
+// conntrack entries removed, health (kube-proxy's /healthz rule) and metrics
+// kept. A Backend renders the model into kernel
 // state and applies it (proxy/iptables is one; an IPVS backend is another).
 //
 // This package never parses manifests or talks to the API server itself (that
