@@ -223,8 +223,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 		if a.metrics.modeFailures != nil {
 			a.metrics.modeFailures.Inc()
 		}
-		a.log.Error("sync failed; the previous rules stay, retrying with a full sync", "backend", a.cfg.Backend.Name(),
-			"full", full, "err", err)
+		a.log.Error("sync failed; retrying with a full sync", "backend", a.cfg.Backend.Name(), "full", full, "err", err)
 		a.setResult(err, nil, start)
 		return err
 	}
