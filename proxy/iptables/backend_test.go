@@ -3,20 +3,16 @@ package iptables
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/proxy"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 	"github.com/clusterdns/clusterdns/zone"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // traceCase sends one packet and lists where it may end up.
 type traceCase struct {
@@ -30,17 +26,17 @@ type traceCase struct {
 const nodeIP = "192.168.77.1"
 
 func TestRenderGoldenAndTrace(t *testing.T) {
-	withoutEndpoints := svcSpec{ns: "dev", name: "empty", typ: zone.TypeNodePort, ips: []string{"10.10.0.5"}, port: 8080, nodePort: 30080}
-	dual := svcSpec{ns: "dev", name: "dual", ips: []string{"10.10.0.6", "fd00:10::6"}, port: 53, proto: zone.ProtocolUDP, portName: "dns",
-		ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
+	withoutEndpoints := pt.Service{Namespace: "dev", Name: "empty", Type: zone.TypeNodePort, ClusterIPs: []string{"10.10.0.5"}, Port: 8080, NodePort: 30080}
+	dual := pt.Service{Namespace: "dev", Name: "dual", ClusterIPs: []string{"10.10.0.6", "fd00:10::6"}, Port: 53, Protocol: zone.ProtocolUDP, PortName: "dns",
+		Ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
 	changed := clusterIPSvc
-	changed.ready = []string{"172.16.79.83", "172.16.69.207", "172.16.1.9"}
-	draining := svcSpec{ns: "dev", name: "draining", ips: []string{"10.10.0.7"}, port: 80,
-		notReady: []string{"172.16.1.1"}, draining: []string{"172.16.1.2", "172.16.1.3"}}
-	mixed := svcSpec{ns: "dev", name: "mixed", ips: []string{"10.10.0.8"}, port: 80,
-		ready: []string{"172.16.1.4"}, notReady: []string{"172.16.1.5"}, draining: []string{"172.16.1.6"}}
+	changed.Ready = []string{"172.16.79.83", "172.16.69.207", "172.16.1.9"}
+	draining := pt.Service{Namespace: "dev", Name: "draining", ClusterIPs: []string{"10.10.0.7"}, Port: 80,
+		NotReady: []string{"172.16.1.1"}, Draining: []string{"172.16.1.2", "172.16.1.3"}}
+	mixed := pt.Service{Namespace: "dev", Name: "mixed", ClusterIPs: []string{"10.10.0.8"}, Port: 80,
+		Ready: []string{"172.16.1.4"}, NotReady: []string{"172.16.1.5"}, Draining: []string{"172.16.1.6"}}
 	affinity := nodePortSvc
-	affinity.affinity = 10800
+	affinity.Affinity = 10800
 
 	cases := []struct {
 		name   string
@@ -50,7 +46,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 	}{
 		{
 			name:  "clusterip",
-			steps: []*proxy.Model{modelOf(clusterIPSvc)},
+			steps: []*proxy.Model{pt.Model(nil, clusterIPSvc)},
 			traces: []traceCase{
 				{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: endpointsOf(nginxPods, 80, false)},
 				{name: "node to service", pkt: tcp(nodeIP, "10.10.97.97", 80), fromNode: true, want: endpointsOf(nginxPods, 80, false)},
@@ -61,8 +57,8 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "nodeport",
-			cfg:   Config{Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}},
-			steps: []*proxy.Model{modelOf(nodePortSvc)},
+			cfg:   Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}},
+			steps: []*proxy.Model{pt.Model(nil, nodePortSvc)},
 			traces: []traceCase{
 				{name: "outside to node port", pkt: tcp("192.168.77.2", nodeIP, 30002), want: endpointsOf(nginxPods, 80, true)},
 				{name: "node to own node port", pkt: tcp(nodeIP, nodeIP, 30002), fromNode: true, want: endpointsOf(nginxPods, 80, true)},
@@ -74,8 +70,8 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "nodeport-addresses",
-			cfg:   Config{Routing: proxy.Routing{NodePortAddresses: prefixes("192.168.77.0/24")}},
-			steps: []*proxy.Model{modelOf(nodePortSvc, withoutEndpoints)},
+			cfg:   Config{Routing: proxy.Routing{NodePortAddresses: pt.Prefixes("192.168.77.0/24")}},
+			steps: []*proxy.Model{pt.Model(nil, nodePortSvc, withoutEndpoints)},
 			traces: []traceCase{
 				{name: "listed address", pkt: tcp("192.168.77.2", nodeIP, 30002), want: endpointsOf(nginxPods, 80, true)},
 				{name: "unlisted local address", pkt: tcp("192.168.77.2", "10.99.0.1", 30002), want: []string{"untranslated"}},
@@ -83,7 +79,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "affinity",
-			steps: []*proxy.Model{modelOf(affinity)},
+			steps: []*proxy.Model{pt.Model(nil, affinity)},
 			traces: []traceCase{
 				{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.98", 80), want: endpointsOf(nginxPods, 80, false)},
 				{name: "outside to node port", pkt: tcp("192.168.77.2", nodeIP, 30002), want: endpointsOf(nginxPods, 80, true)},
@@ -91,7 +87,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "no-endpoints",
-			steps: []*proxy.Model{modelOf(withoutEndpoints, clusterIPSvc)},
+			steps: []*proxy.Model{pt.Model(nil, withoutEndpoints, clusterIPSvc)},
 			traces: []traceCase{
 				{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.0.5", 8080), want: []string{"REJECT"}},
 				{name: "node to service", pkt: tcp(nodeIP, "10.10.0.5", 8080), fromNode: true, want: []string{"REJECT"}},
@@ -101,7 +97,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "terminating-fallback",
-			steps: []*proxy.Model{modelOf(draining, mixed)},
+			steps: []*proxy.Model{pt.Model(nil, draining, mixed)},
 			traces: []traceCase{
 				{name: "only draining endpoints", pkt: tcp("172.16.9.9", "10.10.0.7", 80), want: endpointsOf([]string{"172.16.1.2", "172.16.1.3"}, 80, false)},
 				{name: "ready wins over draining", pkt: tcp("172.16.9.9", "10.10.0.8", 80), want: endpointsOf([]string{"172.16.1.4"}, 80, false)},
@@ -109,8 +105,8 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "dual-stack",
-			cfg:   Config{Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16", "fd00:172::/64")}},
-			steps: []*proxy.Model{modelOf(dual)},
+			cfg:   Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16", "fd00:172::/64")}},
+			steps: []*proxy.Model{pt.Model(nil, dual)},
 			traces: []traceCase{
 				{name: "v4", pkt: udp("172.16.1.1", "10.10.0.6", 53), want: endpointsOf([]string{"172.16.79.83"}, 53, false)},
 				{name: "v6", family: proxy.IPv6, pkt: udp("fd00:172::99", "fd00:10::6", 53), want: endpointsOf([]string{"fd00:172::83", "fd00:172::84"}, 53, false)},
@@ -120,22 +116,22 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		{
 			name:  "masquerade-all",
 			cfg:   Config{Routing: proxy.Routing{MasqueradeAll: true}},
-			steps: []*proxy.Model{modelOf(clusterIPSvc)},
+			steps: []*proxy.Model{pt.Model(nil, clusterIPSvc)},
 			traces: []traceCase{
 				{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: endpointsOf(nginxPods, 80, true)},
 			},
 		},
 		{
 			name:  "partial-endpoint-change",
-			steps: []*proxy.Model{modelOf(clusterIPSvc, nodePortSvc), modelOf(changed, nodePortSvc)},
+			steps: []*proxy.Model{pt.Model(nil, clusterIPSvc, nodePortSvc), pt.Model(nil, changed, nodePortSvc)},
 			traces: []traceCase{
-				{name: "new endpoints", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: endpointsOf(changed.ready, 80, false)},
+				{name: "new endpoints", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: endpointsOf(changed.Ready, 80, false)},
 				{name: "other service unchanged", pkt: tcp("172.16.1.1", "10.10.97.98", 80), want: endpointsOf(nginxPods, 80, false)},
 			},
 		},
 		{
 			name:  "partial-service-removed",
-			steps: []*proxy.Model{modelOf(clusterIPSvc, nodePortSvc), modelOf(clusterIPSvc)},
+			steps: []*proxy.Model{pt.Model(nil, clusterIPSvc, nodePortSvc), pt.Model(nil, clusterIPSvc)},
 			traces: []traceCase{
 				{name: "removed service", pkt: tcp("172.16.1.1", "10.10.97.98", 80), want: []string{"untranslated"}},
 				{name: "removed node port", pkt: tcp("192.168.77.2", nodeIP, 30002), want: []string{"untranslated"}},
@@ -144,7 +140,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 		},
 		{
 			name:  "partial-endpoints-gone",
-			steps: []*proxy.Model{modelOf(clusterIPSvc), modelOf(svcSpec{ns: "dev", name: "service-clusterip", ips: []string{"10.10.97.97"}, port: 80})},
+			steps: []*proxy.Model{pt.Model(nil, clusterIPSvc), pt.Model(nil, pt.Service{Namespace: "dev", Name: "service-clusterip", ClusterIPs: []string{"10.10.97.97"}, Port: 80})},
 			traces: []traceCase{
 				{name: "now rejected", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: []string{"REJECT"}},
 			},
@@ -166,7 +162,7 @@ func TestRenderGoldenAndTrace(t *testing.T) {
 			for _, r := range restoresOfLastSync(fake, len(tc.steps)) {
 				fmt.Fprintf(&got, "# %s\n%s", r.Family, r.Data)
 			}
-			checkGolden(t, tc.name, got.Bytes())
+			pt.Golden(t, tc.name, got.Bytes())
 
 			for _, tr := range tc.traces {
 				fam := tr.family
@@ -193,44 +189,26 @@ func restoresOfLastSync(fake *FakeRunner, syncs int) []FakeRestore {
 	return fake.Restores[len(fake.Restores)-1:]
 }
 
-func checkGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./proxy/iptables -run %s -update to create it)", err, t.Name())
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("rendered rules differ from %s (run with -update if the change is intended)\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
-
 // randomCluster makes n services with a random number of endpoints each.
-func randomCluster(rng *rand.Rand, n int) []svcSpec {
-	specs := make([]svcSpec, n)
+func randomCluster(rng *rand.Rand, n int) []pt.Service {
+	specs := make([]pt.Service, n)
 	for i := range specs {
-		s := svcSpec{ns: "ns" + fmt.Sprint(i%3), name: fmt.Sprintf("svc%d", i), ips: []string{fmt.Sprintf("10.10.%d.%d", i/250, i%250+1)}, port: 80}
+		s := pt.Service{Namespace: "ns" + fmt.Sprint(i%3), Name: fmt.Sprintf("svc%d", i), ClusterIPs: []string{fmt.Sprintf("10.10.%d.%d", i/250, i%250+1)}, Port: 80}
 		if rng.IntN(3) == 0 {
-			s.typ, s.nodePort = zone.TypeNodePort, int32(30000+i)
+			s.Type, s.NodePort = zone.TypeNodePort, int32(30000+i)
 		}
 		if rng.IntN(4) == 0 {
-			s.proto = zone.ProtocolUDP
+			s.Protocol = zone.ProtocolUDP
 		}
 		if rng.IntN(5) == 0 {
-			s.affinity = 60
+			s.Affinity = 60
 		}
 		for e := rng.IntN(5); e > 0; e-- {
-			s.ready = append(s.ready, fmt.Sprintf("172.16.%d.%d", rng.IntN(4), rng.IntN(250)+1))
+			s.Ready = append(s.Ready, fmt.Sprintf("172.16.%d.%d", rng.IntN(4), rng.IntN(250)+1))
 		}
 		if rng.IntN(6) == 0 {
-			s.ips = append(s.ips, fmt.Sprintf("fd00:10::%x", i+1))
-			s.ready = append(s.ready, fmt.Sprintf("fd00:172::%x", rng.IntN(250)+1))
+			s.ClusterIPs = append(s.ClusterIPs, fmt.Sprintf("fd00:10::%x", i+1))
+			s.Ready = append(s.Ready, fmt.Sprintf("fd00:172::%x", rng.IntN(250)+1))
 		}
 		specs[i] = s
 	}
@@ -244,9 +222,9 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	specs := randomCluster(rng, 40)
 	fake := NewFakeRunner()
-	b := New(Config{Runner: fake, Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}})
+	b := New(Config{Runner: fake, Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}})
 	ctx := context.Background()
-	m := modelOf(specs...)
+	m := pt.Model(nil, specs...)
 	if _, err := b.Sync(ctx, m, true); err != nil {
 		t.Fatal(err)
 	}
@@ -257,35 +235,35 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 			specs = slices.Delete(specs, i, i+1)
 		case 1: // add one
 			specs = append(specs, randomCluster(rng, 1)[0])
-			specs[len(specs)-1].name = fmt.Sprintf("new%d", step)
-			specs[len(specs)-1].ips = []string{fmt.Sprintf("10.20.0.%d", step+1)}
+			specs[len(specs)-1].Name = fmt.Sprintf("new%d", step)
+			specs[len(specs)-1].ClusterIPs = []string{fmt.Sprintf("10.20.0.%d", step+1)}
 		case 2: // drop all endpoints
-			specs[i].ready = nil
+			specs[i].Ready = nil
 		case 3: // change the node port or the port
-			specs[i].typ, specs[i].nodePort = zone.TypeNodePort, int32(31000+step)
-			specs[i].port = int32(8000 + step)
+			specs[i].Type, specs[i].NodePort = zone.TypeNodePort, int32(31000+step)
+			specs[i].Port = int32(8000 + step)
 		default: // endpoints change
-			specs[i].ready = append(slices.Clone(specs[i].ready[:len(specs[i].ready)/2]), fmt.Sprintf("172.16.9.%d", step+1))
+			specs[i].Ready = append(slices.Clone(specs[i].Ready[:len(specs[i].Ready)/2]), fmt.Sprintf("172.16.9.%d", step+1))
 		}
 		// Odd steps build the model from the previous one (the backend then
 		// looks only at its list of changes), even steps from scratch.
 		if step%2 == 1 {
-			m = modelFrom(m, specs...)
+			m = pt.Model(m, specs...)
 		} else {
-			m = modelOf(specs...)
+			m = pt.Model(nil, specs...)
 		}
 		res, err := b.Sync(ctx, m, false)
 		if err != nil {
 			t.Fatalf("step %d: %v", step, err)
 		}
 		ref := NewFakeRunner()
-		refRes, err := New(Config{Runner: ref, Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}}).Sync(ctx, m, true)
+		refRes, err := New(Config{Runner: ref, Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}}).Sync(ctx, m, true)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
 			if got, want := fake.Dump(f), ref.Dump(f); got != want {
-				t.Fatalf("step %d %s: tables after partial sync differ from a full sync:\n%s", step, f, lineDiff(got, want))
+				t.Fatalf("step %d %s: tables after partial sync differ from a full sync:\n%s", step, f, pt.LineDiff(got, want))
 			}
 		}
 		if res.Rules != refRes.Rules || res.Rules+12 != fake.RuleCount(proxy.IPv4)+fake.RuleCount(proxy.IPv6) {
@@ -298,39 +276,23 @@ func TestPartialSyncsEqualFullSync(t *testing.T) {
 	}
 }
 
-func lineDiff(got, want string) string {
-	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
-	var out []string
-	for _, l := range g {
-		if !slices.Contains(w, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	for _, l := range w {
-		if !slices.Contains(g, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 // TestPartialSyncWritesOnlyTheChangedService checks that an endpoint change
 // at scale rewrites one service's chains and no dispatch chain.
 func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
-	specs := make([]svcSpec, 500)
+	specs := make([]pt.Service, 500)
 	for i := range specs {
-		specs[i] = svcSpec{ns: "dev", name: fmt.Sprintf("s%d", i), ips: []string{fmt.Sprintf("10.10.%d.%d", i/200, i%200+1)}, port: 80,
-			ready: []string{fmt.Sprintf("172.16.%d.%d", i/200, i%200+1), fmt.Sprintf("172.17.%d.%d", i/200, i%200+1)}}
+		specs[i] = pt.Service{Namespace: "dev", Name: fmt.Sprintf("s%d", i), ClusterIPs: []string{fmt.Sprintf("10.10.%d.%d", i/200, i%200+1)}, Port: 80,
+			Ready: []string{fmt.Sprintf("172.16.%d.%d", i/200, i%200+1), fmt.Sprintf("172.17.%d.%d", i/200, i%200+1)}}
 	}
 	fake := NewFakeRunner()
 	b := New(Config{Runner: fake, Families: []proxy.Family{proxy.IPv4}})
 	ctx := context.Background()
-	if _, err := b.Sync(ctx, modelOf(specs...), true); err != nil {
+	if _, err := b.Sync(ctx, pt.Model(nil, specs...), true); err != nil {
 		t.Fatal(err)
 	}
-	specs[250].ready = specs[250].ready[:1]
+	specs[250].Ready = specs[250].Ready[:1]
 	n := len(fake.Restores)
-	res, err := b.Sync(ctx, modelOf(specs...), false)
+	res, err := b.Sync(ctx, pt.Model(nil, specs...), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +307,7 @@ func TestPartialSyncWritesOnlyTheChangedService(t *testing.T) {
 		t.Errorf("the removed endpoint's chain is not deleted:\n%s", in)
 	}
 	// Nothing changed: nothing applied.
-	if _, err := b.Sync(ctx, modelOf(specs...), false); err != nil {
+	if _, err := b.Sync(ctx, pt.Model(nil, specs...), false); err != nil {
 		t.Fatal(err)
 	}
 	if len(fake.Restores) != n+1 {
@@ -359,27 +321,27 @@ func TestFailedSyncIsRepairedByFullSync(t *testing.T) {
 	fake := NewFakeRunner()
 	b := New(Config{Runner: fake, Families: []proxy.Family{proxy.IPv4}})
 	ctx := context.Background()
-	if _, err := b.Sync(ctx, modelOf(clusterIPSvc, nodePortSvc), true); err != nil {
+	if _, err := b.Sync(ctx, pt.Model(nil, clusterIPSvc, nodePortSvc), true); err != nil {
 		t.Fatal(err)
 	}
 	fake.FailRestores = 1
-	if _, err := b.Sync(ctx, modelOf(clusterIPSvc), false); err == nil {
+	if _, err := b.Sync(ctx, pt.Model(nil, clusterIPSvc), false); err == nil {
 		t.Fatal("sync succeeded although the restore failed")
 	}
 	saves := fake.Saves
 	// Even a sync asked to be partial becomes full after a failure.
-	if _, err := b.Sync(ctx, modelOf(clusterIPSvc), false); err != nil {
+	if _, err := b.Sync(ctx, pt.Model(nil, clusterIPSvc), false); err != nil {
 		t.Fatal(err)
 	}
 	if fake.Saves == saves {
 		t.Error("the sync after a failure did not list the kernel's chains")
 	}
 	ref := NewFakeRunner()
-	if _, err := New(Config{Runner: ref, Families: []proxy.Family{proxy.IPv4}}).Sync(ctx, modelOf(clusterIPSvc), true); err != nil {
+	if _, err := New(Config{Runner: ref, Families: []proxy.Family{proxy.IPv4}}).Sync(ctx, pt.Model(nil, clusterIPSvc), true); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := fake.Dump(proxy.IPv4), ref.Dump(proxy.IPv4); got != want {
-		t.Errorf("tables after recovery differ from a fresh full sync:\n%s", lineDiff(got, want))
+		t.Errorf("tables after recovery differ from a fresh full sync:\n%s", pt.LineDiff(got, want))
 	}
 }
 
@@ -388,18 +350,18 @@ func TestFailedSyncIsRepairedByFullSync(t *testing.T) {
 func TestStaleChainsFromAnEarlierRunAreDeleted(t *testing.T) {
 	fake := NewFakeRunner()
 	ctx := context.Background()
-	if _, err := New(Config{Runner: fake}).Sync(ctx, modelOf(clusterIPSvc, nodePortSvc), true); err != nil {
+	if _, err := New(Config{Runner: fake}).Sync(ctx, pt.Model(nil, clusterIPSvc, nodePortSvc), true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Config{Runner: fake}).Sync(ctx, modelOf(clusterIPSvc), true); err != nil {
+	if _, err := New(Config{Runner: fake}).Sync(ctx, pt.Model(nil, clusterIPSvc), true); err != nil {
 		t.Fatal(err)
 	}
 	ref := NewFakeRunner()
-	if _, err := New(Config{Runner: ref}).Sync(ctx, modelOf(clusterIPSvc), true); err != nil {
+	if _, err := New(Config{Runner: ref}).Sync(ctx, pt.Model(nil, clusterIPSvc), true); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := fake.Dump(proxy.IPv4), ref.Dump(proxy.IPv4); got != want {
-		t.Errorf("leftovers of the earlier run:\n%s", lineDiff(got, want))
+		t.Errorf("leftovers of the earlier run:\n%s", pt.LineDiff(got, want))
 	}
 }
 
@@ -407,7 +369,7 @@ func TestCleanupRemovesEverything(t *testing.T) {
 	fake := NewFakeRunner()
 	pristine4, pristine6 := fake.Dump(proxy.IPv4), fake.Dump(proxy.IPv6)
 	ctx := context.Background()
-	if _, err := New(Config{Runner: fake}).Sync(ctx, modelOf(clusterIPSvc, nodePortSvc, svcSpec{ns: "a", name: "v6", ips: []string{"fd00::1"}, port: 1, ready: []string{"fd00::2"}}), true); err != nil {
+	if _, err := New(Config{Runner: fake}).Sync(ctx, pt.Model(nil, clusterIPSvc, nodePortSvc, pt.Service{Namespace: "a", Name: "v6", ClusterIPs: []string{"fd00::1"}, Port: 1, Ready: []string{"fd00::2"}}), true); err != nil {
 		t.Fatal(err)
 	}
 	// A fresh backend (as `clusterdns proxy --cleanup` is) cleans up what
@@ -417,10 +379,10 @@ func TestCleanupRemovesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := fake.Dump(proxy.IPv4); got != pristine4 {
-		t.Errorf("IPv4 tables after cleanup:\n%s", lineDiff(got, pristine4))
+		t.Errorf("IPv4 tables after cleanup:\n%s", pt.LineDiff(got, pristine4))
 	}
 	if got := fake.Dump(proxy.IPv6); got != pristine6 {
-		t.Errorf("IPv6 tables after cleanup:\n%s", lineDiff(got, pristine6))
+		t.Errorf("IPv6 tables after cleanup:\n%s", pt.LineDiff(got, pristine6))
 	}
 	n := len(fake.Restores)
 	if err := b.Cleanup(ctx); err != nil {
@@ -442,14 +404,14 @@ func TestCleanupLeavesIPVSModeChains(t *testing.T) {
 	}
 	withIPVS := fake.Dump(proxy.IPv4)
 	b := New(Config{Runner: fake})
-	if _, err := b.Sync(ctx, modelOf(clusterIPSvc), true); err != nil {
+	if _, err := b.Sync(ctx, pt.Model(nil, clusterIPSvc), true); err != nil {
 		t.Fatal(err)
 	}
 	if err := New(Config{Runner: fake}).Cleanup(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := fake.Dump(proxy.IPv4); got != withIPVS {
-		t.Errorf("after cleanup:\n%s", lineDiff(got, withIPVS))
+		t.Errorf("after cleanup:\n%s", pt.LineDiff(got, withIPVS))
 	}
 }
 
@@ -457,7 +419,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	fake := NewFakeRunner()
 	b := New(Config{Runner: fake})
 	var out bytes.Buffer
-	if err := b.DryRun(modelOf(clusterIPSvc), &out); err != nil {
+	if err := b.DryRun(pt.Model(nil, clusterIPSvc), &out); err != nil {
 		t.Fatal(err)
 	}
 	if len(fake.Restores) != 0 || fake.Saves != 0 {
@@ -469,7 +431,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 		}
 	}
 	// What the dry run prints is what a first sync applies.
-	if _, err := b.Sync(context.Background(), modelOf(clusterIPSvc), true); err != nil {
+	if _, err := b.Sync(context.Background(), pt.Model(nil, clusterIPSvc), true); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), fake.Restores[0].Data) {
@@ -484,7 +446,7 @@ func TestFullSyncAddsOnlyMissingHooks(t *testing.T) {
 	fake := NewFakeRunner()
 	b := New(Config{Runner: fake, Families: []proxy.Family{proxy.IPv4}})
 	ctx := context.Background()
-	m := modelOf(clusterIPSvc, nodePortSvc)
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
 	if _, err := b.Sync(ctx, m, true); err != nil {
 		t.Fatal(err)
 	}

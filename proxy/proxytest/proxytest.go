@@ -128,3 +128,25 @@ func BenchPorts(n, variant int) []*proxy.ServicePort {
 	}
 	return ports
 }
+
+// With returns a copy of s changed by edit, for a step that differs from
+// another in one field.
+func With(s Service, edit func(*Service)) Service {
+	edit(&s)
+	return s
+}
+
+// NginxPods are the endpoints of the example cluster's Services
+// (deploy/examples).
+func NginxPods() []string { return []string{"172.16.79.83", "172.16.69.206", "172.16.69.207"} }
+
+// ClusterIPService is the example cluster's ClusterIP Service.
+func ClusterIPService() Service {
+	return Service{Namespace: "dev", Name: "service-clusterip", ClusterIPs: []string{"10.10.97.97"}, Port: 80, Ready: NginxPods()}
+}
+
+// NodePortService is the example cluster's NodePort Service.
+func NodePortService() Service {
+	return Service{Namespace: "dev", Name: "service-nodeport", Type: zone.TypeNodePort, ClusterIPs: []string{"10.10.97.98"},
+		Port: 80, NodePort: 30002, Ready: NginxPods()}
+}
