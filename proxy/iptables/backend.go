@@ -182,30 +182,20 @@ func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]str
 		}
 		changed[k] = ps
 	}
-	if !full && m.BaseID != 0 && m.BaseID == st.modelID {
-		// The model knows what changed since the one programmed last.
-		for _, k := range m.Changes {
-			if k.Family == st.family {
-				consider(k, m.Lookup(k))
+	if full {
+		for _, sp := range m.Ports {
+			if sp.Key.Family == st.family {
+				consider(sp.Key, sp)
+			}
+		}
+		for k := range st.ports {
+			if m.Lookup(k) == nil {
+				consider(k, nil)
 			}
 		}
 	} else {
-		seen := 0
-		for _, sp := range m.Ports {
-			if sp.Key.Family != st.family {
-				continue
-			}
-			if st.ports[sp.Key] != nil {
-				seen++
-			}
-			consider(sp.Key, sp)
-		}
-		if seen < len(st.ports) {
-			for k := range st.ports {
-				if m.Lookup(k) == nil {
-					consider(k, nil)
-				}
-			}
+		for _, k := range proxy.ChangedPorts(m, st.modelID, st.ports, st.family.Is) {
+			consider(k, m.Lookup(k))
 		}
 	}
 	// current returns the state a port will have after this plan.

@@ -95,6 +95,9 @@ type portState struct {
 	natDispatchRules, filterDispatchRules         int
 }
 
+// Programmed implements proxy.Programmed.
+func (ps *portState) Programmed() *proxy.ServicePort { return ps.sp }
+
 func (ps *portState) chains() []string {
 	out := make([]string, 0, 2+len(ps.sepChains))
 	out = append(out, ps.svcChain)

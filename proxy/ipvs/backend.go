@@ -105,6 +105,9 @@ type portPlan struct {
 	members []setMember
 }
 
+// Programmed implements proxy.Programmed.
+func (p *portPlan) Programmed() *proxy.ServicePort { return p.sp }
+
 // programmed is a virtual server as the backend believes the kernel has it.
 type programmed struct {
 	spec VirtualServer
@@ -515,26 +518,9 @@ func (b *Backend) syncReals(st *state, k VSKey, pr *programmed, want []netip.Add
 // from memory, without reading the kernel.
 func (b *Backend) partialSync(m *proxy.Model) (int, error) {
 	st := b.st
-	var keys []proxy.PortKey
-	if m.BaseID != 0 && m.BaseID == st.modelID {
-		keys = m.Changes
-	} else {
-		for _, sp := range m.Ports {
-			if old := st.ports[sp.Key]; old == nil || !old.sp.Equal(sp) {
-				keys = append(keys, sp.Key)
-			}
-		}
-		for k := range st.ports {
-			if m.Lookup(k) == nil {
-				keys = append(keys, k)
-			}
-		}
-	}
+	keys := proxy.ChangedPorts(m, st.modelID, st.ports, b.wantsFamily)
 	rewritten := 0
 	for _, k := range keys {
-		if !b.wantsFamily(k.Family) {
-			continue
-		}
 		old, sp := st.ports[k], m.Lookup(k)
 		if old != nil && sp != nil && old.sp.Equal(sp) {
 			continue
