@@ -277,8 +277,8 @@ func TestFullSyncAddsOnlyMissingHooks(t *testing.T) {
 	}
 	dump := fake.Dump(proxy.IPv4)
 	for _, h := range hooks() {
-		if !strings.Contains(dump, "-A "+h.chain+" ") || !strings.Contains(dump, "-j "+h.spec[len(h.spec)-1]) {
-			t.Fatalf("hook %s %s missing after the first sync:\n%s", h.table, h.chain, dump)
+		if !strings.Contains(dump, "-A "+h.Chain+" ") || !strings.Contains(dump, "-j "+h.Target()) {
+			t.Fatalf("hook %s %s missing after the first sync:\n%s", h.Table, h.Chain, dump)
 		}
 	}
 	if fake.Runs == 0 {

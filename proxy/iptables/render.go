@@ -10,38 +10,27 @@ import (
 	"github.com/clusterdns/clusterdns/proxy"
 )
 
-// Chain names. Every chain the backend owns starts with chainPrefix, which is
-// how cleanup and stale-chain removal recognise them.
+// Chain names, each starting with ChainPrefix, which is how cleanup and
+// stale-chain removal recognise them.
 const (
-	chainPrefix      = "CDNS-"
 	chainServices    = "CDNS-SERVICES"
 	chainNodePorts   = "CDNS-NODEPORTS"
 	chainPostrouting = "CDNS-POSTROUTING"
 	chainMarkMasq    = "CDNS-MARK-MASQ"
-
-	tableNAT    = "nat"
-	tableFilter = "filter"
 )
-
-// hook is the one rule the backend puts in a built-in chain: a jump to its
-// own chain. Everything else lives in chains it owns.
-type hook struct {
-	table, chain string
-	spec         []string
-}
 
 // hooks lists the built-in chains the backend hooks into. Filter rules see new
 // connections only, so replies to established flows never walk our chains.
-func hooks() []hook {
+func hooks() []Hook {
 	portals := []string{"-m", "comment", "--comment", "clusterdns service portals", "-j", chainServices}
 	newPortals := append([]string{"-m", "conntrack", "--ctstate", "NEW"}, portals...)
-	return []hook{
-		{tableNAT, "PREROUTING", portals},
-		{tableNAT, "OUTPUT", portals},
-		{tableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "clusterdns postrouting rules", "-j", chainPostrouting}},
-		{tableFilter, "INPUT", newPortals},
-		{tableFilter, "FORWARD", newPortals},
-		{tableFilter, "OUTPUT", newPortals},
+	return []Hook{
+		{TableNAT, "PREROUTING", portals},
+		{TableNAT, "OUTPUT", portals},
+		{TableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "clusterdns postrouting rules", "-j", chainPostrouting}},
+		{TableFilter, "INPUT", newPortals},
+		{TableFilter, "FORWARD", newPortals},
+		{TableFilter, "OUTPUT", newPortals},
 	}
 }
 
@@ -133,7 +122,7 @@ func newRenderer(f proxy.Family, opts *Config) *renderer {
 			r.nodePortCIDRs = append(r.nodePortCIDRs, p.Masked().String())
 		}
 	}
-	r.markMasq = "0x" + strconv.FormatUint(uint64(opts.Mark()), 16)
+	r.markMasq = MarkHex(opts.Mark())
 	r.markMasqMask = r.markMasq + "/" + r.markMasq
 	return r
 }

@@ -429,7 +429,7 @@ func TestModeSwitch(t *testing.T) {
 	if _, err := ipt.Sync(t.Context(), m, true); err != nil {
 		t.Fatal(err)
 	}
-	if d := f.ipt.Dump(proxy.IPv4); strings.Contains(d, chainPrefix) || !strings.Contains(d, "CDNS-SERVICES") {
+	if d := f.ipt.Dump(proxy.IPv4); strings.Contains(d, iptables.IPVSChainPrefix) || !strings.Contains(d, "CDNS-SERVICES") {
 		t.Errorf("iptables after IPVS:\n%s", d)
 	}
 	table, _ := ReadTable(f.kernel)
