@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -48,6 +49,8 @@ func (f *fakeBackend) Sync(_ context.Context, m *Model, full bool) (SyncResult, 
 }
 
 func (f *fakeBackend) Cleanup(context.Context) error { return nil }
+
+func (f *fakeBackend) DryRun(*Model, io.Writer) error { return nil }
 
 func (f *fakeBackend) snapshot() []fakeSync {
 	f.mu.Lock()
