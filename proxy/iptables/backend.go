@@ -208,38 +208,32 @@ func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]str
 	if full {
 		r.writeBase(&st.natDecl, &st.natBase)
 	}
+	// dispatch writes a dispatch chain: every port's lines of it, in model
+	// order, and counts the rules.
+	dispatch := func(out *bytes.Buffer, lines func(*portState) ([]byte, int)) int {
+		rules := 0
+		for _, sp := range m.Ports {
+			if sp.Key.Family == st.family {
+				b, n := lines(current(sp.Key))
+				out.Write(b)
+				rules += n
+			}
+		}
+		return rules
+	}
 	if natDispatch {
 		declare(&st.natDecl, chainServices)
 		declare(&st.natDecl, chainNodePorts)
-		rules := 0
-		for _, sp := range m.Ports {
-			if sp.Key.Family != st.family {
-				continue
-			}
-			ps := current(sp.Key)
-			st.natDispatch.Write(ps.natDispatch)
-			rules += ps.natDispatchRules
-		}
+		rules := dispatch(&st.natDispatch, func(ps *portState) ([]byte, int) { return ps.natDispatch, ps.natDispatchRules })
 		rules += r.writeNodePortJump(&st.natDispatch, cfg)
-		for _, sp := range m.Ports {
-			if sp.Key.Family == st.family {
-				st.natDispatch.Write(current(sp.Key).nodePortDispatch)
-			}
-		}
+		// The node port lines are counted in natDispatchRules.
+		dispatch(&st.natDispatch, func(ps *portState) ([]byte, int) { return ps.nodePortDispatch, 0 })
 		p.natDispatch, p.natDispatchRules = true, rules
 	}
 	if filterDispatch {
 		declare(&st.filterDecl, chainServices)
-		rules := 0
-		for _, sp := range m.Ports {
-			if sp.Key.Family != st.family {
-				continue
-			}
-			ps := current(sp.Key)
-			st.filterRules.Write(ps.filterDispatch)
-			rules += ps.filterDispatchRules
-		}
-		p.filterDispatch, p.filterDispatchRules = true, rules
+		p.filterDispatch = true
+		p.filterDispatchRules = dispatch(&st.filterRules, func(ps *portState) ([]byte, int) { return ps.filterDispatch, ps.filterDispatchRules })
 	}
 	if existing != nil {
 		// Leftovers from an earlier run or a failed sync: every CDNS- chain
