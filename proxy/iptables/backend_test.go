@@ -4,102 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/proxy"
 	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
-	"github.com/clusterdns/clusterdns/zone"
 )
-
-// randomCluster makes n services with a random number of endpoints each.
-func randomCluster(rng *rand.Rand, n int) []pt.Service {
-	specs := make([]pt.Service, n)
-	for i := range specs {
-		s := pt.Service{Namespace: "ns" + fmt.Sprint(i%3), Name: fmt.Sprintf("svc%d", i), ClusterIPs: []string{fmt.Sprintf("10.10.%d.%d", i/250, i%250+1)}, Port: 80}
-		if rng.IntN(3) == 0 {
-			s.Type, s.NodePort = zone.TypeNodePort, int32(30000+i)
-		}
-		if rng.IntN(4) == 0 {
-			s.Protocol = zone.ProtocolUDP
-		}
-		if rng.IntN(5) == 0 {
-			s.Affinity = 60
-		}
-		for e := rng.IntN(5); e > 0; e-- {
-			s.Ready = append(s.Ready, fmt.Sprintf("172.16.%d.%d", rng.IntN(4), rng.IntN(250)+1))
-		}
-		if rng.IntN(6) == 0 {
-			s.ClusterIPs = append(s.ClusterIPs, fmt.Sprintf("fd00:10::%x", i+1))
-			s.Ready = append(s.Ready, fmt.Sprintf("fd00:172::%x", rng.IntN(250)+1))
-		}
-		specs[i] = s
-	}
-	return specs
-}
-
-// TestPartialSyncsEqualFullSync changes a cluster at random and checks, after
-// every partial sync, that the tables are exactly what one full sync of the
-// same model makes in empty tables.
-func TestPartialSyncsEqualFullSync(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	specs := randomCluster(rng, 40)
-	fake := NewFakeRunner()
-	b := New(Config{Runner: fake, Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}})
-	ctx := context.Background()
-	m := pt.Model(nil, specs...)
-	if _, err := b.Sync(ctx, m, true); err != nil {
-		t.Fatal(err)
-	}
-	for step := range 60 {
-		i := rng.IntN(len(specs))
-		switch rng.IntN(5) {
-		case 0: // remove a service
-			specs = slices.Delete(specs, i, i+1)
-		case 1: // add one
-			specs = append(specs, randomCluster(rng, 1)[0])
-			specs[len(specs)-1].Name = fmt.Sprintf("new%d", step)
-			specs[len(specs)-1].ClusterIPs = []string{fmt.Sprintf("10.20.0.%d", step+1)}
-		case 2: // drop all endpoints
-			specs[i].Ready = nil
-		case 3: // change the node port or the port
-			specs[i].Type, specs[i].NodePort = zone.TypeNodePort, int32(31000+step)
-			specs[i].Port = int32(8000 + step)
-		default: // endpoints change
-			specs[i].Ready = append(slices.Clone(specs[i].Ready[:len(specs[i].Ready)/2]), fmt.Sprintf("172.16.9.%d", step+1))
-		}
-		// Odd steps build the model from the previous one (the backend then
-		// looks only at its list of changes), even steps from scratch.
-		if step%2 == 1 {
-			m = pt.Model(m, specs...)
-		} else {
-			m = pt.Model(nil, specs...)
-		}
-		res, err := b.Sync(ctx, m, false)
-		if err != nil {
-			t.Fatalf("step %d: %v", step, err)
-		}
-		ref := NewFakeRunner()
-		refRes, err := New(Config{Runner: ref, Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}}).Sync(ctx, m, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
-			if got, want := fake.Dump(f), ref.Dump(f); got != want {
-				t.Fatalf("step %d %s: tables after partial sync differ from a full sync:\n%s", step, f, pt.LineDiff(got, want))
-			}
-		}
-		if res.Rules != refRes.Rules || res.Rules+12 != fake.RuleCount(proxy.IPv4)+fake.RuleCount(proxy.IPv6) {
-			t.Fatalf("step %d: rule count %d, full sync says %d, tables hold %d (+12 hooks)", step, res.Rules, refRes.Rules,
-				fake.RuleCount(proxy.IPv4)+fake.RuleCount(proxy.IPv6))
-		}
-	}
-	if fake.Saves != 4 {
-		t.Errorf("the backend listed the kernel's chains %d times, want 4 (nat and filter, two families, at start only)", fake.Saves)
-	}
-}
 
 // TestPartialSyncWritesOnlyTheChangedService checks that an endpoint change
 // at scale rewrites one service's chains and no dispatch chain.

@@ -17,6 +17,8 @@ import (
 type contractTarget struct {
 	fake *FakeRunner
 	b    *Backend
+	// synced is set once a sync succeeded.
+	synced bool
 }
 
 func newContractTarget(_ *testing.T, r proxy.Routing) pt.Target {
@@ -24,11 +26,32 @@ func newContractTarget(_ *testing.T, r proxy.Routing) pt.Target {
 	return &contractTarget{fake: fake, b: New(Config{Runner: fake, Routing: r})}
 }
 
-func (c *contractTarget) Sync(t *testing.T, m *proxy.Model, full bool) {
+// hookRules is how many hook rules the backend puts in built-in chains, in
+// both families.
+const hookRules = 12
+
+// Sync also checks what the backend promises beyond routing: the rule count
+// it reports is what the tables hold, and a partial sync after a successful
+// one never lists the kernel's chains.
+func (c *contractTarget) Sync(t *testing.T, m *proxy.Model, full bool) proxy.SyncResult {
 	t.Helper()
-	if _, err := c.b.Sync(context.Background(), m, full); err != nil {
+	saves := c.fake.Saves
+	res, err := c.b.Sync(context.Background(), m, full)
+	if err != nil {
 		t.Fatalf("sync: %v", err)
 	}
+	if held := c.fake.RuleCount(proxy.IPv4) + c.fake.RuleCount(proxy.IPv6); res.Rules+hookRules != held {
+		t.Errorf("the backend counts %d rules, the tables hold %d (with %d hooks)", res.Rules, held, hookRules)
+	}
+	if !full && c.synced && c.fake.Saves != saves {
+		t.Errorf("a partial sync listed the kernel's chains %d times", c.fake.Saves-saves)
+	}
+	c.synced = true
+	return res
+}
+
+func (c *contractTarget) State(*testing.T) string {
+	return c.fake.Dump(proxy.IPv4) + c.fake.Dump(proxy.IPv6)
 }
 
 func (c *contractTarget) Route(t *testing.T, p pt.Packet) (pt.Route, bool) {

@@ -3,7 +3,6 @@ package ipvs
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -220,85 +219,6 @@ func weightOf(t *testing.T, f *fixture, vs VSKey, real netip.AddrPort) int {
 		}
 	}
 	return -1
-}
-
-// TestPartialSyncsEqualFullSync applies random changes through partial syncs
-// and checks that the kernel ends up as a fresh full sync would make it.
-func TestPartialSyncsEqualFullSync(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	f := newFixture(t, Config{})
-	specs := randomCluster(rng, 30)
-	m := pt.Model(nil, specs...)
-	f.sync(t, m, true)
-	for round := range 40 {
-		specs = mutate(rng, specs)
-		m = pt.Model(m, specs...)
-		res := f.sync(t, m, false)
-		fresh := newFixture(t, Config{})
-		fresh.sync(t, pt.Model(nil, specs...), true)
-		if got, want := f.dump(), fresh.dump(); got != want {
-			t.Fatalf("round %d: partial syncs differ from a full sync:\n--- partial\n%s\n--- full\n%s", round, got, want)
-		}
-		if table, _ := ReadTable(f.kernel); res.Rules != countObjects(table) {
-			t.Errorf("round %d: sync reports %d objects, the kernel has %d", round, res.Rules, countObjects(table))
-		}
-		if res.Rewritten > len(m.Changes) {
-			t.Errorf("round %d: rewrote %d ports for %d changes", round, res.Rewritten, len(m.Changes))
-		}
-	}
-}
-
-func countObjects(table []TableEntry) int {
-	n := len(table)
-	for _, e := range table {
-		n += len(e.Reals)
-	}
-	return n
-}
-
-func randomCluster(rng *rand.Rand, n int) []pt.Service {
-	var out []pt.Service
-	for i := range n {
-		s := pt.Service{Namespace: "ns", Name: fmt.Sprintf("svc-%d", i), ClusterIPs: []string{fmt.Sprintf("10.10.%d.%d", i/200, i%200+1)}, Port: 80}
-		if i%3 == 1 {
-			s.Protocol = zone.ProtocolUDP
-		}
-		if i%4 == 2 {
-			s.Type, s.NodePort = zone.TypeNodePort, int32(30000+i)
-		}
-		s.Ready = randomPods(rng)
-		out = append(out, s)
-	}
-	return out
-}
-
-func randomPods(rng *rand.Rand) []string {
-	var pods []string
-	for j := range rng.IntN(5) {
-		pods = append(pods, fmt.Sprintf("172.16.%d.%d", rng.IntN(4), j+rng.IntN(50)+1))
-	}
-	return pods
-}
-
-// mutate changes a few services: endpoints, affinity, removal, addition.
-func mutate(rng *rand.Rand, specs []pt.Service) []pt.Service {
-	out := append([]pt.Service(nil), specs...)
-	for range rng.IntN(3) + 1 {
-		i := rng.IntN(len(out))
-		switch rng.IntN(4) {
-		case 0:
-			out[i].Ready = randomPods(rng)
-		case 1:
-			out[i].Affinity = int32(rng.IntN(2) * 600)
-		case 2:
-			out = append(out[:i], out[i+1:]...)
-		case 3:
-			n := len(out) + 100 + rng.IntN(1000)
-			out = append(out, pt.Service{Namespace: "ns", Name: fmt.Sprintf("new-%d", n), ClusterIPs: []string{fmt.Sprintf("10.11.%d.%d", n/200, n%200+1)},
-				Port: 443, Ready: randomPods(rng)})
-		}
-	}
-	return out
 }
 
 func TestFullSyncRepairsDrift(t *testing.T) {

@@ -33,11 +33,31 @@ func newContractTarget(_ *testing.T, r proxy.Routing) pt.Target {
 	return c
 }
 
-func (c *contractTarget) Sync(t *testing.T, m *proxy.Model, full bool) {
+// Sync also checks that the count the backend reports is what the kernel
+// holds: virtual and real servers.
+func (c *contractTarget) Sync(t *testing.T, m *proxy.Model, full bool) proxy.SyncResult {
 	t.Helper()
-	if _, err := c.b.Sync(t.Context(), m, full); err != nil {
+	res, err := c.b.Sync(t.Context(), m, full)
+	if err != nil {
 		t.Fatalf("sync: %v", err)
 	}
+	table, err := ReadTable(c.kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := len(table)
+	for _, e := range table {
+		held += len(e.Reals)
+	}
+	if res.Rules != held {
+		t.Errorf("the backend counts %d virtual and real servers, the kernel has %d", res.Rules, held)
+	}
+	return res
+}
+
+// State is the whole kernel: IPVS, links, sets, settings and rules.
+func (c *contractTarget) State(*testing.T) string {
+	return c.kernel.Dump() + c.ipt.Dump(proxy.IPv4) + c.ipt.Dump(proxy.IPv6)
 }
 
 func (c *contractTarget) Route(t *testing.T, p pt.Packet) (pt.Route, bool) {

@@ -1,6 +1,7 @@
 package proxytest
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sort"
@@ -221,11 +222,16 @@ const (
 // fake node with LocalAddrs, configured by the scenario's Routing, serving
 // both address families.
 type Target interface {
-	// Sync programs m into the fake, failing the test on error.
-	Sync(t *testing.T, m *proxy.Model, full bool)
+	// Sync programs m into the fake, failing the test on error (and on
+	// anything the backend's own invariants forbid).
+	Sync(t *testing.T, m *proxy.Model, full bool) proxy.SyncResult
 	// Route answers where p goes in the fake's present state. ok is false
 	// when the target cannot trace packets yet.
 	Route(t *testing.T, p Packet) (r Route, ok bool)
+	// State is the fake's whole state as text: the same for the same
+	// programming, whatever syncs led to it. Empty when the target cannot
+	// tell.
+	State(t *testing.T) string
 }
 
 // Gaps are the features a backend lacks, each with why. A scenario of a
@@ -269,6 +275,51 @@ func Run(t *testing.T, newTarget func(t *testing.T, r proxy.Routing) Target, gap
 	}
 	if unanswered > 0 {
 		t.Logf("%d routing questions unanswered: the target cannot trace packets yet", unanswered)
+	}
+	t.Run("partial-syncs-equal-full-sync", func(t *testing.T) { partialSyncsEqualFullSync(t, newTarget) })
+}
+
+// partialSyncsEqualFullSync changes a cluster at random and checks, after
+// every sync, that the fake is exactly what one full sync of the same
+// model makes on a fresh node, and that the backend counts the same.
+func partialSyncsEqualFullSync(t *testing.T, newTarget func(t *testing.T, r proxy.Routing) Target) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	r := proxy.Routing{ClusterCIDRs: Prefixes(PodCIDR, PodCIDRv6)}
+	target := newTarget(t, r)
+	services := RandomServices(rng, 30)
+	m := Model(nil, services...)
+	target.Sync(t, m, true)
+	showsState := target.State(t) != ""
+	if !showsState {
+		t.Log("the target cannot show its state: only the syncs and counts are checked")
+	}
+	for step := range 40 {
+		services = Mutate(rng, services, step)
+		// Odd steps build the model from the previous one (the backend may
+		// then look only at the model's list of changes), even steps from
+		// scratch; now and then a periodic full sync.
+		fromPrev := step%2 == 1
+		if fromPrev {
+			m = Model(m, services...)
+		} else {
+			m = Model(nil, services...)
+		}
+		full := rng.IntN(8) == 0
+		res := target.Sync(t, m, full)
+		fresh := newTarget(t, r)
+		want := fresh.Sync(t, Model(nil, services...), true)
+		if res.Rules != want.Rules {
+			t.Errorf("step %d: %d rules after partial syncs, %d after one full sync", step, res.Rules, want.Rules)
+		}
+		if fromPrev && !full && res.Rewritten > len(m.Changes) {
+			t.Errorf("step %d: rewrote %d service ports for %d changes", step, res.Rewritten, len(m.Changes))
+		}
+		if !showsState {
+			continue
+		}
+		if got, wantState := target.State(t), fresh.State(t); got != wantState {
+			t.Fatalf("step %d: the state after partial syncs differs from one full sync:\n%s", step, LineDiff(got, wantState))
+		}
 	}
 }
 
