@@ -1,5 +1,11 @@
-// Package proxytest builds rule models for the backends' tests from short
-// descriptions of Services and their endpoints.
+// Package proxytest is what the three rule backends' tests share: the
+// contract every backend keeps (Scenarios, run by Run through a small
+// adapter per backend, and a random walk of cluster changes), the one way to
+// build Services and models from short descriptions, golden files with
+// -update and a line diff, and benchmark inputs.
+//
+// Nothing here knows iptables, nftables or IPVS: a scenario asks where a
+// packet goes, and each backend's adapter answers from its own fake.
 package proxytest
 
 import (
