@@ -65,9 +65,7 @@ func tracerPacket(p pt.Packet) iptablestest.Packet {
 }
 
 func TestContract(t *testing.T) {
-	pt.Run(t, newContractTarget, pt.Gaps{
-		pt.FeatureExternalIPs: "the renderer writes no rules for a Service's external IPs",
-	})
+	pt.Run(t, newContractTarget, nil)
 }
 
 // TestRenderGolden keeps, per contract scenario, the restore input of its

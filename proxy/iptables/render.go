@@ -199,13 +199,20 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	dst := " -d " + p.ClusterIP.String() + r.info.hostBits
 	ports := portMatch(proto, p.Port)
 	nodePort := p.NodePort != 0 && !r.nodePortsOff(opts)
-	if nodePort {
+	// Traffic to a node port or an external IP comes from outside the
+	// cluster: its chain masquerades it before the service chain.
+	external := nodePort || len(p.ExternalIPs) > 0
+	if external {
 		ps.extChain = chainHash("CDNS-EXT-", id)
 	}
 
 	// Dispatch lines.
 	ps.natDispatch = []byte("-A " + chainServices + " -m comment --comment \"" + name + " cluster IP\"" + dst + ports + " -j " + ps.svcChain + "\n")
 	ps.natDispatchRules = 1
+	for _, ip := range p.ExternalIPs {
+		ps.natDispatch = append(ps.natDispatch, "-A "+chainServices+" -m comment --comment \""+name+" external IP\" -d "+ip.String()+r.info.hostBits+ports+" -j "+ps.extChain+"\n"...)
+		ps.natDispatchRules++
+	}
 	if nodePort {
 		ps.nodePortDispatch = []byte("-A " + chainNodePorts + " -m comment --comment \"" + name + "\"" + portMatch(proto, p.NodePort) + " -j " + ps.extChain + "\n")
 		ps.natDispatchRules++
@@ -215,6 +222,10 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 		prefix := "-A " + chainServices + " -m comment --comment \"" + name + " has no endpoints\""
 		f.WriteString(prefix + dst + ports + " -j REJECT\n")
 		ps.filterDispatchRules = 1
+		for _, ip := range p.ExternalIPs {
+			f.WriteString(prefix + " -d " + ip.String() + r.info.hostBits + ports + " -j REJECT\n")
+			ps.filterDispatchRules++
+		}
 		if nodePort {
 			np := portMatch(proto, p.NodePort)
 			if len(r.nodePortCIDRs) == 0 {
@@ -232,7 +243,7 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	// Own chains. Without endpoints they stay empty: the packet is not
 	// translated and the filter table rejects it.
 	declare(decl, ps.svcChain)
-	if nodePort {
+	if external {
 		declare(decl, ps.extChain)
 	}
 	if len(p.Endpoints) == 0 {
@@ -269,8 +280,12 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 		out.WriteString(" -j " + chainMarkMasq + "\n")
 		ps.ownRules++
 	}
-	if nodePort {
-		out.WriteString("-A " + ps.extChain + " -m comment --comment \"masquerade traffic to a node port\" -j " + chainMarkMasq + "\n")
+	if external {
+		comment := "masquerade traffic to a node port"
+		if !nodePort {
+			comment = "masquerade traffic to an external IP"
+		}
+		out.WriteString("-A " + ps.extChain + " -m comment --comment \"" + comment + "\" -j " + chainMarkMasq + "\n")
 		out.WriteString("-A " + ps.extChain + " -j " + ps.svcChain + "\n")
 		ps.ownRules += 2
 	}

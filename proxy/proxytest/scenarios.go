@@ -92,13 +92,16 @@ func Scenarios() []Scenario {
 			Services:  []Service{clusterIP},
 			Questions: []Question{{"pod to service", TCP(PodIP, "10.10.97.97", 80), Reach(80, true, pods...)}},
 		}}},
-		{Name: "external-ips", Feature: FeatureExternalIPs, Steps: []Step{{
-			Services: []Service{external},
-			Questions: []Question{
+		{Name: "external-ips", Feature: FeatureExternalIPs, Steps: []Step{
+			{Services: []Service{external}, Questions: []Question{
 				{"outside to external IP", TCP(OutsideIP, "192.0.2.9", 443), Reach(8443, true, "172.16.1.7")},
 				{"pod to cluster IP", TCP(PodIP, "10.10.0.9", 443), Reach(8443, false, "172.16.1.7")},
-			},
-		}}},
+				{"other port", TCP(OutsideIP, "192.0.2.9", 444), NotServed()},
+			}},
+			{Services: []Service{With(external, func(s *Service) { s.Ready = nil })}, Questions: []Question{
+				{"outside to external IP without endpoints", TCP(OutsideIP, "192.0.2.9", 443), Rejects()},
+			}},
+		}},
 		{Name: "partial-endpoint-change", Feature: FeaturePartialSync, Steps: []Step{
 			{Services: []Service{clusterIP, nodePort}, Questions: []Question{toClusterIP}},
 			{Services: []Service{changed, nodePort}, Questions: []Question{
