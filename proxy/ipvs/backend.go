@@ -69,9 +69,6 @@ func New(cfg Config) *Backend {
 	if cfg.Scheduler == "" {
 		cfg.Scheduler = "rr"
 	}
-	if cfg.MasqueradeMark == 0 {
-		cfg.MasqueradeMark = proxy.DefaultMasqueradeMark
-	}
 	if cfg.DummyLink == "" {
 		cfg.DummyLink = DefaultDummyLink
 	}
