@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -55,6 +56,8 @@ func (f *fakeBackend) Sync(_ context.Context, m *Model, full bool) (SyncResult, 
 }
 
 func (f *fakeBackend) Cleanup(context.Context) error { return nil }
+
+func (f *fakeBackend) DryRun(*Model, io.Writer) error { return nil }
 
 func (f *fakeBackend) snapshot() []fakeSync {
 	f.mu.Lock()

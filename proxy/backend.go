@@ -1,6 +1,9 @@
 package proxy
 
-import "context"
+import (
+	"context"
+	"io"
+)
 
 // Backend programs the model into the kernel. A backend is a renderer (model
 // to kernel objects, pure and testable against golden files) plus an applier
@@ -8,7 +11,8 @@ import "context"
 // that a partial sync touches only what changed and never reads the whole
 // kernel table back.
 type Backend interface {
-	// Name is the proxy mode, "iptables" or "ipvs", for logs and metrics.
+	// Name is the proxy mode, "iptables", "nftables" or "ipvs", for logs
+	// and metrics.
 	Name() string
 	// Sync makes the kernel route as m says. With full false the backend may
 	// rewrite only the service ports that changed since its last successful
@@ -18,6 +22,10 @@ type Backend interface {
 	// Cleanup removes everything any run of this backend ever programmed. It is
 	// idempotent: removing what is not there is not an error.
 	Cleanup(ctx context.Context) error
+	// DryRun writes, in the mode's own terms (restore input, nft script,
+	// IPVS table), what a first full sync of m would program. It changes
+	// nothing, in the kernel or in the backend.
+	DryRun(m *Model, w io.Writer) error
 }
 
 // SyncResult reports what one sync did.

@@ -27,6 +27,9 @@ func (f Family) String() string {
 	return "IPv4"
 }
 
+// Is reports whether f is o; it filters ports by family.
+func (f Family) Is(o Family) bool { return f == o }
+
 // FamilyOf returns the family of an address.
 func FamilyOf(a netip.Addr) Family {
 	if a.Is4() || a.Is4In6() {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/clusterdns/clusterdns/proxy"
 	"github.com/clusterdns/clusterdns/proxy/iptables"
+	"github.com/clusterdns/clusterdns/proxy/ipvs"
 	"github.com/clusterdns/clusterdns/proxy/nftables"
 	"github.com/clusterdns/clusterdns/zone"
 )
@@ -92,8 +93,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	if o.mode != "iptables" && o.mode != "ipvs" && o.mode != "nftables" {
-		return fmt.Errorf("--proxy-mode %q: want iptables, nftables or ipvs", o.mode)
+	mode, ok := proxyModeNamed(o.mode)
+	if !ok {
+		return fmt.Errorf("--proxy-mode %q: want %s", o.mode, modeNames())
 	}
 	cfg, err := o.backendConfig(log)
 	if err != nil {
@@ -102,40 +104,30 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := o.ipvs.validate(); err != nil {
 		return err
 	}
-	iptablesBackend := iptables.New(cfg)
-	needIPVS := o.mode == "ipvs" && !o.dryRun && !o.cleanup || o.ipvs.list
-	ipvsBackend, closeIPVS, err := ipvsBackend(&o.ipvs, cfg, log, needIPVS)
-	if err != nil {
-		return err
+	// Every mode's backend is built: the one chosen runs, the others clean
+	// up what an earlier run of theirs left.
+	var backend proxy.Backend
+	var all []proxy.Backend
+	for _, m := range proxyModes() {
+		env := backendEnv{o: o, shared: cfg, log: log, active: m.name == o.mode && !o.dryRun && !o.cleanup}
+		b, closeBackend, err := m.build(env)
+		if err != nil {
+			return err
+		}
+		defer closeBackend()
+		if m.name == o.mode {
+			backend = b
+		}
+		all = append(all, b)
 	}
-	defer closeIPVS()
-	nftablesBackend := nftables.New(nftables.Config{
-		Runner:  &nftables.NetlinkRunner{Exec: nftables.ExecRunner{}},
-		Routing: cfg.Routing,
-		Logger:  log,
-	})
-	var backend proxy.Backend = iptablesBackend
-	dryRun := iptablesBackend.DryRun
-	// In iptables and nftables mode a full rewrite is costly at scale (5 s
-	// at 10,000 Services, during which changes wait), so, as kube-proxy
-	// does, the sync period brings a sync that writes only what changed and
-	// the whole rule set is rewritten hourly (and after any failure). IPVS
-	// mode's full sync reads the kernel and repairs it every sync period.
-	minSyncPeriod, syncPeriod, fullSyncPeriod := o.minSyncPeriod, o.syncPeriod, rulesFullSyncPeriod
-	switch o.mode {
-	case "ipvs":
-		backend, dryRun = ipvsBackend, ipvsBackend.DryRun
-		minSyncPeriod, syncPeriod, fullSyncPeriod = o.ipvs.minSyncPeriod, o.ipvs.syncPeriod, o.ipvs.syncPeriod
-	case "nftables":
-		backend, dryRun = nftablesBackend, nftablesBackend.DryRun
-	}
-	if _, err := exec.LookPath("nft"); err != nil && o.mode == "nftables" && !o.dryRun && !o.cleanup {
-		return fmt.Errorf("--proxy-mode nftables runs the nft tool, which is missing (Debian: apt-get install nftables): %w", err)
-	}
-	all := []proxy.Backend{iptablesBackend, nftablesBackend, ipvsBackend}
+	minSyncPeriod, syncPeriod, fullSyncPeriod := mode.periods(o)
 
 	if o.ipvs.list {
-		return ipvsBackend.List(stdout)
+		for _, b := range all {
+			if b, ok := b.(*ipvs.Backend); ok {
+				return b.List(stdout)
+			}
+		}
 	}
 	if o.cleanup {
 		for _, b := range all {
@@ -156,7 +148,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return dryRun(proxy.BuildModel(nil, c), stdout)
+		return backend.DryRun(proxy.BuildModel(nil, c), stdout)
 	}
 
 	cleanupOtherModes(ctx, backend, all, log)
@@ -204,6 +196,90 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		<-agentErr
 		return err
 	}
+}
+
+// backendEnv is what a mode's backend is built from.
+type backendEnv struct {
+	o *proxyOptions
+	// shared holds the options every mode reads, and the iptables runner.
+	shared iptables.Config
+	log    *slog.Logger
+	// active is set for the mode that is to program the kernel: not a dry
+	// run, not a cleanup.
+	active bool
+}
+
+// proxyMode is one --proxy-mode: how to build its backend and how often the
+// agent syncs it.
+type proxyMode struct {
+	name string
+	// build returns the backend and what to close once the agent is done.
+	build func(env backendEnv) (proxy.Backend, func(), error)
+	// periods are the agent's minimum sync period, sync period and full
+	// sync period.
+	periods func(o *proxyOptions) (minSync, sync, fullSync time.Duration)
+}
+
+// proxyModes are the modes, in the order --help names them.
+//
+// In iptables and nftables mode a full rewrite is costly at scale (5 s at
+// 10,000 Services, during which changes wait), so, as kube-proxy does, the
+// sync period brings a sync that writes only what changed and the whole
+// rule set is rewritten hourly (and after any failure). IPVS mode's full
+// sync reads the kernel and repairs it every sync period.
+func proxyModes() []proxyMode {
+	rulesPeriods := func(o *proxyOptions) (time.Duration, time.Duration, time.Duration) {
+		return o.minSyncPeriod, o.syncPeriod, rulesFullSyncPeriod
+	}
+	return []proxyMode{
+		{
+			name:    "iptables",
+			build:   func(env backendEnv) (proxy.Backend, func(), error) { return iptables.New(env.shared), func() {}, nil },
+			periods: rulesPeriods,
+		},
+		{
+			name: "nftables",
+			build: func(env backendEnv) (proxy.Backend, func(), error) {
+				if _, err := exec.LookPath("nft"); err != nil && env.active {
+					return nil, nil, fmt.Errorf("--proxy-mode nftables runs the nft tool, which is missing (Debian: apt-get install nftables): %w", err)
+				}
+				return nftables.New(nftables.Config{
+					Runner:  &nftables.NetlinkRunner{Exec: nftables.ExecRunner{}},
+					Routing: env.shared.Routing,
+					Logger:  env.log,
+				}), func() {}, nil
+			},
+			periods: rulesPeriods,
+		},
+		{
+			name: "ipvs",
+			build: func(env backendEnv) (proxy.Backend, func(), error) {
+				return ipvsBackend(&env.o.ipvs, env.shared, env.log, env.active || env.o.ipvs.list)
+			},
+			periods: func(o *proxyOptions) (time.Duration, time.Duration, time.Duration) {
+				return o.ipvs.minSyncPeriod, o.ipvs.syncPeriod, o.ipvs.syncPeriod
+			},
+		},
+	}
+}
+
+func proxyModeNamed(name string) (proxyMode, bool) {
+	for _, m := range proxyModes() {
+		if m.name == name {
+			return m, true
+		}
+	}
+	return proxyMode{}, false
+}
+
+// modeNames is "iptables, nftables or ipvs".
+func modeNames() string {
+	modes := proxyModes()
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = m.name
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 func (o *proxyOptions) backendConfig(log *slog.Logger) (iptables.Config, error) {

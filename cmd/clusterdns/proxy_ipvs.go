@@ -55,7 +55,7 @@ func (o *ipvsOptions) validate() error {
 // program IPVS (need), opening the handle loads ip_vs, and a kernel without
 // IPVS is an error; otherwise IPVS is used only if already loaded, and
 // without it the backend can still clean up the rest and dry-run.
-func ipvsBackend(o *ipvsOptions, shared iptables.Config, log *slog.Logger, need bool) (*ipvs.Backend, func(), error) {
+func ipvsBackend(o *ipvsOptions, shared iptables.Config, log *slog.Logger, need bool) (proxy.Backend, func(), error) {
 	cfg := ipvs.Config{
 		Links:         ipvs.NetlinkLinks{},
 		IPSets:        ipvs.NetlinkIPSets{},

@@ -91,17 +91,17 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 			// Missing hooks go in before the restore, while a fresh table is
 			// still small: with iptables-legacy every later command rewrites
 			// the whole table.
-			chains, hookLines, err := b.readKernel(ctx, st.family)
+			owned, err := ReadOwned(ctx, b.cfg.Runner, st.family, ChainPrefix, IPVSChainPrefix)
 			if err != nil {
 				st.trusted = false
-				return res, err
+				return res, fmt.Errorf("iptables: %w", err)
 			}
 			if !st.trusted {
-				existing = chains
+				existing = owned.Chains
 			}
-			if err := b.ensureHooks(ctx, st.family, hookLines); err != nil {
+			if err := EnsureHooks(ctx, b.cfg.Runner, st.family, hooks(), owned); err != nil {
 				st.trusted = false
-				return res, err
+				return res, fmt.Errorf("iptables: %w", err)
 			}
 		}
 		p := st.plan(m, fullSync, existing, &b.cfg)
@@ -182,30 +182,20 @@ func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]str
 		}
 		changed[k] = ps
 	}
-	if !full && m.BaseID != 0 && m.BaseID == st.modelID {
-		// The model knows what changed since the one programmed last.
-		for _, k := range m.Changes {
-			if k.Family == st.family {
-				consider(k, m.Lookup(k))
+	if full {
+		for _, sp := range m.Ports {
+			if sp.Key.Family == st.family {
+				consider(sp.Key, sp)
+			}
+		}
+		for k := range st.ports {
+			if m.Lookup(k) == nil {
+				consider(k, nil)
 			}
 		}
 	} else {
-		seen := 0
-		for _, sp := range m.Ports {
-			if sp.Key.Family != st.family {
-				continue
-			}
-			if st.ports[sp.Key] != nil {
-				seen++
-			}
-			consider(sp.Key, sp)
-		}
-		if seen < len(st.ports) {
-			for k := range st.ports {
-				if m.Lookup(k) == nil {
-					consider(k, nil)
-				}
-			}
+		for _, k := range proxy.ChangedPorts(m, st.modelID, st.ports, st.family.Is) {
+			consider(k, m.Lookup(k))
 		}
 	}
 	// current returns the state a port will have after this plan.
@@ -218,38 +208,32 @@ func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]str
 	if full {
 		r.writeBase(&st.natDecl, &st.natBase)
 	}
+	// dispatch writes a dispatch chain: every port's lines of it, in model
+	// order, and counts the rules.
+	dispatch := func(out *bytes.Buffer, lines func(*portState) ([]byte, int)) int {
+		rules := 0
+		for _, sp := range m.Ports {
+			if sp.Key.Family == st.family {
+				b, n := lines(current(sp.Key))
+				out.Write(b)
+				rules += n
+			}
+		}
+		return rules
+	}
 	if natDispatch {
 		declare(&st.natDecl, chainServices)
 		declare(&st.natDecl, chainNodePorts)
-		rules := 0
-		for _, sp := range m.Ports {
-			if sp.Key.Family != st.family {
-				continue
-			}
-			ps := current(sp.Key)
-			st.natDispatch.Write(ps.natDispatch)
-			rules += ps.natDispatchRules
-		}
+		rules := dispatch(&st.natDispatch, func(ps *portState) ([]byte, int) { return ps.natDispatch, ps.natDispatchRules })
 		rules += r.writeNodePortJump(&st.natDispatch, cfg)
-		for _, sp := range m.Ports {
-			if sp.Key.Family == st.family {
-				st.natDispatch.Write(current(sp.Key).nodePortDispatch)
-			}
-		}
+		// The node port lines are counted in natDispatchRules.
+		dispatch(&st.natDispatch, func(ps *portState) ([]byte, int) { return ps.nodePortDispatch, 0 })
 		p.natDispatch, p.natDispatchRules = true, rules
 	}
 	if filterDispatch {
 		declare(&st.filterDecl, chainServices)
-		rules := 0
-		for _, sp := range m.Ports {
-			if sp.Key.Family != st.family {
-				continue
-			}
-			ps := current(sp.Key)
-			st.filterRules.Write(ps.filterDispatch)
-			rules += ps.filterDispatchRules
-		}
-		p.filterDispatch, p.filterDispatchRules = true, rules
+		p.filterDispatch = true
+		p.filterDispatchRules = dispatch(&st.filterRules, func(ps *portState) ([]byte, int) { return ps.filterDispatch, ps.filterDispatchRules })
 	}
 	if existing != nil {
 		// Leftovers from an earlier run or a failed sync: every CDNS- chain
@@ -263,13 +247,13 @@ func (st *familyState) plan(m *proxy.Model, full bool, existing map[string][]str
 		for _, c := range deleted {
 			want[c] = true // already on its way out
 		}
-		for _, c := range existing[tableNAT] {
+		for _, c := range existing[TableNAT] {
 			if !want[c] {
 				declare(&st.natDecl, c)
 				st.natDel.WriteString("-X " + c + "\n")
 			}
 		}
-		for _, c := range existing[tableFilter] {
+		for _, c := range existing[TableFilter] {
 			if c != chainServices {
 				declare(&st.filterDecl, c)
 				st.filterRules.WriteString("-X " + c + "\n")
@@ -344,105 +328,20 @@ func (st *familyState) commit(p *plan) {
 	}
 }
 
-// ensureHooks inserts the hook rules that hookLines (the kernel's rules of
-// built-in chains that jump into ours, by table) lack, creating the chains
-// they jump to when those do not exist yet.
-func (b *Backend) ensureHooks(ctx context.Context, f proxy.Family, hookLines map[string][]string) error {
-	for _, h := range hooks() {
-		target := h.spec[len(h.spec)-1]
-		if hasHook(hookLines[h.table], h.chain, target) {
-			continue
-		}
-		// -N fails when the chain exists, which is fine: it only has to exist.
-		_ = b.cfg.Runner.Run(ctx, f, "-t", h.table, "-N", target)
-		insert := append([]string{"-t", h.table, "-I", h.chain, "1"}, h.spec...)
-		if err := b.cfg.Runner.Run(ctx, f, insert...); err != nil {
-			return fmt.Errorf("iptables: hook %s %s: %w", h.table, h.chain, err)
-		}
-	}
-	return nil
-}
-
-// hasHook reports whether a built-in chain already jumps to target.
-func hasHook(lines []string, chain, target string) bool {
-	for _, l := range lines {
-		if strings.HasPrefix(l, "-A "+chain+" ") && strings.HasSuffix(strings.TrimSpace(l), "-j "+target) {
-			return true
-		}
-	}
-	return false
-}
-
-// readKernel reads, per table, the CDNS- chains the kernel has and the rules
-// of built-in chains that jump into them.
-func (b *Backend) readKernel(ctx context.Context, f proxy.Family) (chains, hookLines map[string][]string, err error) {
-	chains = make(map[string][]string)
-	hookLines = make(map[string][]string)
-	for _, table := range []string{tableNAT, tableFilter} {
-		data, err := b.cfg.Runner.Save(ctx, f, table)
-		if err != nil {
-			return nil, nil, fmt.Errorf("iptables: list %s chains: %w", f, err)
-		}
-		chains[table], hookLines[table] = ownedInSave(data)
-	}
-	return chains, hookLines, nil
-}
-
-// ownedInSave finds, in iptables-save output of one table, the chains we own
-// and the rules of built-in chains that jump into them.
-func ownedInSave(data []byte) (chains []string, hookRules []string) {
-	for _, line := range strings.Split(string(data), "\n") {
-		switch {
-		case strings.HasPrefix(line, ":"+ipvsChainPrefix) || strings.Contains(line, "-j "+ipvsChainPrefix):
-			// IPVS mode's: cleaning up before it starts must not cut its
-			// traffic; its own cleanup removes them.
-		case strings.HasPrefix(line, ":"+chainPrefix):
-			name, _, _ := strings.Cut(line[1:], " ")
-			chains = append(chains, name)
-		case strings.HasPrefix(line, "-A ") && !strings.HasPrefix(line, "-A "+chainPrefix) && strings.Contains(line, "-j "+chainPrefix):
-			hookRules = append(hookRules, line)
-		}
-	}
-	return chains, hookRules
-}
-
-// ipvsChainPrefix names the IPVS mode's chains, which share our prefix.
-const ipvsChainPrefix = "CDNS-IPVS-"
-
 // Cleanup implements proxy.Backend: for each family, one restore deletes the
 // hook rules and every CDNS- chain found in the kernel, whoever made them,
-// apart from IPVS mode's CDNS-IPVS- chains.
+// apart from IPVS mode's CDNS-IPVS- chains: cleaning up before IPVS mode
+// starts must not cut its traffic, and its own cleanup removes them.
 func (b *Backend) Cleanup(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, f := range b.cfg.Families {
-		var in bytes.Buffer
-		for _, table := range []string{tableFilter, tableNAT} {
-			data, err := b.cfg.Runner.Save(ctx, f, table)
-			if err != nil {
-				return fmt.Errorf("iptables: cleanup: %w", err)
-			}
-			chains, hookRules := ownedInSave(data)
-			if len(chains) == 0 && len(hookRules) == 0 {
-				continue
-			}
-			in.WriteString("*" + table + "\n")
-			for _, c := range chains {
-				declare(&in, c)
-			}
-			for _, rule := range hookRules {
-				in.WriteString("-D " + strings.TrimPrefix(rule, "-A ") + "\n")
-			}
-			for _, c := range chains {
-				in.WriteString("-X " + c + "\n")
-			}
-			in.WriteString("COMMIT\n")
+		owned, err := ReadOwned(ctx, b.cfg.Runner, f, ChainPrefix, IPVSChainPrefix)
+		if err == nil {
+			err = RemoveOwned(ctx, b.cfg.Runner, f, owned)
 		}
-		if in.Len() == 0 {
-			continue
-		}
-		if err := b.cfg.Runner.Restore(ctx, f, in.Bytes()); err != nil {
-			return fmt.Errorf("iptables: cleanup %s: %w", f, err)
+		if err != nil {
+			return fmt.Errorf("iptables: cleanup: %w", err)
 		}
 	}
 	b.reset()
@@ -467,7 +366,7 @@ func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 			return err
 		}
 		for _, h := range hooks() {
-			if _, err := fmt.Fprintf(w, "# hook: %s -t %s -I %s 1 %s\n", tool, h.table, h.chain, quoteArgs(h.spec)); err != nil {
+			if _, err := fmt.Fprintf(w, "# hook: %s -t %s -I %s 1 %s\n", tool, h.Table, h.Chain, quoteArgs(h.Spec)); err != nil {
 				return err
 			}
 		}

@@ -52,22 +52,7 @@ func BenchmarkRender(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("endpoint-change/services=%d", n), func(b *testing.B) {
 			r := &discardRunner{}
-			be := New(Config{Runner: r, Families: []proxy.Family{proxy.IPv4}})
-			m := models[0]
-			if _, err := be.Sync(context.Background(), m, true); err != nil {
-				b.Fatal(err)
-			}
-			r.bytes = 0
-			for i := 0; b.Loop(); i++ {
-				// Each model is built from the previous one, as the agent
-				// builds them; that O(n) step is BenchmarkBuildModel's.
-				b.StopTimer()
-				m = proxy.NewModel(m, slices.Clone(ports[(i+1)%2]))
-				b.StartTimer()
-				if _, err := be.Sync(context.Background(), m, false); err != nil {
-					b.Fatal(err)
-				}
-			}
+			pt.BenchEndpointChange(b, n, New(Config{Runner: r, Families: []proxy.Family{proxy.IPv4}}), func() { r.bytes = 0 })
 			b.ReportMetric(float64(r.bytes)/float64(b.N), "bytes/sync")
 		})
 	}

@@ -10,10 +10,12 @@
 // for ClientIP affinity (the recent match); the endpoint chain DNATs. Node ports
 // go CDNS-SERVICES -> CDNS-NODEPORTS (destination a local address) ->
 // CDNS-EXT-<hash>, which marks the packet for masquerading and continues to the
-// service chain. CDNS-POSTROUTING masquerades marked packets: node port
+// service chain; a Service's external IPs (and ports) jump from CDNS-SERVICES
+// to the same chain. CDNS-POSTROUTING masquerades marked packets: node port
 // traffic, hairpin traffic (a pod reaching itself through its Service) and,
 // with a cluster CIDR, traffic from outside the cluster. In the filter table,
-// CDNS-SERVICES rejects new connections to service ports without endpoints.
+// CDNS-SERVICES rejects new connections to service ports without endpoints, on their
+// cluster IPs, node ports and external IPs.
 //
 // The backend keeps in memory what it programmed: a partial sync renders only
 // the chains of service ports that changed, and the kernel's tables are read

@@ -55,8 +55,8 @@ func NewFakeRunner() *FakeRunner {
 	f := &FakeRunner{tables: make(map[proxy.Family]map[string]*fakeTable)}
 	for _, fam := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
 		f.tables[fam] = map[string]*fakeTable{
-			tableNAT:    newFakeTable("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-			tableFilter: newFakeTable("INPUT", "FORWARD", "OUTPUT"),
+			TableNAT:    newFakeTable("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+			TableFilter: newFakeTable("INPUT", "FORWARD", "OUTPUT"),
 		}
 	}
 	return f
@@ -139,7 +139,7 @@ func (t *fakeTable) apply(line string) error {
 	}
 	switch op {
 	case "-A", "-I":
-		if target := jumpTarget(rule); strings.HasPrefix(target, chainPrefix) {
+		if target := jumpTarget(rule); strings.HasPrefix(target, ChainPrefix) {
 			if _, ok := t.chains[target]; !ok {
 				return fmt.Errorf("jump to missing chain %s", target)
 			}
@@ -233,7 +233,7 @@ func (f *FakeRunner) Run(_ context.Context, family proxy.Family, args ...string)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Runs++
-	table := tableFilter
+	table := TableFilter
 	if len(args) >= 2 && args[0] == "-t" {
 		table, args = args[1], args[2:]
 	}
@@ -257,7 +257,7 @@ func (f *FakeRunner) Run(_ context.Context, family proxy.Family, args ...string)
 func (f *FakeRunner) Dump(family proxy.Family) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.tables[family][tableFilter].dump(tableFilter) + f.tables[family][tableNAT].dump(tableNAT)
+	return f.tables[family][TableFilter].dump(TableFilter) + f.tables[family][TableNAT].dump(TableNAT)
 }
 
 // RuleCount counts the rules in a family's tables, built-in chains included.

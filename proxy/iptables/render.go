@@ -10,38 +10,27 @@ import (
 	"github.com/clusterdns/clusterdns/proxy"
 )
 
-// Chain names. Every chain the backend owns starts with chainPrefix, which is
-// how cleanup and stale-chain removal recognise them.
+// Chain names, each starting with ChainPrefix, which is how cleanup and
+// stale-chain removal recognise them.
 const (
-	chainPrefix      = "CDNS-"
 	chainServices    = "CDNS-SERVICES"
 	chainNodePorts   = "CDNS-NODEPORTS"
 	chainPostrouting = "CDNS-POSTROUTING"
 	chainMarkMasq    = "CDNS-MARK-MASQ"
-
-	tableNAT    = "nat"
-	tableFilter = "filter"
 )
-
-// hook is the one rule the backend puts in a built-in chain: a jump to its
-// own chain. Everything else lives in chains it owns.
-type hook struct {
-	table, chain string
-	spec         []string
-}
 
 // hooks lists the built-in chains the backend hooks into. Filter rules see new
 // connections only, so replies to established flows never walk our chains.
-func hooks() []hook {
+func hooks() []Hook {
 	portals := []string{"-m", "comment", "--comment", "clusterdns service portals", "-j", chainServices}
 	newPortals := append([]string{"-m", "conntrack", "--ctstate", "NEW"}, portals...)
-	return []hook{
-		{tableNAT, "PREROUTING", portals},
-		{tableNAT, "OUTPUT", portals},
-		{tableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "clusterdns postrouting rules", "-j", chainPostrouting}},
-		{tableFilter, "INPUT", newPortals},
-		{tableFilter, "FORWARD", newPortals},
-		{tableFilter, "OUTPUT", newPortals},
+	return []Hook{
+		{TableNAT, "PREROUTING", portals},
+		{TableNAT, "OUTPUT", portals},
+		{TableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "clusterdns postrouting rules", "-j", chainPostrouting}},
+		{TableFilter, "INPUT", newPortals},
+		{TableFilter, "FORWARD", newPortals},
+		{TableFilter, "OUTPUT", newPortals},
 	}
 }
 
@@ -95,6 +84,9 @@ type portState struct {
 	natDispatchRules, filterDispatchRules         int
 }
 
+// Programmed implements proxy.Programmed.
+func (ps *portState) Programmed() *proxy.ServicePort { return ps.sp }
+
 func (ps *portState) chains() []string {
 	out := make([]string, 0, 2+len(ps.sepChains))
 	out = append(out, ps.svcChain)
@@ -130,7 +122,7 @@ func newRenderer(f proxy.Family, opts *Config) *renderer {
 			r.nodePortCIDRs = append(r.nodePortCIDRs, p.Masked().String())
 		}
 	}
-	r.markMasq = "0x" + strconv.FormatUint(uint64(opts.Mark()), 16)
+	r.markMasq = MarkHex(opts.Mark())
 	r.markMasqMask = r.markMasq + "/" + r.markMasq
 	return r
 }
@@ -207,13 +199,20 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	dst := " -d " + p.ClusterIP.String() + r.info.hostBits
 	ports := portMatch(proto, p.Port)
 	nodePort := p.NodePort != 0 && !r.nodePortsOff(opts)
-	if nodePort {
+	// Traffic to a node port or an external IP comes from outside the
+	// cluster: its chain masquerades it before the service chain.
+	external := nodePort || len(p.ExternalIPs) > 0
+	if external {
 		ps.extChain = chainHash("CDNS-EXT-", id)
 	}
 
 	// Dispatch lines.
 	ps.natDispatch = []byte("-A " + chainServices + " -m comment --comment \"" + name + " cluster IP\"" + dst + ports + " -j " + ps.svcChain + "\n")
 	ps.natDispatchRules = 1
+	for _, ip := range p.ExternalIPs {
+		ps.natDispatch = append(ps.natDispatch, "-A "+chainServices+" -m comment --comment \""+name+" external IP\" -d "+ip.String()+r.info.hostBits+ports+" -j "+ps.extChain+"\n"...)
+		ps.natDispatchRules++
+	}
 	if nodePort {
 		ps.nodePortDispatch = []byte("-A " + chainNodePorts + " -m comment --comment \"" + name + "\"" + portMatch(proto, p.NodePort) + " -j " + ps.extChain + "\n")
 		ps.natDispatchRules++
@@ -223,6 +222,10 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 		prefix := "-A " + chainServices + " -m comment --comment \"" + name + " has no endpoints\""
 		f.WriteString(prefix + dst + ports + " -j REJECT\n")
 		ps.filterDispatchRules = 1
+		for _, ip := range p.ExternalIPs {
+			f.WriteString(prefix + " -d " + ip.String() + r.info.hostBits + ports + " -j REJECT\n")
+			ps.filterDispatchRules++
+		}
 		if nodePort {
 			np := portMatch(proto, p.NodePort)
 			if len(r.nodePortCIDRs) == 0 {
@@ -240,7 +243,7 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	// Own chains. Without endpoints they stay empty: the packet is not
 	// translated and the filter table rejects it.
 	declare(decl, ps.svcChain)
-	if nodePort {
+	if external {
 		declare(decl, ps.extChain)
 	}
 	if len(p.Endpoints) == 0 {
@@ -277,8 +280,12 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 		out.WriteString(" -j " + chainMarkMasq + "\n")
 		ps.ownRules++
 	}
-	if nodePort {
-		out.WriteString("-A " + ps.extChain + " -m comment --comment \"masquerade traffic to a node port\" -j " + chainMarkMasq + "\n")
+	if external {
+		comment := "masquerade traffic to a node port"
+		if !nodePort {
+			comment = "masquerade traffic to an external IP"
+		}
+		out.WriteString("-A " + ps.extChain + " -m comment --comment \"" + comment + "\" -j " + chainMarkMasq + "\n")
 		out.WriteString("-A " + ps.extChain + " -j " + ps.svcChain + "\n")
 		ps.ownRules += 2
 	}

@@ -69,9 +69,6 @@ func New(cfg Config) *Backend {
 	if cfg.Scheduler == "" {
 		cfg.Scheduler = "rr"
 	}
-	if cfg.MasqueradeMark == 0 {
-		cfg.MasqueradeMark = proxy.DefaultMasqueradeMark
-	}
 	if cfg.DummyLink == "" {
 		cfg.DummyLink = DefaultDummyLink
 	}
@@ -104,6 +101,9 @@ type portPlan struct {
 	addrs   []netip.Addr // on the dummy link
 	members []setMember
 }
+
+// Programmed implements proxy.Programmed.
+func (p *portPlan) Programmed() *proxy.ServicePort { return p.sp }
 
 // programmed is a virtual server as the backend believes the kernel has it.
 type programmed struct {
@@ -290,28 +290,14 @@ func (b *Backend) settings() [][2]string {
 	return s
 }
 
-// fullSync reads the kernel and makes it match m: virtual and real servers,
-// dummy link addresses, set members, and the fixed rules and settings.
+// fullSync reads the kernel and makes it match m, in steps ordered so that
+// traffic never meets a half-made state: the fixed settings and objects,
+// the set members a new address needs, the rules, the virtual servers, the
+// dummy link's addresses, and last the stale set members.
 func (b *Backend) fullSync(ctx context.Context, m *proxy.Model) (int, error) {
-	for _, s := range b.settings() {
-		if err := b.cfg.Sysctl.Set(s[0], s[1]); err != nil {
-			return 0, fmt.Errorf("ipvs: %w", err)
-		}
-	}
-	if err := b.cfg.IPVS.SetTimeouts(b.cfg.TCPTimeout, b.cfg.TCPFinTimeout, b.cfg.UDPTimeout); err != nil {
+	if err := b.ensureFixed(); err != nil {
 		return 0, err
 	}
-	if err := b.cfg.Links.EnsureDummy(b.cfg.DummyLink); err != nil {
-		return 0, err
-	}
-	for _, f := range b.cfg.Families {
-		for _, s := range setTypes {
-			if err := b.cfg.IPSets.EnsureSet(SetSpec{Name: setName(f, s.role), Type: s.typ, Family: uint8(f)}); err != nil {
-				return 0, err
-			}
-		}
-	}
-
 	old := b.st
 	st := newState()
 	if err := b.readNodeAddrs(st); err != nil {
@@ -323,129 +309,24 @@ func (b *Backend) fullSync(ctx context.Context, m *proxy.Model) (int, error) {
 			st.draining[k] = true
 		}
 	}
-
 	// Set members first, so that a new address never meets the filter
 	// before its ports are allowed.
-	wantSets := make(map[string]map[Member]bool)
-	for _, f := range b.cfg.Families {
-		for _, s := range setTypes {
-			wantSets[setName(f, s.role)] = make(map[Member]bool)
-		}
-	}
-	for sm := range st.memberRefs {
-		wantSets[sm.set][sm.m] = true
-	}
-	for a := range st.addrRefs {
-		f := proxy.FamilyOf(a)
-		if b.wantsFamily(f) {
-			wantSets[setName(f, setIPVSIPs)][Member{IP: a}] = true
-		}
-	}
-	var stale []setMember
-	for name, want := range wantSets {
-		have, err := b.cfg.IPSets.Members(name)
-		if err != nil {
-			return 0, err
-		}
-		present := make(map[Member]bool, len(have))
-		for _, m := range have {
-			present[m] = true
-			if !want[m] {
-				stale = append(stale, setMember{name, m})
-			}
-		}
-		for m := range want {
-			if !present[m] {
-				if err := b.cfg.IPSets.Add(name, m); err != nil {
-					return 0, err
-				}
-			}
-		}
-	}
-
-	// The rules only name the sets, so they are the same every time; writing
-	// them on every full sync repairs any drift.
-	for _, f := range b.cfg.Families {
-		if err := b.cfg.Runner.Restore(ctx, f, renderRules(f, &b.cfg)); err != nil {
-			return 0, fmt.Errorf("ipvs: rules: %w", err)
-		}
-		if err := b.ensureHooks(ctx, f); err != nil {
-			return 0, err
-		}
-	}
-
-	// Virtual servers: what the kernel has on the node's or the dummy link's
-	// addresses is ours.
-	want := make(map[VSKey]*wantVS)
-	for _, p := range st.ports {
-		for i := range p.vss {
-			want[p.vss[i].spec.Key()] = &p.vss[i]
-		}
-	}
-	dummyAddrs, err := b.cfg.Links.Addrs(b.cfg.DummyLink)
+	stale, err := b.addSetMembers(st)
 	if err != nil {
 		return 0, err
 	}
-	onDummy := make(map[netip.Addr]bool, len(dummyAddrs))
-	for _, a := range dummyAddrs {
-		onDummy[a] = true
+	if err := b.writeRules(ctx); err != nil {
+		return 0, err
 	}
-	have, err := b.cfg.IPVS.VirtualServers()
+	onDummy, err := b.dummyAddrs()
 	if err != nil {
 		return 0, err
 	}
-	present := make(map[VSKey]VirtualServer, len(have))
-	for _, vs := range have {
-		present[vs.Key()] = vs
+	if err := b.syncVirtualServers(st, onDummy); err != nil {
+		return 0, err
 	}
-	for k, w := range want {
-		cur, ok := present[k]
-		var reals []RealServer
-		if ok {
-			if cur != w.spec {
-				if err := b.cfg.IPVS.UpdateVirtualServer(w.spec); err != nil {
-					return 0, err
-				}
-			}
-			if reals, err = b.cfg.IPVS.RealServers(k); err != nil {
-				return 0, err
-			}
-		} else if err := b.cfg.IPVS.AddVirtualServer(w.spec); err != nil {
-			return 0, err
-		}
-		pr := &programmed{spec: w.spec, reals: make(map[netip.AddrPort]int, len(reals))}
-		for _, r := range reals {
-			pr.reals[r.Address] = r.Weight
-		}
-		if err := b.syncReals(st, k, pr, w.reals, reals); err != nil {
-			return 0, err
-		}
-		st.vs[k] = pr
-	}
-	for k := range present {
-		a := k.Address.Addr()
-		if want[k] == nil && (onDummy[a] || st.local[a]) {
-			if err := b.cfg.IPVS.DeleteVirtualServer(k); err != nil {
-				return 0, err
-			}
-			delete(st.draining, k)
-		}
-	}
-
-	// Dummy link addresses, then the stale set members.
-	for a := range st.addrRefs {
-		if !onDummy[a] {
-			if err := b.cfg.Links.AddAddr(b.cfg.DummyLink, a); err != nil {
-				return 0, err
-			}
-		}
-	}
-	for a := range onDummy {
-		if st.addrRefs[a] == 0 {
-			if err := b.cfg.Links.DelAddr(b.cfg.DummyLink, a); err != nil {
-				return 0, err
-			}
-		}
+	if err := b.syncDummyAddrs(st, onDummy); err != nil {
+		return 0, err
 	}
 	for _, sm := range stale {
 		if err := b.cfg.IPSets.Del(sm.set, sm.m); err != nil {
@@ -458,6 +339,175 @@ func (b *Backend) fullSync(ctx context.Context, m *proxy.Model) (int, error) {
 	}
 	b.st = st
 	return len(st.ports), nil
+}
+
+// ensureFixed sets what does not depend on the Services: the kernel
+// settings, IPVS's timeouts, the dummy link and the sets.
+func (b *Backend) ensureFixed() error {
+	for _, s := range b.settings() {
+		if err := b.cfg.Sysctl.Set(s[0], s[1]); err != nil {
+			return fmt.Errorf("ipvs: %w", err)
+		}
+	}
+	if err := b.cfg.IPVS.SetTimeouts(b.cfg.TCPTimeout, b.cfg.TCPFinTimeout, b.cfg.UDPTimeout); err != nil {
+		return err
+	}
+	if err := b.cfg.Links.EnsureDummy(b.cfg.DummyLink); err != nil {
+		return err
+	}
+	for _, f := range b.cfg.Families {
+		for _, s := range setTypes {
+			if err := b.cfg.IPSets.EnsureSet(SetSpec{Name: setName(f, s.role), Type: s.typ, Family: uint8(f)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addSetMembers adds the members st needs that the kernel's sets lack, and
+// returns the members the sets have and st does not need, for deletion once
+// nothing leads to them.
+func (b *Backend) addSetMembers(st *state) ([]setMember, error) {
+	want := make(map[string]map[Member]bool)
+	for _, f := range b.cfg.Families {
+		for _, s := range setTypes {
+			want[setName(f, s.role)] = make(map[Member]bool)
+		}
+	}
+	for sm := range st.memberRefs {
+		want[sm.set][sm.m] = true
+	}
+	for a := range st.addrRefs {
+		f := proxy.FamilyOf(a)
+		if b.wantsFamily(f) {
+			want[setName(f, setIPVSIPs)][Member{IP: a}] = true
+		}
+	}
+	var stale []setMember
+	for name, members := range want {
+		have, err := b.cfg.IPSets.Members(name)
+		if err != nil {
+			return nil, err
+		}
+		present := make(map[Member]bool, len(have))
+		for _, m := range have {
+			present[m] = true
+			if !members[m] {
+				stale = append(stale, setMember{name, m})
+			}
+		}
+		for m := range members {
+			if !present[m] {
+				if err := b.cfg.IPSets.Add(name, m); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return stale, nil
+}
+
+// writeRules writes the iptables rules and hooks of every family. The rules
+// only name the sets, so they are the same every time; writing them on
+// every full sync repairs any drift.
+func (b *Backend) writeRules(ctx context.Context) error {
+	for _, f := range b.cfg.Families {
+		if err := b.cfg.Runner.Restore(ctx, f, renderRules(f, &b.cfg)); err != nil {
+			return fmt.Errorf("ipvs: rules: %w", err)
+		}
+		if err := b.ensureHooks(ctx, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dummyAddrs reads the addresses on the dummy link.
+func (b *Backend) dummyAddrs() (map[netip.Addr]bool, error) {
+	addrs, err := b.cfg.Links.Addrs(b.cfg.DummyLink)
+	if err != nil {
+		return nil, err
+	}
+	onDummy := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		onDummy[a] = true
+	}
+	return onDummy, nil
+}
+
+// syncVirtualServers makes the kernel's virtual servers and their real
+// servers those of st, recording them in st.vs. A virtual server on the
+// node's or the dummy link's addresses is ours; one elsewhere is left alone.
+func (b *Backend) syncVirtualServers(st *state, onDummy map[netip.Addr]bool) error {
+	want := make(map[VSKey]*wantVS)
+	for _, p := range st.ports {
+		for i := range p.vss {
+			want[p.vss[i].spec.Key()] = &p.vss[i]
+		}
+	}
+	have, err := b.cfg.IPVS.VirtualServers()
+	if err != nil {
+		return err
+	}
+	present := make(map[VSKey]VirtualServer, len(have))
+	for _, vs := range have {
+		present[vs.Key()] = vs
+	}
+	for k, w := range want {
+		cur, ok := present[k]
+		var reals []RealServer
+		if ok {
+			if cur != w.spec {
+				if err := b.cfg.IPVS.UpdateVirtualServer(w.spec); err != nil {
+					return err
+				}
+			}
+			if reals, err = b.cfg.IPVS.RealServers(k); err != nil {
+				return err
+			}
+		} else if err := b.cfg.IPVS.AddVirtualServer(w.spec); err != nil {
+			return err
+		}
+		pr := &programmed{spec: w.spec, reals: make(map[netip.AddrPort]int, len(reals))}
+		for _, r := range reals {
+			pr.reals[r.Address] = r.Weight
+		}
+		if err := b.syncReals(st, k, pr, w.reals, reals); err != nil {
+			return err
+		}
+		st.vs[k] = pr
+	}
+	for k := range present {
+		a := k.Address.Addr()
+		if want[k] == nil && (onDummy[a] || st.local[a]) {
+			if err := b.cfg.IPVS.DeleteVirtualServer(k); err != nil {
+				return err
+			}
+			delete(st.draining, k)
+		}
+	}
+	return nil
+}
+
+// syncDummyAddrs puts on the dummy link the addresses st needs and takes
+// off the others.
+func (b *Backend) syncDummyAddrs(st *state, onDummy map[netip.Addr]bool) error {
+	for a := range st.addrRefs {
+		if !onDummy[a] {
+			if err := b.cfg.Links.AddAddr(b.cfg.DummyLink, a); err != nil {
+				return err
+			}
+		}
+	}
+	for a := range onDummy {
+		if st.addrRefs[a] == 0 {
+			if err := b.cfg.Links.DelAddr(b.cfg.DummyLink, a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // syncReals makes a virtual server's real servers the wanted ones. cur lists
@@ -515,26 +565,9 @@ func (b *Backend) syncReals(st *state, k VSKey, pr *programmed, want []netip.Add
 // from memory, without reading the kernel.
 func (b *Backend) partialSync(m *proxy.Model) (int, error) {
 	st := b.st
-	var keys []proxy.PortKey
-	if m.BaseID != 0 && m.BaseID == st.modelID {
-		keys = m.Changes
-	} else {
-		for _, sp := range m.Ports {
-			if old := st.ports[sp.Key]; old == nil || !old.sp.Equal(sp) {
-				keys = append(keys, sp.Key)
-			}
-		}
-		for k := range st.ports {
-			if m.Lookup(k) == nil {
-				keys = append(keys, k)
-			}
-		}
-	}
+	keys := proxy.ChangedPorts(m, st.modelID, st.ports, b.wantsFamily)
 	rewritten := 0
 	for _, k := range keys {
-		if !b.wantsFamily(k.Family) {
-			continue
-		}
 		old, sp := st.ports[k], m.Lookup(k)
 		if old != nil && sp != nil && old.sp.Equal(sp) {
 			continue

@@ -2,22 +2,18 @@ package ipvs
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/clusterdns/clusterdns/proxy"
 	"github.com/clusterdns/clusterdns/proxy/iptables"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 	"github.com/clusterdns/clusterdns/zone"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 const nodeIP = "192.168.77.1"
 
@@ -61,43 +57,25 @@ func (f *fixture) dump() string {
 	return f.kernel.Dump() + "# iptables (IPv4)\n" + f.ipt.Dump(proxy.IPv4)
 }
 
-func checkGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./proxy/ipvs -run %s -update to create it)", err, t.Name())
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("kernel state differs from %s (run with -update if the change is intended)\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
-
 func TestSyncGolden(t *testing.T) {
-	udp := svcSpec{ns: "kube-system", name: "dns", ips: []string{"10.10.0.10"}, port: 53, proto: zone.ProtocolUDP, portName: "dns",
-		ready: []string{"172.16.1.1", "172.16.1.2"}}
+	udp := pt.Service{Namespace: "kube-system", Name: "dns", ClusterIPs: []string{"10.10.0.10"}, Port: 53, Protocol: zone.ProtocolUDP, PortName: "dns",
+		Ready: []string{"172.16.1.1", "172.16.1.2"}}
 	affinity := nodePortSvc
-	affinity.affinity = 10800
+	affinity.Affinity = 10800
 	external := clusterIPSvc
-	external.external = []string{"203.0.113.7", nodeIP}
+	external.ExternalIPs = []string{"203.0.113.7", nodeIP}
 	fewer := clusterIPSvc
-	fewer.ready = nginxPods[:2]
+	fewer.Ready = nginxPods[:2]
 	fewerUDP := udp
-	fewerUDP.ready = udp.ready[:1]
-	draining := svcSpec{ns: "dev", name: "draining", ips: []string{"10.10.0.7"}, port: 80,
-		notReady: []string{"172.16.1.1"}, draining: []string{"172.16.1.2", "172.16.1.3"}}
-	empty := svcSpec{ns: "dev", name: "empty", typ: zone.TypeNodePort, ips: []string{"10.10.0.5"}, port: 8080, nodePort: 30080}
-	dual := svcSpec{ns: "dev", name: "dual", ips: []string{"10.10.0.6", "fd00:10::6"}, port: 53, proto: zone.ProtocolUDP, portName: "dns",
-		ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
+	fewerUDP.Ready = udp.Ready[:1]
+	draining := pt.Service{Namespace: "dev", Name: "draining", ClusterIPs: []string{"10.10.0.7"}, Port: 80,
+		NotReady: []string{"172.16.1.1"}, Draining: []string{"172.16.1.2", "172.16.1.3"}}
+	empty := pt.Service{Namespace: "dev", Name: "empty", Type: zone.TypeNodePort, ClusterIPs: []string{"10.10.0.5"}, Port: 8080, NodePort: 30080}
+	dual := pt.Service{Namespace: "dev", Name: "dual", ClusterIPs: []string{"10.10.0.6", "fd00:10::6"}, Port: 53, Protocol: zone.ProtocolUDP, PortName: "dns",
+		Ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
 
 	type step struct {
-		specs []svcSpec
+		specs []pt.Service
 		full  bool
 		// conns sets connection counts before the step, as "vs real active".
 		conns []string
@@ -109,10 +87,10 @@ func TestSyncGolden(t *testing.T) {
 		// check asserts what the golden file cannot say plainly.
 		check func(t *testing.T, f *fixture)
 	}{
-		{name: "clusterip", steps: []step{{specs: []svcSpec{clusterIPSvc}, full: true}}},
-		{name: "nodeport", steps: []step{{specs: []svcSpec{nodePortSvc}, full: true}}},
-		{name: "affinity", steps: []step{{specs: []svcSpec{affinity}, full: true}}},
-		{name: "external-ip", steps: []step{{specs: []svcSpec{external}, full: true}},
+		{name: "clusterip", steps: []step{{specs: []pt.Service{clusterIPSvc}, full: true}}},
+		{name: "nodeport", steps: []step{{specs: []pt.Service{nodePortSvc}, full: true}}},
+		{name: "affinity", steps: []step{{specs: []pt.Service{affinity}, full: true}}},
+		{name: "external-ip", steps: []step{{specs: []pt.Service{external}, full: true}},
 			check: func(t *testing.T, f *fixture) {
 				// The node's own address is not bound again on the dummy link.
 				addrs, _ := f.kernel.Addrs(DefaultDummyLink)
@@ -120,21 +98,21 @@ func TestSyncGolden(t *testing.T) {
 					t.Errorf("dummy link holds %v, want the cluster IP and the foreign external IP", addrs)
 				}
 			}},
-		{name: "udp", steps: []step{{specs: []svcSpec{udp}, full: true}}},
-		{name: "no-endpoints", steps: []step{{specs: []svcSpec{empty}, full: true}}},
-		{name: "terminating-fallback", steps: []step{{specs: []svcSpec{draining}, full: true}}},
+		{name: "udp", steps: []step{{specs: []pt.Service{udp}, full: true}}},
+		{name: "no-endpoints", steps: []step{{specs: []pt.Service{empty}, full: true}}},
+		{name: "terminating-fallback", steps: []step{{specs: []pt.Service{draining}, full: true}}},
 		{name: "dual-stack", cfg: Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}},
-			steps: []step{{specs: []svcSpec{dual}, full: true}}},
+			steps: []step{{specs: []pt.Service{dual}, full: true}}},
 		{name: "scheduler-and-settings", cfg: Config{Scheduler: "lc", StrictARP: true, TCPTimeout: 900 * time.Second,
-			Routing: proxy.Routing{ClusterCIDRs: prefixes("172.16.0.0/16")}},
-			steps: []step{{specs: []svcSpec{clusterIPSvc}, full: true}}},
-		{name: "masquerade-all", cfg: Config{Routing: proxy.Routing{MasqueradeAll: true, NodePortAddresses: prefixes("10.0.0.0/8")}},
-			steps: []step{{specs: []svcSpec{nodePortSvc}, full: true}}},
+			Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}},
+			steps: []step{{specs: []pt.Service{clusterIPSvc}, full: true}}},
+		{name: "masquerade-all", cfg: Config{Routing: proxy.Routing{MasqueradeAll: true, NodePortAddresses: pt.Prefixes("10.0.0.0/8")}},
+			steps: []step{{specs: []pt.Service{nodePortSvc}, full: true}}},
 		{
 			name: "endpoint-removed-without-connections",
 			steps: []step{
-				{specs: []svcSpec{clusterIPSvc}, full: true},
-				{specs: []svcSpec{fewer}},
+				{specs: []pt.Service{clusterIPSvc}, full: true},
+				{specs: []pt.Service{fewer}},
 			},
 		},
 		{
@@ -142,11 +120,11 @@ func TestSyncGolden(t *testing.T) {
 			// end; the golden file shows it draining.
 			name: "graceful-termination-tcp",
 			steps: []step{
-				{specs: []svcSpec{clusterIPSvc}, full: true},
-				{specs: []svcSpec{fewer}, conns: []string{"TCP 10.10.97.97:80 172.16.69.207:80 2"}},
+				{specs: []pt.Service{clusterIPSvc}, full: true},
+				{specs: []pt.Service{fewer}, conns: []string{"TCP 10.10.97.97:80 172.16.69.207:80 2"}},
 			},
 			check: func(t *testing.T, f *fixture) {
-				m := modelOf(fewer)
+				m := pt.Model(nil, fewer)
 				vs := VSKey{"TCP", netip.MustParseAddrPort("10.10.97.97:80")}
 				gone := netip.MustParseAddrPort("172.16.69.207:80")
 				// A periodic full sync keeps it while connections last...
@@ -165,31 +143,31 @@ func TestSyncGolden(t *testing.T) {
 		{
 			name: "graceful-termination-comes-back",
 			steps: []step{
-				{specs: []svcSpec{clusterIPSvc}, full: true},
-				{specs: []svcSpec{fewer}, conns: []string{"TCP 10.10.97.97:80 172.16.69.207:80 1"}},
-				{specs: []svcSpec{clusterIPSvc}},
+				{specs: []pt.Service{clusterIPSvc}, full: true},
+				{specs: []pt.Service{fewer}, conns: []string{"TCP 10.10.97.97:80 172.16.69.207:80 1"}},
+				{specs: []pt.Service{clusterIPSvc}},
 			},
 		},
 		{
 			// UDP real servers go at once.
 			name: "udp-endpoint-removed",
 			steps: []step{
-				{specs: []svcSpec{udp}, full: true},
-				{specs: []svcSpec{fewerUDP}, conns: []string{"UDP 10.10.0.10:53 172.16.1.2:53 3"}},
+				{specs: []pt.Service{udp}, full: true},
+				{specs: []pt.Service{fewerUDP}, conns: []string{"UDP 10.10.0.10:53 172.16.1.2:53 3"}},
 			},
 		},
 		{
 			name: "service-removed",
 			steps: []step{
-				{specs: []svcSpec{clusterIPSvc, nodePortSvc}, full: true},
-				{specs: []svcSpec{clusterIPSvc}},
+				{specs: []pt.Service{clusterIPSvc, nodePortSvc}, full: true},
+				{specs: []pt.Service{clusterIPSvc}},
 			},
 		},
 		{
 			name: "affinity-added",
 			steps: []step{
-				{specs: []svcSpec{nodePortSvc}, full: true},
-				{specs: []svcSpec{affinity}},
+				{specs: []pt.Service{nodePortSvc}, full: true},
+				{specs: []pt.Service{affinity}},
 			},
 		},
 	}
@@ -206,10 +184,10 @@ func TestSyncGolden(t *testing.T) {
 					}
 					f.kernel.SetConns(VSKey{proto, netip.MustParseAddrPort(vs)}, netip.MustParseAddrPort(real), n, 0)
 				}
-				m = modelFrom(m, s.specs...)
+				m = pt.Model(m, s.specs...)
 				f.sync(t, m, s.full)
 			}
-			checkGolden(t, tc.name, []byte(f.dump()))
+			pt.Golden(t, tc.name, []byte(f.dump()))
 			// Whatever the steps, a full sync changes nothing more, and a
 			// second full sync writes nothing at all.
 			before := f.dump()
@@ -244,88 +222,9 @@ func weightOf(t *testing.T, f *fixture, vs VSKey, real netip.AddrPort) int {
 	return -1
 }
 
-// TestPartialSyncsEqualFullSync applies random changes through partial syncs
-// and checks that the kernel ends up as a fresh full sync would make it.
-func TestPartialSyncsEqualFullSync(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	f := newFixture(t, Config{})
-	specs := randomCluster(rng, 30)
-	m := modelFrom(nil, specs...)
-	f.sync(t, m, true)
-	for round := range 40 {
-		specs = mutate(rng, specs)
-		m = modelFrom(m, specs...)
-		res := f.sync(t, m, false)
-		fresh := newFixture(t, Config{})
-		fresh.sync(t, modelOf(specs...), true)
-		if got, want := f.dump(), fresh.dump(); got != want {
-			t.Fatalf("round %d: partial syncs differ from a full sync:\n--- partial\n%s\n--- full\n%s", round, got, want)
-		}
-		if table, _ := ReadTable(f.kernel); res.Rules != countObjects(table) {
-			t.Errorf("round %d: sync reports %d objects, the kernel has %d", round, res.Rules, countObjects(table))
-		}
-		if res.Rewritten > len(m.Changes) {
-			t.Errorf("round %d: rewrote %d ports for %d changes", round, res.Rewritten, len(m.Changes))
-		}
-	}
-}
-
-func countObjects(table []TableEntry) int {
-	n := len(table)
-	for _, e := range table {
-		n += len(e.Reals)
-	}
-	return n
-}
-
-func randomCluster(rng *rand.Rand, n int) []svcSpec {
-	var out []svcSpec
-	for i := range n {
-		s := svcSpec{ns: "ns", name: fmt.Sprintf("svc-%d", i), ips: []string{fmt.Sprintf("10.10.%d.%d", i/200, i%200+1)}, port: 80}
-		if i%3 == 1 {
-			s.proto = zone.ProtocolUDP
-		}
-		if i%4 == 2 {
-			s.typ, s.nodePort = zone.TypeNodePort, int32(30000+i)
-		}
-		s.ready = randomPods(rng)
-		out = append(out, s)
-	}
-	return out
-}
-
-func randomPods(rng *rand.Rand) []string {
-	var pods []string
-	for j := range rng.IntN(5) {
-		pods = append(pods, fmt.Sprintf("172.16.%d.%d", rng.IntN(4), j+rng.IntN(50)+1))
-	}
-	return pods
-}
-
-// mutate changes a few services: endpoints, affinity, removal, addition.
-func mutate(rng *rand.Rand, specs []svcSpec) []svcSpec {
-	out := append([]svcSpec(nil), specs...)
-	for range rng.IntN(3) + 1 {
-		i := rng.IntN(len(out))
-		switch rng.IntN(4) {
-		case 0:
-			out[i].ready = randomPods(rng)
-		case 1:
-			out[i].affinity = int32(rng.IntN(2) * 600)
-		case 2:
-			out = append(out[:i], out[i+1:]...)
-		case 3:
-			n := len(out) + 100 + rng.IntN(1000)
-			out = append(out, svcSpec{ns: "ns", name: fmt.Sprintf("new-%d", n), ips: []string{fmt.Sprintf("10.11.%d.%d", n/200, n%200+1)},
-				port: 443, ready: randomPods(rng)})
-		}
-	}
-	return out
-}
-
 func TestFullSyncRepairsDrift(t *testing.T) {
 	f := newFixture(t, Config{})
-	m := modelOf(clusterIPSvc, nodePortSvc)
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
 	f.sync(t, m, true)
 	want := f.dump()
 
@@ -351,7 +250,7 @@ func TestFullSyncRepairsDrift(t *testing.T) {
 	f.kernel.AddForeignVirtualServer(foreign)
 
 	// A partial sync trusts its memory and sees none of it...
-	f.sync(t, modelFrom(m, clusterIPSvc, nodePortSvc), false)
+	f.sync(t, pt.Model(m, clusterIPSvc, nodePortSvc), false)
 	// ...a full sync repairs it all.
 	f.sync(t, m, true)
 	if err := f.kernel.DeleteVirtualServer(foreign.Key()); err != nil {
@@ -364,14 +263,14 @@ func TestFullSyncRepairsDrift(t *testing.T) {
 
 func TestRestartAdoptsKernelState(t *testing.T) {
 	f := newFixture(t, Config{})
-	m := modelOf(clusterIPSvc, nodePortSvc)
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
 	f.sync(t, m, true)
 	want := f.dump()
 	writes := f.kernel.Writes
 	// A new process over the same kernel: its first sync is a full one and
 	// finds everything in place.
 	f.b = f.backend(Config{})
-	if _, err := f.b.Sync(t.Context(), modelOf(clusterIPSvc, nodePortSvc), false); err != nil {
+	if _, err := f.b.Sync(t.Context(), pt.Model(nil, clusterIPSvc, nodePortSvc), false); err != nil {
 		t.Fatal(err)
 	}
 	if f.kernel.Writes != writes {
@@ -384,9 +283,9 @@ func TestRestartAdoptsKernelState(t *testing.T) {
 
 func TestFailedSyncIsRepairedByFullSync(t *testing.T) {
 	f := newFixture(t, Config{})
-	f.sync(t, modelOf(clusterIPSvc), true)
+	f.sync(t, pt.Model(nil, clusterIPSvc), true)
 	f.ipt.FailRestores = 1
-	m := modelOf(clusterIPSvc, nodePortSvc)
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
 	if _, err := f.b.Sync(t.Context(), m, true); err == nil {
 		t.Fatal("sync succeeded with a failing iptables-restore")
 	}
@@ -401,7 +300,7 @@ func TestFailedSyncIsRepairedByFullSync(t *testing.T) {
 func TestCleanupRemovesEverything(t *testing.T) {
 	f := newFixture(t, Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}})
 	empty := newFixture(t, Config{})
-	f.sync(t, modelOf(clusterIPSvc, nodePortSvc), true)
+	f.sync(t, pt.Model(nil, clusterIPSvc, nodePortSvc), true)
 	for range 2 { // idempotent
 		if err := f.b.Cleanup(t.Context()); err != nil {
 			t.Fatal(err)
@@ -425,7 +324,7 @@ func TestCleanupRemovesEverything(t *testing.T) {
 // TestModeSwitch checks that each mode's start removes what the other left:
 // the agent runs the other backend's Cleanup before its first sync.
 func TestModeSwitch(t *testing.T) {
-	m := modelOf(clusterIPSvc, nodePortSvc)
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
 	f := newFixture(t, Config{})
 	ipt := iptables.New(iptables.Config{Runner: f.ipt, Families: []proxy.Family{proxy.IPv4}})
 
@@ -437,7 +336,7 @@ func TestModeSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.sync(t, m, true)
-	checkGolden(t, "mode-switch-to-ipvs", []byte(f.dump()))
+	pt.Golden(t, "mode-switch-to-ipvs", []byte(f.dump()))
 	fresh := newFixture(t, Config{})
 	fresh.sync(t, m, true)
 	if got, want := f.dump(), fresh.dump(); got != want {
@@ -451,7 +350,7 @@ func TestModeSwitch(t *testing.T) {
 	if _, err := ipt.Sync(t.Context(), m, true); err != nil {
 		t.Fatal(err)
 	}
-	if d := f.ipt.Dump(proxy.IPv4); strings.Contains(d, chainPrefix) || !strings.Contains(d, "CDNS-SERVICES") {
+	if d := f.ipt.Dump(proxy.IPv4); strings.Contains(d, iptables.IPVSChainPrefix) || !strings.Contains(d, "CDNS-SERVICES") {
 		t.Errorf("iptables after IPVS:\n%s", d)
 	}
 	table, _ := ReadTable(f.kernel)
@@ -464,7 +363,7 @@ func TestModeSwitch(t *testing.T) {
 
 func TestDryRunAndListMatch(t *testing.T) {
 	f := newFixture(t, Config{})
-	m := modelOf(clusterIPSvc, nodePortSvc)
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
 	var dry bytes.Buffer
 	if err := f.b.DryRun(m, &dry); err != nil {
 		t.Fatal(err)
@@ -472,7 +371,7 @@ func TestDryRunAndListMatch(t *testing.T) {
 	if f.kernel.Writes != 0 {
 		t.Errorf("dry run made %d kernel writes", f.kernel.Writes)
 	}
-	checkGolden(t, "dry-run", dry.Bytes())
+	pt.Golden(t, "dry-run", dry.Bytes())
 	f.sync(t, m, true)
 	var list bytes.Buffer
 	if err := f.b.List(&list); err != nil {
@@ -535,20 +434,20 @@ func TestParseMember(t *testing.T) {
 // exactly what a clean full sync makes.
 func TestRefusedWriteAnywhereIsRepaired(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	before := randomCluster(rng, 20)
-	after := mutate(rng, mutate(rng, before))
+	before := pt.RandomServices(rng, 20)
+	after := pt.Mutate(rng, pt.Mutate(rng, before, 1), 2)
 	setup := func() (*fixture, *proxy.Model) {
 		f := newFixture(t, Config{})
-		first := modelOf(before...)
+		first := pt.Model(nil, before...)
 		f.sync(t, first, true)
 		return f, first
 	}
 	clean, first := setup()
 	writes := clean.kernel.Writes
-	clean.sync(t, modelFrom(first, after...), false)
+	clean.sync(t, pt.Model(first, after...), false)
 	writes = clean.kernel.Writes - writes
 	fresh := newFixture(t, Config{})
-	fresh.sync(t, modelOf(after...), true)
+	fresh.sync(t, pt.Model(nil, after...), true)
 	want := fresh.dump()
 	if writes < 5 {
 		t.Fatalf("the change makes only %d writes", writes)
@@ -558,15 +457,15 @@ func TestRefusedWriteAnywhereIsRepaired(t *testing.T) {
 		for _, restart := range []bool{false, true} {
 			f, first := setup()
 			f.kernel.FailAt = at
-			if _, err := f.b.Sync(t.Context(), modelFrom(first, after...), false); err != nil && !restart {
+			if _, err := f.b.Sync(t.Context(), pt.Model(first, after...), false); err != nil && !restart {
 				failed++
 			}
 			f.kernel.FailAt = 0
 			if restart {
 				f.b = f.backend(Config{})
-				f.sync(t, modelOf(after...), false)
+				f.sync(t, pt.Model(nil, after...), false)
 			} else {
-				f.sync(t, modelFrom(first, after...), true)
+				f.sync(t, pt.Model(first, after...), true)
 			}
 			if got := f.dump(); got != want {
 				t.Fatalf("write %d of %d refused (restart %v): after the next sync\n%s\nwant\n%s", at, writes, restart, got, want)

@@ -7,20 +7,21 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/proxy"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 	"github.com/clusterdns/clusterdns/zone"
 )
 
 // benchCluster makes n ClusterIP Services of five ready endpoints each; every
 // tenth is a NodePort.
-func benchCluster(n int) []svcSpec {
-	out := make([]svcSpec, 0, n)
+func benchCluster(n int) []pt.Service {
+	out := make([]pt.Service, 0, n)
 	for i := range n {
-		s := svcSpec{ns: "bench", name: fmt.Sprintf("svc-%d", i), ips: []string{fmt.Sprintf("10.%d.%d.%d", 96+i/65536, i/256%256, i%256)}, port: 80}
+		s := pt.Service{Namespace: "bench", Name: fmt.Sprintf("svc-%d", i), ClusterIPs: []string{fmt.Sprintf("10.%d.%d.%d", 96+i/65536, i/256%256, i%256)}, Port: 80}
 		for j := range 5 {
-			s.ready = append(s.ready, fmt.Sprintf("172.%d.%d.%d", 16+j, i/256%256, i%256))
+			s.Ready = append(s.Ready, fmt.Sprintf("172.%d.%d.%d", 16+j, i/256%256, i%256))
 		}
 		if i%10 == 0 {
-			s.typ, s.nodePort = zone.TypeNodePort, int32(30000+i%2000)
+			s.Type, s.NodePort = zone.TypeNodePort, int32(30000+i%2000)
 		}
 		out = append(out, s)
 	}
@@ -36,7 +37,7 @@ func benchCluster(n int) []svcSpec {
 func BenchmarkSync(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		specs := benchCluster(n)
-		m := modelOf(specs...)
+		m := pt.Model(nil, specs...)
 		newBackend := func() (*Backend, *FakeKernel) {
 			k := NewFakeKernel(map[string][]string{"eth0": {nodeIP}})
 			return New(Config{IPVS: k, Links: k, IPSets: k, Sysctl: k, Runner: nopRunner{}, Families: []proxy.Family{proxy.IPv4}}), k
@@ -69,7 +70,7 @@ func BenchmarkSync(b *testing.B) {
 			}
 			// Alternate one Service's endpoints between two sets.
 			cur := m
-			changed := append([]svcSpec(nil), specs...)
+			changed := append([]pt.Service(nil), specs...)
 			// The model rebuild is outside the timer but its garbage is
 			// collected inside it, so the sync call's own time is reported
 			// too, as sync-ns/op.
@@ -77,8 +78,8 @@ func BenchmarkSync(b *testing.B) {
 			var inSync time.Duration
 			for b.Loop() {
 				b.StopTimer()
-				changed[n/2].ready = []string{fmt.Sprintf("172.30.0.%d", i%2+1)}
-				cur = modelFrom(cur, changed...)
+				changed[n/2].Ready = []string{fmt.Sprintf("172.30.0.%d", i%2+1)}
+				cur = pt.Model(cur, changed...)
 				i++
 				b.StartTimer()
 				start := time.Now()

@@ -5,23 +5,19 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/proxy/iptables"
 )
 
-// Chain names. They share the iptables backend's CDNS- prefix (so its
-// cleanup removes them too) but are distinct from its chains, so that the
-// IPVS backend's cleanup removes only its own.
+// Chain names. They start with iptables.IPVSChainPrefix: within the CDNS-
+// chains both modes own, these are IPVS mode's alone, so that each mode's
+// cleanup removes only its own.
 const (
-	chainPrefix      = "CDNS-IPVS-"
-	chainServices    = "CDNS-IPVS-SERVICES"
-	chainPostrouting = "CDNS-IPVS-POSTROUTING"
-	chainMarkMasq    = "CDNS-IPVS-MARK-MASQ"
-	chainFilter      = "CDNS-IPVS-FILTER"
-
-	tableNAT    = "nat"
-	tableFilter = "filter"
+	chainServices    = iptables.IPVSChainPrefix + "SERVICES"
+	chainPostrouting = iptables.IPVSChainPrefix + "POSTROUTING"
+	chainMarkMasq    = iptables.IPVSChainPrefix + "MARK-MASQ"
+	chainFilter      = iptables.IPVSChainPrefix + "FILTER"
 )
 
 // The sets, by role. Each family has its own (ipsets hold one family).
@@ -60,19 +56,13 @@ func allSetNames() []string {
 	return out
 }
 
-// hook is a rule in a built-in chain jumping to ours.
-type hook struct {
-	table, chain string
-	spec         []string
-}
-
-func hooks() []hook {
+func hooks() []iptables.Hook {
 	services := []string{"-m", "comment", "--comment", "clusterdns ipvs service portals", "-j", chainServices}
-	return []hook{
-		{tableNAT, "PREROUTING", services},
-		{tableNAT, "OUTPUT", services},
-		{tableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "clusterdns ipvs postrouting rules", "-j", chainPostrouting}},
-		{tableFilter, "INPUT", []string{"-m", "comment", "--comment", "clusterdns ipvs service addresses", "-j", chainFilter}},
+	return []iptables.Hook{
+		{Table: iptables.TableNAT, Chain: "PREROUTING", Spec: services},
+		{Table: iptables.TableNAT, Chain: "OUTPUT", Spec: services},
+		{Table: iptables.TableNAT, Chain: "POSTROUTING", Spec: []string{"-m", "comment", "--comment", "clusterdns ipvs postrouting rules", "-j", chainPostrouting}},
+		{Table: iptables.TableFilter, Chain: "INPUT", Spec: []string{"-m", "comment", "--comment", "clusterdns ipvs service addresses", "-j", chainFilter}},
 	}
 }
 
@@ -80,7 +70,7 @@ func hooks() []hook {
 // rules whatever the Services, since what varies lives in the sets.
 func renderRules(f proxy.Family, cfg *Config) []byte {
 	var b bytes.Buffer
-	mark := fmt.Sprintf("%#x", cfg.MasqueradeMark)
+	mark := iptables.MarkHex(cfg.Mark())
 	set := func(role string) string { return setName(f, role) }
 	b.WriteString("*nat\n")
 	for _, c := range []string{chainServices, chainPostrouting, chainMarkMasq} {
@@ -117,15 +107,12 @@ func renderRules(f proxy.Family, cfg *Config) []byte {
 
 // ensureHooks inserts the hook rules that are missing.
 func (b *Backend) ensureHooks(ctx context.Context, f proxy.Family) error {
-	for _, h := range hooks() {
-		check := append([]string{"-t", h.table, "-C", h.chain}, h.spec...)
-		if err := b.cfg.Runner.Run(ctx, f, check...); err == nil {
-			continue
-		}
-		insert := append([]string{"-t", h.table, "-I", h.chain, "1"}, h.spec...)
-		if err := b.cfg.Runner.Run(ctx, f, insert...); err != nil {
-			return fmt.Errorf("ipvs: iptables hook %s %s: %w", h.table, h.chain, err)
-		}
+	owned, err := iptables.ReadOwned(ctx, b.cfg.Runner, f, iptables.IPVSChainPrefix, "")
+	if err == nil {
+		err = iptables.EnsureHooks(ctx, b.cfg.Runner, f, hooks(), owned)
+	}
+	if err != nil {
+		return fmt.Errorf("ipvs: iptables rules: %w", err)
 	}
 	return nil
 }
@@ -133,42 +120,12 @@ func (b *Backend) ensureHooks(ctx context.Context, f proxy.Family) error {
 // cleanupRules deletes the hooks and the CDNS-IPVS- chains of a family, as
 // found in the kernel.
 func (b *Backend) cleanupRules(ctx context.Context, f proxy.Family) error {
-	var in bytes.Buffer
-	for _, table := range []string{tableFilter, tableNAT} {
-		data, err := b.cfg.Runner.Save(ctx, f, table)
-		if err != nil {
-			return fmt.Errorf("ipvs: cleanup %s rules: %w", f, err)
-		}
-		var chains, hookRules []string
-		for _, line := range strings.Split(string(data), "\n") {
-			switch {
-			case strings.HasPrefix(line, ":"+chainPrefix):
-				name, _, _ := strings.Cut(line[1:], " ")
-				chains = append(chains, name)
-			case strings.HasPrefix(line, "-A ") && !strings.HasPrefix(line, "-A "+chainPrefix) && strings.Contains(line, "-j "+chainPrefix):
-				hookRules = append(hookRules, line)
-			}
-		}
-		if len(chains) == 0 && len(hookRules) == 0 {
-			continue
-		}
-		in.WriteString("*" + table + "\n")
-		for _, c := range chains {
-			fmt.Fprintf(&in, ":%s - [0:0]\n", c)
-		}
-		for _, r := range hookRules {
-			in.WriteString("-D " + strings.TrimPrefix(r, "-A ") + "\n")
-		}
-		for _, c := range chains {
-			in.WriteString("-X " + c + "\n")
-		}
-		in.WriteString("COMMIT\n")
+	owned, err := iptables.ReadOwned(ctx, b.cfg.Runner, f, iptables.IPVSChainPrefix, "")
+	if err == nil {
+		err = iptables.RemoveOwned(ctx, b.cfg.Runner, f, owned)
 	}
-	if in.Len() == 0 {
-		return nil
-	}
-	if err := b.cfg.Runner.Restore(ctx, f, in.Bytes()); err != nil {
-		return fmt.Errorf("ipvs: cleanup %s rules: %w", f, err)
+	if err != nil {
+		return fmt.Errorf("ipvs: cleanup: %w", err)
 	}
 	return nil
 }

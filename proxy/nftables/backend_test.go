@@ -2,9 +2,6 @@ package nftables
 
 import (
 	"context"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,8 +9,6 @@ import (
 	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 	"github.com/clusterdns/clusterdns/zone"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // The example cluster's Services (deploy/examples) and a few more.
 var (
@@ -106,26 +101,8 @@ func TestRenderGolden(t *testing.T) {
 			if len(rec.Scripts) < len(tc.steps) {
 				got.WriteString("# no script: nothing to change\n")
 			}
-			checkGolden(t, tc.name, got.String())
+			pt.Golden(t, tc.name, []byte(got.String()))
 		})
-	}
-}
-
-func checkGolden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
 	}
 }
 

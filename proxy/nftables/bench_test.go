@@ -3,9 +3,7 @@ package nftables
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
-	"time"
 
 	"github.com/clusterdns/clusterdns/proxy"
 	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
@@ -21,26 +19,10 @@ func (c *countingRunner) Apply(_ context.Context, script []byte) error {
 func (*countingRunner) ListTables(context.Context) ([]byte, error) { return nil, nil }
 
 // benchSync measures syncs of one endpoint change through runner, after a
-// full sync of n services; each model is built from the previous one, as the
-// agent builds them (the agent's own model step after one change is proxy's
-// BenchmarkBuildModelOneEndpointChange).
+// full sync of n services (the agent's own model step after one change is
+// proxy's BenchmarkBuildModelOneEndpointChange).
 func benchSync(b *testing.B, n int, runner Runner) {
-	ports := [][]*proxy.ServicePort{pt.BenchPorts(n, 0), pt.BenchPorts(n, 1)}
-	m := proxy.NewModel(nil, slices.Clone(ports[0]))
-	be := New(Config{Runner: runner, Families: []proxy.Family{proxy.IPv4}})
-	start := time.Now()
-	if _, err := be.Sync(context.Background(), m, true); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(time.Since(start).Seconds(), "s/full-sync")
-	for i := 0; b.Loop(); i++ {
-		b.StopTimer()
-		m = proxy.NewModel(m, slices.Clone(ports[(i+1)%2]))
-		b.StartTimer()
-		if _, err := be.Sync(context.Background(), m, false); err != nil {
-			b.Fatal(err)
-		}
-	}
+	pt.BenchEndpointChange(b, n, New(Config{Runner: runner, Families: []proxy.Family{proxy.IPv4}}), nil)
 }
 
 // BenchmarkRenderEndpointChange is the backend's own work for one endpoint

@@ -1,5 +1,11 @@
-// Package proxytest builds rule models for the backends' tests from short
-// descriptions of Services and their endpoints.
+// Package proxytest is what the three rule backends' tests share: the
+// contract every backend keeps (Scenarios, run by Run through a small
+// adapter per backend, and a random walk of cluster changes), the one way to
+// build Services and models from short descriptions, golden files with
+// -update and a line diff, and benchmark inputs.
+//
+// Nothing here knows iptables, nftables or IPVS: a scenario asks where a
+// packet goes, and each backend's adapter answers from its own fake.
 package proxytest
 
 import (
@@ -127,4 +133,26 @@ func BenchPorts(n, variant int) []*proxy.ServicePort {
 		ports = append(ports, sp)
 	}
 	return ports
+}
+
+// With returns a copy of s changed by edit, for a step that differs from
+// another in one field.
+func With(s Service, edit func(*Service)) Service {
+	edit(&s)
+	return s
+}
+
+// NginxPods are the endpoints of the example cluster's Services
+// (deploy/examples).
+func NginxPods() []string { return []string{"172.16.79.83", "172.16.69.206", "172.16.69.207"} }
+
+// ClusterIPService is the example cluster's ClusterIP Service.
+func ClusterIPService() Service {
+	return Service{Namespace: "dev", Name: "service-clusterip", ClusterIPs: []string{"10.10.97.97"}, Port: 80, Ready: NginxPods()}
+}
+
+// NodePortService is the example cluster's NodePort Service.
+func NodePortService() Service {
+	return Service{Namespace: "dev", Name: "service-nodeport", Type: zone.TypeNodePort, ClusterIPs: []string{"10.10.97.98"},
+		Port: 80, NodePort: 30002, Ready: NginxPods()}
 }

@@ -1,4 +1,8 @@
-package iptables
+// Package iptablestest follows packets through rules in iptables-save
+// syntax, for the tests of the two modes that render such rules (iptables
+// and IPVS). It is deliberately tiny: it knows the matches and targets those
+// modes render and fails the test on anything else.
+package iptablestest
 
 import (
 	"net/netip"
@@ -8,19 +12,22 @@ import (
 	"testing"
 )
 
-// tracer follows a packet through rules in iptables-save syntax. It is
-// deliberately tiny: it knows the matches and targets the backend renders
-// and fails the test on anything else. Random choices (statistic) and
-// affinity checks (recent --rcheck) fork the trace, so a trace returns every
-// outcome the packet can have.
-type tracer struct {
+// Tracer walks packets through a dump of tables. Random choices (statistic)
+// and affinity checks (recent --rcheck) fork the walk, so a trace returns
+// every outcome the packet can have.
+type Tracer struct {
 	t      testing.TB
 	tables map[string]map[string][][]string // table -> chain -> rules as words
 	local  map[netip.Addr]bool              // the node's addresses
+	// InSet answers "-m set --match-set NAME DIRS" (DIRS as in the rule,
+	// such as "dst,dst"); nil when the rules use no sets.
+	InSet func(name, dirs string, p Packet) bool
 }
 
-func newTracer(t testing.TB, dump string, local ...string) *tracer {
-	tr := &tracer{t: t, tables: map[string]map[string][][]string{}, local: map[netip.Addr]bool{}}
+// NewTracer reads a dump (iptables-save output, or restore input) of a
+// node whose own addresses are local.
+func NewTracer(t testing.TB, dump string, local ...string) *Tracer {
+	tr := &Tracer{t: t, tables: map[string]map[string][][]string{}, local: map[netip.Addr]bool{}}
 	for _, l := range local {
 		tr.local[netip.MustParseAddr(l)] = true
 	}
@@ -47,6 +54,9 @@ func newTracer(t testing.TB, dump string, local ...string) *tracer {
 	}
 	return tr
 }
+
+// Local reports whether an address is the node's.
+func (tr *Tracer) Local(a netip.Addr) bool { return tr.local[a] }
 
 // splitWords splits a rule like a shell would: double quotes group words.
 func splitWords(t testing.TB, line string) []string {
@@ -77,98 +87,111 @@ func splitWords(t testing.TB, line string) []string {
 	return out
 }
 
-type packet struct {
-	src, dst netip.Addr
-	proto    string
-	dport    uint16
+// Packet is the first packet of a connection.
+type Packet struct {
+	Src, Dst netip.Addr
+	Proto    string // lower case: tcp, udp, sctp
+	DPort    uint16
 }
 
-// verdict is where one path of a packet ends up.
-type verdict struct {
-	dnat   netip.AddrPort // zero when not translated
-	masq   bool
-	reject bool
+// State is where one path of a packet is after a chain.
+type State struct {
+	Mark   uint64
+	DNAT   netip.AddrPort // zero when not translated
+	Masq   bool
+	Reject bool
+	// Affinity is the timeout in seconds of the last ClientIP affinity
+	// check (recent --rcheck) on the path, zero for none.
+	Affinity int
+	done     bool // a terminating target was hit
 }
 
-func (v verdict) String() string {
+// Outcome strings of Trace, beside "address:port" and "address:port masq".
+const (
+	Rejected     = "REJECT"
+	Untranslated = "untranslated"
+)
+
+// String is the outcome of a path that ended in this state.
+func (s State) String() string {
 	switch {
-	case v.reject:
-		return "REJECT"
-	case !v.dnat.IsValid():
-		return "untranslated"
-	case v.masq:
-		return v.dnat.String() + " masq"
+	case s.Reject:
+		return Rejected
+	case !s.DNAT.IsValid():
+		return Untranslated
+	case s.Masq:
+		return s.DNAT.String() + " masq"
 	}
-	return v.dnat.String()
+	return s.DNAT.String()
 }
 
-type walkState struct {
-	mark   uint64
-	dnat   netip.AddrPort
-	masq   bool
-	reject bool
-	done   bool // a terminating target was hit
-}
-
-// trace sends a packet that arrives from outside the node (fromNode false)
-// or leaves a local process (fromNode true) and returns the sorted, distinct
-// verdicts.
-func (tr *tracer) trace(p packet, fromNode bool) []string {
+// Trace sends a packet through the iptables mode's path: one that arrives
+// from outside the node (fromNode false) or leaves a local process (fromNode
+// true) walks nat PREROUTING (OUTPUT), then filter INPUT, FORWARD or OUTPUT
+// and nat POSTROUTING. It returns the sorted, distinct outcomes and the
+// largest affinity timeout met on the way.
+func (tr *Tracer) Trace(p Packet, fromNode bool) (outcomes []string, affinity int) {
 	first := "PREROUTING"
 	if fromNode {
 		first = "OUTPUT"
 	}
 	seen := map[string]bool{}
-	for _, s := range tr.walk("nat", first, p, walkState{}) {
-		v := verdict{dnat: s.dnat}
+	for _, s := range tr.Walk("nat", first, p, State{}) {
+		v := State{DNAT: s.DNAT}
+		affinity = max(affinity, s.Affinity)
 		after := p
-		if s.dnat.IsValid() {
-			after.dst, after.dport = s.dnat.Addr(), s.dnat.Port()
+		if s.DNAT.IsValid() {
+			after.Dst, after.DPort = s.DNAT.Addr(), s.DNAT.Port()
 		}
 		filterChain := "FORWARD"
 		switch {
 		case fromNode:
 			filterChain = "OUTPUT"
-		case tr.local[after.dst]:
+		case tr.local[after.Dst]:
 			filterChain = "INPUT"
 		}
-		for _, f := range tr.walk("filter", filterChain, after, walkState{}) {
-			if f.reject {
-				v.reject = true
-			}
+		for _, f := range tr.Walk("filter", filterChain, after, State{}) {
+			v.Reject = v.Reject || f.Reject
 		}
-		if !v.reject {
-			for _, post := range tr.walk("nat", "POSTROUTING", after, walkState{mark: s.mark}) {
-				v.masq = v.masq || post.masq
+		if !v.Reject {
+			for _, post := range tr.Walk("nat", "POSTROUTING", after, State{Mark: s.Mark}) {
+				v.Masq = v.Masq || post.Masq
 			}
 		}
 		seen[v.String()] = true
 	}
-	out := make([]string, 0, len(seen))
-	for v := range seen {
+	return sortedKeys(seen), affinity
+}
+
+func sortedKeys(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for v := range set {
 		out = append(out, v)
 	}
 	sort.Strings(out)
 	return out
 }
 
-// walk runs a chain and returns the states the packet can leave it in.
-func (tr *tracer) walk(table, chain string, p packet, in walkState) []walkState {
+// Walk runs a chain and returns the states the packet can leave it in.
+func (tr *Tracer) Walk(table, chain string, p Packet, in State) []State {
 	rules, ok := tr.tables[table][chain]
 	if !ok {
 		if chain == "PREROUTING" || chain == "OUTPUT" || chain == "POSTROUTING" || chain == "INPUT" || chain == "FORWARD" {
-			return []walkState{in}
+			return []State{in}
 		}
 		tr.t.Fatalf("tracer: jump to missing chain %s/%s", table, chain)
 	}
 	return tr.walkFrom(table, rules, 0, p, in)
 }
 
-func (tr *tracer) walkFrom(table string, rules [][]string, i int, p packet, s walkState) []walkState {
+func (tr *Tracer) walkFrom(table string, rules [][]string, i int, p Packet, s State) []State {
 	for ; i < len(rules); i++ {
 		rule := rules[i]
 		match, fork := tr.matches(rule, p, s)
 		if fork {
+			if secs := valueOf(rule, "--seconds"); secs != "" && contains(rule, "--rcheck") {
+				s.Affinity, _ = strconv.Atoi(secs)
+			}
 			// Either way: the rule matched or it did not.
 			out := tr.walkFrom(table, rules, i+1, p, s)
 			return append(out, tr.apply(table, rules, i, p, s)...)
@@ -177,45 +200,54 @@ func (tr *tracer) walkFrom(table string, rules [][]string, i int, p packet, s wa
 			return tr.apply(table, rules, i, p, s)
 		}
 	}
-	return []walkState{s}
+	return []State{s}
+}
+
+func contains(words []string, w string) bool {
+	for _, x := range words {
+		if x == w {
+			return true
+		}
+	}
+	return false
 }
 
 // apply runs the rule's target and the rest of the chain when the target
 // lets the packet continue.
-func (tr *tracer) apply(table string, rules [][]string, i int, p packet, s walkState) []walkState {
+func (tr *Tracer) apply(table string, rules [][]string, i int, p Packet, s State) []State {
 	rule := rules[i]
 	target, args := targetOf(rule)
 	switch target {
 	case "RETURN":
-		return []walkState{s}
+		return []State{s}
 	case "ACCEPT":
 		s.done = true
-		return []walkState{s}
+		return []State{s}
 	case "REJECT":
-		s.reject, s.done = true, true
-		return []walkState{s}
+		s.Reject, s.done = true, true
+		return []State{s}
 	case "DNAT":
 		ap, err := netip.ParseAddrPort(valueOf(args, "--to-destination"))
 		if err != nil {
 			tr.t.Fatalf("tracer: bad DNAT in %q: %v", rule, err)
 		}
-		s.dnat, s.done = ap, true
-		return []walkState{s}
+		s.DNAT, s.done = ap, true
+		return []State{s}
 	case "MASQUERADE":
-		s.masq, s.done = true, true
-		return []walkState{s}
+		s.Masq, s.done = true, true
+		return []State{s}
 	case "MARK":
 		if v := valueOf(args, "--or-mark"); v != "" {
-			s.mark |= parseMark(tr.t, v)
+			s.Mark |= parseMark(tr.t, v)
 		} else if v := valueOf(args, "--xor-mark"); v != "" {
-			s.mark ^= parseMark(tr.t, v)
+			s.Mark ^= parseMark(tr.t, v)
 		} else {
 			tr.t.Fatalf("tracer: unknown MARK in %q", rule)
 		}
 		return tr.walkFrom(table, rules, i+1, p, s)
 	}
-	var out []walkState
-	for _, r := range tr.walk(table, target, p, s) {
+	var out []State
+	for _, r := range tr.Walk(table, target, p, s) {
 		if r.done {
 			out = append(out, r)
 		} else {
@@ -253,7 +285,7 @@ func parseMark(t testing.TB, s string) uint64 {
 
 // matches evaluates a rule's matches. fork is true when the outcome is
 // random or depends on state the tracer does not keep (recent --rcheck).
-func (tr *tracer) matches(rule []string, p packet, s walkState) (match, fork bool) {
+func (tr *Tracer) matches(rule []string, p Packet, s State) (match, fork bool) {
 	match = true
 	neg := false
 	for i := 0; i < len(rule); i++ {
@@ -274,22 +306,22 @@ func (tr *tracer) matches(rule []string, p packet, s walkState) (match, fork boo
 			return match, fork && match
 		case "-s", "-d":
 			pfx := parsePrefix(tr.t, next())
-			addr := p.src
+			addr := p.Src
 			if w == "-d" {
-				addr = p.dst
+				addr = p.Dst
 			}
 			result = pfx.Contains(addr)
 		case "-p":
-			result = next() == p.proto
+			result = next() == p.Proto
 		case "-m":
 			switch mod := next(); mod {
-			case "tcp", "udp", "sctp", "comment", "addrtype", "statistic", "recent", "mark", "conntrack":
+			case "tcp", "udp", "sctp", "comment", "addrtype", "statistic", "recent", "mark", "conntrack", "set":
 			default:
 				tr.t.Fatalf("tracer: unknown match module %s", mod)
 			}
 			continue
 		case "--dport":
-			result = next() == strconv.Itoa(int(p.dport))
+			result = next() == strconv.Itoa(int(p.DPort))
 		case "--comment":
 			next()
 			continue
@@ -297,7 +329,7 @@ func (tr *tracer) matches(rule []string, p packet, s walkState) (match, fork boo
 			if next() != "LOCAL" {
 				tr.t.Fatalf("tracer: only --dst-type LOCAL is known")
 			}
-			result = tr.local[p.dst]
+			result = tr.local[p.Dst]
 		case "--mode", "--name", "--mask", "--seconds":
 			next()
 			continue
@@ -316,9 +348,15 @@ func (tr *tracer) matches(rule []string, p packet, s walkState) (match, fork boo
 			if m != "" {
 				mask = parseMark(tr.t, m)
 			}
-			result = s.mark&mask == parseMark(tr.t, v)
+			result = s.Mark&mask == parseMark(tr.t, v)
 		case "--ctstate":
 			result = strings.Contains(next(), "NEW")
+		case "--match-set":
+			name, dirs := next(), next()
+			if tr.InSet == nil {
+				tr.t.Fatalf("tracer: %q matches a set, and the tracer has no InSet", strings.Join(rule, " "))
+			}
+			result = tr.InSet(name, dirs, p)
 		default:
 			tr.t.Fatalf("tracer: unknown word %q in %q", w, strings.Join(rule, " "))
 		}
@@ -341,27 +379,4 @@ func parsePrefix(t testing.TB, s string) netip.Prefix {
 		t.Fatalf("tracer: bad prefix %q", s)
 	}
 	return p
-}
-
-func tcp(src, dst string, port uint16) packet {
-	return packet{src: netip.MustParseAddr(src), dst: netip.MustParseAddr(dst), proto: "tcp", dport: port}
-}
-
-func udp(src, dst string, port uint16) packet {
-	p := tcp(src, dst, port)
-	p.proto = "udp"
-	return p
-}
-
-func endpointsOf(addrs []string, port int, masq bool) []string {
-	var out []string
-	for _, a := range addrs {
-		s := netip.AddrPortFrom(netip.MustParseAddr(a), uint16(port)).String()
-		if masq {
-			s += " masq"
-		}
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
 }
