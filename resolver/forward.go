@@ -202,9 +202,12 @@ func (f *Forward) Exchange(ctx context.Context, q *dns.Msg, tcp bool) (*dns.Msg,
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	// The packed query lives as long as the wait on the upstreams; a copy
+	// of its own size keeps the pooled buffer out of that wait.
 	bufp := packBuffers.Get().(*[]byte)
-	defer packBuffers.Put(bufp)
-	wire, err := q.PackBuffer(*bufp)
+	packed, err := q.PackBuffer(*bufp)
+	wire := append([]byte(nil), packed...)
+	packBuffers.Put(bufp)
 	if err != nil {
 		return nil, fmt.Errorf("pack query: %w", err)
 	}
@@ -231,7 +234,7 @@ func (f *Forward) try(u *upstream, q *dns.Msg, wire []byte, tcp bool, deadline t
 	start := time.Now()
 	u.stats.Request()
 	m, err := u.exchange(wire, tcp, deadline)
-	if err == nil && m.Truncated && !tcp {
+	if !tcp && (err == nil && m.Truncated || errors.Is(err, errReplyTooLarge)) {
 		m, err = u.exchange(wire, true, deadline)
 	}
 	if err != nil {
@@ -352,6 +355,10 @@ func (u *upstream) exchange(wire []byte, tcp bool, limit time.Time) (*dns.Msg, e
 			return nil, err
 		}
 		m, err := c.roundTrip(wire, id, tcp, deadline)
+		if errors.Is(err, errReplyTooLarge) {
+			pool.put(c) // the socket is fine; the caller asks over TCP
+			return nil, err
+		}
 		if err != nil {
 			c.Close()
 			if reused && attempt == 0 && time.Now().Before(deadline) && !isTimeout(err) {

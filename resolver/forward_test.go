@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -280,5 +281,33 @@ func TestForwardAfterClose(t *testing.T) {
 	}
 	if n := len(f.upstreams[0].udp.idle); n != 0 {
 		t.Fatalf("%d connections pooled after Close", n)
+	}
+}
+
+// A UDP reply larger than the read buffer (the client allowed it with EDNS0)
+// is not taken cut: it is asked again over TCP, and the socket stays pooled.
+func TestForwardOversizedUDPReplyGoesOverTCP(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		for i := range 400 { // about 6.4 KB
+			rr, _ := dns.NewRR(fmt.Sprintf("%s 60 IN A 192.0.%d.%d", r.Question[0].Name, i/250, i%250+1))
+			m.Answer = append(m.Answer, rr)
+		}
+		_ = w.WriteMsg(m)
+	})
+	f := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}})
+	q := new(dns.Msg)
+	q.SetQuestion("big.example.", dns.TypeA)
+	q.SetEdns0(dns.MaxMsgSize, false)
+	m, err := f.Resolve(context.Background(), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:5353"), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Answer) != 400 {
+		t.Fatalf("%d answers; want all 400 from the TCP retry", len(m.Answer))
+	}
+	if n := len(f.upstreams[0].udp.idle); n != 1 {
+		t.Fatalf("%d idle UDP sockets after the oversized reply; want it pooled", n)
 	}
 }
