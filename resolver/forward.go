@@ -64,6 +64,9 @@ type ForwardOptions struct {
 	// MaxConcurrent refuses queries beyond this many in flight; zero is
 	// unlimited.
 	MaxConcurrent int64
+	// Budget, shared with other handlers, bounds the queries waiting on
+	// upstreams; beyond it queries are refused at once. Nil is unbounded.
+	Budget *WaitBudget
 	// Stats receives the handler's measurements; may be nil.
 	Stats ForwardStats
 }
@@ -75,6 +78,8 @@ type ForwardStats interface {
 	Upstream(addr string) UpstreamStats
 	// MaxConcurrentRejected counts a query refused for max_concurrent.
 	MaxConcurrentRejected()
+	// Shed counts a query refused because the wait budget was spent.
+	Shed()
 	// AllUpstreamsDown counts a query that found every upstream marked down.
 	AllUpstreamsDown()
 }
@@ -90,6 +95,7 @@ type noStats struct{}
 
 func (noStats) Upstream(string) UpstreamStats { return noStats{} }
 func (noStats) MaxConcurrentRejected()        {}
+func (noStats) Shed()                         {}
 func (noStats) AllUpstreamsDown()             {}
 func (noStats) Request()                      {}
 func (noStats) Response(int, time.Duration)   {}
@@ -177,6 +183,16 @@ func (f *Forward) Resolve(ctx context.Context, req *Request) (*dns.Msg, error) {
 			Answered(ctx, "forward")
 			return Reply(req, dns.RcodeRefused), nil
 		}
+	}
+	if !f.opts.Budget.take() {
+		f.stats.Shed()
+		Answered(ctx, "forward")
+		return Reply(req, dns.RcodeRefused), nil
+	}
+	defer f.opts.Budget.give()
+	if w := WaiterOf(ctx); w != nil {
+		w.Wait()
+		defer w.DoneWaiting()
 	}
 	m, err := f.Exchange(ctx, req.Msg, f.opts.ForceTCP || req.TCP && !f.opts.PreferUDP)
 	if err != nil {

@@ -311,3 +311,61 @@ func TestForwardOversizedUDPReplyGoesOverTCP(t *testing.T) {
 		t.Fatalf("%d idle UDP sockets after the oversized reply; want it pooled", n)
 	}
 }
+
+type countingWaiter struct{ waits, done int }
+
+func (w *countingWaiter) Wait()        { w.waits++ }
+func (w *countingWaiter) DoneWaiting() { w.done++ }
+
+type shedStats struct {
+	noStats
+	shed int
+}
+
+func (s *shedStats) Shed() { s.shed++ }
+
+// The wait budget is shared: queries beyond it, whichever handler they
+// reach, are refused at once and counted, without reaching the upstream or
+// telling the Waiter they wait. Queries within it tell the Waiter.
+func TestForwardWaitBudget(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 8)
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Question[0].Name == "slow.example." {
+			entered <- struct{}{}
+			<-release
+		}
+		answerA("192.0.2.3")(w, r)
+	})
+	budget := NewWaitBudget(2)
+	stats := &shedStats{}
+	f1 := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}, Budget: budget, Stats: stats})
+	f2 := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}, Budget: budget, Stats: stats})
+	var wg sync.WaitGroup
+	for _, f := range []*Forward{f1, f2} {
+		wg.Go(func() { _, _ = forwardQuery(f, "slow.example.", dns.TypeA, false) })
+	}
+	<-entered
+	<-entered
+	before := up.queries.Load()
+	w := &countingWaiter{}
+	q := new(dns.Msg)
+	q.SetQuestion("third.example.", dns.TypeA)
+	m, err := f2.Resolve(WithWaiter(context.Background(), w), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:5353"), false))
+	if err != nil || m.Rcode != dns.RcodeRefused {
+		t.Fatalf("third query: %v %v; want REFUSED", m, err)
+	}
+	if stats.shed != 1 || w.waits != 0 || up.queries.Load() != before || budget.Waiting() != 2 {
+		t.Fatalf("shed %d, waits %d, upstream saw %d more, %d waiting; want 1, 0, 0, 2",
+			stats.shed, w.waits, up.queries.Load()-before, budget.Waiting())
+	}
+	close(release)
+	wg.Wait()
+	m, err = f1.Resolve(WithWaiter(context.Background(), w), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:5353"), false))
+	if err != nil || m.Rcode != dns.RcodeSuccess {
+		t.Fatalf("after the burst: %v %v", m, err)
+	}
+	if w.waits != 1 || w.done != 1 || budget.Waiting() != 0 {
+		t.Fatalf("waits %d, done %d, %d waiting; want 1, 1, 0", w.waits, w.done, budget.Waiting())
+	}
+}
