@@ -46,6 +46,8 @@ func (b *WaitBudget) give() {
 // something outside the server (an upstream), and when it stops waiting. The
 // UDP server hands its socket to another reader then, so that a query
 // waiting never keeps the next datagram, a cluster name say, from being read.
+// Both are called from the goroutine answering the query, in pairs, and may
+// nest.
 type Waiter interface {
 	Wait()
 	DoneWaiting()
