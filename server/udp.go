@@ -60,6 +60,9 @@ var oobSize = max(unix.CmsgSpace(unix.SizeofInet4Pktinfo), unix.CmsgSpace(unix.S
 
 func newUDPServer(conn *net.UDPConn, answer func(context.Context, *dns.Msg, netip.AddrPort) *dns.Msg, log *slog.Logger, readers int) (*udpServer, error) {
 	s := &udpServer{conn: conn, answer: answer, log: log, base: int32(readers), max: 4096}
+	if err := enlargeReceiveBuffer(conn); err != nil {
+		log.Debug("udp receive buffer", "addr", conn.LocalAddr().String(), "err", err)
+	}
 	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && a.IP.IsUnspecified() {
 		if err := enablePktinfo(conn); err != nil {
 			return nil, fmt.Errorf("udp %s: %w", a, err)
@@ -67,6 +70,33 @@ func newUDPServer(conn *net.UDPConn, answer func(context.Context, *dns.Msg, neti
 		s.pktinfo = true
 	}
 	return s, nil
+}
+
+// udpReceiveBuffer is the socket receive buffer asked for: about a thousand
+// queries, so that a pause of a few tens of milliseconds (the process not
+// scheduled on a busy node, a wave of upstream timeouts answered at once)
+// does not drop queries, while under sustained overload the queue it adds
+// stays a matter of milliseconds. Over the kernel's limit (rmem_max) it is
+// granted only with CAP_NET_ADMIN; otherwise the limit is what we get.
+const udpReceiveBuffer = 1 << 20
+
+// enlargeReceiveBuffer asks for udpReceiveBuffer, beyond rmem_max if the
+// process may, else up to it.
+func enlargeReceiveBuffer(conn *net.UDPConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpReceiveBuffer) == nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpReceiveBuffer)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // enablePktinfo asks the kernel for each datagram's destination address, for

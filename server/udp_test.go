@@ -6,11 +6,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/clusterdns/clusterdns/resolver"
 )
@@ -203,5 +207,36 @@ func TestUDPBusyAnswersAddNoReaders(t *testing.T) {
 	}
 	if n := most.Load(); n != 1 {
 		t.Fatalf("%d readers answered the burst, want the single base reader", n)
+	}
+}
+
+// The socket asks for a receive buffer that absorbs a pause of the process:
+// beyond the kernel's limit when it may (as root), up to it otherwise.
+func TestUDPReceiveBuffer(t *testing.T) {
+	_, s := startUDPServer(t, "127.0.0.1:0", echoAnswer)
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := min(udpReceiveBuffer, limit)
+	if os.Geteuid() == 0 {
+		want = udpReceiveBuffer
+	}
+	raw, err := s.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	var gerr error
+	if err := raw.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	// The kernel doubles what it grants, for its bookkeeping.
+	if got != 2*want {
+		t.Fatalf("SO_RCVBUF %d, want %d", got, 2*want)
 	}
 }
