@@ -38,6 +38,13 @@ type upConn struct {
 	// raw reads UDP replies: it waits for a datagram before a buffer is
 	// taken for it. Nil over TCP.
 	raw syscall.RawConn
+	// readFn is readOnce, bound once per connection rather than per read;
+	// it leaves its results in the fields below. A connection carries one
+	// query at a time.
+	readFn  func(fd uintptr) bool
+	readBuf *[]byte
+	readN   int
+	readErr error
 }
 
 // get returns an idle connection, or dials a new one; reused says which.
@@ -66,6 +73,7 @@ func (p *connPool) get(deadline time.Time) (c *upConn, reused bool, err error) {
 			conn.Close()
 			return nil, false, err
 		}
+		c.readFn = c.readOnce
 	}
 	return c, false, nil
 }
@@ -180,29 +188,33 @@ func (c *upConn) readReply(wire []byte, id uint16, tcp bool) (*dns.Msg, error) {
 // reads it into a pooled buffer, which is taken only once there is one to
 // read: a query waiting on an upstream holds no buffer.
 func (c *upConn) readDatagram() (bufp *[]byte, n int, err error) {
-	var readErr error
-	err = c.raw.Read(func(fd uintptr) bool {
-		b := udpReplyBuffers.Get().(*[]byte)
-		for {
-			n, readErr = unix.Read(int(fd), *b)
-			if readErr != unix.EINTR {
-				break
-			}
-		}
-		if readErr == nil {
-			bufp = b
-			return true
-		}
-		udpReplyBuffers.Put(b)
-		return readErr != unix.EAGAIN
-	})
-	if err == nil && readErr != nil {
-		err = os.NewSyscallError("read", readErr)
+	c.readBuf, c.readErr = nil, nil
+	err = c.raw.Read(c.readFn)
+	if err == nil && c.readErr != nil {
+		err = os.NewSyscallError("read", c.readErr)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	return bufp, n, nil
+	return c.readBuf, c.readN, nil
+}
+
+// readOnce reads a datagram if one is there; it returns false to wait for
+// one.
+func (c *upConn) readOnce(fd uintptr) bool {
+	b := udpReplyBuffers.Get().(*[]byte)
+	for {
+		c.readN, c.readErr = unix.Read(int(fd), *b)
+		if c.readErr != unix.EINTR {
+			break
+		}
+	}
+	if c.readErr == nil {
+		c.readBuf = b
+		return true
+	}
+	udpReplyBuffers.Put(b)
+	return c.readErr != unix.EAGAIN
 }
 
 // sameQuestion checks on the wire that a reply answers the query's question:
