@@ -142,10 +142,18 @@ func (s *udpServer) shutdown(grace time.Duration) {
 	s.conn.Close()
 }
 
+// start runs a reader. One started to take over from a waiting reader
+// counts as idle from now, not from when it is first scheduled: otherwise,
+// on a busy core, every query starting to wait before it runs would start
+// one more.
 func (s *udpServer) start(permanent bool) {
 	s.readers.Add(1)
 	s.wg.Add(1)
 	r := &udpReader{s: s, permanent: permanent, oob: make([]byte, oobSize), replyOOB: make([]byte, oobSize)}
+	if !permanent {
+		s.idle.Add(1)
+		r.idleCounted = true
+	}
 	r.ctx = resolver.WithWaiter(context.Background(), r)
 	go r.read()
 }
@@ -166,8 +174,10 @@ type udpReader struct {
 	ctx       context.Context
 	buf       *udpBuffers // nil while waiting
 	waits     int         // nested waits of the query being answered
-	oob       []byte
-	replyOOB  []byte
+	// idleCounted: the reader was counted idle before its first read.
+	idleCounted bool
+	oob         []byte
+	replyOOB    []byte
 }
 
 func (r *udpReader) read() {
@@ -177,7 +187,10 @@ func (r *udpReader) read() {
 	r.buf = s.getBuffers()
 	defer func() { s.buffers.Put(r.buf) }()
 	for {
-		s.idle.Add(1)
+		if !r.idleCounted {
+			s.idle.Add(1)
+		}
+		r.idleCounted = false
 		n, oobn, _, client, err := s.conn.ReadMsgUDPAddrPort(r.buf.in[:], r.oob)
 		s.idle.Add(-1)
 		if err != nil {
