@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // maxIdleConns caps the idle connections kept per upstream and transport;
@@ -32,6 +35,16 @@ type connPool struct {
 type upConn struct {
 	net.Conn
 	used time.Time
+	// raw reads UDP replies: it waits for a datagram before a buffer is
+	// taken for it. Nil over TCP.
+	raw syscall.RawConn
+	// readFn is readOnce, bound once per connection rather than per read;
+	// it leaves its results in the fields below. A connection carries one
+	// query at a time.
+	readFn  func(fd uintptr) bool
+	readBuf *[]byte
+	readN   int
+	readErr error
 }
 
 // get returns an idle connection, or dials a new one; reused says which.
@@ -54,7 +67,15 @@ func (p *connPool) get(deadline time.Time) (c *upConn, reused bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &upConn{Conn: conn}, false, nil
+	c = &upConn{Conn: conn}
+	if sc, ok := conn.(*net.UDPConn); ok {
+		if c.raw, err = sc.SyscallConn(); err != nil {
+			conn.Close()
+			return nil, false, err
+		}
+		c.readFn = c.readOnce
+	}
+	return c, false, nil
 }
 
 // put returns a healthy connection to the pool.
@@ -81,7 +102,19 @@ func (p *connPool) closeAll() {
 	}
 }
 
-var errShortReply = errors.New("reply shorter than a DNS header")
+var (
+	errShortReply = errors.New("reply shorter than a DNS header")
+	// errReplyTooLarge is a UDP reply that filled the read buffer and may
+	// have been cut: it is asked again over TCP, like a truncated one.
+	errReplyTooLarge = errors.New("UDP reply larger than the read buffer")
+)
+
+// udpReplySize is the buffer a UDP reply is read into. Every query waiting
+// on an upstream holds one, so it is kept to what replies are in practice
+// (EDNS0 sizes are 1232 to 4096); a larger one is fetched over TCP.
+const udpReplySize = dns.DefaultMsgSize
+
+var udpReplyBuffers = sync.Pool{New: func() any { b := make([]byte, udpReplySize); return &b }}
 
 // roundTrip writes one query and reads the reply with the same ID, skipping
 // stray replies (a late answer to a query that timed out earlier).
@@ -89,9 +122,6 @@ func (c *upConn) roundTrip(wire []byte, id uint16, tcp bool, deadline time.Time)
 	if err := c.SetDeadline(deadline); err != nil {
 		return nil, err
 	}
-	bufp := readBuffers.Get().(*[]byte)
-	defer readBuffers.Put(bufp)
-	buf := *bufp
 	if tcp {
 		var l [2]byte
 		binary.BigEndian.PutUint16(l[:], uint16(len(wire)))
@@ -102,43 +132,89 @@ func (c *upConn) roundTrip(wire []byte, id uint16, tcp bool, deadline time.Time)
 		return nil, err
 	}
 	for {
-		var n int
-		var err error
-		if tcp {
-			n, err = readTCP(c.Conn, buf)
-		} else {
-			n, err = c.Read(buf)
+		m, err := c.readReply(wire, id, tcp)
+		if m != nil || err != nil {
+			return m, err
 		}
-		if err != nil {
-			return nil, err
-		}
-		if n < 12 {
-			if tcp {
-				return nil, errShortReply
-			}
-			continue
-		}
-		if binary.BigEndian.Uint16(buf) != id || !sameQuestion(buf[:n], wire) {
-			continue
-		}
-		m := new(dns.Msg)
-		if err := m.Unpack(buf[:n]); err != nil {
-			return nil, fmt.Errorf("unpack reply: %w", err)
-		}
-		return m, nil
 	}
 }
 
-func readTCP(r io.Reader, buf []byte) (int, error) {
-	var l [2]byte
-	if _, err := io.ReadFull(r, l[:]); err != nil {
-		return 0, err
+// readReply reads one message and returns it if it answers the query; a nil
+// message and error means it was a stray to skip. While the reply is awaited
+// over TCP no buffer is held: the message's length comes first.
+func (c *upConn) readReply(wire []byte, id uint16, tcp bool) (*dns.Msg, error) {
+	var buf []byte
+	var n int
+	if tcp {
+		var l [2]byte
+		if _, err := io.ReadFull(c.Conn, l[:]); err != nil {
+			return nil, err
+		}
+		n = int(binary.BigEndian.Uint16(l[:]))
+		bufp := readBuffers.Get().(*[]byte)
+		defer readBuffers.Put(bufp)
+		buf = *bufp
+		if _, err := io.ReadFull(c.Conn, buf[:n]); err != nil {
+			return nil, err
+		}
+		if n < 12 {
+			return nil, errShortReply
+		}
+	} else {
+		bufp, got, err := c.readDatagram()
+		if err != nil {
+			return nil, err
+		}
+		defer udpReplyBuffers.Put(bufp)
+		buf, n = *bufp, got
+		if n < 12 {
+			return nil, nil
+		}
 	}
-	n := int(binary.BigEndian.Uint16(l[:]))
-	if _, err := io.ReadFull(r, buf[:n]); err != nil {
-		return 0, err
+	if binary.BigEndian.Uint16(buf) != id || !sameQuestion(buf[:n], wire) {
+		return nil, nil
 	}
-	return n, nil
+	if !tcp && n == len(buf) {
+		return nil, errReplyTooLarge
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(buf[:n]); err != nil {
+		return nil, fmt.Errorf("unpack reply: %w", err)
+	}
+	return m, nil
+}
+
+// readDatagram waits (until the connection's deadline) for a datagram and
+// reads it into a pooled buffer, which is taken only once there is one to
+// read: a query waiting on an upstream holds no buffer.
+func (c *upConn) readDatagram() (bufp *[]byte, n int, err error) {
+	c.readBuf, c.readErr = nil, nil
+	err = c.raw.Read(c.readFn)
+	if err == nil && c.readErr != nil {
+		err = os.NewSyscallError("read", c.readErr)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return c.readBuf, c.readN, nil
+}
+
+// readOnce reads a datagram if one is there; it returns false to wait for
+// one.
+func (c *upConn) readOnce(fd uintptr) bool {
+	b := udpReplyBuffers.Get().(*[]byte)
+	for {
+		c.readN, c.readErr = unix.Read(int(fd), *b)
+		if c.readErr != unix.EINTR {
+			break
+		}
+	}
+	if c.readErr == nil {
+		c.readBuf = b
+		return true
+	}
+	udpReplyBuffers.Put(b)
+	return c.readErr != unix.EAGAIN
 }
 
 // sameQuestion checks on the wire that a reply answers the query's question:

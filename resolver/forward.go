@@ -64,6 +64,9 @@ type ForwardOptions struct {
 	// MaxConcurrent refuses queries beyond this many in flight; zero is
 	// unlimited.
 	MaxConcurrent int64
+	// Budget, shared with other handlers, bounds the queries waiting on
+	// upstreams; beyond it queries are refused at once. Nil is unbounded.
+	Budget *WaitBudget
 	// Stats receives the handler's measurements; may be nil.
 	Stats ForwardStats
 }
@@ -75,6 +78,8 @@ type ForwardStats interface {
 	Upstream(addr string) UpstreamStats
 	// MaxConcurrentRejected counts a query refused for max_concurrent.
 	MaxConcurrentRejected()
+	// Shed counts a query refused because the wait budget was spent.
+	Shed()
 	// AllUpstreamsDown counts a query that found every upstream marked down.
 	AllUpstreamsDown()
 }
@@ -90,6 +95,7 @@ type noStats struct{}
 
 func (noStats) Upstream(string) UpstreamStats { return noStats{} }
 func (noStats) MaxConcurrentRejected()        {}
+func (noStats) Shed()                         {}
 func (noStats) AllUpstreamsDown()             {}
 func (noStats) Request()                      {}
 func (noStats) Response(int, time.Duration)   {}
@@ -178,6 +184,16 @@ func (f *Forward) Resolve(ctx context.Context, req *Request) (*dns.Msg, error) {
 			return Reply(req, dns.RcodeRefused), nil
 		}
 	}
+	if !f.opts.Budget.take() {
+		f.stats.Shed()
+		Answered(ctx, "forward")
+		return Reply(req, dns.RcodeRefused), nil
+	}
+	defer f.opts.Budget.give()
+	if w := WaiterOf(ctx); w != nil {
+		w.Wait()
+		defer w.DoneWaiting()
+	}
 	m, err := f.Exchange(ctx, req.Msg, f.opts.ForceTCP || req.TCP && !f.opts.PreferUDP)
 	if err != nil {
 		return nil, fmt.Errorf("forward %s: %w", req.QName(), err)
@@ -202,9 +218,12 @@ func (f *Forward) Exchange(ctx context.Context, q *dns.Msg, tcp bool) (*dns.Msg,
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	// The packed query lives as long as the wait on the upstreams; a copy
+	// of its own size keeps the pooled buffer out of that wait.
 	bufp := packBuffers.Get().(*[]byte)
-	defer packBuffers.Put(bufp)
-	wire, err := q.PackBuffer(*bufp)
+	packed, err := q.PackBuffer(*bufp)
+	wire := append([]byte(nil), packed...)
+	packBuffers.Put(bufp)
 	if err != nil {
 		return nil, fmt.Errorf("pack query: %w", err)
 	}
@@ -231,7 +250,7 @@ func (f *Forward) try(u *upstream, q *dns.Msg, wire []byte, tcp bool, deadline t
 	start := time.Now()
 	u.stats.Request()
 	m, err := u.exchange(wire, tcp, deadline)
-	if err == nil && m.Truncated && !tcp {
+	if !tcp && (err == nil && m.Truncated || errors.Is(err, errReplyTooLarge)) {
 		m, err = u.exchange(wire, true, deadline)
 	}
 	if err != nil {
@@ -352,6 +371,10 @@ func (u *upstream) exchange(wire []byte, tcp bool, limit time.Time) (*dns.Msg, e
 			return nil, err
 		}
 		m, err := c.roundTrip(wire, id, tcp, deadline)
+		if errors.Is(err, errReplyTooLarge) {
+			pool.put(c) // the socket is fine; the caller asks over TCP
+			return nil, err
+		}
 		if err != nil {
 			c.Close()
 			if reused && attempt == 0 && time.Now().Before(deadline) && !isTimeout(err) {

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -280,5 +281,91 @@ func TestForwardAfterClose(t *testing.T) {
 	}
 	if n := len(f.upstreams[0].udp.idle); n != 0 {
 		t.Fatalf("%d connections pooled after Close", n)
+	}
+}
+
+// A UDP reply larger than the read buffer (the client allowed it with EDNS0)
+// is not taken cut: it is asked again over TCP, and the socket stays pooled.
+func TestForwardOversizedUDPReplyGoesOverTCP(t *testing.T) {
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		for i := range 400 { // about 6.4 KB
+			rr, _ := dns.NewRR(fmt.Sprintf("%s 60 IN A 192.0.%d.%d", r.Question[0].Name, i/250, i%250+1))
+			m.Answer = append(m.Answer, rr)
+		}
+		_ = w.WriteMsg(m)
+	})
+	f := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}})
+	q := new(dns.Msg)
+	q.SetQuestion("big.example.", dns.TypeA)
+	q.SetEdns0(dns.MaxMsgSize, false)
+	m, err := f.Resolve(context.Background(), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:5353"), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Answer) != 400 {
+		t.Fatalf("%d answers; want all 400 from the TCP retry", len(m.Answer))
+	}
+	if n := len(f.upstreams[0].udp.idle); n != 1 {
+		t.Fatalf("%d idle UDP sockets after the oversized reply; want it pooled", n)
+	}
+}
+
+type countingWaiter struct{ waits, done int }
+
+func (w *countingWaiter) Wait()        { w.waits++ }
+func (w *countingWaiter) DoneWaiting() { w.done++ }
+
+type shedStats struct {
+	noStats
+	shed int
+}
+
+func (s *shedStats) Shed() { s.shed++ }
+
+// The wait budget is shared: queries beyond it, whichever handler they
+// reach, are refused at once and counted, without reaching the upstream or
+// telling the Waiter they wait. Queries within it tell the Waiter.
+func TestForwardWaitBudget(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 8)
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Question[0].Name == "slow.example." {
+			entered <- struct{}{}
+			<-release
+		}
+		answerA("192.0.2.3")(w, r)
+	})
+	budget := NewWaitBudget(2)
+	stats := &shedStats{}
+	f1 := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}, Budget: budget, Stats: stats})
+	f2 := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}, Budget: budget, Stats: stats})
+	var wg sync.WaitGroup
+	for _, f := range []*Forward{f1, f2} {
+		wg.Go(func() { _, _ = forwardQuery(f, "slow.example.", dns.TypeA, false) })
+	}
+	<-entered
+	<-entered
+	before := up.queries.Load()
+	w := &countingWaiter{}
+	q := new(dns.Msg)
+	q.SetQuestion("third.example.", dns.TypeA)
+	m, err := f2.Resolve(WithWaiter(context.Background(), w), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:5353"), false))
+	if err != nil || m.Rcode != dns.RcodeRefused {
+		t.Fatalf("third query: %v %v; want REFUSED", m, err)
+	}
+	if stats.shed != 1 || w.waits != 0 || up.queries.Load() != before || budget.Waiting() != 2 {
+		t.Fatalf("shed %d, waits %d, upstream saw %d more, %d waiting; want 1, 0, 0, 2",
+			stats.shed, w.waits, up.queries.Load()-before, budget.Waiting())
+	}
+	close(release)
+	wg.Wait()
+	m, err = f1.Resolve(WithWaiter(context.Background(), w), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:5353"), false))
+	if err != nil || m.Rcode != dns.RcodeSuccess {
+		t.Fatalf("after the burst: %v %v", m, err)
+	}
+	if w.waits != 1 || w.done != 1 || budget.Waiting() != 0 {
+		t.Fatalf("waits %d, done %d, %d waiting; want 1, 1, 0", w.waits, w.done, budget.Waiting())
 	}
 }

@@ -22,6 +22,8 @@ type Env struct {
 	// spells it: "dns://:53".
 	Server string
 	Zones  []string
+	// Budget bounds the queries waiting on upstreams across the server.
+	Budget *resolver.WaitBudget
 }
 
 // Link is one handler of a block's chain: it wraps the rest of the chain.

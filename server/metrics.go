@@ -46,6 +46,7 @@ type Metrics struct {
 	forwardDuration  *prometheus.HistogramVec // to, rcode
 	forwardHCFails   *prometheus.CounterVec   // to
 	forwardRejects   prometheus.Counter
+	forwardShed      prometheus.Counter
 	forwardBroken    prometheus.Counter
 
 	healthDuration prometheus.Histogram
@@ -146,6 +147,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Namespace: "coredns", Subsystem: "forward", Name: "max_concurrent_rejects_total",
 			Help: "Counter of the number of queries rejected because the concurrent queries were at maximum.",
 		}),
+		forwardShed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "clusterdns", Subsystem: "forward", Name: "shed_total",
+			Help: "Forwarded queries refused at once because the server's limit of queries waiting on upstreams was reached.",
+		}),
 	}
 	m.forwardBroken = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "coredns", Subsystem: "forward", Name: "healthcheck_broken_total",
@@ -177,7 +182,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	reg.MustRegister(m.programmingLatency, m.indexBuild, m.indexRecords, m.panics,
 		m.requests, m.responses, m.duration, m.requestSize, m.responseSize,
 		m.cacheEntries, m.cacheHits, m.cacheMisses, m.cacheRequests, m.cachePrefetch, m.cacheStale,
-		m.forwardRequests, m.forwardResponses, m.forwardDuration, m.forwardHCFails, m.forwardRejects,
+		m.forwardRequests, m.forwardResponses, m.forwardDuration, m.forwardHCFails, m.forwardRejects, m.forwardShed,
 		m.forwardBroken, m.healthDuration, m.healthFailures,
 		m.reloadFailures, m.reloadVersion,
 		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -385,6 +390,7 @@ type forwardStats struct{ m *Metrics }
 
 func (f forwardStats) MaxConcurrentRejected() { f.m.forwardRejects.Inc() }
 func (f forwardStats) AllUpstreamsDown()      { f.m.forwardBroken.Inc() }
+func (f forwardStats) Shed()                  { f.m.forwardShed.Inc() }
 
 func (f forwardStats) Upstream(addr string) resolver.UpstreamStats {
 	return &upstreamStats{m: f.m, to: addr,

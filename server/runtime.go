@@ -55,6 +55,7 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			Metrics:  shared.Metrics,
 			Server:   "dns://:" + b.Port,
 			Zones:    b.Zones,
+			Budget:   shared.Budget,
 		}
 		h := b.chain(env)
 		for _, addr := range b.listenAddrs() {

@@ -29,7 +29,19 @@ type Shared struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 	Metrics  *Metrics
+	// Budget bounds the queries waiting on upstreams, for every forward
+	// directive together; nil is unbounded.
+	Budget *resolver.WaitBudget
 }
+
+// maxWaiting is how many queries may wait on upstreams at once. Each holds a
+// goroutine (its stack is most of the cost), a socket and a few kilobytes
+// until its upstream answers or the forwarding timeout ends it, about 20 KiB
+// of resident memory in all; beyond this forwarded queries are refused at
+// once. At 512 the server still forwards 5,000 queries a second to upstreams
+// answering in 100 ms (50,000 at 10 ms), and a dead upstream costs about
+// 10 MiB.
+const maxWaiting = 512
 
 // Server serves a Corefile until its context ends.
 type Server struct {
@@ -53,6 +65,7 @@ func NewServer(file string, logger *slog.Logger) *Server {
 			Logger:   logger,
 			Registry: reg,
 			Metrics:  NewMetrics(reg),
+			Budget:   resolver.NewWaitBudget(maxWaiting),
 		},
 		listeners: make(map[string]*listener),
 		https:     make(map[string]*httpEndpoint),
@@ -324,8 +337,8 @@ func listen(addr string, log *slog.Logger, metrics *Metrics) (*listener, error) 
 		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
 	}
 	l := &listener{addr: addr, log: log, metrics: metrics}
-	udp, err := newUDPServer(pc.(*net.UDPConn), func(r *dns.Msg, client netip.AddrPort) *dns.Msg {
-		return l.answer(r, client, false)
+	udp, err := newUDPServer(pc.(*net.UDPConn), func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg {
+		return l.answer(ctx, r, client, false)
 	}, log, max(2, runtime.GOMAXPROCS(0)))
 	if err != nil {
 		pc.Close()
@@ -366,14 +379,14 @@ func (l *listener) close(grace time.Duration) {
 // benchmarks use it to time the whole answer path.
 func (l *listener) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	tcp, client := clientOf(w)
-	if err := w.WriteMsg(l.answer(r, client, tcp)); err != nil {
+	if err := w.WriteMsg(l.answer(context.Background(), r, client, tcp)); err != nil {
 		l.log.Debug("write reply", "client", client.String(), "err", err)
 	}
 }
 
 // answer checks a query, routes it to its block's chain and returns the
 // reply, fitted to the client's buffer.
-func (l *listener) answer(r *dns.Msg, client netip.AddrPort, tcp bool) (m *dns.Msg) {
+func (l *listener) answer(ctx context.Context, r *dns.Msg, client netip.AddrPort, tcp bool) (m *dns.Msg) {
 	l.inflight.Add(1)
 	defer l.inflight.Done()
 	defer func() {
@@ -390,7 +403,7 @@ func (l *listener) answer(r *dns.Msg, client netip.AddrPort, tcp bool) (m *dns.M
 	req := resolver.NewRequest(r, client, tcp)
 	var err error
 	if h := l.router.Load().handler(req.Name); h != nil {
-		m, err = h.Resolve(context.Background(), req)
+		m, err = h.Resolve(ctx, req)
 	}
 	switch {
 	case err != nil:

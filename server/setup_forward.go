@@ -84,6 +84,7 @@ func setupForward(b *Block, d *caddyfile.Dispenser) error {
 	b.links[name] = func(env *Env, next resolver.Handler) resolver.Handler {
 		o := opts
 		o.Stats = forwardStats{m: env.Metrics}
+		o.Budget = env.Budget
 		f, err := resolver.NewForward(o, next)
 		if err != nil {
 			// Options were checked above; a failure here is a bug.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,25 +15,32 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterdns/clusterdns/resolver"
 )
 
 // udpServer answers DNS over one UDP socket.
 //
 // A few readers each read a datagram, answer it and write the reply before
 // reading again, reusing their buffers: no goroutine, session or buffer is
-// made per query. When every reader is busy (a query waiting on an upstream,
-// say), the last one to pick up a datagram starts another reader, so a slow
-// answer never holds up the others; readers beyond the base set retire once
-// others are idle again.
+// made per query. A query about to wait on an upstream says so (through the
+// resolver.Waiter in its context), and if no other reader is then blocked
+// reading the socket, its reader starts another before waiting: a slow
+// upstream never holds up the cluster zone's answers. Readers beyond the base
+// set retire once others are idle again. Readers are never added because
+// answering is slow for want of CPU: more of them would only hold more
+// queries in the process; under overload the datagrams the readers do not
+// get to are dropped by the kernel when the socket's buffer is full.
 //
 // On a wildcard address the socket reports each datagram's destination and
 // the reply is sent from it, so clients on hosts with several addresses get
 // their answer from the address they asked.
 type udpServer struct {
 	conn    *net.UDPConn
-	answer  func(r *dns.Msg, client netip.AddrPort) *dns.Msg
+	answer  func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg
 	log     *slog.Logger
-	pktinfo bool // the socket reports destinations; replies carry them as source
+	pktinfo bool      // the socket reports destinations; replies carry them as source
+	buffers sync.Pool // *udpBuffers of readers gone or waiting
 
 	base, max int32
 	readers   atomic.Int32 // running
@@ -50,8 +58,11 @@ const udpBufferSize = dns.DefaultMsgSize
 // oobSize holds one IPv4 or IPv6 packet-info control message.
 var oobSize = max(unix.CmsgSpace(unix.SizeofInet4Pktinfo), unix.CmsgSpace(unix.SizeofInet6Pktinfo))
 
-func newUDPServer(conn *net.UDPConn, answer func(*dns.Msg, netip.AddrPort) *dns.Msg, log *slog.Logger, readers int) (*udpServer, error) {
+func newUDPServer(conn *net.UDPConn, answer func(context.Context, *dns.Msg, netip.AddrPort) *dns.Msg, log *slog.Logger, readers int) (*udpServer, error) {
 	s := &udpServer{conn: conn, answer: answer, log: log, base: int32(readers), max: 4096}
+	if err := enlargeReceiveBuffer(conn); err != nil {
+		log.Debug("udp receive buffer", "addr", conn.LocalAddr().String(), "err", err)
+	}
 	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && a.IP.IsUnspecified() {
 		if err := enablePktinfo(conn); err != nil {
 			return nil, fmt.Errorf("udp %s: %w", a, err)
@@ -59,6 +70,33 @@ func newUDPServer(conn *net.UDPConn, answer func(*dns.Msg, netip.AddrPort) *dns.
 		s.pktinfo = true
 	}
 	return s, nil
+}
+
+// udpReceiveBuffer is the socket receive buffer asked for: about a thousand
+// queries, so that a pause of a few tens of milliseconds (the process not
+// scheduled on a busy node, a wave of upstream timeouts answered at once)
+// does not drop queries, while under sustained overload the queue it adds
+// stays a matter of milliseconds. Over the kernel's limit (rmem_max) it is
+// granted only with CAP_NET_ADMIN; otherwise the limit is what we get.
+const udpReceiveBuffer = 1 << 20
+
+// enlargeReceiveBuffer asks for udpReceiveBuffer, beyond rmem_max if the
+// process may, else up to it.
+func enlargeReceiveBuffer(conn *net.UDPConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpReceiveBuffer) == nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpReceiveBuffer)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // enablePktinfo asks the kernel for each datagram's destination address, for
@@ -104,23 +142,57 @@ func (s *udpServer) shutdown(grace time.Duration) {
 	s.conn.Close()
 }
 
+// start runs a reader. One started to take over from a waiting reader
+// counts as idle from now, not from when it is first scheduled: otherwise,
+// on a busy core, every query starting to wait before it runs would start
+// one more.
 func (s *udpServer) start(permanent bool) {
 	s.readers.Add(1)
 	s.wg.Add(1)
-	go s.read(permanent)
+	r := &udpReader{s: s, permanent: permanent, oob: make([]byte, oobSize), replyOOB: make([]byte, oobSize)}
+	if !permanent {
+		s.idle.Add(1)
+		r.idleCounted = true
+	}
+	r.ctx = resolver.WithWaiter(context.Background(), r)
+	go r.read()
 }
 
-func (s *udpServer) read(permanent bool) {
+// udpBuffers are a reader's query and reply buffers. A reader waiting on an
+// upstream needs neither (the query is decoded, the reply not yet made), so
+// it lends them to the reader that takes its place: thousands of queries
+// waiting cost no buffers.
+type udpBuffers struct {
+	in, out [udpBufferSize]byte
+}
+
+// udpReader is one goroutine reading the socket and answering. Its context
+// carries it to the handlers as their resolver.Waiter.
+type udpReader struct {
+	s         *udpServer
+	permanent bool
+	ctx       context.Context
+	buf       *udpBuffers // nil while waiting
+	waits     int         // nested waits of the query being answered
+	// idleCounted: the reader was counted idle before its first read.
+	idleCounted bool
+	oob         []byte
+	replyOOB    []byte
+}
+
+func (r *udpReader) read() {
+	s := r.s
 	defer s.wg.Done()
 	defer s.readers.Add(-1)
-	in := make([]byte, udpBufferSize)
-	out := make([]byte, udpBufferSize)
-	oob := make([]byte, oobSize)
-	replyOOB := make([]byte, oobSize)
+	r.buf = s.getBuffers()
+	defer func() { s.buffers.Put(r.buf) }()
 	for {
-		s.idle.Add(1)
-		n, oobn, _, client, err := s.conn.ReadMsgUDPAddrPort(in, oob)
-		idle := s.idle.Add(-1)
+		if !r.idleCounted {
+			s.idle.Add(1)
+		}
+		r.idleCounted = false
+		n, oobn, _, client, err := s.conn.ReadMsgUDPAddrPort(r.buf.in[:], r.oob)
+		s.idle.Add(-1)
 		if err != nil {
 			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
 				return
@@ -128,23 +200,51 @@ func (s *udpServer) read(permanent bool) {
 			s.log.Debug("udp read", "err", err)
 			continue
 		}
-		if idle == 0 && s.readers.Load() < s.max {
-			s.start(false)
+		source := s.source(r.oob[:oobn], r.replyOOB)
+		if m := s.reply(r.ctx, r.buf.in[:n], client); m != nil {
+			s.send(m, r.buf.out[:], client, source)
 		}
-		m := s.reply(in[:n], client)
-		if m != nil {
-			s.send(m, out, client, s.source(oob[:oobn], replyOOB))
-		}
-		if !permanent && s.idle.Load() > 0 {
+		if !r.permanent && s.idle.Load() > 0 {
 			return
 		}
 	}
 }
 
+// Wait is called by a query about to wait on an upstream: the reader lends
+// its buffers and, unless another reader is blocked reading the socket,
+// starts one to take over.
+func (r *udpReader) Wait() {
+	r.waits++
+	if r.waits > 1 {
+		return
+	}
+	s := r.s
+	s.buffers.Put(r.buf)
+	r.buf = nil
+	if s.idle.Load() == 0 && s.readers.Load() < s.max && !s.stopping.Load() {
+		s.start(false)
+	}
+}
+
+// DoneWaiting takes buffers back when the wait ends.
+func (r *udpReader) DoneWaiting() {
+	r.waits--
+	if r.waits == 0 {
+		r.buf = r.s.getBuffers()
+	}
+}
+
+func (s *udpServer) getBuffers() *udpBuffers {
+	if b, ok := s.buffers.Get().(*udpBuffers); ok {
+		return b
+	}
+	return new(udpBuffers)
+}
+
 // reply is the answer to one datagram, or nil when it gets none: datagrams
 // too short to be DNS and responses are dropped, so that we never take part
 // in a reflection or a loop.
-func (s *udpServer) reply(b []byte, client netip.AddrPort) *dns.Msg {
+func (s *udpServer) reply(ctx context.Context, b []byte, client netip.AddrPort) *dns.Msg {
 	if len(b) < 12 {
 		return nil
 	}
@@ -162,7 +262,7 @@ func (s *udpServer) reply(b []byte, client netip.AddrPort) *dns.Msg {
 	if err := r.Unpack(b); err != nil || !plausibleQuery(r) {
 		return headerReply(h, dns.RcodeFormatError)
 	}
-	return s.answer(r, client)
+	return s.answer(ctx, r, client)
 }
 
 // plausibleQuery accepts one question carrying no more records than any query

@@ -1,18 +1,32 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+
+	"github.com/clusterdns/clusterdns/resolver"
 )
 
 // startUDP serves answer on addr with one base reader until the test ends.
-func startUDP(t *testing.T, addr string, answer func(*dns.Msg, netip.AddrPort) *dns.Msg) *net.UDPAddr {
+func startUDP(t *testing.T, addr string, answer func(context.Context, *dns.Msg, netip.AddrPort) *dns.Msg) *net.UDPAddr {
+	t.Helper()
+	a, _ := startUDPServer(t, addr, answer)
+	return a
+}
+
+func startUDPServer(t *testing.T, addr string, answer func(context.Context, *dns.Msg, netip.AddrPort) *dns.Msg) (*net.UDPAddr, *udpServer) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
@@ -25,10 +39,10 @@ func startUDP(t *testing.T, addr string, answer func(*dns.Msg, netip.AddrPort) *
 	done := make(chan struct{})
 	go func() { s.serve(); close(done) }()
 	t.Cleanup(func() { pc.Close(); <-done })
-	return pc.LocalAddr().(*net.UDPAddr)
+	return pc.LocalAddr().(*net.UDPAddr), s
 }
 
-func echoAnswer(r *dns.Msg, _ netip.AddrPort) *dns.Msg {
+func echoAnswer(_ context.Context, r *dns.Msg, _ netip.AddrPort) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	return m
@@ -124,18 +138,105 @@ func TestUDPMalformedDatagrams(t *testing.T) {
 	}
 }
 
-// A query stuck in its handler does not hold up the next one, even with a
-// single base reader.
-func TestUDPSlowAnswerDoesNotBlockOthers(t *testing.T) {
+// A query waiting on an upstream does not hold up the next one, even with a
+// single base reader: it hands the socket to a new reader, which retires
+// once the wait is over.
+func TestUDPWaitingAnswerDoesNotBlockOthers(t *testing.T) {
 	release := make(chan struct{})
-	defer close(release)
-	a := startUDP(t, "127.0.0.1:0", func(r *dns.Msg, c netip.AddrPort) *dns.Msg {
+	a, s := startUDPServer(t, "127.0.0.1:0", func(ctx context.Context, r *dns.Msg, c netip.AddrPort) *dns.Msg {
 		if r.Question[0].Name == "slow.example." {
+			w := resolver.WaiterOf(ctx)
+			w.Wait()
 			<-release
+			w.DoneWaiting()
 		}
-		return echoAnswer(r, c)
+		return echoAnswer(ctx, r, c)
 	})
 	if m := exchange(t, a.AddrPort(), query("slow.example.", 1), query("fast.example.", 2)); m.Id != 2 {
 		t.Fatalf("first reply is for query %d, want the fast query 2", m.Id)
+	}
+	if n := s.readers.Load(); n != 2 {
+		t.Fatalf("%d readers while one waits, want 2", n)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.readers.Load() != 1 {
+		// The extra reader retires after a query once another is idle.
+		exchange(t, a.AddrPort(), query("fast.example.", 3))
+		if time.Now().After(deadline) {
+			t.Fatalf("%d readers after the wait, want back to 1", s.readers.Load())
+		}
+	}
+}
+
+// Answers slow for want of CPU add no readers: a burst far beyond what the
+// readers answer stays in the socket's buffer (or is dropped by the kernel),
+// not in goroutines.
+func TestUDPBusyAnswersAddNoReaders(t *testing.T) {
+	var most atomic.Int32
+	var s *udpServer
+	ready := make(chan struct{})
+	a, srv := startUDPServer(t, "127.0.0.1:0", func(ctx context.Context, r *dns.Msg, c netip.AddrPort) *dns.Msg {
+		<-ready
+		for end := time.Now().Add(time.Millisecond); time.Now().Before(end); {
+		}
+		if n := s.readers.Load(); n > most.Load() {
+			most.Store(n)
+		}
+		return echoAnswer(ctx, r, c)
+	})
+	s = srv
+	close(ready)
+	c, err := net.DialUDP("udp", nil, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const burst = 100
+	for i := range burst {
+		if _, err := c.Write(query("busy.example.", uint16(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	for range burst {
+		if _, err := c.Read(buf); err != nil {
+			break // the kernel may have dropped some of the burst
+		}
+	}
+	if n := most.Load(); n != 1 {
+		t.Fatalf("%d readers answered the burst, want the single base reader", n)
+	}
+}
+
+// The socket asks for a receive buffer that absorbs a pause of the process:
+// beyond the kernel's limit when it may (as root), up to it otherwise.
+func TestUDPReceiveBuffer(t *testing.T) {
+	_, s := startUDPServer(t, "127.0.0.1:0", echoAnswer)
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := min(udpReceiveBuffer, limit)
+	if os.Geteuid() == 0 {
+		want = udpReceiveBuffer
+	}
+	raw, err := s.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	var gerr error
+	if err := raw.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	// The kernel doubles what it grants, for its bookkeeping.
+	if got != 2*want {
+		t.Fatalf("SO_RCVBUF %d, want %d", got, 2*want)
 	}
 }
