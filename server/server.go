@@ -346,8 +346,8 @@ func listen(addr string, log *slog.Logger, metrics *Metrics) (*listener, error) 
 		return nil, err
 	}
 	l.udp = udp
-	l.tcp = newTCPServer(ln, func(r *dns.Msg, client netip.AddrPort) *dns.Msg {
-		return l.answer(r, client, true)
+	l.tcp = newTCPServer(ln, func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg {
+		return l.answer(ctx, r, client, true)
 	}, log, metrics.tcpStats())
 	return l, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -94,7 +95,7 @@ const (
 // recently used first, as a cache evicts.
 type tcpServer struct {
 	ln      net.Listener
-	answer  func(r *dns.Msg, client netip.AddrPort) *dns.Msg
+	answer  func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg
 	log     *slog.Logger
 	metrics *tcpMetrics
 	limits  atomic.Pointer[tcpLimits]
@@ -127,7 +128,7 @@ type tcpConn struct {
 	reason     string // why it closed; the first cause wins
 }
 
-func newTCPServer(ln net.Listener, answer func(*dns.Msg, netip.AddrPort) *dns.Msg, log *slog.Logger, metrics *tcpMetrics) *tcpServer {
+func newTCPServer(ln net.Listener, answer func(context.Context, *dns.Msg, netip.AddrPort) *dns.Msg, log *slog.Logger, metrics *tcpMetrics) *tcpServer {
 	s := &tcpServer{
 		ln:      ln,
 		answer:  answer,
@@ -448,7 +449,7 @@ func parseTCPQuery(b []byte) (r, early *dns.Msg) {
 // serve answers one query and writes its reply.
 func (c *tcpConn) serve(r *dns.Msg) {
 	defer c.s.wg.Done()
-	c.write(c.s.answer(r, c.client))
+	c.write(c.s.answer(context.Background(), r, c.client))
 	c.finish()
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -34,7 +35,7 @@ func benchMiekg(b *testing.B) string {
 		b.Fatal(err)
 	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		_ = w.WriteMsg(echoAnswer(r, netip.AddrPort{}))
+		_ = w.WriteMsg(echoAnswer(context.Background(), r, netip.AddrPort{}))
 	})
 	s := &dns.Server{Listener: ln, Handler: h, ReadTimeout: 10 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: -1}
 	go func() { _ = s.ActivateAndServe() }()

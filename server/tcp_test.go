@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -27,7 +28,7 @@ type testTCP struct {
 	addr string
 }
 
-func startTCP(t *testing.T, lim tcpLimits, answer func(*dns.Msg, netip.AddrPort) *dns.Msg) *testTCP {
+func startTCP(t *testing.T, lim tcpLimits, answer func(context.Context, *dns.Msg, netip.AddrPort) *dns.Msg) *testTCP {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -167,7 +168,7 @@ type gate struct {
 
 func newGate() *gate { return &gate{release: make(chan struct{})} }
 
-func (g *gate) answer(r *dns.Msg, _ netip.AddrPort) *dns.Msg {
+func (g *gate) answer(_ context.Context, r *dns.Msg, _ netip.AddrPort) *dns.Msg {
 	if strings.HasPrefix(r.Question[0].Name, "slow.") {
 		g.held.Add(1)
 		<-g.release
@@ -378,7 +379,7 @@ func TestTCPSlowSenderIsClosed(t *testing.T) {
 // A client that does not read its replies is disconnected once a reply
 // waits longer than the write timeout, and its queries free their slots.
 func TestTCPClientNotReadingIsClosed(t *testing.T) {
-	big := func(r *dns.Msg, _ netip.AddrPort) *dns.Msg {
+	big := func(_ context.Context, r *dns.Msg, _ netip.AddrPort) *dns.Msg {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		txt := &dns.TXT{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}}
@@ -624,11 +625,11 @@ func FuzzParseTCPQuery(f *testing.F) {
 func TestTCPChurnAtTheLimit(t *testing.T) {
 	lim := testLimits()
 	lim.maxConns = 8
-	s := startTCP(t, lim, func(r *dns.Msg, client netip.AddrPort) *dns.Msg {
+	s := startTCP(t, lim, func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg {
 		if r.Id%3 == 0 {
 			time.Sleep(time.Millisecond)
 		}
-		return echoAnswer(r, client)
+		return echoAnswer(ctx, r, client)
 	})
 	base := runtime.NumGoroutine()
 	var wg sync.WaitGroup
