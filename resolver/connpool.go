@@ -81,7 +81,10 @@ func (p *connPool) closeAll() {
 	}
 }
 
-var errShortReply = errors.New("reply shorter than a DNS header")
+var (
+	errShortReply  = errors.New("reply shorter than a DNS header")
+	errNotResponse = errors.New("reply without the QR bit")
+)
 
 // roundTrip writes one query and reads the reply with the same ID, skipping
 // stray replies (a late answer to a query that timed out earlier).
@@ -120,6 +123,11 @@ func (c *upConn) roundTrip(wire []byte, id uint16, tcp bool, deadline time.Time)
 		}
 		if binary.BigEndian.Uint16(buf) != id || !sameQuestion(buf[:n], wire) {
 			continue
+		}
+		// A message that is not a response (our query reflected back, a
+		// broken upstream) must not be passed on as the answer.
+		if buf[2]&0x80 == 0 {
+			return nil, errNotResponse
 		}
 		m := new(dns.Msg)
 		if err := m.Unpack(buf[:n]); err != nil {
