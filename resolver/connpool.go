@@ -152,10 +152,12 @@ func readTCP(r io.Reader, buf []byte) (int, error) {
 // sameQuestion checks on the wire that a reply answers the query's question:
 // the same name (in any case), type and class. The question is the first name
 // of a message, so it is never compressed and the bytes compare directly. A
-// reply without a question (some servers' FORMERR) is accepted.
+// reply without a question (some servers' FORMERR) is accepted only when it
+// has no answer or authority records: nothing then says which name they
+// are for.
 func sameQuestion(reply, query []byte) bool {
 	if binary.BigEndian.Uint16(reply[4:]) == 0 {
-		return true
+		return binary.BigEndian.Uint16(reply[6:]) == 0 && binary.BigEndian.Uint16(reply[8:]) == 0
 	}
 	end := questionEnd(query)
 	if end < 0 || end > len(reply) {
