@@ -69,6 +69,14 @@ kind: Service
 metadata: {name: a}
 spec: {clusterIP: 10.0.0.300}
 `, err: `f.yaml:1: Service default/a: clusterIP "10.0.0.300" is not an IP address`},
+		{name: "bad item of a List names the file and line first", content: `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: a}
+  spec: {clusterIP: 10.0.0.300}
+`, err: `f.yaml:1: item 0: Service default/a: clusterIP "10.0.0.300" is not an IP address`},
 		{name: "missing kind", content: `apiVersion: v1
 metadata: {name: a}
 `, err: "f.yaml:1: object has no kind or apiVersion"},
