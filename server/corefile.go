@@ -191,7 +191,7 @@ func blockLines(file string, data []byte, n int) []int {
 	return lines
 }
 
-var caddyError = regexp.MustCompile(`^(.*?):(\d+) - (?:Error during parsing|Syntax error): (.*)$`)
+var caddyError = regexp.MustCompile(`(?s)^(.*?):(\d+) - (?:Error during parsing|Syntax error): (.*)$`)
 
 // tidyParseError turns caddyfile's "FILE:LINE - Error during parsing: MSG"
 // into the "FILE:LINE: MSG" form every other error uses.
