@@ -204,7 +204,8 @@ func checkNoPanic(t *testing.T, fx *answerFixture, before, after float64) {
 }
 
 // checkedReply passes a datagram through path and checks the reply, if
-// any, as a client would see it after the wire.
+// any, as a client would see it after the wire: it carries the query's ID
+// and question, and QR.
 func checkedReply(t *testing.T, path *answerPath, datagram []byte) *dns.Msg {
 	t.Helper()
 	m := path.udp.reply(datagram, fuzzClient)
@@ -224,6 +225,10 @@ func checkedReply(t *testing.T, path *answerPath, datagram []byte) *dns.Msg {
 	}
 	if !got.Response {
 		t.Fatalf("reply without QR:\n%v", got)
+	}
+	if q := new(dns.Msg); q.Unpack(datagram) == nil && len(q.Question) == 1 && len(got.Question) > 0 &&
+		(len(got.Question) != 1 || got.Question[0] != q.Question[0]) {
+		t.Fatalf("reply to %v for the question %v", got.Question, q.Question[0])
 	}
 	if limit := allowedUDPSize(datagram); len(wire) > limit {
 		t.Fatalf("reply of %d bytes, the client allows %d over UDP:\n%v", len(wire), limit, got)
