@@ -373,6 +373,13 @@ func buildFromManifests(files map[string]manifestObjects, log *slog.Logger) *Clu
 		}
 	}
 	for _, s := range DeriveSlices(b.services, owned, b.pods) {
+		// A derived slice never takes the name of one already there (a
+		// hand-written slice of another Service called "web-derived"):
+		// setting it would replace that slice.
+		base := s.Name
+		for i := 1; b.slices[s.Key] != nil; i++ {
+			s.Name = base + "-" + itoa(i)
+		}
 		b.SetSlice(s)
 	}
 	return b.Snapshot()
