@@ -61,6 +61,6 @@ bench:
 # e2e/bench/results/.
 bench-peers: deps
 	$(GO) test -C e2e/bench -run TestPeers -timeout 90m -v . -args -full
-	$(GO) test -C e2e/bench -run TestPeers -timeout 30m -v . -args -parts rules -iptables nft -rule-sizes 1000,2000 -out results/nft
+	$(GO) test -C e2e/bench -run TestPeers -timeout 30m -v . -args -parts rules -iptables nft -rule-sizes 1000,2000 -out results/iptables-nft
 	$(GO) test -C e2e/bench -run TestPeers -timeout 90m -v . -args -full -parts rules -rules-mode nftables -out results/nftables
 	$(GO) test -C e2e/bench -run TestPeers -timeout 150m -v . -args -full -parts ipvs -rounds 2 -out results/ipvs

@@ -193,11 +193,12 @@ func newProxyFixture(t *testing.T, mode string) *proxyFixture {
 			t.Logf("agent output:\n%s", f.agent.Output())
 		}
 	})
-	// Healthy means the first sync went through.
+	// lastUpdated in /healthz means the first sync went through (an
+	// agent that is starting is healthy too, as kube-proxy is).
 	deadline := time.Now().Add(proxyPatience)
 	for {
-		code, _, err := f.get(proxyHealthz, "/healthz")
-		if err == nil && code == http.StatusOK {
+		code, body, err := f.get(proxyHealthz, "/healthz")
+		if err == nil && code == http.StatusOK && strings.Contains(body, "lastUpdated") {
 			break
 		}
 		if exited, exitErr := f.agent.Exited(); exited {

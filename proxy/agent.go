@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,6 +28,10 @@ type Config struct {
 	MinSyncPeriod time.Duration
 	// SyncPeriod is the longest time between two syncs, changes or not.
 	SyncPeriod time.Duration
+	// HealthTimeout is how long a change may wait for a successful sync
+	// before /healthz reports unhealthy; zero means twice SyncPeriod, as
+	// kube-proxy has it.
+	HealthTimeout time.Duration
 	// FullSyncPeriod is how often a sync rewrites everything the backend
 	// owns, repairing what someone else changed; zero means every
 	// SyncPeriod. A failed sync is always followed by a full one.
@@ -53,6 +58,10 @@ type Agent struct {
 	// error, nil when it succeeded.
 	lastSuccess time.Time
 	lastErr     error
+	// pendingSince is when the oldest change not yet programmed arrived (a
+	// snapshot, or a failed sync, which leaves the kernel behind); zero when
+	// the kernel is up to date.
+	pendingSince time.Time
 
 	registry *prometheus.Registry
 	metrics  agentMetrics
@@ -61,9 +70,27 @@ type Agent struct {
 type agentMetrics struct {
 	syncDuration *prometheus.HistogramVec
 	lastSuccess  prometheus.Gauge
+	lastQueued   prometheus.Gauge
 	rules        prometheus.Gauge
 	syncErrors   prometheus.Counter
+	// modeFailures is kube-proxy's failure counter of the mode, nil in a
+	// mode kube-proxy has none for.
+	modeFailures prometheus.Counter
+	healthz      *prometheus.CounterVec
 	programming  prometheus.Histogram
+}
+
+// modeFailureMetric is the name kube-proxy gives failed syncs in a mode
+// (under our prefix), so that alerts written for it carry over; empty for a
+// mode it has none for.
+func modeFailureMetric(mode string) string {
+	switch mode {
+	case "iptables":
+		return "clusterdns_proxy_sync_proxy_rules_iptables_restore_failures_total"
+	case "nftables":
+		return "clusterdns_proxy_sync_proxy_rules_nftables_sync_failures_total"
+	}
+	return ""
 }
 
 // NewAgent returns an agent; Run starts it.
@@ -76,6 +103,9 @@ func NewAgent(cfg Config) *Agent {
 	}
 	if cfg.FullSyncPeriod <= 0 {
 		cfg.FullSyncPeriod = cfg.SyncPeriod
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 2 * cfg.SyncPeriod
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -97,6 +127,10 @@ func NewAgent(cfg Config) *Agent {
 			Name: "clusterdns_proxy_last_sync_success_timestamp_seconds",
 			Help: "Unix time of the last successful sync.",
 		}),
+		lastQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "clusterdns_proxy_sync_proxy_rules_last_queued_timestamp_seconds",
+			Help: "Unix time of the last change the source delivered, which queues a sync.",
+		}),
 		rules: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "clusterdns_proxy_rules",
 			Help: "How many rules the backend has programmed.",
@@ -105,16 +139,26 @@ func NewAgent(cfg Config) *Agent {
 			Name: "clusterdns_proxy_sync_errors_total",
 			Help: "Syncs that failed.",
 		}),
+		healthz: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clusterdns_proxy_healthz_total",
+			Help: "/healthz answers, by status code.",
+		}, []string{"code"}),
 		programming: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "clusterdns_proxy_network_programming_duration_seconds",
 			Help:    "Time from an object change to the sync that programmed it, when the source knows the change time.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 15),
 		}),
 	}
-	a.lastErr = errNoSnapshot // until the first sync says otherwise
-	a.registry.MustRegister(a.metrics.syncDuration, a.metrics.lastSuccess, a.metrics.rules,
-		a.metrics.syncErrors, a.metrics.programming,
+	a.registry.MustRegister(a.metrics.syncDuration, a.metrics.lastSuccess, a.metrics.lastQueued, a.metrics.rules,
+		a.metrics.syncErrors, a.metrics.healthz, a.metrics.programming,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if name := modeFailureMetric(cfg.Backend.Name()); name != "" {
+		a.metrics.modeFailures = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: name,
+			Help: "Syncs the kernel refused (or that failed otherwise); kube-proxy's name for the same.",
+		})
+		a.registry.MustRegister(a.metrics.modeFailures)
+	}
 	return a
 }
 
@@ -138,13 +182,18 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // publish is the source's callback.
 func (a *Agent) publish(c *zone.Cluster) {
+	now := time.Now()
 	a.mu.Lock()
 	a.latest = c
+	if a.pendingSince.IsZero() {
+		a.pendingSince = now
+	}
 	a.mu.Unlock()
+	a.metrics.lastQueued.Set(float64(now.UnixNano()) / 1e9)
 	a.runner.Request()
 }
 
-// errNoSnapshot holds the agent unhealthy until the source has loaded.
+// errNoSnapshot is a sync with nothing to program.
 var errNoSnapshot = errors.New("waiting for the first snapshot from the source")
 
 // syncOnce builds the model from the newest snapshot (when it changed) and
@@ -154,8 +203,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	latest, programmed, modelOf := a.latest, a.programmed, a.modelOf
 	a.mu.Unlock()
 	if latest == nil {
-		a.setResult(errNoSnapshot)
-		return errNoSnapshot
+		return errNoSnapshot // the runner waits for the first snapshot; not reached
 	}
 	start := time.Now()
 	model := programmed
@@ -172,8 +220,11 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	if err != nil {
 		a.metrics.syncDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
 		a.metrics.syncErrors.Inc()
+		if a.metrics.modeFailures != nil {
+			a.metrics.modeFailures.Inc()
+		}
 		a.log.Error("sync failed; retrying with a full sync", "backend", a.cfg.Backend.Name(), "full", full, "err", err)
-		a.setResult(err)
+		a.setResult(err, nil, start)
 		return err
 	}
 	if a.cfg.Conntrack != nil {
@@ -197,7 +248,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	a.mu.Lock()
 	a.programmed, a.modelOf = model, latest
 	a.mu.Unlock()
-	a.setResult(nil)
+	a.setResult(nil, latest, start)
 	if res.Rewritten > 0 || full {
 		a.log.Debug("synced", "backend", a.cfg.Backend.Name(), "full", full, "rewritten", res.Rewritten,
 			"rules", res.Rules, "took", elapsed, "model", modelTook, "generation", latest.Generation)
@@ -205,28 +256,55 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	return nil
 }
 
-func (a *Agent) setResult(err error) {
+// setResult records how the sync that started at start ended: with err, or
+// having programmed the snapshot programmed.
+func (a *Agent) setResult(err error, programmed *zone.Cluster, start time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.lastErr = err
-	if err == nil {
+	switch {
+	case err != nil:
+		// The kernel is behind what the agent wants until a sync succeeds
+		// (the retry is queued), whether or not a change was waiting.
+		if a.pendingSince.IsZero() {
+			a.pendingSince = time.Now()
+		}
+	case a.latest == programmed:
 		a.lastSuccess = time.Now()
+		a.pendingSince = time.Time{}
+	default:
+		// A newer snapshot came during the sync; it waits since the sync
+		// began at the latest.
+		a.lastSuccess = time.Now()
+		a.pendingSince = start
 	}
 }
 
-// Healthy reports whether the last sync succeeded.
+// Healthy reports, as kube-proxy's /healthz does, whether every change has
+// been programmed or has waited less than the health timeout: an agent that
+// is starting, or idle, is healthy; one whose syncs keep failing (or hang)
+// turns unhealthy once the oldest change it could not program is older than
+// the timeout, and healthy again at the next successful sync. It also
+// returns when a sync last succeeded and the last sync's error.
 func (a *Agent) Healthy() (bool, time.Time, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.lastErr == nil && !a.lastSuccess.IsZero(), a.lastSuccess, a.lastErr
+	ok := a.pendingSince.IsZero() || time.Since(a.pendingSince) < a.cfg.HealthTimeout
+	return ok, a.lastSuccess, a.lastErr
 }
 
-// HealthHandler serves /healthz: 200 while syncs succeed, 503 before the
-// first success and after a failure. The body says when the rules were last
-// programmed.
+// HealthHandler serves /healthz with kube-proxy's semantics (see Healthy):
+// 200, or 503 once a change has waited longer than the health timeout. The
+// body says when the rules were last programmed (absent before the first
+// sync) and the last sync's error.
 func (a *Agent) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ok, last, err := a.Healthy()
+		code := http.StatusOK
+		if !ok {
+			code = http.StatusServiceUnavailable
+		}
+		a.metrics.healthz.WithLabelValues(strconv.Itoa(code)).Inc()
 		body := struct {
 			LastUpdated string `json:"lastUpdated,omitempty"`
 			CurrentTime string `json:"currentTime"`
@@ -239,9 +317,7 @@ func (a *Agent) HealthHandler() http.Handler {
 			body.Error = err.Error()
 		}
 		w.Header().Set("Content-Type", "application/json")
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
+		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(body)
 	})
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 // fakeBackend records syncs and fails on demand.
 type fakeBackend struct {
 	mu     sync.Mutex
+	name   string // the mode; "fake" when empty
 	calls  []fakeSync
 	fail   int // fail this many syncs
 	synced chan struct{}
@@ -28,7 +30,12 @@ type fakeSync struct {
 	at    time.Time
 }
 
-func (f *fakeBackend) Name() string { return "fake" }
+func (f *fakeBackend) Name() string {
+	if f.name == "" {
+		return "fake"
+	}
+	return f.name
+}
 
 func (f *fakeBackend) Sync(_ context.Context, m *Model, full bool) (SyncResult, error) {
 	f.mu.Lock()
@@ -107,9 +114,20 @@ func dnsCluster(endpoints ...string) *zone.Cluster {
 }
 
 func healthCode(a *Agent) int {
+	code, _ := health(a)
+	return code
+}
+
+func health(a *Agent) (int, string) {
 	rec := httptest.NewRecorder()
 	a.HealthHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
-	return rec.Code
+	return rec.Code, rec.Body.String()
+}
+
+func metricsText(a *Agent) string {
+	rec := httptest.NewRecorder()
+	a.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }
 
 // runAgent runs a until the test ends, and fails the test if Run fails.
@@ -131,8 +149,10 @@ func TestAgentSyncLoop(t *testing.T) {
 	ct := &fakeConntrack{}
 	src := make(chanSource)
 	a := NewAgent(Config{Source: src, Backend: backend, Conntrack: ct, MinSyncPeriod: 200 * time.Millisecond, SyncPeriod: time.Hour})
-	if code := healthCode(a); code != http.StatusServiceUnavailable {
-		t.Errorf("healthz before any sync: %d, want 503", code)
+	// Starting is healthy, as with kube-proxy; the body says nothing was
+	// programmed yet.
+	if code, body := health(a); code != http.StatusOK || strings.Contains(body, "lastUpdated") {
+		t.Errorf("healthz before any sync: %d %s, want 200 without lastUpdated", code, body)
 	}
 	runAgent(t, a)
 
@@ -144,9 +164,12 @@ func TestAgentSyncLoop(t *testing.T) {
 		t.Error("the sync after a failure was not a full one")
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for healthCode(a) != http.StatusOK {
+	for {
+		if code, body := health(a); code == http.StatusOK && strings.Contains(body, "lastUpdated") {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("healthz never became 200")
+			t.Fatal("healthz never said the rules were programmed")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -250,22 +273,95 @@ func TestAgentPeriodicSyncsAreFullOnlyEveryFullSyncPeriod(t *testing.T) {
 	}
 }
 
-func TestHealthAfterFailure(t *testing.T) {
+// /healthz follows kube-proxy's rule: unhealthy once a change has waited
+// longer than the health timeout without a successful sync, whether the
+// syncs fail or never come; healthy again after a successful sync. Failed
+// syncs are counted, under kube-proxy's name for the mode too.
+func TestHealthFollowsPendingChanges(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	type step struct {
+		do       string // "publish", "sync", "fail" (a sync the backend refuses), "wait" (past the timeout)
+		wantCode int
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"starting and idle is healthy", []step{{"wait", 200}}},
+		{"a change waiting for its first sync", []step{{"publish", 200}, {"wait", 503}, {"sync", 200}}},
+		{"one failure within the timeout", []step{{"publish", 200}, {"sync", 200}, {"publish", 200}, {"fail", 200}, {"sync", 200}}},
+		{"repeated failures past the timeout, then success", []step{
+			{"publish", 200}, {"sync", 200}, {"publish", 200}, {"fail", 200}, {"wait", 503}, {"fail", 503}, {"sync", 200}, {"wait", 200}}},
+		{"a failed periodic sync leaves the kernel behind too", []step{
+			{"publish", 200}, {"sync", 200}, {"fail", 200}, {"wait", 503}, {"sync", 200}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := &fakeBackend{name: "iptables", synced: make(chan struct{}, 1)}
+			a := NewAgent(Config{Source: make(chanSource), Backend: backend, HealthTimeout: timeout})
+			fails, gen := 0, 0
+			for i, s := range tc.steps {
+				switch s.do {
+				case "publish":
+					gen++
+					a.publish(dnsCluster(fmt.Sprintf("172.16.0.%d", gen)))
+				case "sync":
+					if err := a.syncOnce(context.Background(), false); err != nil {
+						t.Fatalf("step %d: %v", i, err)
+					}
+				case "fail":
+					backend.mu.Lock()
+					backend.fail = 1
+					backend.mu.Unlock()
+					if err := a.syncOnce(context.Background(), false); err == nil {
+						t.Fatalf("step %d: the sync did not fail", i)
+					}
+					fails++
+				case "wait":
+					time.Sleep(timeout + timeout/2)
+				}
+				if code, body := health(a); code != s.wantCode {
+					t.Fatalf("step %d (%s): healthz %d %s, want %d", i, s.do, code, body, s.wantCode)
+				}
+			}
+			m := metricsText(a)
+			for _, want := range []string{
+				fmt.Sprintf("clusterdns_proxy_sync_errors_total %d", fails),
+				fmt.Sprintf("clusterdns_proxy_sync_proxy_rules_iptables_restore_failures_total %d", fails),
+				"clusterdns_proxy_sync_proxy_rules_last_queued_timestamp_seconds",
+				`clusterdns_proxy_healthz_total{code="200"}`,
+			} {
+				if !strings.Contains(m, want) {
+					t.Errorf("metrics lack %q", want)
+				}
+			}
+		})
+	}
+}
+
+// A failed sync leaves the agent's model as it was: the next sync is
+// computed from the last programmed one, and it is a full one.
+func TestFailedSyncKeepsProgrammedModel(t *testing.T) {
 	backend := &fakeBackend{synced: make(chan struct{}, 1)}
 	a := NewAgent(Config{Source: make(chanSource), Backend: backend})
 	a.publish(dnsCluster("172.16.0.1"))
 	if err := a.syncOnce(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	if code := healthCode(a); code != http.StatusOK {
-		t.Errorf("healthz after a good sync: %d", code)
-	}
+	a.mu.Lock()
+	before := a.programmed
+	a.mu.Unlock()
 	backend.fail = 1
 	a.publish(dnsCluster("172.16.0.2"))
 	if err := a.syncOnce(context.Background(), false); err == nil {
 		t.Fatal("sync did not fail")
 	}
-	if code := healthCode(a); code != http.StatusServiceUnavailable {
-		t.Errorf("healthz after a failed sync: %d, want 503", code)
+	a.mu.Lock()
+	after := a.programmed
+	a.mu.Unlock()
+	if after != before {
+		t.Error("a failed sync replaced the programmed model")
+	}
+	if _, _, err := a.Healthy(); err == nil {
+		t.Error("Healthy does not report the failed sync's error")
 	}
 }

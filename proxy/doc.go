@@ -4,11 +4,14 @@
 // It has three parts that a backend plugs into. The rule model (Model, built by
 // BuildModel from a *zone.Cluster snapshot) says, per Service port and address
 // family, which virtual addresses lead to which endpoints; it knows nothing of
-// iptables or IPVS. The Agent takes snapshots from a zone.Source, rebuilds the
-// model, and runs the sync loop: changes batched by a minimum period, a sync
-// at least every sync period, a full resync every full sync period and after
-// any failure, stale UDP conntrack entries removed, health and metrics kept. A Backend renders the model into kernel
-// state and applies it (proxy/iptables is one; an IPVS backend is another).
+// iptables, nftables or IPVS. The Agent takes snapshots from a zone.Source,
+// rebuilds the model from the Services each snapshot lists as changed, and
+// runs the sync loop: changes batched by a minimum period, a sync at least
+// every sync period, a full resync every full sync period and after any
+// failure (retried with a growing delay while failures repeat), stale UDP
+// conntrack entries removed, health (kube-proxy's /healthz rule) and metrics
+// kept. A Backend renders the model into kernel state and applies it:
+// proxy/iptables, proxy/nftables and proxy/ipvs are the three.
 //
 // This package never parses manifests or talks to the API server itself (that
 // is zone's job) and never touches the kernel except through a Backend and the

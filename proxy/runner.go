@@ -8,7 +8,10 @@ import (
 // boundedRunner calls a sync function when asked, but never more often than
 // minInterval (requests in between are batched into one call), at least every
 // maxInterval, and as a full one at least every fullInterval. A failed call is
-// retried, as a full one, after minInterval.
+// retried, as a full one, after minInterval, then after twice as long each
+// time it fails again, up to maxInterval: a kernel that keeps refusing (a
+// full sync of 10,000 Services costs seconds of CPU) is not hammered, and
+// new requests do not bring the retry forward.
 type boundedRunner struct {
 	minInterval  time.Duration
 	maxInterval  time.Duration
@@ -35,6 +38,7 @@ func (r *boundedRunner) Request() {
 func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 	var lastRun, lastFull time.Time
 	pending, needFull := false, true
+	failures := 0 // in a row
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -55,34 +59,31 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 				pending = true
 			}
 		}
-		if pending && (lastRun.IsZero() || now.Sub(lastRun) >= r.minInterval) {
+		if pending && (lastRun.IsZero() || now.Sub(lastRun) >= r.gap(failures)) {
 			ok := sync(needFull)
 			lastRun = time.Now()
 			if ok {
 				if needFull {
 					lastFull = lastRun
 				}
-				pending, needFull = false, false
+				pending, needFull, failures = false, false, 0
 			} else {
 				pending, needFull = true, true
+				failures++
 			}
 		}
 		if lastRun.IsZero() {
 			continue // nothing asked yet; only a Request wakes the loop
 		}
-		// Wake for the earliest of the next allowed run (if one is pending),
-		// the next periodic sync and the next periodic full sync.
+		// Wake for the next allowed run if one is pending (it comes before
+		// any periodic one), else for the next periodic sync or periodic
+		// full sync, whichever is first.
 		next := lastFull.Add(r.fullInterval)
 		if at := lastRun.Add(r.maxInterval); at.Before(next) {
 			next = at
 		}
-		if lastFull.IsZero() {
-			next = lastRun.Add(r.minInterval)
-		}
-		if pending {
-			if at := lastRun.Add(r.minInterval); at.Before(next) {
-				next = at
-			}
+		if pending || lastFull.IsZero() {
+			next = lastRun.Add(r.gap(failures))
 		}
 		if !timer.Stop() {
 			select {
@@ -92,4 +93,15 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 		}
 		timer.Reset(max(time.Until(next), time.Millisecond))
 	}
+}
+
+// gap is how long after the last run the next may start: minInterval, or
+// after failures in a row minInterval doubled for each failure past the
+// first, at most maxInterval.
+func (r *boundedRunner) gap(failures int) time.Duration {
+	g := r.minInterval
+	for i := 1; i < failures && g < r.maxInterval; i++ {
+		g *= 2
+	}
+	return min(g, max(r.maxInterval, r.minInterval))
 }

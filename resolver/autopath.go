@@ -4,9 +4,8 @@ import (
 	"context"
 	"strings"
 
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 	"github.com/miekg/dns"
-
-	"github.com/clusterdns/clusterdns/zone"
 )
 
 // Autopath answers a Pod's search-path query on the server side. A Pod with
@@ -72,7 +71,7 @@ func (a *Autopath) searchPath(req *Request) []string {
 		return nil
 	}
 	ix := a.k.Index()
-	if ix == nil || ix.Options().Pods != zone.PodsVerified {
+	if ix == nil || ix.Options().Pods != dnsindex.PodsVerified {
 		return nil
 	}
 	pod := ix.Cluster().PodByIP(req.Client.Addr())
@@ -80,7 +79,7 @@ func (a *Autopath) searchPath(req *Request) []string {
 		return nil
 	}
 	for _, z := range a.k.Zones() {
-		if zone.IsReverseZone(z) {
+		if dnsindex.IsReverseZone(z) {
 			continue
 		}
 		first := pod.Namespace + ".svc." + z

@@ -6,9 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 	"github.com/miekg/dns"
-
-	"github.com/clusterdns/clusterdns/zone"
 )
 
 func TestAutopath(t *testing.T) {
@@ -22,7 +21,7 @@ func TestAutopath(t *testing.T) {
 		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: req.QName(), Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: []byte{192, 0, 2, 80}}}
 		return m, nil
 	})
-	k := NewKubernetes(zone.IndexOptions{Zones: zones, TTL: 5, Pods: zone.PodsVerified}, nil, true, external)
+	k := NewKubernetes(dnsindex.Options{Zones: zones, TTL: 5, Pods: dnsindex.PodsVerified}, nil, true, external)
 	k.Update(fixture())
 	ap := NewAutopath([]string{"cluster.local."}, k, nil, k)
 	pod := netip.MustParseAddrPort("10.1.0.1:5353")      // web-abc in dev
@@ -63,7 +62,7 @@ func TestAutopath(t *testing.T) {
 }
 
 func TestAutopathNeedsVerifiedPods(t *testing.T) {
-	k := NewKubernetes(zone.IndexOptions{Zones: zones, TTL: 5, Pods: zone.PodsInsecure}, nil, false, marker)
+	k := NewKubernetes(dnsindex.Options{Zones: zones, TTL: 5, Pods: dnsindex.PodsInsecure}, nil, false, marker)
 	k.Update(fixture())
 	ap := NewAutopath([]string{"cluster.local."}, k, nil, k)
 	m := ask(t, ap, "web.other.dev.svc.cluster.local.", dns.TypeA)

@@ -5,9 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 	"github.com/miekg/dns"
-
-	"github.com/clusterdns/clusterdns/zone"
 )
 
 // A CNAME target outside the cluster zone is looked up through the chain it
@@ -23,7 +22,7 @@ func TestKubernetesChasesExternalTargetsThroughUpstream(t *testing.T) {
 		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: req.QName(), Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: []byte{192, 0, 2, 9}}}
 		return m, nil
 	})
-	k := NewKubernetes(zone.IndexOptions{Zones: zones, TTL: 5}, nil, false, marker)
+	k := NewKubernetes(dnsindex.Options{Zones: zones, TTL: 5}, nil, false, marker)
 	k.Update(fixture())
 	k.SetUpstream(upstream)
 	m := ask(t, k, "ext.dev.svc.cluster.local.", dns.TypeA)

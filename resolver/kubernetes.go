@@ -8,6 +8,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 // maxChase bounds how many CNAMEs inside the cluster zone one answer follows.
@@ -16,13 +17,13 @@ const maxChase = 8
 // Kubernetes answers for the cluster zones from the latest record index.
 // Update swaps the index in; Resolve never blocks on it.
 type Kubernetes struct {
-	options zone.IndexOptions
+	options dnsindex.Options
 	// fallthrough lists the zones whose NXDOMAIN answers go to next instead;
 	// fallthroughAll covers every zone.
 	fallthroughZones []string
 	fallthroughAll   bool
 	next             Handler
-	index            atomic.Pointer[zone.Index]
+	index            atomic.Pointer[dnsindex.Index]
 	// upstream resolves CNAME targets outside the cluster zones (ExternalName
 	// Services) by re-entering the block's chain; nil leaves them to the client.
 	upstream Handler
@@ -34,14 +35,14 @@ func (k *Kubernetes) SetUpstream(h Handler) { k.upstream = h }
 
 // NewKubernetes returns a handler for the zones in opts. A name in a zone of
 // fallthrough (every zone when fallthroughAll) that does not exist goes to next.
-func NewKubernetes(opts zone.IndexOptions, fallthroughZones []string, fallthroughAll bool, next Handler) *Kubernetes {
+func NewKubernetes(opts dnsindex.Options, fallthroughZones []string, fallthroughAll bool, next Handler) *Kubernetes {
 	return &Kubernetes{options: opts, fallthroughZones: fallthroughZones, fallthroughAll: fallthroughAll, next: next}
 }
 
 // Update builds the index for a new snapshot, reusing unchanged Services'
 // records, and makes it the one answers come from.
-func (k *Kubernetes) Update(c *zone.Cluster) *zone.Index {
-	ix := zone.BuildIndex(c, k.options, k.index.Load())
+func (k *Kubernetes) Update(c *zone.Cluster) *dnsindex.Index {
+	ix := dnsindex.Build(c, k.options, k.index.Load())
 	k.index.Store(ix)
 	return ix
 }
@@ -50,7 +51,7 @@ func (k *Kubernetes) Update(c *zone.Cluster) *zone.Index {
 func (k *Kubernetes) Ready() bool { return k.index.Load() != nil }
 
 // Index returns the current index, or nil before the first snapshot.
-func (k *Kubernetes) Index() *zone.Index { return k.index.Load() }
+func (k *Kubernetes) Index() *dnsindex.Index { return k.index.Load() }
 
 // Zones returns the zones this handler is authoritative for.
 func (k *Kubernetes) Zones() []string { return k.options.Zones }
@@ -68,7 +69,7 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 		return Reply(req, dns.RcodeServerFailure), nil
 	}
 	node := ix.Lookup(req.Name)
-	if node == nil && k.options.Pods == zone.PodsInsecure {
+	if node == nil && k.options.Pods == dnsindex.PodsInsecure {
 		node = insecurePod(req.Name, z, k.options)
 	}
 	if node == nil {
@@ -111,7 +112,7 @@ func (k *Kubernetes) Resolve(ctx context.Context, req *Request) (*dns.Msg, error
 // chase answers a CNAME and, while the target stays inside the index, the
 // target's records of the asked type. Targets outside the zone are left for a
 // lookup through the upstream chain (see chaseOut).
-func (k *Kubernetes) chase(ix *zone.Index, node *zone.Node, qname string, qtype uint16) []dns.RR {
+func (k *Kubernetes) chase(ix *dnsindex.Index, node *dnsindex.Node, qname string, qtype uint16) []dns.RR {
 	answer := withOwner(node.All(), node.Name, qname)
 	for i := 0; i < maxChase; i++ {
 		next := ix.Lookup(node.CNAME().Target)
@@ -170,7 +171,7 @@ func withOwner(rrs []dns.RR, canonical, qname string) []dns.RR {
 
 // insecurePod answers a-b-c-d.NS.pod.ZONE with the address the name spells,
 // as the "pods insecure" mode does, without checking that such a Pod exists.
-func insecurePod(name, z string, o zone.IndexOptions) *zone.Node {
+func insecurePod(name, z string, o dnsindex.Options) *dnsindex.Node {
 	rest, ok := strings.CutSuffix(name, ".pod."+z)
 	if !ok {
 		return nil
@@ -179,15 +180,15 @@ func insecurePod(name, z string, o zone.IndexOptions) *zone.Node {
 	if !ok || strings.Contains(ns, ".") || (len(o.Namespaces) > 0 && !o.Namespaces[ns]) {
 		return nil
 	}
-	addr, ok := zone.ParseDashedAddr(label)
+	addr, ok := dnsindex.ParseDashedAddr(label)
 	if !ok {
 		return nil
 	}
 	hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: o.TTL}
 	if addr.Is4() {
 		hdr.Rrtype = dns.TypeA
-		return zone.NewNode(name, &dns.A{Hdr: hdr, A: addr.AsSlice()})
+		return dnsindex.NewNode(name, &dns.A{Hdr: hdr, A: addr.AsSlice()})
 	}
 	hdr.Rrtype = dns.TypeAAAA
-	return zone.NewNode(name, &dns.AAAA{Hdr: hdr, AAAA: addr.AsSlice()})
+	return dnsindex.NewNode(name, &dns.AAAA{Hdr: hdr, AAAA: addr.AsSlice()})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 // bigCluster has n ClusterIP services in 100 namespaces and n/10 headless
@@ -43,7 +44,7 @@ func bigBuilder(n int) *zone.Builder {
 }
 
 func benchKubernetes(b *testing.B) *Kubernetes {
-	k := NewKubernetes(zone.IndexOptions{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}, nil, false, Refused)
+	k := NewKubernetes(dnsindex.Options{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}, nil, false, Refused)
 	k.Update(bigCluster(10000))
 	return k
 }
@@ -124,18 +125,18 @@ func BenchmarkAnswerWire(b *testing.B) {
 // snapshot cut included), where unchanged Services' records and untouched
 // shards are reused.
 func BenchmarkIndexBuild(b *testing.B) {
-	opts := zone.IndexOptions{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}
+	opts := dnsindex.Options{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}
 	b.Run("Full10k", func(b *testing.B) {
 		c := bigCluster(10000)
 		b.ReportAllocs()
 		for b.Loop() {
-			zone.BuildIndex(c, opts, nil)
+			dnsindex.Build(c, opts, nil)
 		}
 	})
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("OneEndpointChange%dk", n/1000), func(b *testing.B) {
 			builder := bigBuilder(n)
-			prev := zone.BuildIndex(builder.Snapshot(), opts, nil)
+			prev := dnsindex.Build(builder.Snapshot(), opts, nil)
 			i := 0
 			b.ReportAllocs()
 			for b.Loop() {
@@ -143,7 +144,7 @@ func BenchmarkIndexBuild(b *testing.B) {
 				builder.SetSlice(&zone.EndpointSlice{Key: zone.Key{Namespace: "ns-7", Name: "headless-7-1"}, Service: "headless-7",
 					AddressType: zone.AddressIPv4, Ports: []zone.EndpointPort{{Name: "http", Protocol: zone.ProtocolTCP, Port: 8080}},
 					Endpoints: []zone.Endpoint{{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)})}, Ready: true}}})
-				prev = zone.BuildIndex(builder.Snapshot(), opts, prev)
+				prev = dnsindex.Build(builder.Snapshot(), opts, prev)
 			}
 		})
 	}
@@ -153,7 +154,7 @@ func BenchmarkIndexBuild(b *testing.B) {
 // benchmark's cluster shape: n ClusterIP Services and n/10 headless ones, 5
 // ready endpoints each (the snapshot itself is not counted).
 func BenchmarkIndexMemory(b *testing.B) {
-	opts := zone.IndexOptions{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}
+	opts := dnsindex.Options{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5}
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			builder := bigBuilder(n)
@@ -172,7 +173,7 @@ func BenchmarkIndexMemory(b *testing.B) {
 			for b.Loop() {
 				runtime.GC()
 				runtime.ReadMemStats(&before)
-				ix := zone.BuildIndex(c, opts, nil)
+				ix := dnsindex.Build(c, opts, nil)
 				runtime.GC()
 				runtime.ReadMemStats(&after)
 				held = after.HeapAlloc - before.HeapAlloc

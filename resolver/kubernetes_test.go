@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 func ips(s ...string) []netip.Addr {
@@ -187,7 +188,7 @@ func TestKubernetesRecords(t *testing.T) {
 		{name: "outside the zones goes on", qname: "example.org.", qtype: dns.TypeA,
 			answer: []string{"example.org. TXT \"next\""}},
 	}
-	k := NewKubernetes(zone.IndexOptions{Zones: zones, TTL: 5}, []string{"in-addr.arpa.", "ip6.arpa."}, false, marker)
+	k := NewKubernetes(dnsindex.Options{Zones: zones, TTL: 5}, []string{"in-addr.arpa.", "ip6.arpa."}, false, marker)
 	k.Update(fixture())
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,43 +216,43 @@ func TestKubernetesOptions(t *testing.T) {
 	const z = "cluster.local."
 	tests := []struct {
 		name   string
-		opts   zone.IndexOptions
+		opts   dnsindex.Options
 		qname  string
 		qtype  uint16
 		rcode  int
 		answer []string
 	}{
-		{name: "pods insecure answers any dashed address", opts: zone.IndexOptions{Pods: zone.PodsInsecure},
+		{name: "pods insecure answers any dashed address", opts: dnsindex.Options{Pods: dnsindex.PodsInsecure},
 			qname: "1-2-3-4.dev.pod." + z, qtype: dns.TypeA, answer: []string{"1-2-3-4.dev.pod.cluster.local. A 1.2.3.4"}},
-		{name: "pods insecure IPv6", opts: zone.IndexOptions{Pods: zone.PodsInsecure},
+		{name: "pods insecure IPv6", opts: dnsindex.Options{Pods: dnsindex.PodsInsecure},
 			qname: "fd00--1.dev.pod." + z, qtype: dns.TypeAAAA, answer: []string{"fd00--1.dev.pod.cluster.local. AAAA fd00::1"}},
-		{name: "pods insecure rejects a malformed name", opts: zone.IndexOptions{Pods: zone.PodsInsecure},
+		{name: "pods insecure rejects a malformed name", opts: dnsindex.Options{Pods: dnsindex.PodsInsecure},
 			qname: "1-2-3.dev.pod." + z, qtype: dns.TypeA, rcode: dns.RcodeNameError},
-		{name: "pods verified: a pod that exists", opts: zone.IndexOptions{Pods: zone.PodsVerified},
+		{name: "pods verified: a pod that exists", opts: dnsindex.Options{Pods: dnsindex.PodsVerified},
 			qname: "10-1-0-1.dev.pod." + z, qtype: dns.TypeA, answer: []string{"10-1-0-1.dev.pod.cluster.local. A 10.1.0.1"}},
-		{name: "pods verified: no such pod", opts: zone.IndexOptions{Pods: zone.PodsVerified},
+		{name: "pods verified: no such pod", opts: dnsindex.Options{Pods: dnsindex.PodsVerified},
 			qname: "10-9-9-9.dev.pod." + z, qtype: dns.TypeA, rcode: dns.RcodeNameError},
-		{name: "pods verified: pod in another namespace", opts: zone.IndexOptions{Pods: zone.PodsVerified},
+		{name: "pods verified: pod in another namespace", opts: dnsindex.Options{Pods: dnsindex.PodsVerified},
 			qname: "10-1-0-1.other.pod." + z, qtype: dns.TypeA, rcode: dns.RcodeNameError},
-		{name: "namespaces hides others", opts: zone.IndexOptions{Namespaces: map[string]bool{"dev": true}},
+		{name: "namespaces hides others", opts: dnsindex.Options{Namespaces: map[string]bool{"dev": true}},
 			qname: "web.other.svc." + z, qtype: dns.TypeA, rcode: dns.RcodeNameError},
-		{name: "namespaces keeps listed", opts: zone.IndexOptions{Namespaces: map[string]bool{"dev": true}},
+		{name: "namespaces keeps listed", opts: dnsindex.Options{Namespaces: map[string]bool{"dev": true}},
 			qname: "web.dev.svc." + z, qtype: dns.TypeA, answer: []string{"web.dev.svc.cluster.local. A 10.0.0.10"}},
-		{name: "noendpoints: headless is NXDOMAIN", opts: zone.IndexOptions{NoEndpoints: true},
+		{name: "noendpoints: headless is NXDOMAIN", opts: dnsindex.Options{NoEndpoints: true},
 			qname: "db.dev.svc." + z, qtype: dns.TypeA, rcode: dns.RcodeNameError},
-		{name: "noendpoints: no endpoint names", opts: zone.IndexOptions{NoEndpoints: true},
+		{name: "noendpoints: no endpoint names", opts: dnsindex.Options{NoEndpoints: true},
 			qname: "db-0.db.dev.svc." + z, qtype: dns.TypeA, rcode: dns.RcodeNameError},
-		{name: "noendpoints: ClusterIP still answers", opts: zone.IndexOptions{NoEndpoints: true},
+		{name: "noendpoints: ClusterIP still answers", opts: dnsindex.Options{NoEndpoints: true},
 			qname: "web.dev.svc." + z, qtype: dns.TypeA, answer: []string{"web.dev.svc.cluster.local. A 10.0.0.10"}},
-		{name: "endpoint_pod_names", opts: zone.IndexOptions{EndpointPodNames: true},
+		{name: "endpoint_pod_names", opts: dnsindex.Options{EndpointPodNames: true},
 			qname: "db-1.db.dev.svc." + z, qtype: dns.TypeA, answer: []string{"db-1.db.dev.svc.cluster.local. A 10.1.1.2"}},
-		{name: "endpoint_pod_names keeps hostnames first", opts: zone.IndexOptions{EndpointPodNames: true},
+		{name: "endpoint_pod_names keeps hostnames first", opts: dnsindex.Options{EndpointPodNames: true},
 			qname: "db-0.db.dev.svc." + z, qtype: dns.TypeA, answer: []string{"db-0.db.dev.svc.cluster.local. A 10.1.1.1"}},
-		{name: "ignore empty_service hides a service with no ready endpoint", opts: zone.IndexOptions{IgnoreEmptyService: true},
+		{name: "ignore empty_service hides a service with no ready endpoint", opts: dnsindex.Options{IgnoreEmptyService: true},
 			qname: "lonely.dev.svc." + z, qtype: dns.TypeA, rcode: dns.RcodeNameError},
-		{name: "ignore empty_service keeps a service with one", opts: zone.IndexOptions{IgnoreEmptyService: true},
+		{name: "ignore empty_service keeps a service with one", opts: dnsindex.Options{IgnoreEmptyService: true},
 			qname: "web.dev.svc." + z, qtype: dns.TypeA, answer: []string{"web.dev.svc.cluster.local. A 10.0.0.10"}},
-		{name: "ttl", opts: zone.IndexOptions{TTL: 30},
+		{name: "ttl", opts: dnsindex.Options{TTL: 30},
 			qname: "web.dev.svc." + z, qtype: dns.TypeA, answer: []string{"web.dev.svc.cluster.local. A 10.0.0.10"}},
 	}
 	for _, tc := range tests {
@@ -276,7 +277,7 @@ func TestKubernetesOptions(t *testing.T) {
 }
 
 func TestKubernetesNotLoadedIsServfail(t *testing.T) {
-	k := NewKubernetes(zone.IndexOptions{Zones: zones, TTL: 5}, nil, false, Refused)
+	k := NewKubernetes(dnsindex.Options{Zones: zones, TTL: 5}, nil, false, Refused)
 	if k.Ready() {
 		t.Fatal("ready before any snapshot")
 	}
@@ -290,7 +291,7 @@ func TestKubernetesNotLoadedIsServfail(t *testing.T) {
 }
 
 func TestSharedAnswersAreNotChangedByCallers(t *testing.T) {
-	k := NewKubernetes(zone.IndexOptions{Zones: zones, TTL: 5}, nil, false, Refused)
+	k := NewKubernetes(dnsindex.Options{Zones: zones, TTL: 5}, nil, false, Refused)
 	k.Update(fixture())
 	m := ask(t, k, "db.dev.svc.cluster.local.", dns.TypeA)
 	// Appending to an answer must not write into the index's backing array.

@@ -45,6 +45,7 @@ type Block struct {
 	// settings that server-wide directives set.
 	lameduck     float64 // seconds
 	reloadPeriod float64 // seconds; zero disables reload
+	tcp          tcpSettings
 }
 
 // directiveSetup parses one directive's tokens into the block.
@@ -62,6 +63,7 @@ func directives() []directive {
 	return []directive{
 		{"reload", setupReload},
 		{"bind", setupBind},
+		{"timeouts", setupTimeouts},
 		{"ready", setupReady},
 		{"health", setupHealth},
 		{"prometheus", setupPrometheus},

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 func TestParseConfigErrors(t *testing.T) {
@@ -81,7 +81,7 @@ func TestParseKubernetesOptions(t *testing.T) {
 	}
 	h := b.services[0].(*kubernetesHolder)
 	o := h.cfg.index
-	if o.TTL != 30 || o.Pods != zone.PodsVerified || !o.NoEndpoints || !o.EndpointPodNames || !o.IgnoreEmptyService ||
+	if o.TTL != 30 || o.Pods != dnsindex.PodsVerified || !o.NoEndpoints || !o.EndpointPodNames || !o.IgnoreEmptyService ||
 		!o.Namespaces["dev"] || !o.Namespaces["prod"] || strings.Join(o.Zones, " ") != "cluster.local. in-addr.arpa." {
 		t.Fatalf("index options %+v", o)
 	}
@@ -102,7 +102,7 @@ func TestKubernetesDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := cfg.Blocks[0].services[0].(*kubernetesHolder)
-	if h.cfg.index.TTL != 5 || h.cfg.index.Pods != zone.PodsDisabled || !h.cfg.fallthroughAll {
+	if h.cfg.index.TTL != 5 || h.cfg.index.Pods != dnsindex.PodsDisabled || !h.cfg.fallthroughAll {
 		t.Fatalf("defaults: ttl %d pods %v fallthroughAll %t", h.cfg.index.TTL, h.cfg.index.Pods, h.cfg.fallthroughAll)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/clusterdns/clusterdns/resolver"
 	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 // Metrics are the server's Prometheus collectors. They live as long as the
@@ -52,6 +53,8 @@ type Metrics struct {
 
 	reloadFailures prometheus.Counter
 	reloadVersion  *prometheus.GaugeVec // hash, value
+
+	tcp *tcpMetrics
 }
 
 // sizeBuckets are CoreDNS's buckets for message sizes in bytes.
@@ -178,7 +181,17 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		m.forwardBroken, m.healthDuration, m.healthFailures,
 		m.reloadFailures, m.reloadVersion,
 		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.tcp = newTCPMetrics(reg)
 	return m
+}
+
+// tcpStats are the TCP listeners' collectors; without Metrics, unregistered
+// ones.
+func (m *Metrics) tcpStats() *tcpMetrics {
+	if m == nil {
+		return newTCPMetrics(prometheus.NewRegistry())
+	}
+	return m.tcp
 }
 
 // buildVersion reads the module version and VCS revision the binary was
@@ -201,7 +214,7 @@ func buildVersion() (version, revision string) {
 }
 
 // observeUpdate records a new index.
-func (m *Metrics) observeUpdate(env *Env, c *zone.Cluster, ix *zone.Index, took time.Duration) {
+func (m *Metrics) observeUpdate(env *Env, c *zone.Cluster, ix *dnsindex.Index, took time.Duration) {
 	if m == nil {
 		return
 	}

@@ -23,7 +23,9 @@ import (
 type Runtime struct {
 	Config *Config
 	// routers by listen address ("127.0.0.1:53", ":53").
-	routers   map[string]*router
+	routers map[string]*router
+	// tcp are the TCP listeners' limits by listen address.
+	tcp       map[string]tcpLimits
 	services  []Service
 	readiness []func() bool
 	// http muxes by listen address.
@@ -44,6 +46,7 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 		http:    make(map[string]*http.ServeMux),
 	}
 	routes := make(map[string][]route)
+	tcp := make(map[string]tcpSettings)
 	paths := make(map[string]bool) // addr+path already served
 	for _, b := range cfg.Blocks {
 		env := &Env{
@@ -58,6 +61,7 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			for _, z := range b.Zones {
 				routes[addr] = append(routes[addr], route{zone: z, handler: h})
 			}
+			tcp[addr] = mergeTCP(tcp[addr], b.tcp)
 		}
 		rt.services = append(rt.services, b.services...)
 		rt.readiness = append(rt.readiness, b.readiness...)
@@ -83,8 +87,10 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			rt.reload = d
 		}
 	}
+	rt.tcp = make(map[string]tcpLimits, len(tcp))
 	for addr, rs := range routes {
 		rt.routers[addr] = newRouter(rs)
+		rt.tcp[addr] = tcp[addr].limits()
 	}
 	// Lookups the server makes for itself enter where a client's query for
 	// the same name would: the block that serves it on the same listener.

@@ -78,6 +78,20 @@ func TestParseDirectives(t *testing.T) {
 		{"loadbalance weighted", block(" loadbalance weighted /w"), "only the round_robin policy"},
 		{"autopath", block(" autopath @kubernetes\n kubernetes cluster.local {\n  manifests /m\n  pods verified\n }"), ""},
 		{"autopath from a file", block(" autopath /etc/resolv.conf"), "search path source \"/etc/resolv.conf\" is not supported"},
+		// timeouts
+		{"timeouts every option", block(" timeouts {\n  read 10s\n  write 20s\n  idle 1m\n  maxtcpqueries 128\n  max_connections 5000\n }"), ""},
+		{"timeouts unlimited queries", block(" timeouts {\n  maxtcpqueries -1\n }"), ""},
+		{"timeouts empty", block(" timeouts"), "Corefile:2: timeouts: give at least one of"},
+		{"timeouts empty block", block(" timeouts {\n }"), "Corefile:2: timeouts: give at least one of"},
+		{"timeouts argument", block(" timeouts 5s"), `Corefile:2: timeouts: unexpected argument "5s"`},
+		{"timeouts too short", block(" timeouts {\n  read 500ms\n }"), `Corefile:3: timeouts: read "500ms" must be a duration from 1s to 24h0m0s`},
+		{"timeouts too long", block(" timeouts {\n  idle 25h\n }"), `Corefile:3: timeouts: idle "25h" must be a duration`},
+		{"timeouts not a duration", block(" timeouts {\n  write soon\n }"), `Corefile:3: timeouts: write "soon"`},
+		{"timeouts no value", block(" timeouts {\n  idle\n }"), "Corefile:3: timeouts: idle needs one value, got 0"},
+		{"timeouts zero queries", block(" timeouts {\n  maxtcpqueries 0\n }"), `Corefile:3: timeouts: maxtcpqueries "0" must be a positive number, or -1`},
+		{"timeouts bad limit", block(" timeouts {\n  max_connections none\n }"), `Corefile:3: timeouts: max_connections "none" must be a positive number`},
+		{"timeouts unknown property", block(" timeouts {\n  connect 1s\n }"), `Corefile:3: timeouts: unknown property "connect"`},
+		{"timeouts twice", block(" timeouts {\n  read 5s\n }\n timeouts {\n  idle 5s\n }"), "Corefile:5: timeouts: given more than once"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -131,6 +145,44 @@ func TestReloadAndLameduckSettings(t *testing.T) {
 	}
 	if rt.reload != 10*time.Second || rt.reloadJitter != 3*time.Second || rt.lameduck != 4*time.Second {
 		t.Fatalf("reload %v jitter %v lameduck %v", rt.reload, rt.reloadJitter, rt.lameduck)
+	}
+}
+
+// The timeouts reach each listener; blocks sharing one get the most
+// generous value of each, and what no block set keeps its default.
+func TestTimeoutsPerListener(t *testing.T) {
+	cfg, err := ParseConfig("Corefile", []byte(`cluster.local:1053 {
+ timeouts {
+  read 5s
+  max_connections 50
+ }
+}
+.:1053 {
+ timeouts {
+  read 2s
+  idle 30s
+  maxtcpqueries 10
+ }
+}
+.:1054 {
+ errors
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := Build(cfg, testShared())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]tcpLimits{
+		":1053": {read: 5 * time.Second, write: defaultTCPWrite, idle: 30 * time.Second, maxConns: 50, maxQueries: 10},
+		":1054": defaultTCPLimits(),
+	}
+	for addr, w := range want {
+		if got := rt.tcp[addr]; got != w {
+			t.Errorf("%s: %+v; want %+v", addr, got, w)
+		}
 	}
 }
 

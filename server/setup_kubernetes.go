@@ -13,11 +13,12 @@ import (
 
 	"github.com/clusterdns/clusterdns/resolver"
 	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 // kubernetesConfig is what a kubernetes block says.
 type kubernetesConfig struct {
-	index            zone.IndexOptions
+	index            dnsindex.Options
 	fallthroughZones []string
 	fallthroughAll   bool
 
@@ -69,7 +70,7 @@ func setupKubernetes(b *Block, d *caddyfile.Dispenser) error {
 func parseKubernetes(b *Block, d *caddyfile.Dispenser) (*kubernetesConfig, error) {
 	const name = "kubernetes"
 	cfg := &kubernetesConfig{
-		index: zone.IndexOptions{TTL: 5, Pods: zone.PodsDisabled},
+		index: dnsindex.Options{TTL: 5, Pods: dnsindex.PodsDisabled},
 		api:   zone.APIConfig{StartupTimeout: 5 * time.Second},
 	}
 	if b.Line == 0 {
@@ -160,11 +161,11 @@ func parseKubernetes(b *Block, d *caddyfile.Dispenser) (*kubernetesConfig, error
 				}
 				switch args[0] {
 				case "disabled":
-					cfg.index.Pods = zone.PodsDisabled
+					cfg.index.Pods = dnsindex.PodsDisabled
 				case "insecure":
-					cfg.index.Pods = zone.PodsInsecure
+					cfg.index.Pods = dnsindex.PodsInsecure
 				case "verified":
-					cfg.index.Pods = zone.PodsVerified
+					cfg.index.Pods = dnsindex.PodsVerified
 				default:
 					return nil, errAt(d, name, "pods %q: want disabled, insecure or verified", args[0])
 				}
@@ -207,7 +208,7 @@ func parseKubernetes(b *Block, d *caddyfile.Dispenser) (*kubernetesConfig, error
 			}
 		}
 	}
-	cfg.api.WatchPods = cfg.index.Pods == zone.PodsVerified
+	cfg.api.WatchPods = cfg.index.Pods == dnsindex.PodsVerified
 	if cfg.manifests != "" && (cfg.api.Endpoint != "" || cfg.api.Kubeconfig != "" || cfg.api.CertFile != "") {
 		return nil, errAt(d, name, "manifests cannot be combined with endpoint, tls or kubeconfig")
 	}

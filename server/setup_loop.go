@@ -17,15 +17,23 @@ import (
 
 // Loop detection, as CoreDNS's loop directive: at start the server asks
 // itself for a random name no one else would ask. The loop link counts that
-// name passing through the chain; seeing it more than loopThreshold times
-// means a forwarder sent it back to us, and serving would turn every
-// forwarded query into a storm, so the server stops with an error.
+// name passing through the chain while one of our probes is waiting for its
+// answer; seeing it more than loopThreshold times within one exchange means
+// a forwarder sent it back to us, and serving would turn every forwarded
+// query into a storm, so the server stops with an error.
+//
+// Only a probe seen again while it is in flight counts. An upstream that
+// never answers (a dropped packet, a dead resolver) makes the exchange time
+// out with the probe seen once: that says nothing about a loop, so the count
+// starts again and the probe is retried later, with a growing pause. An
+// upstream that answers anything, SERVFAIL included, ends the check.
 const (
-	loopThreshold = 2
-	loopProbes    = 30              // probes sent before giving up
-	loopInterval  = time.Second     // between probes that got no answer
-	loopTimeout   = 2 * time.Second // wait for one probe's answer
-	loopStartWait = 50 * time.Millisecond
+	loopThreshold    = 2
+	loopWindow       = 30 * time.Second // probing stops after this, loop or not
+	loopFirstBackoff = time.Second      // pause after a probe that got no answer
+	loopMaxBackoff   = 8 * time.Second
+	loopTimeout      = 2 * time.Second // wait for one probe's answer
+	loopStartWait    = 50 * time.Millisecond
 )
 
 // setupLoop reads "loop".
@@ -51,11 +59,7 @@ func setupLoop(b *Block, d *caddyfile.Dispenser) error {
 	if len(b.Zones) > 0 {
 		zone = b.Zones[0]
 	}
-	l := &loopDetector{
-		zone:  zone,
-		probe: dns.Fqdn(strconv.FormatUint(rand.Uint64(), 10) + "." + strconv.FormatUint(rand.Uint64(), 10) + "." + trimDot(zone)),
-		addr:  selfAddr(b),
-	}
+	l := newLoopDetector(zone, selfAddr(b))
 	b.links[name] = func(_ *Env, next resolver.Handler) resolver.Handler { return l.link(next) }
 	b.services = append(b.services, ServiceFunc(l.run))
 	return nil
@@ -86,18 +90,47 @@ func selfAddr(b *Block) string {
 
 type loopDetector struct {
 	zone, probe, addr string
-	seen              atomic.Int32
-	detected          atomic.Bool
+	// exchange sends one probe and waits for its answer; tests replace it.
+	exchange func(ctx context.Context) error
+	// window, firstBackoff and maxBackoff pace the probes.
+	window, firstBackoff, maxBackoff time.Duration
+
+	inFlight atomic.Bool  // a probe is waiting for its answer
+	seen     atomic.Int32 // sightings of the probe during this exchange
+	detected atomic.Bool
 }
 
-// link counts the probe name; once a loop is found it stops passing the
-// probe on, so that the loop drains.
+func newLoopDetector(zone, addr string) *loopDetector {
+	l := &loopDetector{
+		zone:         zone,
+		probe:        dns.Fqdn(strconv.FormatUint(rand.Uint64(), 10) + "." + strconv.FormatUint(rand.Uint64(), 10) + "." + trimDot(zone)),
+		addr:         addr,
+		window:       loopWindow,
+		firstBackoff: loopFirstBackoff,
+		maxBackoff:   loopMaxBackoff,
+	}
+	c := &dns.Client{Net: "udp", Timeout: loopTimeout}
+	l.exchange = func(ctx context.Context) error {
+		q := new(dns.Msg)
+		q.SetQuestion(l.probe, dns.TypeHINFO)
+		_, _, err := c.ExchangeContext(ctx, q, l.addr)
+		return err
+	}
+	return l
+}
+
+// link counts the probe name while a probe is in flight; once a loop is
+// found it stops passing the probe on, so that the loop drains.
 func (l *loopDetector) link(next resolver.Handler) resolver.Handler {
 	return resolver.HandlerFunc(func(ctx context.Context, req *resolver.Request) (*dns.Msg, error) {
 		if req.Type != dns.TypeHINFO || req.Name != l.probe {
 			return next.Resolve(ctx, req)
 		}
-		if l.seen.Add(1) > loopThreshold {
+		if l.detected.Load() {
+			resolver.Answered(ctx, "loop")
+			return resolver.Reply(req, dns.RcodeServerFailure), nil
+		}
+		if l.inFlight.Load() && l.seen.Add(1) > loopThreshold {
 			l.detected.Store(true)
 			resolver.Answered(ctx, "loop")
 			return resolver.Reply(req, dns.RcodeServerFailure), nil
@@ -107,32 +140,45 @@ func (l *loopDetector) link(next resolver.Handler) resolver.Handler {
 }
 
 // run sends probes until one is answered without a loop, a loop shows, or
-// the probes run out. Finding a loop is an error that stops the server. An
-// answer counts only once the probe has passed this chain: after a reload the
-// previous configuration may still be answering for a moment.
+// the window closes. Finding a loop is an error that stops the server; no
+// other outcome is. An answer counts only once the probe has passed this
+// chain: after a reload the previous configuration may still be answering
+// for a moment.
 func (l *loopDetector) run(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
+	if !sleepCtx(ctx, loopStartWait) {
 		return nil
-	case <-time.After(loopStartWait):
 	}
-	c := &dns.Client{Net: "udp", Timeout: loopTimeout}
-	for i := 0; i < loopProbes; i++ {
-		q := new(dns.Msg)
-		q.SetQuestion(l.probe, dns.TypeHINFO)
-		_, _, err := c.ExchangeContext(ctx, q, l.addr)
-		if l.detected.Load() || l.seen.Load() > loopThreshold {
-			return fmt.Errorf("loop: a forwarding loop sends queries for zone %q back to this server (%s): probe \"HINFO %s\" came back %d times; point forward at a resolver that does not lead here (a node's /etc/resolv.conf naming 127.0.0.x is the usual cause)",
-				l.zone, l.addr, l.probe, l.seen.Load())
+	deadline := time.Now().Add(l.window)
+	backoff := l.firstBackoff
+	for time.Now().Before(deadline) {
+		l.seen.Store(0)
+		l.inFlight.Store(true)
+		err := l.exchange(ctx)
+		l.inFlight.Store(false)
+		seen := l.seen.Load()
+		if l.detected.Load() {
+			return fmt.Errorf("loop: a forwarding loop sends queries for zone %q back to this server (%s): probe \"HINFO %s\" came back %d times while one probe was in flight; point forward at a resolver that does not lead here (a node's /etc/resolv.conf naming 127.0.0.x is the usual cause)",
+				l.zone, l.addr, l.probe, seen)
 		}
-		if err == nil && l.seen.Load() > 0 {
+		if err == nil && seen > 0 {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, backoff) {
 			return nil
-		case <-time.After(loopInterval):
 		}
+		backoff = min(2*backoff, l.maxBackoff)
 	}
 	return nil
+}
+
+// sleepCtx waits for d; it reports false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -65,10 +65,10 @@ func (c *Cluster) NamespaceExists(ns string) bool {
 	return ok
 }
 
-func keyLess(a, b Key) bool { return compareKeys(a, b) < 0 }
+func keyLess(a, b Key) bool { return CompareKeys(a, b) < 0 }
 
-// compareKeys orders keys by namespace, then name.
-func compareKeys(a, b Key) int {
+// CompareKeys orders keys by namespace, then name.
+func CompareKeys(a, b Key) int {
 	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
 		return c
 	}

@@ -108,18 +108,3 @@ func TestDeriveSlices(t *testing.T) {
 		})
 	}
 }
-
-func TestDashedAddr(t *testing.T) {
-	for _, a := range []string{"10.1.2.3", "fd00::1", "2001:db8::a:b"} {
-		ip := addrs(a)[0]
-		back, ok := ParseDashedAddr(DashedAddr(ip))
-		if !ok || back != ip {
-			t.Errorf("%s -> %s -> %v %v", a, DashedAddr(ip), back, ok)
-		}
-	}
-	for _, bad := range []string{"1-2-3", "a-b-c-d", "1-2-3-4-5", "", "300-1-1-1"} {
-		if _, ok := ParseDashedAddr(bad); ok {
-			t.Errorf("%q parsed as an address", bad)
-		}
-	}
-}

@@ -21,7 +21,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"serve":   {"serve DNS for the cluster zone from a Corefile", runServe},
-		"proxy":   {"program Service routes (iptables or IPVS) on this node", runProxy},
+		"proxy":   {"program Service routes (iptables, nftables or IPVS) on this node", runProxy},
 		"version": {"print the version", runVersion},
 	}
 }

@@ -63,7 +63,7 @@ func proxyFlags(stderr io.Writer) (*pflag.FlagSet, *proxyOptions) {
 	fs.DurationVar(&o.syncPeriod, "iptables-sync-period", 30*time.Second, "in iptables and nftables mode, the longest time between syncs (all rules are rewritten hourly and after a failure)")
 	fs.DurationVar(&o.minSyncPeriod, "iptables-min-sync-period", time.Second, "in iptables and nftables mode, the shortest time between syncs; changes in between are batched")
 	fs.IntVar(&o.masqueradeBit, "iptables-masquerade-bit", 13, "the packet mark bit (0-31) asking for masquerade; kube-proxy uses 14, so 13 lets both run side by side")
-	fs.StringVar(&o.healthzAddress, "healthz-bind-address", "0.0.0.0:10256", "address of /healthz (200 while syncs succeed); empty disables it")
+	fs.StringVar(&o.healthzAddress, "healthz-bind-address", "0.0.0.0:10256", "address of /healthz (as kube-proxy's: 503 once a change has waited twice the sync period for a successful sync); empty disables it")
 	fs.StringVar(&o.metricsAddress, "metrics-bind-address", "127.0.0.1:10249", "address of /metrics; empty disables it")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "remove every rule the agent ever programmed, then exit")
 	fs.StringVar(&o.manifests, "manifests", "", "read the cluster from this folder (or file) of manifests, watched, instead of the Kubernetes API")

@@ -525,3 +525,60 @@ func TestCommentText(t *testing.T) {
 		}
 	}
 }
+
+// serviceChain finds, in a dump, the CDNS-SVC- chain of the Service whose
+// comment contains name.
+func serviceChain(t *testing.T, dump, name string) string {
+	t.Helper()
+	for _, line := range strings.Split(dump, "\n") {
+		if target := jumpTarget(line); strings.Contains(line, name) && strings.HasPrefix(target, chainPrefix+"SVC-") {
+			return target
+		}
+	}
+	t.Fatalf("no service chain for %s in:\n%s", name, dump)
+	return ""
+}
+
+// A sync the kernel refuses changes nothing, and every sync after it is
+// refused too while the cause stays; once it is gone the next sync makes
+// exactly what a clean full sync makes. The cause here is one the real
+// kernel has too: someone else's rule jumps to a chain the sync deletes.
+func TestRefusedSyncKeepsPreviousRules(t *testing.T) {
+	fake := NewFakeRunner()
+	b := New(Config{Runner: fake, Families: []proxy.Family{proxy.IPv4}})
+	ctx := context.Background()
+	first := modelOf(clusterIPSvc, nodePortSvc)
+	if _, err := b.Sync(ctx, first, true); err != nil {
+		t.Fatal(err)
+	}
+	foreign := []string{"-t", "nat", "-A", "PREROUTING", "-j", serviceChain(t, fake.Dump(proxy.IPv4), "dev/service-nodeport")}
+	if err := fake.Run(ctx, proxy.IPv4, foreign...); err != nil {
+		t.Fatal(err)
+	}
+	before := fake.Dump(proxy.IPv4)
+	moved := clusterIPSvc
+	moved.ready = nginxPods[:1]
+	second := modelFrom(first, moved) // the node port Service is gone
+	for i, full := range []bool{false, true, false} {
+		if _, err := b.Sync(ctx, second, full); err == nil {
+			t.Fatalf("sync %d (full %v) succeeded while a foreign rule holds a chain it deletes", i, full)
+		}
+		if got := fake.Dump(proxy.IPv4); got != before {
+			t.Fatalf("refused sync %d changed the tables:\n%s", i, lineDiff(got, before))
+		}
+	}
+	foreign[2] = "-D"
+	if err := fake.Run(ctx, proxy.IPv4, foreign...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Sync(ctx, second, false); err != nil {
+		t.Fatalf("sync after the cause went: %v", err)
+	}
+	ref := NewFakeRunner()
+	if _, err := New(Config{Runner: ref, Families: []proxy.Family{proxy.IPv4}}).Sync(ctx, modelOf(moved), true); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fake.Dump(proxy.IPv4), ref.Dump(proxy.IPv4); got != want {
+		t.Errorf("tables after recovery differ from a clean full sync:\n%s", lineDiff(got, want))
+	}
+}

@@ -10,8 +10,10 @@ import (
 	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 )
 
-// BenchmarkBuildModel is the other half of an endpoint change: the model is
-// rebuilt from the whole snapshot (the source publishes whole snapshots).
+// BenchmarkBuildModel makes a model from every port of the cluster, as a full
+// build does. After one change the agent takes a shorter path, from the
+// Services the snapshot lists as changed: proxy's
+// BenchmarkBuildModelOneEndpointChange measures that one.
 func BenchmarkBuildModel(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {

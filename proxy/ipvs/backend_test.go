@@ -528,3 +528,50 @@ func TestParseMember(t *testing.T) {
 		}
 	}
 }
+
+// IPVS has no transactions: a sync the kernel refuses halfway leaves what it
+// wrote so far. Whichever write is refused, the next sync (a full one, as the
+// agent asks after a failure) or the first sync of a restarted agent makes
+// exactly what a clean full sync makes.
+func TestRefusedWriteAnywhereIsRepaired(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	before := randomCluster(rng, 20)
+	after := mutate(rng, mutate(rng, before))
+	setup := func() (*fixture, *proxy.Model) {
+		f := newFixture(t, Config{})
+		first := modelOf(before...)
+		f.sync(t, first, true)
+		return f, first
+	}
+	clean, first := setup()
+	writes := clean.kernel.Writes
+	clean.sync(t, modelFrom(first, after...), false)
+	writes = clean.kernel.Writes - writes
+	fresh := newFixture(t, Config{})
+	fresh.sync(t, modelOf(after...), true)
+	want := fresh.dump()
+	if writes < 5 {
+		t.Fatalf("the change makes only %d writes", writes)
+	}
+	failed := 0
+	for at := 1; at <= writes; at++ {
+		for _, restart := range []bool{false, true} {
+			f, first := setup()
+			f.kernel.FailAt = at
+			if _, err := f.b.Sync(t.Context(), modelFrom(first, after...), false); err != nil && !restart {
+				failed++
+			}
+			f.kernel.FailAt = 0
+			if restart {
+				f.b = f.backend(Config{})
+				f.sync(t, modelOf(after...), false)
+			} else {
+				f.sync(t, modelFrom(first, after...), true)
+			}
+			if got := f.dump(); got != want {
+				t.Fatalf("write %d of %d refused (restart %v): after the next sync\n%s\nwant\n%s", at, writes, restart, got, want)
+			}
+		}
+	}
+	t.Logf("%d writes; a refusal of %d of them failed the sync (the rest are best effort, as draining)", writes, failed)
+}

@@ -25,6 +25,25 @@ type FakeKernel struct {
 	timeouts [3]time.Duration
 	// Writes counts every call that changed something.
 	Writes int
+	// FailAt, when positive, makes the FailAt-th IPVS or ipset write from
+	// now on fail, as a kernel refusing it would (out of memory, say), and
+	// every write after it succeed again.
+	FailAt int
+}
+
+var errInjected = fmt.Errorf("%w: write refused on purpose", errFake)
+
+// refuse counts one write toward FailAt and says whether it fails; k.mu is
+// held.
+func (k *FakeKernel) refuse() error {
+	if k.FailAt <= 0 {
+		return nil
+	}
+	k.FailAt--
+	if k.FailAt == 0 {
+		return errInjected
+	}
+	return nil
 }
 
 type fakeVS struct {
@@ -98,6 +117,9 @@ func validScheduler(s string) bool {
 func (k *FakeKernel) AddVirtualServer(vs VirtualServer) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	if k.vs[vs.Key()] != nil {
 		return fmt.Errorf("%w: virtual server %s exists", errFake, vs.Key())
 	}
@@ -113,6 +135,9 @@ func (k *FakeKernel) AddVirtualServer(vs VirtualServer) error {
 func (k *FakeKernel) UpdateVirtualServer(vs VirtualServer) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	v := k.vs[vs.Key()]
 	if v == nil || !validScheduler(vs.Scheduler) {
 		return fmt.Errorf("%w: update of %s", errFake, vs.Key())
@@ -126,6 +151,9 @@ func (k *FakeKernel) UpdateVirtualServer(vs VirtualServer) error {
 func (k *FakeKernel) DeleteVirtualServer(key VSKey) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	if k.vs[key] == nil {
 		return fmt.Errorf("%w: no virtual server %s", errFake, key)
 	}
@@ -138,6 +166,9 @@ func (k *FakeKernel) DeleteVirtualServer(key VSKey) error {
 func (k *FakeKernel) AddRealServer(key VSKey, rs RealServer) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	v := k.vs[key]
 	if v == nil || v.reals[rs.Address] != nil || rs.Address.Addr().Is4() != key.Address.Addr().Is4() {
 		return fmt.Errorf("%w: add real server %s to %s", errFake, rs.Address, key)
@@ -151,6 +182,9 @@ func (k *FakeKernel) AddRealServer(key VSKey, rs RealServer) error {
 func (k *FakeKernel) UpdateRealServer(key VSKey, rs RealServer) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	v := k.vs[key]
 	if v == nil || v.reals[rs.Address] == nil {
 		return fmt.Errorf("%w: update real server %s of %s", errFake, rs.Address, key)
@@ -164,6 +198,9 @@ func (k *FakeKernel) UpdateRealServer(key VSKey, rs RealServer) error {
 func (k *FakeKernel) DeleteRealServer(key VSKey, addr netip.AddrPort) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	v := k.vs[key]
 	if v == nil || v.reals[addr] == nil {
 		return fmt.Errorf("%w: delete real server %s of %s", errFake, addr, key)
@@ -334,6 +371,9 @@ func (s *fakeSet) fits(m Member) bool {
 func (k *FakeKernel) Add(set string, m Member) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	s := k.sets[set]
 	if s == nil || !s.fits(m) {
 		return fmt.Errorf("%w: add %s to %s", errFake, m, set)
@@ -347,6 +387,9 @@ func (k *FakeKernel) Add(set string, m Member) error {
 func (k *FakeKernel) Del(set string, m Member) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err := k.refuse(); err != nil {
+		return err
+	}
 	s := k.sets[set]
 	if s == nil || !s.members[m] {
 		return fmt.Errorf("%w: %s not in %s", errFake, m, set)

@@ -22,7 +22,8 @@ func (*countingRunner) ListTables(context.Context) ([]byte, error) { return nil,
 
 // benchSync measures syncs of one endpoint change through runner, after a
 // full sync of n services; each model is built from the previous one, as the
-// agent builds them (that O(n) step is proxy's BenchmarkBuildModel).
+// agent builds them (the agent's own model step after one change is proxy's
+// BenchmarkBuildModelOneEndpointChange).
 func benchSync(b *testing.B, n int, runner Runner) {
 	ports := [][]*proxy.ServicePort{pt.BenchPorts(n, 0), pt.BenchPorts(n, 1)}
 	m := proxy.NewModel(nil, slices.Clone(ports[0]))

@@ -238,3 +238,68 @@ func testPartialSyncsEqualFullSync(t *testing.T, via string) {
 		prev = m
 	}
 }
+
+// A transaction the kernel refuses changes nothing: here a chain of someone
+// else's, in our table, jumps to the service chain a partial sync deletes,
+// and the kernel answers EBUSY. The table stays as it was; the next sync,
+// which replaces the tables after a failure, makes exactly what a clean full
+// sync makes.
+func TestKernelRefusedSyncKeepsTable(t *testing.T) {
+	ctx := context.Background()
+	runner, reference := testNamespace(t), testNamespace(t)
+	cfg := Config{Runner: netlinkRunner(t, runner), Families: []proxy.Family{proxy.IPv4}}
+	b := New(cfg)
+	kept := pt.Service{Namespace: "ns", Name: "kept", Port: 80, ClusterIPs: []string{"10.96.0.1"}, Ready: []string{"172.16.0.1", "172.16.0.2"}}
+	gone := pt.Service{Namespace: "ns", Name: "gone", Port: 80, ClusterIPs: []string{"10.96.0.2"}, Ready: []string{"172.16.0.3"}}
+	first := pt.Model(nil, kept, gone)
+	if _, err := b.Sync(ctx, first, true); err != nil {
+		t.Fatal(err)
+	}
+	var held string
+	for name := range listState(t, runner, proxy.IPv4) {
+		if strings.HasPrefix(name, "chain service-") && strings.Contains(name, "gone") {
+			held = strings.TrimPrefix(name, "chain ")
+		}
+	}
+	if held == "" {
+		t.Fatalf("no service chain for ns/gone in %v", listState(t, runner, proxy.IPv4))
+	}
+	for _, args := range [][]string{{"add", "chain", "ip", TableName, "intruder"}, {"add", "rule", "ip", TableName, "intruder", "jump", held}} {
+		if out, err := runner.command(ctx, args...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %v: %v: %s", args, err, out)
+		}
+	}
+	before := listState(t, runner, proxy.IPv4)
+	kept.Ready = kept.Ready[:1]
+	second := pt.Model(first, kept)
+	if _, err := b.Sync(ctx, second, false); err == nil {
+		t.Fatal("the kernel took a transaction deleting a chain someone else jumps to")
+	}
+	after := listState(t, runner, proxy.IPv4)
+	for name, want := range before {
+		if got := after[name]; !slices.Equal(got, want) {
+			t.Errorf("refused sync changed %s:\n%s\nwas:\n%s", name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	if len(after) != len(before) {
+		t.Errorf("refused sync changed the table's objects: %d, was %d", len(after), len(before))
+	}
+
+	if _, err := b.Sync(ctx, second, false); err != nil {
+		t.Fatalf("sync after the refusal: %v", err)
+	}
+	refCfg := cfg
+	refCfg.Runner = reference
+	if _, err := New(refCfg).Sync(ctx, pt.Model(nil, kept), true); err != nil {
+		t.Fatal(err)
+	}
+	got, want := listState(t, runner, proxy.IPv4), listState(t, reference, proxy.IPv4)
+	if len(got) != len(want) {
+		t.Errorf("after recovery %d objects, a clean full sync makes %d", len(got), len(want))
+	}
+	for name, w := range want {
+		if g := got[name]; !slices.Equal(g, w) {
+			t.Errorf("after recovery %s:\n%s\nafter a clean full sync:\n%s", name, strings.Join(g, "\n"), strings.Join(w, "\n"))
+		}
+	}
+}

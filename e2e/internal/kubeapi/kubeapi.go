@@ -306,15 +306,28 @@ func (s *APIServer) waitKubernetesService() error {
 // same etcd, so the stored objects survive and clients see their watches break
 // and their requests fail for a while.
 func (s *APIServer) Restart() error {
+	if err := s.StopAPIServer(); err != nil {
+		return err
+	}
+	return s.StartAPIServer()
+}
+
+// StopAPIServer stops kube-apiserver and leaves etcd running: clients find
+// the port closed until StartAPIServer, as in a control-plane outage.
+func (s *APIServer) StopAPIServer() error {
 	s.mu.Lock()
 	old := s.apiserver
 	s.apiserver = nil
 	s.mu.Unlock()
-	if old != nil {
-		if err := old.stop(syscall.SIGTERM); err != nil {
-			return err
-		}
+	if old == nil {
+		return nil
 	}
+	return old.stop(syscall.SIGTERM)
+}
+
+// StartAPIServer starts kube-apiserver again on the same port with the same
+// etcd, after StopAPIServer, and waits until it is ready.
+func (s *APIServer) StartAPIServer() error {
 	writeLog(s.Dir, "kube-apiserver.log", "\n===== restarted by the test =====\n")
 	return s.startAPIServer()
 }

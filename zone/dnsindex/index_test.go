@@ -1,6 +1,8 @@
-package zone
+package dnsindex
 
 import (
+	"github.com/clusterdns/clusterdns/zone"
+
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -53,67 +55,31 @@ func dump(ix *Index) []string {
 	return out
 }
 
-func TestParseReverse(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		want string // "" when not a reverse name of a whole address
-	}{
-		{"4.3.2.10.in-addr.arpa.", "10.2.3.4"},
-		{"0.0.0.0.in-addr.arpa.", "0.0.0.0"},
-		{"255.255.255.255.in-addr.arpa.", "255.255.255.255"},
-		{"1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", "fd00::1"},
-		{"f.e.d.c.b.a.9.8.7.6.5.4.3.2.1.0.f.e.d.c.b.a.9.8.7.6.5.4.3.2.1.0.ip6.arpa.", "123:4567:89ab:cdef:123:4567:89ab:cdef"},
-		{"3.2.10.in-addr.arpa.", ""},
-		{"5.4.3.2.10.in-addr.arpa.", ""},
-		{"256.3.2.10.in-addr.arpa.", ""},
-		{"04.3.2.10.in-addr.arpa.", ""},
-		{"x.3.2.10.in-addr.arpa.", ""},
-		{"..2.10.in-addr.arpa.", ""},
-		{"0.d.f.ip6.arpa.", ""},
-		{"g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", ""},
-		{"10.0.0.1.example.", ""},
-	} {
-		got, ok := ParseReverse(tc.name)
-		if tc.want == "" {
-			if ok {
-				t.Errorf("%s: got %s, want no address", tc.name, got)
-			}
-			continue
-		}
-		if !ok || got != netip.MustParseAddr(tc.want) {
-			t.Errorf("%s: got %s %v, want %s", tc.name, got, ok, tc.want)
-		}
-		if rev, _ := dns.ReverseAddr(tc.want); rev != tc.name {
-			t.Errorf("test case %s is not miekg's spelling %s", tc.name, rev)
-		}
-	}
-}
-
 // An index built from the previous one must equal one built from scratch,
 // whatever changed in between.
 func TestIncrementalIndexMatchesFullBuild(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	opts := IndexOptions{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5, Pods: PodsVerified}
-	b := NewBuilder()
-	svc := func(i int) *Service {
-		s := &Service{Key: Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("s%d", i)}, Type: TypeClusterIP,
-			Ports: []ServicePort{{Name: "p", Protocol: ProtocolTCP, Port: 80, TargetPort: 80}}}
+	opts := Options{Zones: []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}, TTL: 5, Pods: PodsVerified}
+	b := zone.NewBuilder()
+	svc := func(i int) *zone.Service {
+		s := &zone.Service{Key: zone.Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("s%d", i)}, Type: zone.TypeClusterIP,
+			Ports: []zone.ServicePort{{Name: "p", Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80}}}
 		switch rng.IntN(4) {
 		case 0:
 			s.Headless = true
 		case 1:
-			s.Type, s.ExternalName = TypeExternalName, "x.example."
+			s.Type, s.ExternalName = zone.TypeExternalName, "x.example."
 		default:
 			s.ClusterIPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(rng.IntN(50))})}
 		}
 		return s
 	}
-	slice := func(i int) *EndpointSlice {
-		s := &EndpointSlice{Key: Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("s%d-x", i)}, Service: fmt.Sprintf("s%d", i),
-			AddressType: AddressIPv4, Ports: []EndpointPort{{Name: "p", Protocol: ProtocolTCP, Port: 8080}}}
+	slice := func(i int) *zone.EndpointSlice {
+		s := &zone.EndpointSlice{Key: zone.Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("s%d-x", i)}, Service: fmt.Sprintf("s%d", i),
+			AddressType: zone.AddressIPv4, Ports: []zone.EndpointPort{{Name: "p", Protocol: zone.ProtocolTCP, Port: 8080}}}
 		for j := 0; j < rng.IntN(4); j++ {
 			// Few distinct addresses, so Services share PTR names.
-			s.Endpoints = append(s.Endpoints, Endpoint{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(rng.IntN(20))})}, Ready: rng.IntN(3) > 0})
+			s.Endpoints = append(s.Endpoints, zone.Endpoint{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(rng.IntN(20))})}, Ready: rng.IntN(3) > 0})
 		}
 		return s
 	}
@@ -126,15 +92,15 @@ func TestIncrementalIndexMatchesFullBuild(t *testing.T) {
 		case 2:
 			b.SetSlice(slice(i))
 		case 3:
-			b.DeleteService(Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("s%d", i)})
+			b.DeleteService(zone.Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("s%d", i)})
 		case 4:
-			b.SetPod(&Pod{Key: Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("p%d", i)}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 2, 0, byte(i)})}})
+			b.SetPod(&zone.Pod{Key: zone.Key{Namespace: fmt.Sprintf("ns%d", i%7), Name: fmt.Sprintf("p%d", i)}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 2, 0, byte(i)})}})
 		case 5:
-			b.SetNamespace(&Namespace{Name: fmt.Sprintf("extra%d", i%3)})
+			b.SetNamespace(&zone.Namespace{Name: fmt.Sprintf("extra%d", i%3)})
 		}
 		c := b.Snapshot()
-		inc := BuildIndex(c, opts, prev)
-		full := BuildIndex(c, opts, nil)
+		inc := Build(c, opts, prev)
+		full := Build(c, opts, nil)
 		if got, want := dump(inc), dump(full); !slices.Equal(got, want) {
 			t.Fatalf("step %d: incremental index differs from a full build\n got %d names\nwant %d names\nfirst got:  %q\nfirst want: %q",
 				step, len(got), len(want), first(got, want), first(want, got))
@@ -155,15 +121,15 @@ func first(a, b []string) string {
 
 // One change rebuilds only the shards it touches.
 func TestOneChangeSharesUntouchedShards(t *testing.T) {
-	b := NewBuilder()
+	b := zone.NewBuilder()
 	for i := 0; i < 2000; i++ {
-		b.SetService(&Service{Key: Key{Namespace: "ns", Name: fmt.Sprintf("s%d", i)}, Type: TypeClusterIP,
+		b.SetService(&zone.Service{Key: zone.Key{Namespace: "ns", Name: fmt.Sprintf("s%d", i)}, Type: zone.TypeClusterIP,
 			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})}})
 	}
-	opts := IndexOptions{Zones: []string{"cluster.local.", "in-addr.arpa."}, TTL: 5}
-	first := BuildIndex(b.Snapshot(), opts, nil)
-	b.SetService(&Service{Key: Key{Namespace: "ns", Name: "s7"}, Type: TypeClusterIP, ClusterIPs: []netip.Addr{netip.MustParseAddr("10.200.0.1")}})
-	second := BuildIndex(b.Snapshot(), opts, first)
+	opts := Options{Zones: []string{"cluster.local.", "in-addr.arpa."}, TTL: 5}
+	first := Build(b.Snapshot(), opts, nil)
+	b.SetService(&zone.Service{Key: zone.Key{Namespace: "ns", Name: "s7"}, Type: zone.TypeClusterIP, ClusterIPs: []netip.Addr{netip.MustParseAddr("10.200.0.1")}})
+	second := Build(b.Snapshot(), opts, first)
 	shared := 0
 	for s := range second.shards {
 		if fmt.Sprintf("%p", second.shards[s]) == fmt.Sprintf("%p", first.shards[s]) {
