@@ -3,10 +3,20 @@
 #   make test   install what the tests need, build the peers, run every test
 # `make bench` and `make bench-peers` measure; they are not part of make test,
 # but the peer harness's smoke run (e2e/bench, small N) is, so it cannot rot.
+# `make fuzz FUZZTIME=1h` runs every fuzz target for that long in turn; make
+# test runs their seed corpora (testdata/fuzz) and 20 seconds of each.
 
 GO ?= go
 
-.PHONY: run test deps vet bench bench-peers
+.PHONY: run test deps vet bench bench-peers fuzz fuzz-ci
+
+# The fuzz targets, as package:name. FUZZFLAGS passes more flags to each
+# run, e.g. FUZZFLAGS=-parallel=1 on a shared machine.
+FUZZ_TARGETS = ./server:FuzzAnswer ./server:FuzzTCPStream ./server:FuzzParseTCPQuery ./server:FuzzParseConfig \
+	./resolver:FuzzRoundTrip \
+	./zone:FuzzManifests ./zone:FuzzDeriveSlices ./proxy/iptables:FuzzRestoreInput ./proxy/nftables:FuzzScript
+FUZZTIME ?= 1m
+FUZZFLAGS ?=
 
 run:
 	$(GO) run ./cmd/clusterdns serve --conf Corefile.example
@@ -25,6 +35,21 @@ vet:
 test: deps vet
 	CLUSTERDNS_VM_REQUIRED=1 $(GO) test -count=1 -timeout 60m ./...
 	cd e2e/bench && CLUSTERDNS_VM_REQUIRED=1 $(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-ci
+
+# Each fuzz target for FUZZTIME, one after the other (Go fuzzes one target
+# of one package per run). A failing input is saved under the package's
+# testdata/fuzz/NAME/ and becomes part of its seed corpus.
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) "$${t%%:*}"; \
+	done
+
+# The short pass make test runs: three minutes of fuzzing plus the
+# instrumented builds.
+fuzz-ci:
+	$(MAKE) fuzz FUZZTIME=20s
 
 # Micro-benchmarks of the answer path, the index and the rule renderers.
 bench:

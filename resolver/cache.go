@@ -59,13 +59,18 @@ type CacheStats struct {
 	SuccessEntries, DenialEntries             Gauge
 }
 
-// cacheKey identifies a cached answer. The name is lower case.
+// cacheKey identifies a cached answer. The name is lower case. The query's
+// DNSSEC flags are part of it because an upstream's reply depends on them:
+// DO brings signatures, CD skips validation (a CD answer may be bogus and
+// must never reach a query without CD), and AD or DO ask for the AD bit
+// (RFC 6840 section 5.8), which an upstream otherwise leaves clear.
 type cacheKey struct {
 	name  string
 	qtype uint16
 	class uint16
 	do    bool
 	cd    bool
+	ad    bool // the query set AD or DO
 }
 
 // Cache answers repeated queries from memory: successful answers and, per
@@ -276,6 +281,7 @@ func keyOf(req *Request) cacheKey {
 	if opt := req.Msg.IsEdns0(); opt != nil {
 		k.do = opt.Do()
 	}
+	k.ad = req.Msg.AuthenticatedData || k.do
 	return k
 }
 

@@ -260,3 +260,62 @@ func BenchmarkCacheHit(b *testing.B) {
 		b.Fatalf("next asked %d times", next.calls.Load())
 	}
 }
+
+// The DNSSEC flags of the query that filled an entry never reach a query
+// asking with others: a validating upstream's AD, its signatures and its
+// answer to a CD query (possibly bogus) depend on the query's AD, DO and CD
+// bits (CoreDNS #6186, #6642, #4736). Found by FuzzAnswer.
+func TestCacheKeepsDNSSECFlagsApart(t *testing.T) {
+	type flags struct{ ad, cd, do bool }
+	// upstream answers like a validating resolver for a signed name that
+	// fails validation: SERVFAIL unless CD; AD only when asked by AD or DO.
+	upstream := &scripted{reply: func(req *Request) (*dns.Msg, error) {
+		if !req.Msg.CheckingDisabled {
+			m, err := aReply(300, false)(req)
+			m.AuthenticatedData = req.Msg.AuthenticatedData || req.Msg.IsEdns0() != nil && req.Msg.IsEdns0().Do()
+			return m, err
+		}
+		m, err := aReply(300, false)(req)
+		m.Answer[0].(*dns.A).A = []byte{203, 0, 113, 66}
+		return m, err
+	}}
+	ask := func(c Handler, f flags) *dns.Msg {
+		q := new(dns.Msg)
+		q.SetQuestion("signed.example.", dns.TypeA)
+		q.AuthenticatedData, q.CheckingDisabled = f.ad, f.cd
+		if f.do {
+			q.SetEdns0(1232, true)
+		}
+		m, err := c.Resolve(context.Background(), NewRequest(q, netip.MustParseAddrPort("127.0.0.1:1"), false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	tests := []struct {
+		name         string
+		first, again flags
+	}{
+		{"AD then no AD", flags{ad: true}, flags{}},
+		{"no AD then AD", flags{}, flags{ad: true}},
+		{"DO then neither", flags{do: true}, flags{}},
+		{"CD then no CD", flags{cd: true}, flags{}},
+		{"no CD then CD", flags{}, flags{cd: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := newTestCache(t, CacheOptions{}, upstream)
+			ask(c, tc.first)
+			got := ask(c, tc.again)
+			want := ask(upstream, tc.again)
+			if got.AuthenticatedData != want.AuthenticatedData || got.CheckingDisabled != want.CheckingDisabled ||
+				got.Answer[0].(*dns.A).A.String() != want.Answer[0].(*dns.A).A.String() {
+				t.Fatalf("from the cache: AD=%t CD=%t %v; the upstream says AD=%t CD=%t %v",
+					got.AuthenticatedData, got.CheckingDisabled, got.Answer, want.AuthenticatedData, want.CheckingDisabled, want.Answer)
+			}
+			if n := c.success.Len(); n != 2 {
+				t.Fatalf("%d entries, want one per flag combination", n)
+			}
+		})
+	}
+}

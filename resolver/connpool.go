@@ -103,7 +103,8 @@ func (p *connPool) closeAll() {
 }
 
 var (
-	errShortReply = errors.New("reply shorter than a DNS header")
+	errShortReply  = errors.New("reply shorter than a DNS header")
+	errNotResponse = errors.New("reply without the QR bit")
 	// errReplyTooLarge is a UDP reply that filled the read buffer and may
 	// have been cut: it is asked again over TCP, like a truncated one.
 	errReplyTooLarge = errors.New("UDP reply larger than the read buffer")
@@ -174,6 +175,11 @@ func (c *upConn) readReply(wire []byte, id uint16, tcp bool) (*dns.Msg, error) {
 	if binary.BigEndian.Uint16(buf) != id || !sameQuestion(buf[:n], wire) {
 		return nil, nil
 	}
+	// A message that is not a response (our query reflected back, a broken
+	// upstream) must not be passed on as the answer.
+	if buf[2]&0x80 == 0 {
+		return nil, errNotResponse
+	}
 	if !tcp && n == len(buf) {
 		return nil, errReplyTooLarge
 	}
@@ -188,6 +194,15 @@ func (c *upConn) readReply(wire []byte, id uint16, tcp bool) (*dns.Msg, error) {
 // reads it into a pooled buffer, which is taken only once there is one to
 // read: a query waiting on an upstream holds no buffer.
 func (c *upConn) readDatagram() (bufp *[]byte, n int, err error) {
+	if c.raw == nil {
+		// Not a socket of ours (a test's connection): an ordinary read.
+		bufp = udpReplyBuffers.Get().(*[]byte)
+		if n, err = c.Read(*bufp); err != nil {
+			udpReplyBuffers.Put(bufp)
+			return nil, 0, err
+		}
+		return bufp, n, nil
+	}
 	c.readBuf, c.readErr = nil, nil
 	err = c.raw.Read(c.readFn)
 	if err == nil && c.readErr != nil {
@@ -220,10 +235,12 @@ func (c *upConn) readOnce(fd uintptr) bool {
 // sameQuestion checks on the wire that a reply answers the query's question:
 // the same name (in any case), type and class. The question is the first name
 // of a message, so it is never compressed and the bytes compare directly. A
-// reply without a question (some servers' FORMERR) is accepted.
+// reply without a question (some servers' FORMERR) is accepted only when it
+// has no answer or authority records: nothing then says which name they
+// are for.
 func sameQuestion(reply, query []byte) bool {
 	if binary.BigEndian.Uint16(reply[4:]) == 0 {
-		return true
+		return binary.BigEndian.Uint16(reply[6:]) == 0 && binary.BigEndian.Uint16(reply[8:]) == 0
 	}
 	end := questionEnd(query)
 	if end < 0 || end > len(reply) {

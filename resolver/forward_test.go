@@ -369,3 +369,21 @@ func TestForwardWaitBudget(t *testing.T) {
 		t.Fatalf("waits %d, done %d, %d waiting; want 1, 1, 0", w.waits, w.done, budget.Waiting())
 	}
 }
+
+// A message without the QR bit is not an answer, even with the query's ID
+// and question (a reflected query, a broken upstream): it is never passed on
+// as the reply. Found by FuzzAnswer.
+func TestForwardRejectsNonResponses(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			m.Response = false
+			_ = w.WriteMsg(m)
+		})
+		f := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}})
+		if m, err := forwardQuery(f, "example.com.", dns.TypeA, tcp); err == nil {
+			t.Fatalf("tcp=%t: a reply without QR was passed on: %v", tcp, m)
+		}
+	}
+}

@@ -100,12 +100,13 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		return nil, tidyParseError(err)
 	}
 	if len(blocks) == 0 {
-		return nil, fmt.Errorf("%s: no server blocks", file)
+		return nil, fmt.Errorf("%s:1: no server blocks", file)
 	}
+	lines := blockLines(file, data, len(blocks))
 	cfg := &Config{File: file}
 	seen := make(map[string]string) // zone and port -> where it was declared
-	for _, sb := range blocks {
-		b := &Block{File: file, links: make(map[string]Link)}
+	for i, sb := range blocks {
+		b := &Block{File: file, Line: lines[i], links: make(map[string]Link)}
 		if err := b.parseKeys(sb); err != nil {
 			return nil, err
 		}
@@ -137,21 +138,21 @@ func (b *Block) parseKeys(sb caddyfile.ServerBlock) error {
 		host, port := key, "53"
 		host = strings.TrimPrefix(host, "dns://")
 		if strings.Contains(host, "://") {
-			return fmt.Errorf("%s: server block %q: only dns:// is supported", b.File, key)
+			return fmt.Errorf("%s:%d: server block %q: only dns:// is supported", b.File, b.Line, key)
 		}
 		if h, p, err := net.SplitHostPort(host); err == nil {
 			host, port = h, p
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			return fmt.Errorf("%s: server block %q: bad port %q", b.File, key, port)
+			return fmt.Errorf("%s:%d: server block %q: bad port %q", b.File, b.Line, key, port)
 		}
 		if b.Port != "" && b.Port != port {
-			return fmt.Errorf("%s: server block %q: every address of a block must use the same port", b.File, key)
+			return fmt.Errorf("%s:%d: server block %q: every address of a block must use the same port", b.File, b.Line, key)
 		}
 		b.Port = port
 		zone := dns.Fqdn(strings.ToLower(host))
 		if _, ok := dns.IsDomainName(zone); !ok {
-			return fmt.Errorf("%s: server block %q: %q is not a domain name", b.File, key, host)
+			return fmt.Errorf("%s:%d: server block %q: %q is not a domain name", b.File, b.Line, key, host)
 		}
 		b.Zones = append(b.Zones, zone)
 	}
@@ -159,7 +160,40 @@ func (b *Block) parseKeys(sb caddyfile.ServerBlock) error {
 	return nil
 }
 
-var caddyError = regexp.MustCompile(`^(.*?):(\d+) - (?:Error during parsing|Syntax error): (.*)$`)
+// blockLines finds the line each of the n server blocks starts on, for
+// errors about a block's addresses: caddyfile keeps no position for them.
+// Blocks start at the top level, after the closing brace of the previous
+// one. Snippets and imports make the count differ; blocks then report the
+// first line.
+func blockLines(file string, data []byte, n int) []int {
+	lines := make([]int, 0, n)
+	d := caddyfile.NewDispenser(file, bytes.NewReader(data))
+	depth, start := 0, true
+	for d.Next() {
+		switch v := d.Val(); {
+		case v == "{":
+			depth++
+		case v == "}":
+			if depth--; depth == 0 {
+				start = true
+			}
+		case depth == 0 && start:
+			start = false
+			if !strings.HasPrefix(v, "(") {
+				lines = append(lines, d.Line())
+			}
+		}
+	}
+	if len(lines) != n {
+		lines = lines[:0]
+		for range n {
+			lines = append(lines, 1)
+		}
+	}
+	return lines
+}
+
+var caddyError = regexp.MustCompile(`(?s)^(.*?):(\d+) - (?:Error during parsing|Syntax error): (.*)$`)
 
 // tidyParseError turns caddyfile's "FILE:LINE - Error during parsing: MSG"
 // into the "FILE:LINE: MSG" form every other error uses.

@@ -40,6 +40,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "bind needs an address", input: ".:53 {\n bind\n}\n", err: "Corefile:2: bind: needs at least one address"},
 		{name: "bind to nonsense", input: ".:53 {\n bind not-an-interface-xyz\n}\n", err: `Corefile:2: bind: "not-an-interface-xyz" is neither`},
 		{name: "errors takes no argument", input: ".:53 {\n errors loud\n}\n", err: `Corefile:2: errors: unexpected argument "loud"`},
+		{name: "newline inside an unknown directive", input: ".:53 {\n \"bo\ngus\"\n}\n", err: "Corefile:2: Unknown directive 'bo\ngus'"},
+		{name: "bad port names the block's line", input: "# comment\n\n.:99999 {\n errors\n}\n", err: `Corefile:3: server block ".:99999": bad port "99999"`},
 		{name: "unclosed block", input: ".:53 {\n errors\n", err: "Corefile:"},
 		{name: "empty file", input: "", err: "no server blocks"},
 	}

@@ -200,34 +200,44 @@ func splitDocuments(data []byte) []document {
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
-// positionError reports a file, the absolute line, and what went wrong there.
-func positionError(file string, doc document, err error) error {
+// syntaxError reports a YAML syntax error at its absolute line: the YAML
+// parser counts lines from the start of the document. A line it names
+// outside the document (it should not) falls back to the document's first.
+func syntaxError(file string, doc document, err error) error {
 	line := doc.line
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatchIndex(msg); m != nil {
 		n, _ := strconv.Atoi(msg[m[2]:m[3]])
-		line = doc.line + n - 1
-		msg = strings.Join(strings.Fields(msg[:m[0]]+strings.TrimPrefix(msg[m[1]:], ":")), " ")
+		if n >= 1 && n <= bytes.Count(doc.body, []byte("\n"))+1 {
+			line = doc.line + n - 1
+			msg = strings.Join(strings.Fields(msg[:m[0]]+strings.TrimPrefix(msg[m[1]:], ":")), " ")
+		}
 	}
 	return fmt.Errorf("%s:%d: %s", file, line, msg)
 }
 
 func parseManifestFile(file string, log *slog.Logger) (manifestObjects, error) {
-	var out manifestObjects
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return out, fmt.Errorf("manifests: %w", err)
+		return manifestObjects{}, fmt.Errorf("manifests: %w", err)
 	}
+	return parseManifests(file, data, log)
+}
+
+// parseManifests reads the objects of one file's contents; file names it in
+// errors, which start with FILE:LINE.
+func parseManifests(file string, data []byte, log *slog.Logger) (manifestObjects, error) {
+	var out manifestObjects
 	for _, doc := range splitDocuments(data) {
 		if len(bytes.TrimSpace(stripComments(doc.body))) == 0 {
 			continue
 		}
 		js, err := yaml.YAMLToJSON(doc.body)
 		if err != nil {
-			return out, positionError(file, doc, err)
+			return out, syntaxError(file, doc, err)
 		}
 		if err := decodeInto(&out, js, log, file, doc); err != nil {
-			return out, err
+			return out, fmt.Errorf("%s:%d: %w", file, doc.line, err)
 		}
 	}
 	return out, nil
@@ -244,19 +254,19 @@ func stripComments(b []byte) []byte {
 }
 
 // decodeInto decodes one JSON object (or a List of them) and keeps the kinds
-// the model holds.
+// the model holds. Its errors say what is wrong; the caller adds where.
 func decodeInto(out *manifestObjects, js []byte, log *slog.Logger, file string, doc document) error {
 	var meta metav1.TypeMeta
 	if err := yaml.Unmarshal(js, &meta); err != nil {
-		return positionError(file, doc, err)
+		return err
 	}
 	if meta.Kind == "" || meta.APIVersion == "" {
-		return positionError(file, doc, errors.New("object has no kind or apiVersion"))
+		return errors.New("object has no kind or apiVersion")
 	}
 	if meta.Kind == "List" || strings.HasSuffix(meta.Kind, "List") && meta.APIVersion == "v1" {
 		var list corev1.List
 		if err := yaml.Unmarshal(js, &list); err != nil {
-			return positionError(file, doc, err)
+			return err
 		}
 		for i, item := range list.Items {
 			if err := decodeInto(out, item.Raw, log, file, doc); err != nil {
@@ -273,9 +283,9 @@ func decodeInto(out *manifestObjects, js []byte, log *slog.Logger, file string, 
 	}
 	obj, _, err := manifestDecoder().Decode(js, nil, nil)
 	if err != nil {
-		return positionError(file, doc, err)
+		return err
 	}
-	return keep(out, obj, file, doc)
+	return keep(out, obj)
 }
 
 // manifestDecoder reads the kinds a manifests folder contributes.
@@ -283,18 +293,18 @@ var manifestDecoder = sync.OnceValue(func() runtime.Decoder {
 	return serializer.NewCodecFactory(newAPIScheme()).UniversalDeserializer()
 })
 
-func keep(out *manifestObjects, obj runtime.Object, file string, doc document) error {
+func keep(out *manifestObjects, obj runtime.Object) error {
 	switch o := obj.(type) {
 	case *corev1.Service:
 		defaultNamespace(&o.ObjectMeta)
 		if err := checkService(o); err != nil {
-			return positionError(file, doc, err)
+			return err
 		}
 		out.services = append(out.services, ServiceFromAPI(o))
 	case *discoveryv1.EndpointSlice:
 		defaultNamespace(&o.ObjectMeta)
 		if o.Labels[ServiceNameLabel] == "" {
-			return positionError(file, doc, fmt.Errorf("EndpointSlice %s/%s has no %s label", o.Namespace, o.Name, ServiceNameLabel))
+			return fmt.Errorf("EndpointSlice %s/%s has no %s label", o.Namespace, o.Name, ServiceNameLabel)
 		}
 		out.slices = append(out.slices, SliceFromAPI(o))
 	case *corev1.Pod:
@@ -363,6 +373,13 @@ func buildFromManifests(files map[string]manifestObjects, log *slog.Logger) *Clu
 		}
 	}
 	for _, s := range DeriveSlices(b.services, owned, b.pods) {
+		// A derived slice never takes the name of one already there (a
+		// hand-written slice of another Service called "web-derived"):
+		// setting it would replace that slice.
+		base := s.Name
+		for i := 1; b.slices[s.Key] != nil; i++ {
+			s.Name = base + "-" + itoa(i)
+		}
 		b.SetSlice(s)
 	}
 	return b.Snapshot()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +70,14 @@ kind: Service
 metadata: {name: a}
 spec: {clusterIP: 10.0.0.300}
 `, err: `f.yaml:1: Service default/a: clusterIP "10.0.0.300" is not an IP address`},
+		{name: "bad item of a List names the file and line first", content: `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: a}
+  spec: {clusterIP: 10.0.0.300}
+`, err: `f.yaml:1: item 0: Service default/a: clusterIP "10.0.0.300" is not an IP address`},
 		{name: "missing kind", content: `apiVersion: v1
 metadata: {name: a}
 `, err: "f.yaml:1: object has no kind or apiVersion"},
@@ -227,5 +236,23 @@ func TestManifestSourceMissingPath(t *testing.T) {
 	err := src.Run(context.Background(), func(*Cluster) {})
 	if err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("error %v, want a missing-path error", err)
+	}
+}
+
+// A slice derived for a selector Service never replaces a hand-written one
+// that happens to have its name. Found by FuzzDeriveSlices.
+func TestDerivedSliceNameTaken(t *testing.T) {
+	web := &Service{Key: Key{Namespace: "a", Name: "web"}, Type: TypeClusterIP, Selector: map[string]string{"app": "web"},
+		Ports: []ServicePort{{Protocol: ProtocolTCP, Port: 80, TargetPort: 8080}}}
+	db := &Service{Key: Key{Namespace: "a", Name: "db"}, Type: TypeClusterIP, Ports: []ServicePort{{Protocol: ProtocolTCP, Port: 5432, TargetPort: 5432}}}
+	written := &EndpointSlice{Key: Key{Namespace: "a", Name: "web-derived"}, Service: "db", AddressType: AddressIPv4,
+		Endpoints: []Endpoint{{Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, Ready: true}}}
+	pod := &Pod{Key: Key{Namespace: "a", Name: "web-1"}, Labels: map[string]string{"app": "web"}, IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Ready: true}
+	c := buildFromManifests(map[string]manifestObjects{"f.yaml": {services: []*Service{web, db}, slices: []*EndpointSlice{written}, pods: []*Pod{pod}}}, quiet())
+	if got := c.SlicesFor(db.Key); len(got) != 1 || got[0] != written {
+		t.Errorf("db's slices %+v, want its own", got)
+	}
+	if got := c.SlicesFor(web.Key); len(got) != 1 || got[0].Name == "web-derived" || got[0].Endpoints[0].Addresses[0] != pod.IPs[0] {
+		t.Errorf("web's slices %+v, want one derived under another name", got)
 	}
 }

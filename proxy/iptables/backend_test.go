@@ -206,6 +206,23 @@ func TestFullSyncAddsOnlyMissingHooks(t *testing.T) {
 	}
 }
 
+// Service names from a manifests folder are not validated: rule comments
+// keep them from breaking iptables-restore's input. Found by
+// FuzzRestoreInput.
+func TestCommentText(t *testing.T) {
+	for in, want := range map[string]string{
+		"dev/web:http":           "dev/web:http",
+		`dev/we"b:http`:          "dev/we?b:http",
+		`a\"; -j ACCEPT #/b`:     "a??? -j ACCEPT ?/b",
+		"dev/café":               "dev/caf??",
+		strings.Repeat("n", 300): strings.Repeat("n", maxCommentName),
+	} {
+		if got := commentText(in); got != want {
+			t.Errorf("commentText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // serviceChain finds, in a dump, the CDNS-SVC- chain of the Service whose
 // comment contains name.
 func serviceChain(t *testing.T, dump, name string) string {

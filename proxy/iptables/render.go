@@ -191,10 +191,40 @@ func portMatch(proto string, port uint16) string {
 
 // renderPort declares and writes the chains one service port owns and renders
 // its dispatch lines.
+// maxCommentName bounds a service port's name in rule comments: the
+// kernel takes comments of up to 255 bytes, and the longest text that
+// follows the name is " has no endpoints".
+const maxCommentName = 200
+
+// commentText makes a service port's name safe inside a quoted
+// iptables-restore argument. Names from the API server are DNS labels, but a
+// manifests folder is not validated: a quote, a backslash or an overlong
+// name would make iptables-restore reject the whole input, and with it every
+// Service's rules. Other bytes become '?'.
+func commentText(s string) string {
+	safe := func(c byte) bool {
+		return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-./:_ ", c) >= 0
+	}
+	i := 0
+	for i < len(s) && i < maxCommentName && safe(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := []byte(s[:min(len(s), maxCommentName)])
+	for j := i; j < len(b); j++ {
+		if !safe(b[j]) {
+			b[j] = '?'
+		}
+	}
+	return string(b)
+}
+
 func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *bytes.Buffer) *portState {
 	id := portID(p)
 	ps := &portState{sp: p, svcChain: chainHash("CDNS-SVC-", id)}
-	name := p.Key.String()
+	name := commentText(p.Key.String())
 	proto := strings.ToLower(string(p.Protocol))
 	dst := " -d " + p.ClusterIP.String() + r.info.hostBits
 	ports := portMatch(proto, p.Port)
