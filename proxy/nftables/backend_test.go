@@ -218,10 +218,10 @@ func TestObjectNamesAreValidAndBounded(t *testing.T) {
 	o := newRenderer(proxy.IPv6, &Config{}).render(m.Ports[0])
 	var names []string
 	for _, c := range o.chains {
-		names = append(names, c.name)
+		names = append(names, c.Name)
 	}
 	for _, s := range o.sets {
-		names = append(names, s.name)
+		names = append(names, s.Name)
 	}
 	if len(names) != 3 {
 		t.Fatalf("got objects %v, want an endpoint chain, a service chain and a set", names)

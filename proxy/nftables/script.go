@@ -1,52 +1,39 @@
 package nftables
 
-import "bytes"
-
-// script is an nft script being written. Its sections keep the order the
-// kernel needs inside one transaction: objects are declared and filled
-// before anything refers to them, and removed only after the last reference
-// to them is gone.
-type script struct {
-	head     bytes.Buffer // tables, base chains and maps
-	sets     bytes.Buffer // affinity sets to add
-	chains   bytes.Buffer // chains written (endpoint chains first)
-	unmap    bytes.Buffer // map elements removed
-	mapAdd   bytes.Buffer // map elements added
-	flush    bytes.Buffer // chains emptied before they are deleted
-	drop     bytes.Buffer // chains deleted, once no rule jumps to them
-	dropSets bytes.Buffer // affinity sets deleted, once no rule uses them
-	cur      *bytes.Buffer
-	out      bytes.Buffer
+// txBuilder collects a transaction's operations in sections that keep the
+// order the kernel needs: objects are declared and filled before anything
+// refers to them, and removed only after the last reference to them is gone.
+type txBuilder struct {
+	head     []Op // tables, base chains and maps
+	sets     []Op // affinity sets to add
+	chains   []Op // chains written (endpoint chains first)
+	unmap    []Op // map elements removed
+	mapAdd   []Op // map elements added
+	flush    []Op // chains emptied before they are deleted
+	drop     []Op // chains deleted, once no rule jumps to them
+	dropSets []Op // affinity sets deleted, once no rule uses them
+	tx       Transaction
 }
 
-func (s *script) reset() {
-	for _, b := range []*bytes.Buffer{&s.head, &s.sets, &s.chains, &s.unmap, &s.mapAdd, &s.flush, &s.drop, &s.dropSets, &s.out} {
-		b.Reset()
-	}
-	s.cur = &s.head
+func (b *txBuilder) sections() []*[]Op {
+	return []*[]Op{&b.head, &b.sets, &b.chains, &b.unmap, &b.mapAdd, &b.flush, &b.drop, &b.dropSets}
 }
 
-// to directs the following lines to a section.
-func (s *script) to(b *bytes.Buffer) *script {
-	s.cur = b
-	return s
+// reset empties the builder, keeping its memory.
+func (b *txBuilder) reset(full bool) {
+	for _, s := range b.sections() {
+		clear(*s)
+		*s = (*s)[:0]
+	}
+	clear(b.tx.Ops)
+	b.tx = Transaction{Full: full, Ops: b.tx.Ops[:0]}
 }
 
-// line writes one line made of parts.
-func (s *script) line(parts ...string) {
-	for _, p := range parts {
-		s.cur.WriteString(p)
+// transaction joins the sections. The transaction is valid until the next
+// reset.
+func (b *txBuilder) transaction() *Transaction {
+	for _, s := range b.sections() {
+		b.tx.Ops = append(b.tx.Ops, *s...)
 	}
-	s.cur.WriteByte('\n')
-}
-
-// bytes joins the sections; it returns nil when the script is empty.
-func (s *script) bytes() []byte {
-	for _, b := range []*bytes.Buffer{&s.head, &s.sets, &s.chains, &s.unmap, &s.mapAdd, &s.flush, &s.drop, &s.dropSets} {
-		s.out.Write(b.Bytes())
-	}
-	if s.out.Len() == 0 {
-		return nil
-	}
-	return s.out.Bytes()
+	return &b.tx
 }
