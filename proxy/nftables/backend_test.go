@@ -3,6 +3,7 @@ package nftables
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +37,8 @@ func with(s pt.Service, edit func(*pt.Service)) pt.Service {
 }
 
 // goldenCases are models in steps: the golden file holds every sync's
-// script, so a partial sync shows exactly what it rewrites.
+// transaction, so a partial sync shows exactly what it rewrites, and the
+// tables after it, as the fake lists them.
 func goldenCases() []struct {
 	name  string
 	cfg   Config
@@ -95,16 +97,26 @@ func syncSteps(t *testing.T, b *Backend, steps [][]pt.Service) []proxy.SyncResul
 func TestRenderGolden(t *testing.T) {
 	for _, tc := range goldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &RecordingRunner{}
+			fake := NewFake()
 			cfg := tc.cfg
-			cfg.Runner = rec
-			syncSteps(t, New(cfg), tc.steps)
+			cfg.Runner = fake
+			b := New(cfg)
 			var got strings.Builder
-			for i, s := range rec.Scripts {
-				got.WriteString("# sync " + string(rune('0'+i)) + "\n" + s)
-			}
-			if len(rec.Scripts) < len(tc.steps) {
-				got.WriteString("# no script: nothing to change\n")
+			var prev *proxy.Model
+			for i, services := range tc.steps {
+				m := pt.Model(prev, services...)
+				applied := len(fake.Scripts)
+				if _, err := b.Sync(context.Background(), m, i == 0); err != nil {
+					t.Fatalf("sync %d: %v", i, err)
+				}
+				fmt.Fprintf(&got, "# sync %d: transaction\n", i)
+				if len(fake.Scripts) == applied {
+					got.WriteString("# none: nothing to change\n")
+				} else {
+					got.WriteString(fake.Scripts[applied])
+				}
+				fmt.Fprintf(&got, "# sync %d: tables after it\n%s", i, fake.Dump())
+				prev = m
 			}
 			checkGolden(t, tc.name, got.String())
 		})

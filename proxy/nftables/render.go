@@ -66,9 +66,9 @@ var baseSets = []Set{
 // family holds what differs between the ip and ip6 tables.
 type family struct {
 	proxy.Family
-	table    string // "ip clusterdns"
-	ip       string // the address match keyword: ip or ip6
-	addrType string // ipv4_addr or ipv6_addr
+	table    string       // "ip clusterdns"
+	ip       string       // the address match keyword: ip or ip6
+	addrType string       // ipv4_addr or ipv6_addr
 	loopback netip.Prefix // node ports are not served on loopback
 }
 
