@@ -346,3 +346,25 @@ func testPartialSyncsEqualFullSync(t *testing.T, via string) {
 		prev = m
 	}
 }
+
+// The kernel (through nft) refuses every transaction the fake refuses.
+func TestKernelRefusesWhatTheFakeRefuses(t *testing.T) {
+	runner := testNamespace(t)
+	ctx := context.Background()
+	base := fakeBase()
+	base = base[:len(base)-1]
+	for _, tc := range refusals() {
+		t.Run(tc.name, func(t *testing.T) {
+			reset := &Transaction{Ops: []Op{{Add, &Table{Family: proxy.IPv4}}, {Delete, &Table{Family: proxy.IPv4}}}}
+			if err := runner.Apply(ctx, reset); err != nil {
+				t.Fatal(err)
+			}
+			if err := runner.Apply(ctx, &Transaction{Ops: base}); err != nil {
+				t.Fatalf("base: %v", err)
+			}
+			if err := runner.Apply(ctx, &Transaction{Ops: tc.ops}); err == nil {
+				t.Errorf("the kernel took it:\n%s", (&Transaction{Ops: tc.ops}).Script())
+			}
+		})
+	}
+}
