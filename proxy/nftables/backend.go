@@ -49,7 +49,7 @@ type familyState struct {
 	portRules int // rules and map elements the ports own
 	// hairpin counts, per endpoint address, the service ports that have
 	// it: the address pair is in the hairpin set while any port has it.
-	// It is updated while a script is planned; a failed sync makes the
+	// It is updated while a transaction is planned; a failed sync makes the
 	// next one start over.
 	hairpin map[netip.Addr]int
 	// claims names, per map element key ("map key"), the service port whose
@@ -109,7 +109,8 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 	return res, nil
 }
 
-// DryRun writes the script the first sync of m would apply.
+// DryRun writes, as an nft script, the transaction the first sync of m
+// would apply.
 func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -133,7 +134,7 @@ type familyPlan struct {
 	removals  []proxy.PortKey
 }
 
-// plan writes into b.s the script that makes the tables match m: with full,
+// plan builds in b.tx the transaction that makes the tables match m: with full,
 // every object (and, with fresh, the tables replaced whole); otherwise only
 // the service ports that changed since the model programmed last.
 func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
@@ -285,7 +286,13 @@ func (st *familyState) writeHairpin(s *txBuilder, prev, cur *portObjects, full b
 		has = cur.hairpin
 	}
 	pair := func(a netip.Addr) *Element {
-		return &Element{Family: st.r.Family, Set: setHairpin, Key: []Value{{Addr: a}, {Addr: a}}}
+		// One allocation for the element and its key.
+		p := &struct {
+			e Element
+			k [2]Value
+		}{k: [2]Value{{Addr: a}, {Addr: a}}}
+		p.e = Element{Family: st.r.Family, Set: setHairpin, Key: p.k[:]}
+		return &p.e
 	}
 	for _, a := range has {
 		if slices.Contains(had, a) {

@@ -59,6 +59,7 @@ type Transaction struct {
 	// ports' objects.
 	Full bool
 	Ops  []Op
+	text textWriter // Script's buffer, kept between syncs
 }
 
 // Table is the backend's table of one family, named TableName.

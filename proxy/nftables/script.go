@@ -26,7 +26,7 @@ func (b *txBuilder) reset(full bool) {
 		*s = (*s)[:0]
 	}
 	clear(b.tx.Ops)
-	b.tx = Transaction{Full: full, Ops: b.tx.Ops[:0]}
+	b.tx.Full, b.tx.Ops = full, b.tx.Ops[:0]
 }
 
 // transaction joins the sections. The transaction is valid until the next

@@ -34,13 +34,18 @@ func (w *textWriter) hex(v uint32, list bool) {
 	w.WriteString(s)
 }
 
+// addr writes an address without allocating.
+func (w *textWriter) addr(a netip.Addr) {
+	w.Buffer.Write(a.AppendTo(w.AvailableBuffer()))
+}
+
 // prefix writes a prefix as nft prints it: a whole address without "/N".
 func (w *textWriter) prefix(p netip.Prefix) {
-	if p.Bits() == p.Addr().BitLen() {
-		w.str(p.Addr().String())
-		return
+	w.addr(p.Addr())
+	if p.Bits() != p.Addr().BitLen() {
+		w.str("/")
+		w.num(p.Bits())
 	}
-	w.str(p.String())
 }
 
 func (s Numgen) write(w *textWriter, _ string, list bool) {
@@ -117,7 +122,8 @@ func (s MarkSet) write(w *textWriter, _ string, list bool) {
 }
 
 func (s DNAT) write(w *textWriter, _ string, _ bool) {
-	w.str("meta l4proto ", s.Proto, " dnat to ", s.To.String())
+	w.str("meta l4proto ", s.Proto, " dnat to ")
+	w.Buffer.Write(s.To.AppendTo(w.AvailableBuffer()))
 }
 
 func (Masquerade) write(w *textWriter, _ string, _ bool) { w.str("masquerade fully-random") }
@@ -166,7 +172,7 @@ func (w *textWriter) key(e *Element, value bool) {
 		}
 		switch {
 		case v.Addr.IsValid():
-			w.str(v.Addr.String())
+			w.addr(v.Addr)
 		case v.Proto != "":
 			w.str(v.Proto)
 		default:
@@ -222,14 +228,15 @@ func (w *textWriter) op(o Op) {
 }
 
 // Script is the transaction as an nft script, one operation a line; nil
-// when there is nothing to do.
+// when there is nothing to do. The bytes are the transaction's own, valid
+// until the next call.
 func (tx *Transaction) Script() []byte {
 	if len(tx.Ops) == 0 {
 		return nil
 	}
-	var w textWriter
-	tx.writeScript(&w)
-	return w.Bytes()
+	tx.text.Reset()
+	tx.writeScript(&tx.text)
+	return tx.text.Bytes()
 }
 
 func (tx *Transaction) writeScript(w *textWriter) {
