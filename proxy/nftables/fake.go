@@ -267,7 +267,8 @@ func (t *fakeTable) addRule(verb Verb, r *Rule) error {
 			return err
 		}
 	}
-	c.rules = append(c.rules, r)
+	cp := *r
+	c.rules = append(c.rules, &cp)
 	return nil
 }
 
@@ -367,7 +368,8 @@ func (t *fakeTable) elementOp(verb Verb, e *Element) error {
 		if have != nil && have.Goto != e.Goto {
 			return fmt.Errorf("element %s of %s exists with another verdict: %w", k, e.Set, errBusy)
 		}
-		s.elements[k] = e
+		cp := *e // the fake keeps its own, whatever the caller does later
+		s.elements[k] = &cp
 		return nil
 	case Delete:
 		if have == nil {
