@@ -3,11 +3,17 @@ package nftables
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	mathrand "math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/proxy"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
+	"github.com/clusterdns/clusterdns/zone"
 )
 
 // fakeBase is a table with a nat hook, a chain it jumps to, a verdict map
@@ -130,5 +136,76 @@ func TestFakeAcceptsIdempotentAddsAndOrderedDeletes(t *testing.T) {
 	}
 	if !strings.Contains(f.Scripts[1], "add element ip clusterdns ips { 10.96.0.1 . tcp . 80 : goto svc }") {
 		t.Errorf("script not recorded:\n%s", f.Scripts[1])
+	}
+}
+
+// Through any sequence of partial syncs the fake ends where one full sync of
+// the last model puts it, and every Service's cluster IP leads to exactly
+// its ready endpoints (or is rejected without any). The kernel version of
+// this is TestKernelPartialSyncsEqualFullSync; this one needs no root.
+func TestFakePartialSyncsEqualFullSync(t *testing.T) {
+	cfg := Config{Families: []proxy.Family{proxy.IPv4}, Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/12")}}
+	fake := NewFake()
+	cfg.Runner = fake
+	b := New(cfg)
+	rnd := mathrand.New(mathrand.NewPCG(3, 4))
+	services := map[string]pt.Service{}
+	created := 0
+	var prev *proxy.Model
+	for step := 0; step < 60; step++ {
+		for n := 1 + rnd.IntN(3); n > 0; n-- {
+			name := fmt.Sprintf("svc-%d", rnd.IntN(8))
+			s, ok := services[name]
+			if !ok {
+				created++
+				s = pt.Service{Namespace: "ns", Name: name, Port: 80, ClusterIPs: []string{fmt.Sprintf("10.96.0.%d", created)}}
+			}
+			switch rnd.IntN(6) {
+			case 0:
+				delete(services, name)
+				continue
+			case 1:
+				s.Affinity = int32(rnd.IntN(2) * 60)
+			case 2:
+				if s.NodePort == 0 {
+					created++ // node ports are unique, as the API server keeps them
+					s.Type, s.NodePort = zone.TypeNodePort, int32(30000+created)
+				} else {
+					s.Type, s.NodePort = zone.TypeClusterIP, 0
+				}
+			}
+			s.Ready = nil
+			for _, i := range rnd.Perm(5)[:rnd.IntN(4)] {
+				s.Ready = append(s.Ready, fmt.Sprintf("172.16.0.%d", i+1))
+			}
+			services[name] = s
+		}
+		list := slices.Collect(maps.Values(services))
+		m := pt.Model(prev, list...)
+		full := step == 0 || rnd.IntN(8) == 0
+		if _, err := b.Sync(context.Background(), m, full); err != nil {
+			t.Fatalf("step %d: sync (full %v): %v", step, full, err)
+		}
+		prev = m
+
+		ref := NewFake()
+		refCfg := cfg
+		refCfg.Runner = ref
+		if _, err := New(refCfg).Sync(context.Background(), pt.Model(nil, list...), true); err != nil {
+			t.Fatalf("step %d: full sync: %v", step, err)
+		}
+		if got, want := fake.Dump(), ref.Dump(); got != want {
+			t.Fatalf("step %d: after partial syncs\n%s\nafter one full sync\n%s", step, got, want)
+		}
+		tr := newTracer(t, fake, proxy.IPv4, nodeIP)
+		for _, s := range list {
+			want := []string{"REJECT"}
+			if len(s.Ready) > 0 {
+				want = endpointsOf(s.Ready, 80, false)
+			}
+			if got := tr.trace(tcp("172.16.9.9", s.ClusterIPs[0], 80), false); !slices.Equal(got, want) {
+				t.Fatalf("step %d: %s: %v, want %v", step, s.Name, got, want)
+			}
+		}
 	}
 }
