@@ -36,7 +36,7 @@ type Backend struct {
 	trusted bool
 	// modelID is the ID of the model programmed last.
 	modelID uint64
-	s       script
+	tx      txBuilder
 }
 
 var _ proxy.Backend = (*Backend)(nil)
@@ -49,7 +49,7 @@ type familyState struct {
 	portRules int // rules and map elements the ports own
 	// hairpin counts, per endpoint address, the service ports that have
 	// it: the address pair is in the hairpin set while any port has it.
-	// It is updated while a script is planned; a failed sync makes the
+	// It is updated while a transaction is planned; a failed sync makes the
 	// next one start over.
 	hairpin map[netip.Addr]int
 	// claims names, per map element key ("map key"), the service port whose
@@ -57,7 +57,7 @@ type familyState struct {
 	// folder with one cluster IP, say) would fail every transaction; the
 	// first keeps it, the other's element is left out (and logged) until
 	// it changes or the next full sync. Reset with the maps, like hairpin.
-	claims map[string]proxy.PortKey
+	claims map[claimKey]proxy.PortKey
 	// conflicts lists the claims refused while planning, for the log.
 	conflicts []string
 }
@@ -73,7 +73,7 @@ func New(cfg Config) *Backend {
 	}
 	for _, f := range cfg.Families {
 		b.families = append(b.families, &familyState{r: newRenderer(f, &cfg), ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int),
-			claims: make(map[string]proxy.PortKey)})
+			claims: make(map[claimKey]proxy.PortKey)})
 	}
 	return b
 }
@@ -94,8 +94,8 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 		st.conflicts = st.conflicts[:0]
 	}
 	var res proxy.SyncResult
-	if data := b.s.bytes(); data != nil {
-		if err := b.cfg.Runner.Apply(ctx, data); err != nil {
+	if tx := b.tx.transaction(); len(tx.Ops) > 0 {
+		if err := b.cfg.Runner.Apply(ctx, tx); err != nil {
 			b.trusted = false
 			return res, fmt.Errorf("nftables: sync: %w", err)
 		}
@@ -109,7 +109,8 @@ func (b *Backend) Sync(ctx context.Context, m *proxy.Model, full bool) (proxy.Sy
 	return res, nil
 }
 
-// DryRun writes the script the first sync of m would apply.
+// DryRun writes, as an nft script, the transaction the first sync of m
+// would apply.
 func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -117,11 +118,11 @@ func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 	b.families = nil
 	for _, st := range saved {
 		b.families = append(b.families, &familyState{r: st.r, ports: make(map[proxy.PortKey]*portObjects), hairpin: make(map[netip.Addr]int),
-			claims: make(map[string]proxy.PortKey)})
+			claims: make(map[claimKey]proxy.PortKey)})
 	}
 	defer func() { b.families = saved }()
 	b.plan(m, true, true)
-	_, err := w.Write(b.s.bytes())
+	_, err := w.Write(b.tx.transaction().Script())
 	return err
 }
 
@@ -133,27 +134,27 @@ type familyPlan struct {
 	removals  []proxy.PortKey
 }
 
-// plan writes into b.s the script that makes the tables match m: with full,
+// plan builds in b.tx the transaction that makes the tables match m: with full,
 // every object (and, with fresh, the tables replaced whole); otherwise only
 // the service ports that changed since the model programmed last.
 func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
-	s := &b.s
-	s.reset()
+	s := &b.tx
+	s.reset(full)
 	plans := make([]*familyPlan, len(b.families))
 	for i, st := range b.families {
 		p := &familyPlan{fresh: fresh}
 		plans[i] = p
 		r := st.r
 		if full {
-			s.to(&s.head).line("add table ", r.table)
+			table := &Table{Family: r.Family}
+			s.head = append(s.head, Op{Add, table})
 			if fresh {
-				s.line("delete table ", r.table)
-				s.line("add table ", r.table)
+				s.head = append(s.head, Op{Delete, table}, Op{Add, table})
 			}
-			p.baseRules = r.baseObjects(s.to(&s.head), !fresh)
+			p.baseRules = r.baseObjects(s, !fresh)
 			// The hairpin set was emptied; every port adds its pairs.
 			st.hairpin = make(map[netip.Addr]int, len(st.hairpin))
-			st.claims = make(map[string]proxy.PortKey, len(st.claims))
+			st.claims = make(map[claimKey]proxy.PortKey, len(st.claims))
 		}
 		old := st.ports
 		if fresh {
@@ -204,74 +205,71 @@ func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
 	return plans
 }
 
-// write adds to the script what turns prev (nil: nothing) into cur (nil:
-// nothing). With full, the maps were emptied and the base chains rewritten,
-// so every element and chain of cur is written, not just the different ones.
-func (st *familyState) write(s *script, prev, cur *portObjects, full bool) {
-	t := st.r.table
-	var prevSets []affinitySet
-	var prevChains []chain
-	var prevElements []element
+// write adds to the transaction what turns prev (nil: nothing) into cur
+// (nil: nothing). With full, the maps were emptied and the base chains
+// rewritten, so every element and chain of cur is written, not just the
+// different ones.
+func (st *familyState) write(s *txBuilder, prev, cur *portObjects, full bool) {
+	var prevSets, curSets []Set
+	var prevChains, curChains []portChain
+	var prevElements, curElements []Element
 	if prev != nil {
 		prevSets, prevChains, prevElements = prev.sets, prev.chains, prev.elements
 	}
-	var curSets []affinitySet
-	var curChains []chain
-	var curElements []element
 	if cur != nil {
 		st.claim(cur)
 		curSets, curChains, curElements = cur.sets, cur.chains, cur.elements
 	}
 	if prev != nil && !full {
-		for _, e := range prevElements {
-			if k := e.set + " " + e.key; st.claims[k] == prev.sp.Key && (cur == nil || !hasElementKey(curElements, e)) {
+		for i := range prevElements {
+			e := &prevElements[i]
+			if k := claimOf(e); st.claims[k] == prev.sp.Key && (cur == nil || !hasElementKey(curElements, e)) {
 				delete(st.claims, k)
 			}
 		}
 	}
 
-	for _, set := range curSets {
-		if full || !hasSet(prevSets, set.name) {
-			s.to(&s.sets).line("add set ", t, " ", set.name, " ", set.spec)
+	for i := range curSets {
+		if full || !hasSet(prevSets, curSets[i].Name) {
+			s.sets = append(s.sets, Op{Add, &curSets[i]})
 		}
 	}
-	for _, c := range curChains {
-		old := findChain(prevChains, c.name)
-		if !full && old != nil && old.body == c.body {
+	for i := range curChains {
+		c := &curChains[i]
+		old := findChain(prevChains, c.Name)
+		if !full && old != nil && rulesEqual(old.rules, c.rules) {
 			continue
 		}
-		s.to(&s.chains).line("add chain ", t, " ", c.name)
+		s.chains = append(s.chains, Op{Add, &c.Chain})
 		if old != nil || (full && prev != nil) {
-			s.line("flush chain ", t, " ", c.name)
+			s.chains = append(s.chains, Op{Flush, &c.Chain})
 		}
-		for body := c.body; body != ""; {
-			var rule string
-			rule, body, _ = strings.Cut(body, "\n")
-			s.line("add rule ", t, " ", c.name, " ", rule)
+		for j := range c.rules {
+			s.chains = append(s.chains, Op{Add, &c.rules[j]})
 		}
 	}
 	if !full {
-		for _, e := range prevElements {
-			if !hasElement(curElements, e) {
-				s.to(&s.unmap).line("delete element ", t, " ", e.set, " { ", e.key, " }")
+		for i := range prevElements {
+			if !hasElement(curElements, &prevElements[i]) {
+				s.unmap = append(s.unmap, Op{Delete, &prevElements[i]})
 			}
 		}
 	}
-	for _, e := range curElements {
-		if full || !hasElement(prevElements, e) {
-			s.to(&s.mapAdd).line("add element ", t, " ", e.set, " { ", e.key, " : ", e.value, " }")
+	for i := range curElements {
+		if full || !hasElement(prevElements, &curElements[i]) {
+			s.mapAdd = append(s.mapAdd, Op{Add, &curElements[i]})
 		}
 	}
 	st.writeHairpin(s, prev, cur, full)
-	for _, c := range prevChains {
-		if findChain(curChains, c.name) == nil {
-			s.to(&s.flush).line("flush chain ", t, " ", c.name)
-			s.to(&s.drop).line("delete chain ", t, " ", c.name)
+	for i := range prevChains {
+		if c := &prevChains[i]; findChain(curChains, c.Name) == nil {
+			s.flush = append(s.flush, Op{Flush, &c.Chain})
+			s.drop = append(s.drop, Op{Delete, &c.Chain})
 		}
 	}
-	for _, set := range prevSets {
-		if !hasSet(curSets, set.name) {
-			s.to(&s.dropSets).line("delete set ", t, " ", set.name)
+	for i := range prevSets {
+		if !hasSet(curSets, prevSets[i].Name) {
+			s.dropSets = append(s.dropSets, Op{Delete, &prevSets[i]})
 		}
 	}
 }
@@ -279,8 +277,7 @@ func (st *familyState) write(s *script, prev, cur *portObjects, full bool) {
 // writeHairpin counts the endpoint addresses cur has and prev had (with
 // full, prev is gone from the set already) and adds the pairs that became
 // wanted and removes those no port wants any more.
-func (st *familyState) writeHairpin(s *script, prev, cur *portObjects, full bool) {
-	t := st.r.table
+func (st *familyState) writeHairpin(s *txBuilder, prev, cur *portObjects, full bool) {
 	var had, has []netip.Addr
 	if prev != nil && !full {
 		had = prev.hairpin
@@ -288,12 +285,21 @@ func (st *familyState) writeHairpin(s *script, prev, cur *portObjects, full bool
 	if cur != nil {
 		has = cur.hairpin
 	}
+	pair := func(a netip.Addr) *Element {
+		// One allocation for the element and its key.
+		p := &struct {
+			e Element
+			k [2]Value
+		}{k: [2]Value{{Addr: a}, {Addr: a}}}
+		p.e = Element{Family: st.r.Family, Set: setHairpin, Key: p.k[:]}
+		return &p.e
+	}
 	for _, a := range has {
 		if slices.Contains(had, a) {
 			continue
 		}
 		if st.hairpin[a]++; st.hairpin[a] == 1 {
-			s.to(&s.mapAdd).line("add element ", t, " ", setHairpin, " { ", a.String(), " . ", a.String(), " }")
+			s.mapAdd = append(s.mapAdd, Op{Add, pair(a)})
 		}
 	}
 	for _, a := range had {
@@ -302,9 +308,22 @@ func (st *familyState) writeHairpin(s *script, prev, cur *portObjects, full bool
 		}
 		if st.hairpin[a]--; st.hairpin[a] == 0 {
 			delete(st.hairpin, a)
-			s.to(&s.unmap).line("delete element ", t, " ", setHairpin, " { ", a.String(), " . ", a.String(), " }")
+			s.unmap = append(s.unmap, Op{Delete, pair(a)})
 		}
 	}
+}
+
+// claimKey identifies a map element by map and key; the maps' keys have at
+// most three fields.
+type claimKey struct {
+	set string
+	key [3]Value
+}
+
+func claimOf(e *Element) claimKey {
+	k := claimKey{set: e.Set}
+	copy(k.key[:], e.Key)
+	return k
 }
 
 // claim takes the keys of o's elements that no other port holds and drops
@@ -313,9 +332,11 @@ func (st *familyState) writeHairpin(s *script, prev, cur *portObjects, full bool
 func (st *familyState) claim(o *portObjects) {
 	kept := o.elements[:0]
 	for _, e := range o.elements {
-		k := e.set + " " + e.key
+		k := claimOf(&e)
 		if owner, ok := st.claims[k]; ok && owner != o.sp.Key {
-			st.conflicts = append(st.conflicts, fmt.Sprintf("%s %s wanted by %s, held by %s", e.set, e.key, o.sp.Key, owner))
+			var w textWriter
+			w.key(&e, false)
+			st.conflicts = append(st.conflicts, fmt.Sprintf("%s %s wanted by %s, held by %s", e.Set, w.String(), o.sp.Key, owner))
 			continue
 		}
 		st.claims[k] = o.sp.Key
@@ -324,36 +345,38 @@ func (st *familyState) claim(o *portObjects) {
 	o.elements = kept
 }
 
-func hasElementKey(elements []element, e element) bool {
-	for _, o := range elements {
-		if o.set == e.set && o.key == e.key {
+func keyEqual(a, b []Value) bool { return slices.Equal(a, b) }
+
+func hasElementKey(elements []Element, e *Element) bool {
+	for i := range elements {
+		if o := &elements[i]; o.Set == e.Set && keyEqual(o.Key, e.Key) {
 			return true
 		}
 	}
 	return false
 }
 
-func findChain(chains []chain, name string) *chain {
+func hasElement(elements []Element, e *Element) bool {
+	for i := range elements {
+		if o := &elements[i]; o.Set == e.Set && o.Goto == e.Goto && keyEqual(o.Key, e.Key) {
+			return true
+		}
+	}
+	return false
+}
+
+func findChain(chains []portChain, name string) *portChain {
 	for i := range chains {
-		if chains[i].name == name {
+		if chains[i].Name == name {
 			return &chains[i]
 		}
 	}
 	return nil
 }
 
-func hasSet(sets []affinitySet, name string) bool {
+func hasSet(sets []Set, name string) bool {
 	for _, s := range sets {
-		if s.name == name {
-			return true
-		}
-	}
-	return false
-}
-
-func hasElement(elements []element, e element) bool {
-	for _, o := range elements {
-		if o == e {
+		if s.Name == name {
 			return true
 		}
 	}
@@ -391,19 +414,19 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nftables: cleanup: %w", err)
 	}
-	var s strings.Builder
+	tx := &Transaction{Full: true}
 	for _, line := range strings.Split(string(listing), "\n") {
 		switch strings.TrimSpace(line) {
 		case "table ip " + TableName:
-			s.WriteString("delete table ip " + TableName + "\n")
+			tx.Ops = append(tx.Ops, Op{Delete, &Table{Family: proxy.IPv4}})
 		case "table ip6 " + TableName:
-			s.WriteString("delete table ip6 " + TableName + "\n")
+			tx.Ops = append(tx.Ops, Op{Delete, &Table{Family: proxy.IPv6}})
 		}
 	}
-	if s.Len() == 0 {
+	if len(tx.Ops) == 0 {
 		return nil
 	}
-	if err := b.cfg.Runner.Apply(ctx, []byte(s.String())); err != nil {
+	if err := b.cfg.Runner.Apply(ctx, tx); err != nil {
 		return fmt.Errorf("nftables: cleanup: %w", err)
 	}
 	return nil

@@ -2,6 +2,8 @@ package nftables
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,41 +33,137 @@ func with(s pt.Service, edit func(*pt.Service)) pt.Service {
 }
 
 // goldenCases are models in steps: the golden file holds every sync's
-// script, so a partial sync shows exactly what it rewrites.
-func goldenCases() []struct {
-	name  string
-	cfg   Config
-	steps [][]pt.Service
-} {
+// transaction, so a partial sync shows exactly what it rewrites, and the
+// tables after it, as the fake lists them.
+func goldenCases() []goldenCase {
 	affinity := with(nodePortSvc, func(s *pt.Service) { s.Affinity = 10800 })
 	changed := with(clusterIPSvc, func(s *pt.Service) { s.Ready = []string{"172.16.79.83", "172.16.69.207", "172.16.1.9"} })
 	gone := with(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })
 	shorter := with(affinity, func(s *pt.Service) { s.Affinity = 60; s.Ready = nginxPods[:2] })
 	twin := with(clusterIPSvc, func(s *pt.Service) { s.Name, s.Ready = "twin", []string{"172.16.1.20"} })
 	twinChanged := with(twin, func(s *pt.Service) { s.Ready = []string{"172.16.1.21"} })
-	return []struct {
-		name  string
-		cfg   Config
-		steps [][]pt.Service
-	}{
-		{name: "clusterip", steps: [][]pt.Service{{clusterIPSvc}}},
-		{name: "nodeport", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}}, steps: [][]pt.Service{{nodePortSvc}}},
-		{name: "nodeport-addresses", cfg: Config{Routing: proxy.Routing{NodePortAddresses: pt.Prefixes("192.168.77.0/24")}}, steps: [][]pt.Service{{nodePortSvc, emptySvc}}},
-		{name: "affinity", steps: [][]pt.Service{{affinity}, {shorter}}},
-		{name: "no-endpoints", steps: [][]pt.Service{{emptySvc, clusterIPSvc}}},
-		{name: "terminating-fallback", steps: [][]pt.Service{{drainingSvc}}},
-		{name: "dual-stack", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16", "fd00:172::/64")}}, steps: [][]pt.Service{{dualSvc}}},
-		{name: "masquerade-all", cfg: Config{Routing: proxy.Routing{MasqueradeAll: true, MasqueradeMark: 1 << 14}}, steps: [][]pt.Service{{clusterIPSvc}}},
-		{name: "external-ips", steps: [][]pt.Service{{externalSvc}}},
-		{name: "partial-endpoint-change", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {changed, nodePortSvc}}},
-		{name: "partial-service-removed", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}},
-		{name: "partial-endpoints-gone-and-back", steps: [][]pt.Service{{clusterIPSvc}, {gone}, {clusterIPSvc}}},
+	nginx := endpointsOf(nginxPods, 80, false)
+	nginxMasq := endpointsOf(nginxPods, 80, true)
+	return []goldenCase{
+		{name: "clusterip", steps: [][]pt.Service{{clusterIPSvc}}, traces: []traceCase{
+			{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: nginx},
+			{name: "node to service", pkt: tcp(nodeIP, "10.10.97.97", 80), fromNode: true, want: nginx},
+			{name: "wrong port", pkt: tcp("172.16.1.1", "10.10.97.97", 81), want: []string{"untranslated"}},
+			{name: "wrong protocol", pkt: udp("172.16.1.1", "10.10.97.97", 80), want: []string{"untranslated"}},
+			{name: "hairpin", pkt: tcp("172.16.79.83", "10.10.97.97", 80), want: []string{"172.16.69.206:80", "172.16.69.207:80", "172.16.79.83:80 masq"}},
+		}},
+		{name: "nodeport", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}}, steps: [][]pt.Service{{nodePortSvc}}, traces: []traceCase{
+			{name: "outside to node port", pkt: tcp("192.168.77.2", nodeIP, 30002), want: nginxMasq},
+			{name: "node to own node port", pkt: tcp(nodeIP, nodeIP, 30002), fromNode: true, want: nginxMasq},
+			{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.98", 80), want: nginx},
+			{name: "off-cluster to service", pkt: tcp("192.168.77.2", "10.10.97.98", 80), want: nginxMasq},
+			{name: "loopback node port", pkt: tcp("127.0.0.1", "127.0.0.1", 30002), fromNode: true, want: []string{"untranslated"}},
+			{name: "other port on node", pkt: tcp("192.168.77.2", nodeIP, 30003), want: []string{"untranslated"}},
+			{name: "node port on a remote address", pkt: tcp("192.168.77.2", "192.168.77.3", 30002), want: []string{"untranslated"}},
+		}},
+		{name: "nodeport-addresses", cfg: Config{Routing: proxy.Routing{NodePortAddresses: pt.Prefixes("192.168.77.0/24")}}, steps: [][]pt.Service{{nodePortSvc, emptySvc}}, traces: []traceCase{
+			{name: "listed address", pkt: tcp("192.168.77.2", nodeIP, 30002), want: nginxMasq},
+			{name: "unlisted local address", pkt: tcp("192.168.77.2", "10.99.0.1", 30002), want: []string{"untranslated"}},
+			{name: "no endpoints, listed address", pkt: tcp("192.168.77.2", nodeIP, 30080), want: []string{"REJECT"}},
+			{name: "no endpoints, unlisted address", pkt: tcp("192.168.77.2", "10.99.0.1", 30080), want: []string{"untranslated"}},
+		}},
+		{name: "affinity", steps: [][]pt.Service{{affinity}, {shorter}}, traces: []traceCase{
+			{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.98", 80), want: endpointsOf(nginxPods[:2], 80, false)},
+			{name: "outside to node port", pkt: tcp("192.168.77.2", nodeIP, 30002), want: endpointsOf(nginxPods[:2], 80, true)},
+		}},
+		{name: "no-endpoints", steps: [][]pt.Service{{emptySvc, clusterIPSvc}}, traces: []traceCase{
+			{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.0.5", 8080), want: []string{"REJECT"}},
+			{name: "node to service", pkt: tcp(nodeIP, "10.10.0.5", 8080), fromNode: true, want: []string{"REJECT"}},
+			{name: "outside to node port", pkt: tcp("192.168.77.2", nodeIP, 30080), want: []string{"REJECT"}},
+			{name: "other port of the address", pkt: tcp("172.16.1.1", "10.10.0.5", 8081), want: []string{"untranslated"}},
+			{name: "other service still works", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: nginx},
+		}},
+		{name: "terminating-fallback", steps: [][]pt.Service{{drainingSvc}}, traces: []traceCase{
+			{name: "only draining endpoints", pkt: tcp("172.16.9.9", "10.10.0.7", 80), want: endpointsOf([]string{"172.16.1.2", "172.16.1.3"}, 80, false)},
+		}},
+		{name: "dual-stack", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16", "fd00:172::/64")}}, steps: [][]pt.Service{{dualSvc}}, traces: []traceCase{
+			{name: "v4", pkt: udp("172.16.1.1", "10.10.0.6", 53), want: endpointsOf([]string{"172.16.79.83"}, 53, false)},
+			{name: "v6", family: proxy.IPv6, pkt: udp("fd00:172::99", "fd00:10::6", 53), want: endpointsOf([]string{"fd00:172::83", "fd00:172::84"}, 53, false)},
+			{name: "v6 off-cluster", family: proxy.IPv6, pkt: udp("fd00:99::1", "fd00:10::6", 53), want: endpointsOf([]string{"fd00:172::83", "fd00:172::84"}, 53, true)},
+			{name: "v6 hairpin", family: proxy.IPv6, pkt: udp("fd00:172::83", "fd00:10::6", 53), want: []string{"[fd00:172::83]:53 masq", "[fd00:172::84]:53"}},
+		}},
+		{name: "masquerade-all", cfg: Config{Routing: proxy.Routing{MasqueradeAll: true, MasqueradeMark: 1 << 14}}, steps: [][]pt.Service{{clusterIPSvc}}, traces: []traceCase{
+			{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: nginxMasq},
+		}},
+		{name: "external-ips", steps: [][]pt.Service{{externalSvc}}, traces: []traceCase{
+			{name: "outside to external IP", pkt: tcp("192.168.77.2", "192.0.2.9", 443), want: endpointsOf([]string{"172.16.1.7"}, 8443, true)},
+			{name: "pod to cluster IP", pkt: tcp("172.16.1.1", "10.10.0.9", 443), want: endpointsOf([]string{"172.16.1.7"}, 8443, false)},
+		}},
+		{name: "partial-endpoint-change", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {changed, nodePortSvc}}, traces: []traceCase{
+			{name: "new endpoints", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: endpointsOf([]string{"172.16.79.83", "172.16.69.207", "172.16.1.9"}, 80, false)},
+			{name: "other service unchanged", pkt: tcp("172.16.1.1", "10.10.97.98", 80), want: nginx},
+			{name: "hairpin of a kept endpoint", pkt: tcp("172.16.69.207", "10.10.97.97", 80), want: []string{"172.16.1.9:80", "172.16.69.207:80 masq", "172.16.79.83:80"}},
+			{name: "no hairpin for a gone endpoint", pkt: tcp("172.16.69.206", "10.10.97.97", 80), want: endpointsOf([]string{"172.16.79.83", "172.16.69.207", "172.16.1.9"}, 80, false)},
+		}},
+		{name: "partial-service-removed", steps: [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, traces: []traceCase{
+			{name: "removed service", pkt: tcp("172.16.1.1", "10.10.97.98", 80), want: []string{"untranslated"}},
+			{name: "removed node port", pkt: tcp("192.168.77.2", nodeIP, 30002), want: []string{"untranslated"}},
+			{name: "kept service", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: nginx},
+		}},
+		{name: "partial-endpoints-gone-and-back", steps: [][]pt.Service{{clusterIPSvc}, {gone}, {clusterIPSvc}}, traces: []traceCase{
+			{name: "back", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: nginx},
+		}},
 		{name: "partial-nothing-changed", steps: [][]pt.Service{{clusterIPSvc}, {clusterIPSvc}}},
 		// Two Services with one cluster IP (possible in a manifests folder):
 		// the first by key keeps the address; the other's change is
 		// written without it, and when the first goes the address waits
 		// for the next full sync.
-		{name: "duplicate-cluster-ip", steps: [][]pt.Service{{clusterIPSvc, twin}, {clusterIPSvc, twinChanged}, {twinChanged}}},
+		{name: "duplicate-cluster-ip", steps: [][]pt.Service{{clusterIPSvc, twin}, {clusterIPSvc, twinChanged}, {twinChanged}}, traces: []traceCase{
+			{name: "address waits for a full sync", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: []string{"untranslated"}},
+		}},
+	}
+}
+
+// goldenCase is a model in steps and packets to trace after the last.
+type goldenCase struct {
+	name   string
+	cfg    Config
+	steps  [][]pt.Service
+	traces []traceCase
+}
+
+// traceCase sends one packet and lists where it may end up.
+type traceCase struct {
+	name     string
+	pkt      packet
+	fromNode bool
+	family   proxy.Family // default IPv4
+	want     []string
+}
+
+// nodeIP is the node's address in traces; the node also has 10.99.0.1 and
+// the loopback addresses.
+const nodeIP = "192.168.77.1"
+
+// The golden cases' packets reach, through the fake's tables after the last
+// sync, the endpoints they should, masqueraded when they should be, and are
+// rejected when no endpoint serves them.
+func TestTraceGoldenCases(t *testing.T) {
+	for _, tc := range goldenCases() {
+		if len(tc.traces) == 0 {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			fake := NewFake()
+			cfg := tc.cfg
+			cfg.Runner = fake
+			syncSteps(t, New(cfg), tc.steps)
+			for _, tr := range tc.traces {
+				fam := tr.family
+				if fam == 0 {
+					fam = proxy.IPv4
+				}
+				got := newTracer(t, fake, fam, nodeIP, "10.99.0.1", "127.0.0.1", "fd00:77::1", "::1").trace(tr.pkt, tr.fromNode)
+				if !slices.Equal(got, tr.want) {
+					t.Errorf("%s: packet %s reaches %v, want %v", tr.name, tr.pkt, got, tr.want)
+				}
+			}
+		})
 	}
 }
 
@@ -90,16 +188,26 @@ func syncSteps(t *testing.T, b *Backend, steps [][]pt.Service) []proxy.SyncResul
 func TestRenderGolden(t *testing.T) {
 	for _, tc := range goldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &RecordingRunner{}
+			fake := NewFake()
 			cfg := tc.cfg
-			cfg.Runner = rec
-			syncSteps(t, New(cfg), tc.steps)
+			cfg.Runner = fake
+			b := New(cfg)
 			var got strings.Builder
-			for i, s := range rec.Scripts {
-				got.WriteString("# sync " + string(rune('0'+i)) + "\n" + s)
-			}
-			if len(rec.Scripts) < len(tc.steps) {
-				got.WriteString("# no script: nothing to change\n")
+			var prev *proxy.Model
+			for i, services := range tc.steps {
+				m := pt.Model(prev, services...)
+				applied := len(fake.Scripts)
+				if _, err := b.Sync(context.Background(), m, i == 0); err != nil {
+					t.Fatalf("sync %d: %v", i, err)
+				}
+				fmt.Fprintf(&got, "# sync %d: transaction\n", i)
+				if len(fake.Scripts) == applied {
+					got.WriteString("# none: nothing to change\n")
+				} else {
+					got.WriteString(fake.Scripts[applied])
+				}
+				fmt.Fprintf(&got, "# sync %d: tables after it\n%s", i, fake.Dump())
+				prev = m
 			}
 			pt.Golden(t, tc.name, []byte(got.String()))
 		})
@@ -195,10 +303,10 @@ func TestObjectNamesAreValidAndBounded(t *testing.T) {
 	o := newRenderer(proxy.IPv6, &Config{}).render(m.Ports[0])
 	var names []string
 	for _, c := range o.chains {
-		names = append(names, c.name)
+		names = append(names, c.Name)
 	}
 	for _, s := range o.sets {
-		names = append(names, s.name)
+		names = append(names, s.Name)
 	}
 	if len(names) != 3 {
 		t.Fatalf("got objects %v, want an endpoint chain, a service chain and a set", names)

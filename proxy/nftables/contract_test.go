@@ -2,27 +2,23 @@ package nftables
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/proxy"
 	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 )
 
-// contractTarget runs the contract's scenarios through the nftables backend
-// over the recording runner. The runner keeps scripts, not state, so the
-// target cannot answer routing questions nor show a state yet: the syncs of
-// every scenario are checked (they must succeed, and partial ones count
-// what a full one counts), the questions are counted as unanswered. Route
-// and State are the methods to change once a stateful fake with a packet
-// tracer exists.
+// contractTarget is the nftables backend over the stateful fake; it answers
+// the contract's questions by tracing packets through the fake's tables.
 type contractTarget struct {
-	rec *RecordingRunner
-	b   *Backend
+	fake *Fake
+	b    *Backend
 }
 
 func newContractTarget(_ *testing.T, r proxy.Routing) pt.Target {
-	rec := &RecordingRunner{}
-	return &contractTarget{rec: rec, b: New(Config{Runner: rec, Routing: r})}
+	fake := NewFake()
+	return &contractTarget{fake: fake, b: New(Config{Runner: fake, Routing: r})}
 }
 
 func (c *contractTarget) Sync(t *testing.T, m *proxy.Model, full bool) proxy.SyncResult {
@@ -34,9 +30,13 @@ func (c *contractTarget) Sync(t *testing.T, m *proxy.Model, full bool) proxy.Syn
 	return res
 }
 
-func (c *contractTarget) Route(*testing.T, pt.Packet) (pt.Route, bool) { return pt.Route{}, false }
+func (c *contractTarget) Route(t *testing.T, p pt.Packet) (pt.Route, bool) {
+	tr := newTracer(t, c.fake, p.Family(), pt.LocalAddrs()...)
+	out, affinity := tr.route(packet{src: p.Src, dst: p.Dst, proto: strings.ToLower(string(p.Protocol)), dport: p.Port}, p.FromNode)
+	return pt.Route{Outcomes: out, Affinity: affinity}, true
+}
 
-func (c *contractTarget) State(*testing.T) string { return "" }
+func (c *contractTarget) State(*testing.T) string { return c.fake.Dump() }
 
 func TestContract(t *testing.T) {
 	pt.Run(t, newContractTarget, nil)

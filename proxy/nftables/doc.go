@@ -1,6 +1,13 @@
 // Package nftables is the native nftables backend of the node agent: it
-// renders the proxy.Model into an nft script and applies it with one
-// `nft -f -` per sync, which the kernel takes as one transaction.
+// renders the proxy.Model into typed objects (objects.go: Table, Chain,
+// Rule with its statements, Set, Element) and each sync into one
+// Transaction, a list of operations on them that the kernel takes whole or
+// not at all. A Runner applies it: ExecRunner writes it as an nft script
+// for `nft -f -`, NetlinkRunner encodes partial syncs as netlink messages
+// itself, and Fake applies it to an in-memory table that refuses what the
+// kernel refuses and lists itself as `nft list table` does (the kernel
+// tests hold it to the kernel's listing); the tests trace packets through
+// it.
 //
 // Each family has a table of its own, `ip clusterdns` and `ip6 clusterdns`,
 // so the agent never touches anybody else's rules. Packets are dispatched by

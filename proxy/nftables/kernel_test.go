@@ -56,8 +56,9 @@ func netlinkRunner(t testing.TB, r ExecRunner) *NetlinkRunner {
 	return &NetlinkRunner{Exec: r, NetNS: int(f.Fd())}
 }
 
-// The kernel takes every script the golden cases render, full and partial
-// (the partial ones through netlink).
+// The kernel takes every transaction the golden cases make, full and
+// partial (the partial ones through netlink), and after each sync it lists
+// what the fake lists.
 func TestKernelAcceptsGoldenScripts(t *testing.T) {
 	for _, tc := range goldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,7 +66,20 @@ func TestKernelAcceptsGoldenScripts(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Runner = netlinkRunner(t, runner)
 			b := New(cfg)
-			syncSteps(t, b, tc.steps)
+			fake := NewFake()
+			cfg.Runner = fake
+			fb := New(cfg)
+			var prev *proxy.Model
+			for i, services := range tc.steps {
+				m := pt.Model(prev, services...)
+				for _, be := range []*Backend{b, fb} {
+					if _, err := be.Sync(context.Background(), m, i == 0); err != nil {
+						t.Fatalf("sync %d: %v", i, err)
+					}
+				}
+				compareWithFake(t, runner, fake, fmt.Sprintf("sync %d", i))
+				prev = m
+			}
 			if err := b.Cleanup(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -78,6 +92,91 @@ func TestKernelAcceptsGoldenScripts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// compareWithFake checks that the kernel lists each family's table as the
+// fake dumps it, once both are in the same order.
+func compareWithFake(t *testing.T, r ExecRunner, fake *Fake, when string) {
+	t.Helper()
+	for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
+		want := fake.DumpTable(f)
+		if want == "" {
+			continue
+		}
+		out, err := r.command(context.Background(), "list", "table", familyOf(f).table).Output()
+		if err != nil {
+			t.Fatalf("%s: nft list table %s: %v", when, familyOf(f).table, err)
+		}
+		if got := canonicalListing(t, string(out)); got != want {
+			t.Fatalf("%s: the kernel lists\n%s\nthe fake dumps\n%s", when, got, want)
+		}
+	}
+}
+
+// canonicalListing puts a table as `nft list table` prints it into the
+// fake's order: sets and maps by name, base chains by name, other chains by
+// name, elements sorted.
+func canonicalListing(t *testing.T, listing string) string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(listing, "\n"), "\n")
+	if len(lines) < 2 || !strings.HasPrefix(lines[0], "table ") || lines[len(lines)-1] != "}" {
+		t.Fatalf("not a table listing:\n%s", listing)
+	}
+	type block struct {
+		order int // 0 sets and maps, 1 base chains, 2 chains
+		name  string
+		text  string
+	}
+	var blocks []block
+	var cur *block
+	var elements *[]string
+	for _, line := range lines[1 : len(lines)-1] {
+		switch {
+		case line == "":
+		case cur == nil:
+			kind, name, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(line, "\t"), " {"), " ")
+			blocks = append(blocks, block{name: name, text: line + "\n"})
+			cur = &blocks[len(blocks)-1]
+			if kind == "chain" {
+				cur.order = 2
+			}
+		case line == "\t}":
+			cur.text += line + "\n"
+			cur = nil
+		case elements != nil || strings.HasPrefix(line, "\t\telements = { "):
+			if elements == nil {
+				elements = new([]string)
+				line = strings.TrimPrefix(line, "\t\telements = { ")
+			}
+			last := strings.HasSuffix(line, " }")
+			for _, e := range strings.Split(strings.TrimSuffix(line, " }"), ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					*elements = append(*elements, e)
+				}
+			}
+			if last {
+				slices.Sort(*elements)
+				cur.text += "\t\telements = { " + strings.Join(*elements, ",\n\t\t\t     ") + " }\n"
+				elements = nil
+			}
+		default:
+			if cur.order == 2 && strings.HasPrefix(line, "\t\ttype ") {
+				cur.order = 1
+			}
+			cur.text += line + "\n"
+		}
+	}
+	slices.SortStableFunc(blocks, func(a, b block) int {
+		if a.order != b.order {
+			return a.order - b.order
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	texts := make([]string, len(blocks))
+	for i, b := range blocks {
+		texts[i] = b.text
+	}
+	return lines[0] + "\n" + strings.Join(texts, "\n") + "}\n"
 }
 
 // tableState is a table as the kernel lists it, reduced to what a sync
@@ -158,6 +257,11 @@ func testPartialSyncsEqualFullSync(t *testing.T, via string) {
 		cfg.Runner = netlinkRunner(t, incremental)
 	}
 	b := New(cfg)
+	// A fake takes the same syncs; it must list what the kernel lists.
+	fake := NewFake()
+	fakeCfg := cfg
+	fakeCfg.Runner = fake
+	fb := New(fakeCfg)
 	rnd := mathrand.New(mathrand.NewPCG(1, 2))
 	services := map[string]pt.Service{}
 	var prev *proxy.Model
@@ -217,6 +321,10 @@ func testPartialSyncsEqualFullSync(t *testing.T, via string) {
 		if _, err := b.Sync(context.Background(), m, full); err != nil {
 			t.Fatalf("step %d: sync (full %v): %v", step, full, err)
 		}
+		if _, err := fb.Sync(context.Background(), m, full); err != nil {
+			t.Fatalf("step %d: fake sync (full %v): %v", step, full, err)
+		}
+		compareWithFake(t, incremental, fake, fmt.Sprintf("step %d", step))
 		refCfg := cfg
 		refCfg.Runner = reference
 		if _, err := New(refCfg).Sync(context.Background(), pt.Model(nil, list...), true); err != nil {
@@ -301,5 +409,27 @@ func TestKernelRefusedSyncKeepsTable(t *testing.T) {
 		if g := got[name]; !slices.Equal(g, w) {
 			t.Errorf("after recovery %s:\n%s\nafter a clean full sync:\n%s", name, strings.Join(g, "\n"), strings.Join(w, "\n"))
 		}
+	}
+}
+
+// The kernel (through nft) refuses every transaction the fake refuses.
+func TestKernelRefusesWhatTheFakeRefuses(t *testing.T) {
+	runner := testNamespace(t)
+	ctx := context.Background()
+	base := fakeBase()
+	base = base[:len(base)-1]
+	for _, tc := range refusals() {
+		t.Run(tc.name, func(t *testing.T) {
+			reset := &Transaction{Ops: []Op{{Add, &Table{Family: proxy.IPv4}}, {Delete, &Table{Family: proxy.IPv4}}}}
+			if err := runner.Apply(ctx, reset); err != nil {
+				t.Fatal(err)
+			}
+			if err := runner.Apply(ctx, &Transaction{Ops: base}); err != nil {
+				t.Fatalf("base: %v", err)
+			}
+			if err := runner.Apply(ctx, &Transaction{Ops: tc.ops}); err == nil {
+				t.Errorf("the kernel took it:\n%s", (&Transaction{Ops: tc.ops}).Script())
+			}
+		})
 	}
 }

@@ -1,31 +1,31 @@
 package nftables
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net/netip"
-	"strconv"
 	"strings"
+	"time"
 
 	nft "github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterdns/clusterdns/proxy"
 )
 
-// NetlinkRunner sends the scripts of partial syncs to the kernel as one
-// netlink batch, without the nft tool, and hands everything else to Exec.
+// NetlinkRunner sends partial syncs to the kernel as one netlink batch,
+// without the nft tool, and hands full ones (Transaction.Full) to Exec.
 //
 // The reason is time: before it applies even a one-line script, nft 1.0.6
 // lists every chain of the table, about 80 ms at 10,000 Services, growing
-// with the cluster; the kernel needs none of that. The runner understands
-// exactly the statements this package writes into partial syncs (chains,
-// rules, map and set elements, deleting affinity sets); a script that
-// declares or deletes tables or declares sets (a full sync, cleanup, a new
-// affinity timeout) goes to nft.
-// A statement it does not know is an error, not a reason to use nft: it
-// would be a bug in this package.
+// with the cluster; the kernel needs none of that. The runner encodes the
+// operations and statements that partial syncs contain (chains, the rules
+// of service, endpoint and external chains, map and set elements, affinity
+// sets); full syncs declare the tables, base chains and maps, which it
+// leaves to nft. A statement it cannot encode in a partial transaction is
+// an error, not a reason to use nft: it would be a bug in this package.
 type NetlinkRunner struct {
 	// Exec applies full syncs and lists tables.
 	Exec ExecRunner
@@ -40,9 +40,12 @@ func (r *NetlinkRunner) ListTables(ctx context.Context) ([]byte, error) {
 }
 
 // Apply implements Runner.
-func (r *NetlinkRunner) Apply(ctx context.Context, script []byte) error {
-	if bytes.Contains(script, []byte(" table ")) || bytes.Contains(script, []byte("add set ")) {
-		return r.Exec.Apply(ctx, script)
+func (r *NetlinkRunner) Apply(ctx context.Context, tx *Transaction) error {
+	if tx.Full {
+		return r.Exec.Apply(ctx, tx)
+	}
+	if len(tx.Ops) == 0 {
+		return nil
 	}
 	var opts []nft.ConnOption
 	if r.NetNS != 0 {
@@ -52,139 +55,118 @@ func (r *NetlinkRunner) Apply(ctx context.Context, script []byte) error {
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
-	for n, line := range strings.Split(strings.TrimSuffix(string(script), "\n"), "\n") {
-		if err := queue(conn, line); err != nil {
-			return fmt.Errorf("netlink: line %d %q: %w", n+1, line, err)
+	for i, o := range tx.Ops {
+		if err := queue(conn, o); err != nil {
+			var w textWriter
+			w.op(o)
+			return fmt.Errorf("netlink: operation %d (%s): %w", i+1, strings.TrimSpace(w.String()), err)
 		}
 	}
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("netlink: %d statements: %w", strings.Count(string(script), "\n"), err)
+		return fmt.Errorf("netlink: %d operations: %w", len(tx.Ops), err)
 	}
 	return nil
 }
 
-// queue adds one script line to the batch.
-func queue(conn *nft.Conn, line string) error {
-	words := strings.SplitN(line, " ", 6)
-	if len(words) < 5 {
-		return fmt.Errorf("not a statement this runner knows")
+func netlinkTable(f proxy.Family) *nft.Table {
+	if f == proxy.IPv6 {
+		return &nft.Table{Name: TableName, Family: nft.TableFamilyIPv6}
 	}
-	// words: verb object family table name [rest]
-	verb, object, fam, name := words[0], words[1], words[2], words[4]
-	rest := ""
-	if len(words) == 6 {
-		rest = words[5]
-	}
-	var f family
-	switch fam {
-	case "ip":
-		f = familyOf(4)
-	case "ip6":
-		f = familyOf(6)
-	default:
-		return fmt.Errorf("family %q", fam)
-	}
-	table := &nft.Table{Name: words[3], Family: nft.TableFamilyIPv4}
-	if f.ip == "ip6" {
-		table.Family = nft.TableFamilyIPv6
-	}
-	chain := &nft.Chain{Name: name, Table: table}
-	switch verb + " " + object {
-	case "add chain":
-		if rest != "" {
-			return fmt.Errorf("only regular chains")
+	return &nft.Table{Name: TableName, Family: nft.TableFamilyIPv4}
+}
+
+// queue adds one operation to the batch.
+func queue(conn *nft.Conn, o Op) error {
+	table := netlinkTable(o.Object.family())
+	switch obj := o.Object.(type) {
+	case *Chain:
+		chain := &nft.Chain{Name: obj.Name, Table: table}
+		switch o.Verb {
+		case Add:
+			if obj.Hook != nil {
+				return fmt.Errorf("only regular chains")
+			}
+			conn.AddChain(chain)
+		case Flush:
+			conn.FlushChain(chain)
+		case Delete:
+			conn.DelChain(chain)
 		}
-		conn.AddChain(chain)
-	case "flush chain":
-		conn.FlushChain(chain)
-	case "delete chain":
-		conn.DelChain(chain)
-	case "delete set":
-		conn.DelSet(&nft.Set{Name: name, Table: table})
-	case "add rule":
-		exprs, err := compileRule(f, rest)
+		return nil
+	case *Rule:
+		if o.Verb != Add {
+			return fmt.Errorf("only adding rules")
+		}
+		exprs, err := compileRule(familyOf(obj.Family), obj.Stmts)
 		if err != nil {
 			return err
 		}
-		conn.AddRule(&nft.Rule{Table: table, Chain: chain, Exprs: exprs})
-	case "add element", "delete element":
-		set := &nft.Set{Name: name, Table: table, IsMap: name != setHairpin}
-		elem, err := parseElement(f, name, rest)
+		conn.AddRule(&nft.Rule{Table: table, Chain: &nft.Chain{Name: obj.Chain, Table: table}, Exprs: exprs})
+		return nil
+	case *Set:
+		set := &nft.Set{Name: obj.Name, Table: table, IsMap: obj.Map}
+		switch {
+		case o.Verb == Delete:
+			conn.DelSet(set)
+			return nil
+		case o.Verb == Add && obj.Timeout > 0 && !obj.Map && len(obj.Key) == 1 && obj.Key[0] == KeyAddr:
+			// An affinity set, declared as nft declares it.
+			set.KeyType, set.KeyByteOrder = nft.TypeIPAddr, binaryutil.BigEndian
+			if obj.Family == proxy.IPv6 {
+				set.KeyType = nft.TypeIP6Addr
+			}
+			set.HasTimeout, set.Dynamic = true, true
+			set.Timeout = time.Duration(obj.Timeout) * time.Second
+			set.Size = affinitySetSize
+			return conn.AddSet(set, nil)
+		}
+		return fmt.Errorf("%s of this set", o.Verb)
+	case *Element:
+		set := &nft.Set{Name: obj.Set, Table: table, IsMap: obj.Goto != ""}
+		elem, err := encodeElement(obj)
 		if err != nil {
 			return err
 		}
-		if verb == "add" {
+		switch o.Verb {
+		case Add:
 			return conn.SetAddElements(set, []nft.SetElement{elem})
+		case Delete:
+			return conn.SetDeleteElements(set, []nft.SetElement{elem})
 		}
-		return conn.SetDeleteElements(set, []nft.SetElement{elem})
-	default:
-		return fmt.Errorf("not a statement this runner knows")
+		return fmt.Errorf("%s of an element", o.Verb)
 	}
-	return nil
+	return fmt.Errorf("not an operation of partial syncs")
 }
 
-// parseElement parses "{ KEY }" or "{ KEY : goto CHAIN }" for one of the maps or
-// the hairpin set.
-func parseElement(f family, set, text string) (nft.SetElement, error) {
-	var e nft.SetElement
-	text, ok := strings.CutPrefix(text, "{ ")
-	if !ok {
-		return e, fmt.Errorf("element %q", text)
+// affinitySetSize is the size nft gives a dynamic set declared without one.
+const affinitySetSize = 65535
+
+// encodeElement encodes an element's key and verdict. A concatenated key is
+// its fields in network order, each padded with zeros to a multiple of four
+// bytes.
+func encodeElement(e *Element) (nft.SetElement, error) {
+	var out nft.SetElement
+	if e.Goto != "" {
+		out.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Goto}
 	}
-	text, ok = strings.CutSuffix(text, " }")
-	if !ok {
-		return e, fmt.Errorf("element %q", text)
-	}
-	keyText, value, isMap := strings.Cut(text, " : ")
-	if isMap {
-		target, ok := strings.CutPrefix(value, "goto ")
-		if !ok {
-			return e, fmt.Errorf("map value %q", value)
-		}
-		e.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: target}
-	}
-	var kinds []string
-	switch set {
-	case mapServiceIPs, mapNoEndpointServices:
-		kinds = []string{"addr", "proto", "port"}
-	case mapServiceNodePorts, mapNoEndpointNodePort:
-		kinds = []string{"proto", "port"}
-	case setHairpin:
-		kinds = []string{"addr", "addr"}
-	default:
-		return e, fmt.Errorf("set %q", set)
-	}
-	fields := strings.Split(keyText, " . ")
-	if len(fields) != len(kinds) || (isMap && set == setHairpin) {
-		return e, fmt.Errorf("key %q of set %q", keyText, set)
-	}
-	// A concatenated key is its fields in network order, each padded with
-	// zeros to a multiple of four bytes.
-	for i, field := range fields {
-		var b []byte
-		switch kinds[i] {
-		case "addr":
-			a, err := netip.ParseAddr(field)
-			if err != nil || (a.Is4() != (f.Family == 4)) {
-				return e, fmt.Errorf("address %q", field)
+	for _, v := range e.Key {
+		switch {
+		case v.Addr.IsValid():
+			if v.Addr.Is4() != (e.Family == proxy.IPv4) {
+				return out, fmt.Errorf("address %s in a table of %s", v.Addr, e.Family)
 			}
-			b = a.AsSlice()
-		case "proto":
-			p, err := protocolNumber(field)
+			out.Key = append(out.Key, v.Addr.AsSlice()...)
+		case v.Proto != "":
+			p, err := protocolNumber(v.Proto)
 			if err != nil {
-				return e, err
+				return out, err
 			}
-			b = []byte{p, 0, 0, 0}
-		case "port":
-			p, err := strconv.ParseUint(field, 10, 16)
-			if err != nil {
-				return e, fmt.Errorf("port %q", field)
-			}
-			b = []byte{byte(p >> 8), byte(p), 0, 0}
+			out.Key = append(out.Key, p, 0, 0, 0)
+		default:
+			out.Key = append(out.Key, byte(v.Port>>8), byte(v.Port), 0, 0)
 		}
-		e.Key = append(e.Key, b...)
 	}
-	return e, nil
+	return out, nil
 }
 
 func protocolNumber(name string) (byte, error) {
@@ -202,111 +184,84 @@ func protocolNumber(name string) (byte, error) {
 // saddr loads the source address into register 1.
 func saddr(f family, length uint32) *expr.Payload {
 	offset := uint32(12)
-	if f.Family == 6 {
+	if f.Family == proxy.IPv6 {
 		offset = 8
 	}
 	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length}
 }
 
 func addrLen(f family) uint32 {
-	if f.Family == 6 {
+	if f.Family == proxy.IPv6 {
 		return 16
 	}
 	return 4
 }
 
-// compileRule turns one rule of a service, endpoint or external chain, as
-// render writes it, into expressions, the ones nft makes of it.
-func compileRule(f family, rule string) ([]expr.Any, error) {
+// compileRule turns the statements of a service, endpoint or external
+// chain's rule into expressions, the ones nft makes of them.
+func compileRule(f family, stmts []Stmt) ([]expr.Any, error) {
 	var out []expr.Any
-	// numgen random mod K == 0 ...
-	if rest, ok := strings.CutPrefix(rule, "numgen random mod "); ok {
-		k, after, ok := strings.Cut(rest, " == 0 ")
-		mod, err := strconv.ParseUint(k, 10, 32)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("numgen %q", rule)
-		}
-		out = append(out,
-			&expr.Numgen{Register: 1, Modulus: uint32(mod), Type: unix.NFT_NG_RANDOM},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}})
-		rule = after
-	}
-	switch {
-	case strings.HasPrefix(rule, "goto "):
-		return append(out, &expr.Verdict{Kind: expr.VerdictGoto, Chain: strings.TrimPrefix(rule, "goto ")}), nil
-	case rule == "jump "+chainMarkMasq:
-		return append(out, &expr.Verdict{Kind: expr.VerdictJump, Chain: chainMarkMasq}), nil
-	case strings.HasPrefix(rule, "meta l4proto "):
-		// meta l4proto P dnat to ADDR:PORT
-		rest := strings.TrimPrefix(rule, "meta l4proto ")
-		proto, target, ok := strings.Cut(rest, " dnat to ")
-		if !ok {
-			return nil, fmt.Errorf("dnat %q", rule)
-		}
-		p, err := protocolNumber(proto)
-		if err != nil {
-			return nil, err
-		}
-		ap, err := netip.ParseAddrPort(target)
-		if err != nil || ap.Addr().Is4() != (f.Family == 4) {
-			return nil, fmt.Errorf("dnat target %q", target)
-		}
-		natFamily := uint32(unix.NFPROTO_IPV4)
-		if f.Family == 6 {
-			natFamily = unix.NFPROTO_IPV6
-		}
-		port := binary.BigEndian.AppendUint16(nil, ap.Port())
-		return append(out,
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
-			&expr.Immediate{Register: 1, Data: ap.Addr().AsSlice()},
-			&expr.Immediate{Register: 2, Data: port},
-			&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFamily, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-		), nil
-	case strings.HasPrefix(rule, "update @"):
-		// update @SET { ip saddr }
-		set, ok := strings.CutSuffix(strings.TrimPrefix(rule, "update @"), " { "+f.ip+" saddr }")
-		if !ok {
-			return nil, fmt.Errorf("update %q", rule)
-		}
-		return append(out, saddr(f, addrLen(f)), &expr.Dynset{SrcRegKey: 1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE}), nil
-	case strings.HasPrefix(rule, f.ip+" saddr @"):
-		// ip saddr @SET goto CHAIN
-		set, target, ok := strings.Cut(strings.TrimPrefix(rule, f.ip+" saddr @"), " goto ")
-		if !ok {
-			return nil, fmt.Errorf("lookup %q", rule)
-		}
-		return append(out, saddr(f, addrLen(f)), &expr.Lookup{SourceRegister: 1, SetName: set},
-			&expr.Verdict{Kind: expr.VerdictGoto, Chain: target}), nil
-	case strings.HasPrefix(rule, f.ip+" saddr != "):
-		// ip saddr != CIDR jump mark-for-masquerade. As nft does: a prefix
-		// cut at a byte compares the bytes it covers; any other compares
-		// the whole address under a mask.
-		cidr, ok := strings.CutSuffix(strings.TrimPrefix(rule, f.ip+" saddr != "), " jump "+chainMarkMasq)
-		prefix, err := netip.ParsePrefix(cidr)
-		if !ok || err != nil || prefix.Addr().Is4() != (f.Family == 4) {
-			return nil, fmt.Errorf("masquerade %q", rule)
-		}
-		bits := prefix.Bits()
-		addr := prefix.Masked().Addr().AsSlice()
-		if bits%8 == 0 {
-			addr = addr[:bits/8]
-			out = append(out, saddr(f, uint32(len(addr))))
-		} else {
-			mask := make([]byte, len(addr))
-			for i := range mask {
-				switch {
-				case (i+1)*8 <= bits:
-					mask[i] = 0xff
-				case i*8 < bits:
-					mask[i] = byte(0xff << (8 - bits%8))
-				}
+	for _, st := range stmts {
+		switch s := st.(type) {
+		case Numgen:
+			out = append(out,
+				&expr.Numgen{Register: 1, Modulus: uint32(s.Mod), Type: unix.NFT_NG_RANDOM},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}})
+		case Goto:
+			out = append(out, &expr.Verdict{Kind: expr.VerdictGoto, Chain: s.Chain})
+		case Jump:
+			out = append(out, &expr.Verdict{Kind: expr.VerdictJump, Chain: s.Chain})
+		case DNAT:
+			p, err := protocolNumber(s.Proto)
+			if err != nil {
+				return nil, err
 			}
-			n := uint32(len(addr))
-			out = append(out, saddr(f, n), &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
+			if s.To.Addr().Is4() != (f.Family == proxy.IPv4) {
+				return nil, fmt.Errorf("dnat target %s in a table of %s", s.To, f.Family)
+			}
+			natFamily := uint32(unix.NFPROTO_IPV4)
+			if f.Family == proxy.IPv6 {
+				natFamily = unix.NFPROTO_IPV6
+			}
+			port := binary.BigEndian.AppendUint16(nil, s.To.Port())
+			out = append(out,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
+				&expr.Immediate{Register: 1, Data: s.To.Addr().AsSlice()},
+				&expr.Immediate{Register: 2, Data: port},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFamily, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+		case UpdateSaddr:
+			out = append(out, saddr(f, addrLen(f)), &expr.Dynset{SrcRegKey: 1, SetName: s.Set, Operation: unix.NFT_DYNSET_OP_UPDATE})
+		case SaddrIn:
+			out = append(out, saddr(f, addrLen(f)), &expr.Lookup{SourceRegister: 1, SetName: s.Set})
+		case AddrCmp:
+			// As nft does: a prefix cut at a byte compares the bytes it
+			// covers; any other compares the whole address under a mask.
+			if !s.Src || !s.Not || s.Prefix.Addr().Is4() != (f.Family == proxy.IPv4) {
+				return nil, fmt.Errorf("address match %+v", s)
+			}
+			bits := s.Prefix.Bits()
+			addr := s.Prefix.Masked().Addr().AsSlice()
+			if bits%8 == 0 {
+				addr = addr[:bits/8]
+				out = append(out, saddr(f, uint32(len(addr))))
+			} else {
+				mask := make([]byte, len(addr))
+				for i := range mask {
+					switch {
+					case (i+1)*8 <= bits:
+						mask[i] = 0xff
+					case i*8 < bits:
+						mask[i] = byte(0xff << (8 - bits%8))
+					}
+				}
+				n := uint32(len(addr))
+				out = append(out, saddr(f, n), &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
+			}
+			out = append(out, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: addr})
+		default:
+			return nil, fmt.Errorf("statement %T is not one of partial syncs", st)
 		}
-		return append(out, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: addr},
-			&expr.Verdict{Kind: expr.VerdictJump, Chain: chainMarkMasq}), nil
 	}
-	return nil, fmt.Errorf("rule %q is not one this runner knows", rule)
+	return out, nil
 }

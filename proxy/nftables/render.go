@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,86 +33,92 @@ const (
 	maxNameLen = 255
 )
 
-// baseChain is a chain attached to a netfilter hook.
+// baseChain is a chain attached to a netfilter hook, with its one rule.
 type baseChain struct {
-	name, spec, rule string
+	name string
+	hook Hook
+	rule []Stmt
 }
 
 // baseChains are the hooks: nat for translation, filter (new connections
 // only) for rejecting service ports without endpoints.
 var baseChains = []baseChain{
-	{"nat-prerouting", "type nat hook prerouting priority dstnat;", "jump " + chainServices},
-	{"nat-output", "type nat hook output priority -100;", "jump " + chainServices},
-	{"nat-postrouting", "type nat hook postrouting priority srcnat;", "jump " + chainMasquerade},
-	{"filter-input", "type filter hook input priority filter;", "ct state new jump " + chainNoEndpoints},
-	{"filter-forward", "type filter hook forward priority filter;", "ct state new jump " + chainNoEndpoints},
-	{"filter-output", "type filter hook output priority filter;", "ct state new jump " + chainNoEndpoints},
+	{"nat-prerouting", Hook{"nat", "prerouting", "dstnat"}, []Stmt{Jump{chainServices}}},
+	{"nat-output", Hook{"nat", "output", "-100"}, []Stmt{Jump{chainServices}}},
+	{"nat-postrouting", Hook{"nat", "postrouting", "srcnat"}, []Stmt{Jump{chainMasquerade}}},
+	{"filter-input", Hook{"filter", "input", "filter"}, []Stmt{CtStateNew{}, Jump{chainNoEndpoints}}},
+	{"filter-forward", Hook{"filter", "forward", "filter"}, []Stmt{CtStateNew{}, Jump{chainNoEndpoints}}},
+	{"filter-output", Hook{"filter", "output", "filter"}, []Stmt{CtStateNew{}, Jump{chainNoEndpoints}}},
+}
+
+// regularChains are the chains that do not depend on the Services.
+var regularChains = []string{chainServices, chainNoEndpoints, chainMasquerade, chainMarkMasq, chainReject}
+
+// baseSets are the maps and sets that do not depend on the Services.
+var baseSets = []Set{
+	{Name: mapServiceIPs, Key: []KeyType{KeyAddr, KeyProto, KeyPort}, Map: true},
+	{Name: mapServiceNodePorts, Key: []KeyType{KeyProto, KeyPort}, Map: true},
+	{Name: mapNoEndpointServices, Key: []KeyType{KeyAddr, KeyProto, KeyPort}, Map: true},
+	{Name: mapNoEndpointNodePort, Key: []KeyType{KeyProto, KeyPort}, Map: true},
+	{Name: setHairpin, Key: []KeyType{KeyAddr, KeyAddr}},
 }
 
 // family holds what differs between the ip and ip6 tables.
 type family struct {
 	proxy.Family
-	table    string // "ip clusterdns"
-	ip       string // the address match keyword: ip or ip6
-	addrType string // ipv4_addr or ipv6_addr
-	loopback string // node ports are not served on loopback
+	table    string       // "ip clusterdns"
+	ip       string       // the address match keyword: ip or ip6
+	addrType string       // ipv4_addr or ipv6_addr
+	loopback netip.Prefix // node ports are not served on loopback
 }
 
 func familyOf(f proxy.Family) family {
 	if f == proxy.IPv6 {
-		return family{f, "ip6 " + TableName, "ip6", "ipv6_addr", "::1"}
+		return family{f, "ip6 " + TableName, "ip6", "ipv6_addr", netip.PrefixFrom(netip.IPv6Loopback(), 128)}
 	}
-	return family{f, "ip " + TableName, "ip", "ipv4_addr", "127.0.0.0/8"}
+	return family{f, "ip " + TableName, "ip", "ipv4_addr", netip.PrefixFrom(netip.AddrFrom4([4]byte{127}), 8)}
 }
 
 // renderer renders the objects of one family from the model and the options.
 type renderer struct {
 	family
-	clusterCIDR   string // first cluster CIDR of the family, "" for none
+	clusterCIDR   netip.Prefix // first cluster CIDR of the family, invalid for none
 	masqueradeAll bool
 	nodePorts     bool   // whether this family serves node ports at all
-	nodePortMatch string // the destination match in front of the node port lookup
-	mark          string // the masquerade mark bit, "0x2000"
+	nodePortMatch []Stmt // the destination match in front of the node port lookup
+	mark          uint32 // the masquerade mark bit
 }
 
 func newRenderer(f proxy.Family, cfg *Config) *renderer {
 	r := &renderer{family: familyOf(f), masqueradeAll: cfg.MasqueradeAll, nodePorts: true}
 	for _, p := range cfg.ClusterCIDRs {
 		if proxy.FamilyOf(p.Addr()) == f {
-			r.clusterCIDR = p.Masked().String()
+			r.clusterCIDR = p.Masked()
 			break
 		}
 	}
-	var cidrs []string
+	var cidrs []netip.Prefix
 	for _, p := range cfg.NodePortAddresses {
 		if proxy.FamilyOf(p.Addr()) == f {
-			cidrs = append(cidrs, p.Masked().String())
+			cidrs = append(cidrs, p.Masked())
 		}
 	}
 	switch {
 	case len(cfg.NodePortAddresses) > 0 && len(cidrs) == 0:
 		r.nodePorts = false // limited to addresses, none of this family
 	case len(cidrs) > 0:
-		r.nodePortMatch = r.ip + " daddr { " + strings.Join(cidrs, ", ") + " } fib daddr type local"
+		r.nodePortMatch = []Stmt{DaddrIn{cidrs}, FibLocal{}}
 	default:
-		r.nodePortMatch = "fib daddr type local " + r.ip + " daddr != " + r.loopback
+		r.nodePortMatch = []Stmt{FibLocal{}, AddrCmp{Not: true, Prefix: r.loopback}}
 	}
-	r.mark = "0x" + strconv.FormatUint(uint64(cfg.Mark()), 16)
+	r.mark = cfg.Mark()
 	return r
 }
 
-// chain is one chain a service port owns, with its rules.
-type chain struct {
-	name string
-	// body is the rules, one per line, each without the "add rule TABLE
-	// CHAIN" in front.
-	body  string
-	rules int
-}
-
-// element is one entry of a verdict map.
-type element struct {
-	set, key, value string
+// portChain is one chain a service port owns, with its rules.
+type portChain struct {
+	Chain
+	rules []Rule
 }
 
 // portObjects is everything one service port owns in a table.
@@ -119,23 +126,19 @@ type portObjects struct {
 	sp *proxy.ServicePort
 	// chains are in the order they must be written: endpoint chains before
 	// the service chain that jumps to them, the external chain last.
-	chains []chain
-	// sets are the ClientIP affinity sets: name and declaration.
-	sets     []affinitySet
-	elements []element
+	chains []portChain
+	// sets are the ClientIP affinity sets.
+	sets     []Set
+	elements []Element
 	// hairpin lists the endpoint addresses (each once) whose traffic to
 	// themselves through the Service must be masqueraded.
 	hairpin []netip.Addr
 }
 
-type affinitySet struct {
-	name, spec string
-}
-
 func (o *portObjects) rules() int {
 	n := len(o.elements)
 	for _, c := range o.chains {
-		n += c.rules
+		n += len(c.rules)
 	}
 	return n
 }
@@ -185,29 +188,41 @@ func endpointLabel(ep netip.AddrPort) string {
 	return ep.Addr().String() + "/" + strconv.Itoa(int(ep.Port()))
 }
 
+// serviceKey is the key of a service-ips element.
+func serviceKey(a netip.Addr, proto string, port uint16) []Value {
+	return []Value{{Addr: a}, {Proto: proto}, {Port: port}}
+}
+
+// nodePortKey is the key of a service-nodeports element.
+func nodePortKey(proto string, port uint16) []Value {
+	return []Value{{Proto: proto}, {Port: port}}
+}
+
 // render computes the objects of one service port.
 func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 	o := &portObjects{sp: p}
+	f := r.Family
 	label := readable(portLabel(p))
 	id := portLabel(p) + "/" + p.Key.Family.String()
 	proto := strings.ToLower(string(p.Protocol))
-	port := strconv.Itoa(int(p.Port))
 	svcChain := objectName("service", label, id)
 	extChain := ""
 	if (p.NodePort != 0 && r.nodePorts) || len(p.ExternalIPs) > 0 {
 		extChain = objectName("external", label, id)
 	}
+	element := func(set string, key []Value, target string) {
+		o.elements = append(o.elements, Element{Family: f, Set: set, Key: key, Goto: target})
+	}
 
 	if len(p.Endpoints) == 0 {
 		// No chains: the packet stays untranslated and the filter hooks
 		// reject it.
-		reject := "goto " + chainReject
-		o.elements = append(o.elements, element{mapNoEndpointServices, p.ClusterIP.String() + " . " + proto + " . " + port, reject})
+		element(mapNoEndpointServices, serviceKey(p.ClusterIP, proto, p.Port), chainReject)
 		for _, ip := range p.ExternalIPs {
-			o.elements = append(o.elements, element{mapNoEndpointServices, ip.String() + " . " + proto + " . " + port, reject})
+			element(mapNoEndpointServices, serviceKey(ip, proto, p.Port), chainReject)
 		}
 		if p.NodePort != 0 && r.nodePorts {
-			o.elements = append(o.elements, element{mapNoEndpointNodePort, proto + " . " + strconv.Itoa(int(p.NodePort)), reject})
+			element(mapNoEndpointNodePort, nodePortKey(proto, p.NodePort), chainReject)
 		}
 		return o
 	}
@@ -218,7 +233,7 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 			o.hairpin = append(o.hairpin, ep.Addr())
 		}
 	}
-	var b strings.Builder
+	rule := func(chain string, stmts ...Stmt) Rule { return Rule{Family: f, Chain: chain, Stmts: stmts} }
 	// With ClientIP affinity each endpoint has a chain of its own, which
 	// records the client in the endpoint's set and DNATs. Without, the
 	// service chain DNATs itself: fewer chains keep nft fast, as it lists
@@ -234,27 +249,23 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 			// The timeout is part of the set's identity: a set's timeout
 			// cannot change, so a new timeout makes a new set.
 			set := objectName("affinity", epLabel, id, epID, seconds)
-			o.sets = append(o.sets, affinitySet{set, "{ type " + r.addrType + "; flags dynamic,timeout; timeout " + seconds + "s; }"})
-			b.Reset()
-			b.WriteString("update @" + set + " { " + r.ip + " saddr }\n")
-			b.WriteString("meta l4proto " + proto + " dnat to " + ep.String() + "\n")
-			o.chains = append(o.chains, chain{epChains[i], b.String(), 2})
+			o.sets = append(o.sets, Set{Family: f, Name: set, Key: []KeyType{KeyAddr}, Timeout: uint32(p.AffinitySeconds)})
+			o.chains = append(o.chains, portChain{Chain{Family: f, Name: epChains[i]}, []Rule{
+				rule(epChains[i], UpdateSaddr{set}),
+				rule(epChains[i], DNAT{proto, ep}),
+			}})
 		}
 	}
 
-	b.Reset()
-	rules := 0
+	rules := make([]Rule, 0, 1+len(o.sets)+n)
 	switch {
 	case r.masqueradeAll:
-		b.WriteString("jump " + chainMarkMasq + "\n")
-		rules++
-	case r.clusterCIDR != "":
-		b.WriteString(r.ip + " saddr != " + r.clusterCIDR + " jump " + chainMarkMasq + "\n")
-		rules++
+		rules = append(rules, rule(svcChain, Jump{chainMarkMasq}))
+	case r.clusterCIDR.IsValid():
+		rules = append(rules, rule(svcChain, AddrCmp{Src: true, Not: true, Prefix: r.clusterCIDR}, Jump{chainMarkMasq}))
 	}
 	for i, s := range o.sets {
-		b.WriteString(r.ip + " saddr @" + s.name + " goto " + epChains[i] + "\n")
-		rules++
+		rules = append(rules, rule(svcChain, SaddrIn{s.Name}, Goto{epChains[i]}))
 	}
 	// One rule per endpoint, each drawing its own number: the first of k
 	// endpoints left is taken with chance 1/k, so that every endpoint is
@@ -263,85 +274,86 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 	// a name for a new anonymous set by walking all the table's sets: a
 	// full sync at 10,000 Services took minutes.
 	for i, ep := range p.Endpoints {
+		stmts := make([]Stmt, 0, 2)
 		if left := n - i; left > 1 {
-			b.WriteString("numgen random mod " + strconv.Itoa(left) + " == 0 ")
+			stmts = append(stmts, Numgen{left})
 		}
 		if epChains != nil {
-			b.WriteString("goto " + epChains[i] + "\n")
+			stmts = append(stmts, Goto{epChains[i]})
 		} else {
-			b.WriteString("meta l4proto " + proto + " dnat to " + ep.String() + "\n")
+			stmts = append(stmts, DNAT{proto, ep})
 		}
+		rules = append(rules, rule(svcChain, stmts...))
 	}
-	rules += n
-	o.chains = append(o.chains, chain{svcChain, b.String(), rules})
-	o.elements = append(o.elements, element{mapServiceIPs, p.ClusterIP.String() + " . " + proto + " . " + port, "goto " + svcChain})
+	o.chains = append(o.chains, portChain{Chain{Family: f, Name: svcChain}, rules})
+	element(mapServiceIPs, serviceKey(p.ClusterIP, proto, p.Port), svcChain)
 
 	if extChain != "" {
-		o.chains = append(o.chains, chain{extChain, "jump " + chainMarkMasq + "\ngoto " + svcChain + "\n", 2})
+		o.chains = append(o.chains, portChain{Chain{Family: f, Name: extChain}, []Rule{
+			rule(extChain, Jump{chainMarkMasq}),
+			rule(extChain, Goto{svcChain}),
+		}})
 		for _, ip := range p.ExternalIPs {
-			o.elements = append(o.elements, element{mapServiceIPs, ip.String() + " . " + proto + " . " + port, "goto " + extChain})
+			element(mapServiceIPs, serviceKey(ip, proto, p.Port), extChain)
 		}
 		if p.NodePort != 0 && r.nodePorts {
-			o.elements = append(o.elements, element{mapServiceNodePorts, proto + " . " + strconv.Itoa(int(p.NodePort)), "goto " + extChain})
+			element(mapServiceNodePorts, nodePortKey(proto, p.NodePort), extChain)
 		}
 	}
 	return o
 }
 
-// baseObjects writes the declarations of the objects that do not depend on
-// the Services, emptied, followed by their rules; it returns how many rules
-// that is. The table must exist.
-func (r *renderer) baseObjects(s *script, flush bool) int {
-	t := r.table
+// baseObjects adds the objects that do not depend on the Services, emptied
+// (with flush), followed by their rules; it returns how many rules that is.
+// The table must exist.
+func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
+	f := r.Family
+	add := func(verb Verb, o Object) { tx.head = append(tx.head, Op{verb, o}) }
 	for _, c := range baseChains {
-		s.line("add chain ", t, " ", c.name, " { ", c.spec, " }")
+		add(Add, &Chain{Family: f, Name: c.name, Hook: &c.hook})
 	}
-	for _, c := range []string{chainServices, chainNoEndpoints, chainMasquerade, chainMarkMasq, chainReject} {
-		s.line("add chain ", t, " ", c)
+	for _, c := range regularChains {
+		add(Add, &Chain{Family: f, Name: c})
 	}
-	maps := []struct{ name, key string }{
-		{mapServiceIPs, r.addrType + " . inet_proto . inet_service"},
-		{mapServiceNodePorts, "inet_proto . inet_service"},
-		{mapNoEndpointServices, r.addrType + " . inet_proto . inet_service"},
-		{mapNoEndpointNodePort, "inet_proto . inet_service"},
+	for i := range baseSets {
+		s := baseSets[i]
+		s.Family = f
+		add(Add, &s)
 	}
-	for _, m := range maps {
-		s.line("add map ", t, " ", m.name, " { type ", m.key, " : verdict; }")
-	}
-	s.line("add set ", t, " ", setHairpin, " { type ", r.addrType, " . ", r.addrType, "; }")
 	if flush {
 		for _, c := range baseChains {
-			s.line("flush chain ", t, " ", c.name)
+			add(Flush, &Chain{Family: f, Name: c.name})
 		}
-		for _, c := range []string{chainServices, chainNoEndpoints, chainMasquerade, chainMarkMasq, chainReject} {
-			s.line("flush chain ", t, " ", c)
+		for _, c := range regularChains {
+			add(Flush, &Chain{Family: f, Name: c})
 		}
-		for _, m := range maps {
-			s.line("flush map ", t, " ", m.name)
+		for i := range baseSets {
+			s := baseSets[i]
+			s.Family = f
+			add(Flush, &s)
 		}
-		s.line("flush set ", t, " ", setHairpin)
 	}
 	rules := 0
-	rule := func(c string, spec ...string) {
-		s.line(append([]string{"add rule ", t, " ", c, " "}, spec...)...)
+	rule := func(c string, stmts ...Stmt) {
+		add(Add, &Rule{Family: f, Chain: c, Stmts: stmts})
 		rules++
 	}
 	for _, c := range baseChains {
-		rule(c.name, c.rule)
+		rule(c.name, c.rule...)
 	}
-	rule(chainServices, r.ip, " daddr . meta l4proto . th dport vmap @", mapServiceIPs)
-	rule(chainNoEndpoints, r.ip, " daddr . meta l4proto . th dport vmap @", mapNoEndpointServices)
+	rule(chainServices, VMap{mapServiceIPs, true})
+	rule(chainNoEndpoints, VMap{mapNoEndpointServices, true})
 	if r.nodePorts {
-		rule(chainServices, r.nodePortMatch, " meta l4proto . th dport vmap @", mapServiceNodePorts)
-		rule(chainNoEndpoints, r.nodePortMatch, " meta l4proto . th dport vmap @", mapNoEndpointNodePort)
+		rule(chainServices, append(slices.Clone(r.nodePortMatch), VMap{mapServiceNodePorts, false})...)
+		rule(chainNoEndpoints, append(slices.Clone(r.nodePortMatch), VMap{mapNoEndpointNodePort, false})...)
 	}
 	// A pod reaching itself through a Service: after DNAT the packet's
 	// source and destination are the same address.
-	rule(chainMasquerade, r.ip, " saddr . ", r.ip, " daddr @", setHairpin, " masquerade fully-random")
-	rule(chainMasquerade, "meta mark & ", r.mark, " == 0 return")
-	rule(chainMasquerade, "meta mark set meta mark ^ ", r.mark)
-	rule(chainMasquerade, "masquerade fully-random")
-	rule(chainMarkMasq, "meta mark set meta mark | ", r.mark)
-	rule(chainReject, "reject")
+	rule(chainMasquerade, PairIn{setHairpin}, Masquerade{})
+	rule(chainMasquerade, MarkClear{r.mark}, Return{})
+	rule(chainMasquerade, MarkSet{'^', r.mark})
+	rule(chainMasquerade, Masquerade{})
+	rule(chainMarkMasq, MarkSet{'|', r.mark})
+	rule(chainReject, Reject{})
 	return rules
 }

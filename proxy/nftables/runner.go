@@ -11,11 +11,12 @@ import (
 )
 
 // Runner is the backend's only way to the kernel. ExecRunner runs the nft
-// tool; RecordingRunner keeps what it was given, for tests.
+// tool, NetlinkRunner speaks netlink; Fake is an in-memory table and
+// RecordingRunner keeps the scripts it was given, both for tests.
 type Runner interface {
-	// Apply runs an nft script as one transaction: all of it applies or
+	// Apply runs the operations as one transaction: all of them apply or
 	// none.
-	Apply(ctx context.Context, script []byte) error
+	Apply(ctx context.Context, tx *Transaction) error
 	// ListTables returns `nft list tables`.
 	ListTables(ctx context.Context) ([]byte, error)
 }
@@ -36,7 +37,11 @@ func (r ExecRunner) command(ctx context.Context, args ...string) *exec.Cmd {
 const maxErrorText = 4096
 
 // Apply implements Runner with `nft -f -`.
-func (r ExecRunner) Apply(ctx context.Context, script []byte) error {
+func (r ExecRunner) Apply(ctx context.Context, tx *Transaction) error {
+	script := tx.Script()
+	if script == nil {
+		return nil
+	}
 	cmd := r.command(ctx, "-f", "-")
 	cmd.Stdin = bytes.NewReader(script)
 	var stderr bytes.Buffer
@@ -69,8 +74,9 @@ func (r ExecRunner) ListTables(ctx context.Context) ([]byte, error) {
 	return out, nil
 }
 
-// RecordingRunner records scripts instead of applying them; ListTables
-// answers with Tables. It is for tests of the rendering.
+// RecordingRunner records the transactions' scripts instead of applying
+// them; ListTables answers with Tables. It is for tests of the rendering;
+// Fake also checks what it is given.
 type RecordingRunner struct {
 	mu sync.Mutex // protects the following fields
 	// Scripts lists every script applied, in order.
@@ -84,10 +90,10 @@ type RecordingRunner struct {
 var errRecordedFailure = errors.New("recording runner: failing on purpose")
 
 // Apply implements Runner.
-func (r *RecordingRunner) Apply(_ context.Context, script []byte) error {
+func (r *RecordingRunner) Apply(_ context.Context, tx *Transaction) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.Scripts = append(r.Scripts, string(script))
+	r.Scripts = append(r.Scripts, string(tx.Script()))
 	if r.Fail > 0 {
 		r.Fail--
 		return errRecordedFailure
