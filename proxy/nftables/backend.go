@@ -176,34 +176,30 @@ func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
 			st.write(s, prev, cur, full)
 			p.updates = append(p.updates, cur)
 		}
-		if !full && m.BaseID != 0 && m.BaseID == b.modelID {
-			for _, k := range m.Changes {
-				if k.Family == r.Family {
-					consider(k, m.Lookup(k))
-				}
+		in := func(f proxy.Family) bool { return f == r.Family }
+		if !full {
+			for _, k := range proxy.ChangedPorts(m, b.modelID, old, in) {
+				consider(k, m.Lookup(k))
 			}
 			continue
 		}
-		seen := 0
+		// A full sync rewrites every port, and removes those m lacks.
 		for _, sp := range m.Ports {
-			if sp.Key.Family != r.Family {
-				continue
+			if in(sp.Key.Family) {
+				consider(sp.Key, sp)
 			}
-			if old[sp.Key] != nil {
-				seen++
-			}
-			consider(sp.Key, sp)
 		}
-		if seen < len(old) {
-			for k := range old {
-				if m.Lookup(k) == nil {
-					consider(k, nil)
-				}
+		for k := range old {
+			if m.Lookup(k) == nil {
+				consider(k, nil)
 			}
 		}
 	}
 	return plans
 }
+
+// Programmed is the service port the objects were rendered from.
+func (o *portObjects) Programmed() *proxy.ServicePort { return o.sp }
 
 // write adds to the transaction what turns prev (nil: nothing) into cur
 // (nil: nothing). With full, the maps were emptied and the base chains

@@ -27,21 +27,16 @@ var (
 		Port: 443, TargetPort: 8443, Ready: []string{"172.16.1.7"}}
 )
 
-func with(s pt.Service, edit func(*pt.Service)) pt.Service {
-	edit(&s)
-	return s
-}
-
 // goldenCases are models in steps: the golden file holds every sync's
 // transaction, so a partial sync shows exactly what it rewrites, and the
 // tables after it, as the fake lists them.
 func goldenCases() []goldenCase {
-	affinity := with(nodePortSvc, func(s *pt.Service) { s.Affinity = 10800 })
-	changed := with(clusterIPSvc, func(s *pt.Service) { s.Ready = []string{"172.16.79.83", "172.16.69.207", "172.16.1.9"} })
-	gone := with(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })
-	shorter := with(affinity, func(s *pt.Service) { s.Affinity = 60; s.Ready = nginxPods[:2] })
-	twin := with(clusterIPSvc, func(s *pt.Service) { s.Name, s.Ready = "twin", []string{"172.16.1.20"} })
-	twinChanged := with(twin, func(s *pt.Service) { s.Ready = []string{"172.16.1.21"} })
+	affinity := pt.With(nodePortSvc, func(s *pt.Service) { s.Affinity = 10800 })
+	changed := pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready = []string{"172.16.79.83", "172.16.69.207", "172.16.1.9"} })
+	gone := pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })
+	shorter := pt.With(affinity, func(s *pt.Service) { s.Affinity = 60; s.Ready = nginxPods[:2] })
+	twin := pt.With(clusterIPSvc, func(s *pt.Service) { s.Name, s.Ready = "twin", []string{"172.16.1.20"} })
+	twinChanged := pt.With(twin, func(s *pt.Service) { s.Ready = []string{"172.16.1.21"} })
 	nginx := endpointsOf(nginxPods, 80, false)
 	nginxMasq := endpointsOf(nginxPods, 80, true)
 	return []goldenCase{
@@ -295,7 +290,7 @@ func TestCleanupDeletesOnlyItsTables(t *testing.T) {
 
 func TestObjectNamesAreValidAndBounded(t *testing.T) {
 	long := strings.Repeat("n", 63)
-	sp := with(clusterIPSvc, func(s *pt.Service) {
+	sp := pt.With(clusterIPSvc, func(s *pt.Service) {
 		s.Namespace, s.Name, s.PortName, s.Affinity = long, long, "a-very-long-port", 30
 		s.ClusterIPs, s.Ready = []string{"fd00:10::1"}, []string{"fd00:172:1234:5678:9abc:def0:1234:5678"}
 	})
@@ -324,7 +319,7 @@ func TestObjectNamesAreValidAndBounded(t *testing.T) {
 func TestDuplicateKeyKeptByFirstPort(t *testing.T) {
 	rec := &RecordingRunner{}
 	b := New(Config{Runner: rec, Families: []proxy.Family{proxy.IPv4}})
-	twin := with(clusterIPSvc, func(s *pt.Service) { s.Name = "twin" })
+	twin := pt.With(clusterIPSvc, func(s *pt.Service) { s.Name = "twin" })
 	if _, err := b.Sync(context.Background(), pt.Model(nil, clusterIPSvc, twin), true); err != nil {
 		t.Fatal(err)
 	}
