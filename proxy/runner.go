@@ -3,21 +3,26 @@ package proxy
 import (
 	"context"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // boundedRunner calls a sync function when asked, but never more often than
 // minInterval (requests in between are batched into one call), at least every
 // maxInterval, and as a full one at least every fullInterval. A failed call is
-// retried, as a full one, after minInterval.
+// retried, as a full one, after minInterval. Every time it reads or waits
+// on comes from clock, so that tests can step through hours at once.
 type boundedRunner struct {
 	minInterval  time.Duration
 	maxInterval  time.Duration
 	fullInterval time.Duration
+	clock        clock.Clock
 	kick         chan struct{}
 }
 
-func newBoundedRunner(minInterval, maxInterval, fullInterval time.Duration) *boundedRunner {
-	return &boundedRunner{minInterval: minInterval, maxInterval: maxInterval, fullInterval: fullInterval, kick: make(chan struct{}, 1)}
+func newBoundedRunner(clk clock.Clock, minInterval, maxInterval, fullInterval time.Duration) *boundedRunner {
+	return &boundedRunner{minInterval: minInterval, maxInterval: maxInterval, fullInterval: fullInterval,
+		clock: clk, kick: make(chan struct{}, 1)}
 }
 
 // Request asks for a sync soon; it never blocks.
@@ -35,7 +40,7 @@ func (r *boundedRunner) Request() {
 func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 	var lastRun, lastFull time.Time
 	pending, needFull := false, true
-	timer := time.NewTimer(time.Hour)
+	timer := r.clock.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	for {
@@ -44,9 +49,9 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 			return
 		case <-r.kick:
 			pending = true
-		case <-timer.C:
+		case <-timer.C():
 		}
-		now := time.Now()
+		now := r.clock.Now()
 		if !lastFull.IsZero() {
 			switch {
 			case now.Sub(lastFull) >= r.fullInterval:
@@ -57,7 +62,7 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 		}
 		if pending && (lastRun.IsZero() || now.Sub(lastRun) >= r.minInterval) {
 			ok := sync(needFull)
-			lastRun = time.Now()
+			lastRun = r.clock.Now()
 			if ok {
 				if needFull {
 					lastFull = lastRun
@@ -86,10 +91,10 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 		}
 		if !timer.Stop() {
 			select {
-			case <-timer.C:
+			case <-timer.C():
 			default:
 			}
 		}
-		timer.Reset(max(time.Until(next), time.Millisecond))
+		timer.Reset(max(next.Sub(r.clock.Now()), time.Millisecond))
 	}
 }
