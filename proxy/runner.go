@@ -10,8 +10,8 @@ import (
 // boundedRunner calls a sync function when asked, but never more often than
 // minInterval (requests in between are batched into one call), at least every
 // maxInterval, and as a full one at least every fullInterval. A failed call is
-// retried, as a full one, after minInterval. Every time it reads or waits
-// on comes from clock, so that tests can step through hours at once.
+// retried, as a full one, after minInterval. It reads the time and waits
+// through clock, so that tests can step through hours at once.
 type boundedRunner struct {
 	minInterval  time.Duration
 	maxInterval  time.Duration
