@@ -68,11 +68,11 @@ func Require(t testing.TB, needs ...Need) {
 	var missing []string
 	for _, n := range needs {
 		if err := n.Check(); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (%v)", n.What, err))
+			missing = append(missing, fmt.Sprintf("%s: %v", n.What, err))
 		}
 	}
 	if len(missing) > 0 {
-		t.Fatalf("missing %s: `make test` installs and builds what the tests need and runs them as root; "+
-			"`make unit` (go test -short) leaves such tests out", strings.Join(missing, ", "))
+		t.Fatalf("missing %s. `make test` installs and builds what the tests need and runs them as root; "+
+			"`make unit` (go test -short) leaves such tests out", strings.Join(missing, "; "))
 	}
 }

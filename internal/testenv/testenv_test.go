@@ -62,7 +62,7 @@ func TestRequire(t *testing.T) {
 		wantFail []string // substrings of the failure; nil: no failure
 	}{
 		{name: "all there", needs: []Need{here, here}},
-		{name: "missing fails", needs: []Need{here, gone}, wantFail: []string{"gone (not built)", "make unit"}},
+		{name: "missing fails", needs: []Need{here, gone}, wantFail: []string{"missing gone: not built.", "make unit"}},
 		{name: "short skips what is there", short: true, needs: []Need{here}, wantSkip: []string{"needs here", "-short"}},
 		{name: "short skips what is missing", short: true, needs: []Need{here, gone}, wantSkip: []string{"needs here, gone"}},
 		{name: "missing tool", needs: []Need{Tools("sh", "clusterdns-no-such-tool")}, wantFail: []string{"not in PATH: clusterdns-no-such-tool"}},
