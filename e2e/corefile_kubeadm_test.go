@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/clusterdns/clusterdns/internal/testenv"
 )
 
 // kubeadmCorefile is the Corefile kubeadm installs in every cluster, as it
@@ -63,11 +65,12 @@ func requireFree(t *testing.T, addr string) {
 }
 
 func TestCorefileKubeadm(t *testing.T) {
+	// resolv.conf cannot name a port, so the upstream takes 127.0.0.1:53,
+	// which only root may bind.
+	testenv.Require(t, testenv.Root())
 	for _, a := range []string{":8080", ":8181", ":9153"} {
 		requireFree(t, a)
 	}
-	// resolv.conf cannot name a port, so the upstream takes 127.0.0.1:53
-	// (the test runs as root, as CI does).
 	up := startUpstream(t, "127.0.0.1:53", world)
 	dir := t.TempDir()
 	manifests := copyExamples(t, dir)

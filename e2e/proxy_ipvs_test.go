@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/e2e/vm"
+	"github.com/clusterdns/clusterdns/internal/testenv"
 )
 
 // The IPVS e2e cluster: one Service with a TCP and a UDP port behind node
@@ -67,17 +68,15 @@ func ipvsPods(unready ...string) string {
 	return b.String()
 }
 
-// ipvsAssets finds the VM. As root (as in CI) a missing VM fails the test:
-// `make test` builds it first.
+// ipvsAssets finds the VM. Under -short the test is skipped; otherwise a
+// missing VM fails it: `make test` builds it first.
 func ipvsAssets(t *testing.T) vm.Assets {
 	t.Helper()
-	a, err := vm.Locate()
-	if err != nil {
-		if os.Geteuid() == 0 || os.Getenv("CLUSTERDNS_VM_REQUIRED") == "1" {
-			t.Fatalf("%v (make test runs e2e/vm/build.sh first)", err)
-		}
-		t.Skipf("%v (not root: skipping the IPVS VM test)", err)
-	}
+	var a vm.Assets
+	testenv.Require(t, testenv.Need{What: "the e2e VM (e2e/vm/build.sh)", Check: func() (err error) {
+		a, err = vm.Locate()
+		return err
+	}})
 	return a
 }
 
@@ -87,9 +86,6 @@ func ipvsAssets(t *testing.T) vm.Assets {
 // ClientIP persistence, hairpin, the filter on service addresses, a pod
 // turning unready, cleanup, and the switch to iptables mode.
 func TestProxyIPVS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM")
-	}
 	assets := ipvsAssets(t)
 	bins, err := vm.BuildStatic(t.Context(), t.TempDir(),
 		"github.com/clusterdns/clusterdns/cmd/clusterdns",

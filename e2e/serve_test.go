@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/clusterdns/clusterdns/internal/testenv"
 )
 
 // serveExample starts clusterdns on a free port over a copy of the example
@@ -80,9 +82,7 @@ func TestServeExampleCluster(t *testing.T) {
 
 // The dig commands the README shows give the answers it shows.
 func TestServeWithDig(t *testing.T) {
-	if _, err := exec.LookPath("dig"); err != nil {
-		t.Fatal("dig is missing: the test command installs dnsutils")
-	}
+	testenv.Require(t, testenv.Tools("dig"))
 	server, _, _ := serveExample(t)
 	host, port, _ := strings.Cut(server, ":")
 	for _, args := range [][]string{

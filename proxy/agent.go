@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/utils/clock"
 
 	"github.com/clusterdns/clusterdns/zone"
 )
@@ -37,6 +38,9 @@ type Config struct {
 	// SyncPeriod. A failed sync is always followed by a full one.
 	FullSyncPeriod time.Duration
 	Logger         *slog.Logger
+	// Clock times the sync loop (when syncs happen, not how long they take);
+	// nil is the real clock. Tests set a fake one.
+	Clock clock.Clock
 }
 
 // Agent keeps the kernel's service routes in step with the cluster: it takes
@@ -111,10 +115,13 @@ func NewAgent(cfg Config) *Agent {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
 	a := &Agent{
 		cfg:      cfg,
 		log:      log,
-		runner:   newBoundedRunner(cfg.MinSyncPeriod, cfg.SyncPeriod, cfg.FullSyncPeriod),
+		runner:   newBoundedRunner(cfg.Clock, cfg.MinSyncPeriod, cfg.SyncPeriod, cfg.FullSyncPeriod),
 		registry: prometheus.NewRegistry(),
 	}
 	a.metrics = agentMetrics{

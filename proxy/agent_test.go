@@ -13,16 +13,20 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/clusterdns/clusterdns/zone"
 )
 
-// fakeBackend records syncs and fails on demand.
+// fakeBackend records syncs, with the time on the agent's clock, and fails
+// on demand.
 type fakeBackend struct {
-	mu     sync.Mutex
-	name   string // the mode; "fake" when empty
-	calls  []fakeSync
-	fail   int // fail this many syncs
-	synced chan struct{}
+	clock clock.PassiveClock
+	name  string // the mode; "fake" when empty
+	mu    sync.Mutex
+	calls []fakeSync
+	fail  int // fail this many syncs
 }
 
 type fakeSync struct {
@@ -40,14 +44,8 @@ func (f *fakeBackend) Name() string {
 
 func (f *fakeBackend) Sync(_ context.Context, m *Model, full bool) (SyncResult, error) {
 	f.mu.Lock()
-	defer func() {
-		f.mu.Unlock()
-		select {
-		case f.synced <- struct{}{}:
-		default:
-		}
-	}()
-	f.calls = append(f.calls, fakeSync{full: full, model: m, at: time.Now()})
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fakeSync{full: full, model: m, at: f.clock.Now()})
 	if f.fail > 0 {
 		f.fail--
 		return SyncResult{}, errors.New("injected failure")
@@ -57,42 +55,99 @@ func (f *fakeBackend) Sync(_ context.Context, m *Model, full bool) (SyncResult, 
 
 func (f *fakeBackend) Cleanup(context.Context) error { return nil }
 
-func (f *fakeBackend) DryRun(*Model, io.Writer) error { return nil }
-
 func (f *fakeBackend) snapshot() []fakeSync {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]fakeSync(nil), f.calls...)
 }
 
-// waitSyncs waits, bounded, until the backend saw n syncs.
-func (f *fakeBackend) waitSyncs(t *testing.T, n int) []fakeSync {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		if calls := f.snapshot(); len(calls) >= n {
-			return calls
-		}
-		select {
-		case <-f.synced:
-		case <-deadline:
-			t.Fatalf("backend saw %d syncs, want %d", len(f.snapshot()), n)
-		}
+func (f *fakeBackend) DryRun(*Model, io.Writer) error { return nil }
+
+// loopClock is a fake clock that tells the test each time the sync loop arms
+// its timer, which the loop does last before it waits. The test moves the
+// time only then: moved earlier, the loop would measure its next wait from a
+// moment the test has already skipped, and never wake.
+type loopClock struct {
+	*clocktesting.FakeClock
+	armed chan time.Time // when each armed timer is due
+}
+
+func newLoopClock() *loopClock {
+	return &loopClock{
+		FakeClock: clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
+		armed:     make(chan time.Time, 16),
 	}
 }
 
+func (c *loopClock) NewTimer(d time.Duration) clock.Timer {
+	return &armedTimer{Timer: c.FakeClock.NewTimer(d), c: c}
+}
+
+type armedTimer struct {
+	clock.Timer
+	c *loopClock
+}
+
+func (t *armedTimer) Reset(d time.Duration) bool {
+	active := t.Timer.Reset(d)
+	select {
+	case t.c.armed <- t.c.Now().Add(d):
+	default: // the test stopped listening; waitArmed reports it
+	}
+	return active
+}
+
+// waitArmed waits, bounded, until the loop has done what the last event asked
+// and waits again, and returns when its timer is due.
+func (c *loopClock) waitArmed(t *testing.T) time.Time {
+	t.Helper()
+	select {
+	case at := <-c.armed:
+		return at
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sync loop never went back to waiting")
+		return time.Time{}
+	}
+}
+
+// fire moves the clock to when the loop's timer is due, and waits until the
+// loop has handled it.
+func (c *loopClock) fire(t *testing.T, due time.Time) time.Time {
+	t.Helper()
+	c.SetTime(due)
+	return c.waitArmed(t)
+}
+
 // chanSource publishes what the test sends it.
-type chanSource chan *zone.Cluster
+type chanSource struct {
+	snapshots chan *zone.Cluster
+	published chan struct{}
+}
+
+func newChanSource() chanSource {
+	return chanSource{snapshots: make(chan *zone.Cluster), published: make(chan struct{})}
+}
 
 func (c chanSource) Run(ctx context.Context, publish func(*zone.Cluster)) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case s := <-c:
+		case s := <-c.snapshots:
 			publish(s)
+			select {
+			case c.published <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
+}
+
+// send returns once the agent was handed s.
+func (c chanSource) send(s *zone.Cluster) {
+	c.snapshots <- s
+	<-c.published
 }
 
 type fakeConntrack struct {
@@ -148,10 +203,12 @@ func runAgent(t *testing.T, a *Agent) {
 }
 
 func TestAgentSyncLoop(t *testing.T) {
-	backend := &fakeBackend{fail: 1, synced: make(chan struct{}, 1)}
+	const minPeriod = 200 * time.Millisecond
+	clk := newLoopClock()
+	backend := &fakeBackend{clock: clk, fail: 1}
 	ct := &fakeConntrack{}
-	src := make(chanSource)
-	a := NewAgent(Config{Source: src, Backend: backend, Conntrack: ct, MinSyncPeriod: 200 * time.Millisecond, SyncPeriod: time.Hour})
+	src := newChanSource()
+	a := NewAgent(Config{Source: src, Backend: backend, Conntrack: ct, MinSyncPeriod: minPeriod, SyncPeriod: time.Hour, Clock: clk})
 	// Starting is healthy, as with kube-proxy; the body says nothing was
 	// programmed yet.
 	if code, body := health(a); code != http.StatusOK || strings.Contains(body, "lastUpdated") {
@@ -159,49 +216,60 @@ func TestAgentSyncLoop(t *testing.T) {
 	}
 	runAgent(t, a)
 
-	src <- dnsCluster("172.16.0.1", "172.16.0.2")
-	// The first sync fails (injected); it is retried, in full.
-	calls := backend.waitSyncs(t, 2)
-	last := calls[len(calls)-1]
-	if !last.full {
-		t.Error("the sync after a failure was not a full one")
+	src.send(dnsCluster("172.16.0.1", "172.16.0.2"))
+	// The first sync fails (injected); it is retried, in full, once the
+	// minimum period has passed.
+	due := clk.waitArmed(t)
+	calls := backend.snapshot()
+	if len(calls) != 1 {
+		t.Fatalf("%d syncs after the first snapshot, want 1", len(calls))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if code, body := health(a); code == http.StatusOK && strings.Contains(body, "lastUpdated") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("healthz never said the rules were programmed")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if want := calls[0].at.Add(minPeriod); !due.Equal(want) {
+		t.Errorf("retry due at %v, want %v", due, want)
+	}
+	// A failed sync within the health timeout (twice the sync period) is
+	// not yet unhealthy, and nothing is programmed.
+	if code, body := health(a); code != http.StatusOK || strings.Contains(body, "lastUpdated") {
+		t.Errorf("healthz after a failed sync: %d %s, want 200 without lastUpdated", code, body)
+	}
+	due = clk.fire(t, due)
+	calls = backend.snapshot()
+	if len(calls) != 2 || !calls[1].full {
+		t.Fatalf("after the retry's time: syncs %+v, want a second, full one", calls)
+	}
+	if code, body := health(a); code != http.StatusOK || !strings.Contains(body, "lastUpdated") {
+		t.Errorf("healthz after the retry succeeded: %d %s, want 200 with lastUpdated", code, body)
 	}
 
-	// A burst of changes is batched: no two syncs closer than the minimum period.
-	n := len(backend.snapshot())
-	src <- dnsCluster("172.16.0.2")
-	src <- dnsCluster("172.16.0.2", "172.16.0.3")
-	src <- dnsCluster("172.16.0.3")
-	calls = backend.waitSyncs(t, n+1)
-	for i := 1; i < len(calls); i++ {
-		if gap := calls[i].at.Sub(calls[i-1].at); gap < 200*time.Millisecond {
-			t.Errorf("syncs %d and %d only %s apart", i-1, i, gap)
-		}
+	// A burst of changes within the minimum period is batched: nothing
+	// syncs until the period has passed, then one sync programs the newest.
+	clk.Step(minPeriod / 4)
+	for _, s := range []*zone.Cluster{
+		dnsCluster("172.16.0.2"),
+		dnsCluster("172.16.0.2", "172.16.0.3"),
+		dnsCluster("172.16.0.3"),
+	} {
+		src.send(s)
+		due = clk.waitArmed(t)
 	}
-	// Eventually the last snapshot is programmed, and UDP flows to the
-	// endpoints that left were forgotten.
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		calls = backend.snapshot()
-		m := calls[len(calls)-1].model
-		if p := m.Ports; len(p) == 1 && len(p[0].Endpoints) == 1 && p[0].Endpoints[0] == netip.MustParseAddrPort("172.16.0.3:53") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the last snapshot was never synced")
-		}
-		backend.waitSyncs(t, len(calls)+1)
+	if n := len(backend.snapshot()); n != 2 {
+		t.Fatalf("%d syncs within the minimum period, want none beyond the 2 before", n)
 	}
+	clk.fire(t, due)
+	calls = backend.snapshot()
+	if len(calls) != 3 {
+		t.Fatalf("%d syncs after the minimum period, want 3", len(calls))
+	}
+	if gap := calls[2].at.Sub(calls[1].at); gap != minPeriod {
+		t.Errorf("the batched sync came %v after the one before, want %v", gap, minPeriod)
+	}
+	if p := calls[2].model.Ports; len(p) != 1 || len(p[0].Endpoints) != 1 || p[0].Endpoints[0] != netip.MustParseAddrPort("172.16.0.3:53") {
+		t.Errorf("the batched sync programmed %+v, want the newest snapshot", p)
+	}
+	if calls[2].full {
+		t.Error("a sync for a change was a full one")
+	}
+	// UDP flows to the endpoints that left were forgotten.
 	ct.mu.Lock()
 	gone := map[netip.AddrPort]bool{}
 	for _, f := range ct.flows {
@@ -231,45 +299,68 @@ func TestAgentSyncLoop(t *testing.T) {
 // The first sync follows the first snapshot at once, however long the
 // minimum period between syncs: the time before it is not a sync.
 func TestAgentFirstSyncWaitsForNothingButTheSnapshot(t *testing.T) {
-	backend := &fakeBackend{synced: make(chan struct{}, 1)}
-	src := make(chanSource)
-	a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: time.Hour, SyncPeriod: time.Hour})
+	clk := newLoopClock()
+	backend := &fakeBackend{clock: clk}
+	src := newChanSource()
+	a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: time.Hour, SyncPeriod: time.Hour, Clock: clk})
 	runAgent(t, a)
-	time.Sleep(50 * time.Millisecond) // the loop is up and has nothing to do
+	// Hours pass without a snapshot: there is nothing to sync, and the
+	// loop must not take the wait for one.
+	clk.Step(3 * time.Hour)
 	if n := len(backend.snapshot()); n != 0 {
 		t.Fatalf("%d syncs before any snapshot", n)
 	}
-	src <- dnsCluster("172.16.0.1")
-	if calls := backend.waitSyncs(t, 1); !calls[0].full {
-		t.Error("the first sync was not a full one")
+	select {
+	case at := <-clk.armed:
+		t.Fatalf("the loop armed its timer (for %v) before any snapshot", at)
+	default:
+	}
+	// The clock stands still from here on: the sync must not wait for it.
+	src.send(dnsCluster("172.16.0.1"))
+	clk.waitArmed(t)
+	calls := backend.snapshot()
+	if len(calls) != 1 || !calls[0].full || !calls[0].at.Equal(clk.Now()) {
+		t.Errorf("syncs %+v, want one full one at once (%v)", calls, clk.Now())
 	}
 }
 
 // Between changes the sync period brings syncs; they rewrite everything only
-// when the full sync period says so.
+// when the full sync period says so: by default (zero) every time, and with
+// kube-proxy's hourly full rewrite every 120th sync at a 30s period.
 func TestAgentPeriodicSyncsAreFullOnlyEveryFullSyncPeriod(t *testing.T) {
+	const period = 30 * time.Second
 	for _, tc := range []struct {
-		name     string
-		full     time.Duration
-		wantFull bool
+		name      string
+		full      time.Duration
+		fullEvery int // every how many syncs is a full one
 	}{
-		{"full sync period an hour", time.Hour, false},
-		{"full sync period as the sync period", 0, true},
+		{"full sync period an hour", time.Hour, 120},
+		{"full sync period as the sync period", 0, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			backend := &fakeBackend{synced: make(chan struct{}, 1)}
-			src := make(chanSource)
-			a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: 10 * time.Millisecond,
-				SyncPeriod: 30 * time.Millisecond, FullSyncPeriod: tc.full})
+			clk := newLoopClock()
+			backend := &fakeBackend{clock: clk}
+			src := newChanSource()
+			a := NewAgent(Config{Source: src, Backend: backend, MinSyncPeriod: time.Second,
+				SyncPeriod: period, FullSyncPeriod: tc.full, Clock: clk})
 			runAgent(t, a)
-			src <- dnsCluster("172.16.0.1")
-			calls := backend.waitSyncs(t, 4) // the first, then periodic ones
-			if !calls[0].full {
-				t.Error("the first sync was not a full one")
+			start := clk.Now()
+			src.send(dnsCluster("172.16.0.1"))
+			due := clk.waitArmed(t)
+			// Two and a half hours without a change.
+			for range 300 {
+				due = clk.fire(t, due)
 			}
-			for i, c := range calls[1:4] {
-				if c.full != tc.wantFull {
-					t.Errorf("periodic sync %d: full %v, want %v", i+1, c.full, tc.wantFull)
+			calls := backend.snapshot()
+			if len(calls) != 301 {
+				t.Fatalf("%d syncs in %v, want 301", len(calls), clk.Since(start))
+			}
+			for i, c := range calls {
+				if want := start.Add(time.Duration(i) * period); !c.at.Equal(want) {
+					t.Errorf("sync %d at %v, want %v", i, c.at.Sub(start), want.Sub(start))
+				}
+				if want := i%tc.fullEvery == 0; c.full != want {
+					t.Errorf("sync %d (at %v): full %v, want %v", i, c.at.Sub(start), c.full, want)
 				}
 			}
 		})
@@ -299,8 +390,8 @@ func TestHealthFollowsPendingChanges(t *testing.T) {
 			{"publish", 200}, {"sync", 200}, {"fail", 200}, {"wait", 503}, {"sync", 200}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			backend := &fakeBackend{name: "iptables", synced: make(chan struct{}, 1)}
-			a := NewAgent(Config{Source: make(chanSource), Backend: backend, HealthTimeout: timeout})
+			backend := &fakeBackend{clock: clock.RealClock{}, name: "iptables"}
+			a := NewAgent(Config{Source: newChanSource(), Backend: backend, HealthTimeout: timeout})
 			fails, gen := 0, 0
 			for i, s := range tc.steps {
 				switch s.do {
@@ -344,8 +435,8 @@ func TestHealthFollowsPendingChanges(t *testing.T) {
 // A failed sync leaves the agent's model as it was: the next sync is
 // computed from the last programmed one, and it is a full one.
 func TestFailedSyncKeepsProgrammedModel(t *testing.T) {
-	backend := &fakeBackend{synced: make(chan struct{}, 1)}
-	a := NewAgent(Config{Source: make(chanSource), Backend: backend})
+	backend := &fakeBackend{clock: clock.RealClock{}}
+	a := NewAgent(Config{Source: newChanSource(), Backend: backend})
 	a.publish(dnsCluster("172.16.0.1"))
 	if err := a.syncOnce(context.Background(), true); err != nil {
 		t.Fatal(err)

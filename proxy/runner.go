@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // boundedRunner calls a sync function when asked, but never more often than
@@ -11,16 +13,19 @@ import (
 // retried, as a full one, after minInterval, then after twice as long each
 // time it fails again, up to maxInterval: a kernel that keeps refusing (a
 // full sync of 10,000 Services costs seconds of CPU) is not hammered, and
-// new requests do not bring the retry forward.
+// new requests do not bring the retry forward. It reads the time and waits
+// through clock, so that tests can step through hours at once.
 type boundedRunner struct {
 	minInterval  time.Duration
 	maxInterval  time.Duration
 	fullInterval time.Duration
+	clock        clock.Clock
 	kick         chan struct{}
 }
 
-func newBoundedRunner(minInterval, maxInterval, fullInterval time.Duration) *boundedRunner {
-	return &boundedRunner{minInterval: minInterval, maxInterval: maxInterval, fullInterval: fullInterval, kick: make(chan struct{}, 1)}
+func newBoundedRunner(clk clock.Clock, minInterval, maxInterval, fullInterval time.Duration) *boundedRunner {
+	return &boundedRunner{minInterval: minInterval, maxInterval: maxInterval, fullInterval: fullInterval,
+		clock: clk, kick: make(chan struct{}, 1)}
 }
 
 // Request asks for a sync soon; it never blocks.
@@ -39,7 +44,7 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 	var lastRun, lastFull time.Time
 	pending, needFull := false, true
 	failures := 0 // in a row
-	timer := time.NewTimer(time.Hour)
+	timer := r.clock.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	for {
@@ -48,9 +53,9 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 			return
 		case <-r.kick:
 			pending = true
-		case <-timer.C:
+		case <-timer.C():
 		}
-		now := time.Now()
+		now := r.clock.Now()
 		if !lastFull.IsZero() {
 			switch {
 			case now.Sub(lastFull) >= r.fullInterval:
@@ -61,7 +66,7 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 		}
 		if pending && (lastRun.IsZero() || now.Sub(lastRun) >= r.gap(failures)) {
 			ok := sync(needFull)
-			lastRun = time.Now()
+			lastRun = r.clock.Now()
 			if ok {
 				if needFull {
 					lastFull = lastRun
@@ -87,11 +92,11 @@ func (r *boundedRunner) Loop(ctx context.Context, sync func(full bool) bool) {
 		}
 		if !timer.Stop() {
 			select {
-			case <-timer.C:
+			case <-timer.C():
 			default:
 			}
 		}
-		timer.Reset(max(time.Until(next), time.Millisecond))
+		timer.Reset(max(next.Sub(r.clock.Now()), time.Millisecond))
 	}
 }
 

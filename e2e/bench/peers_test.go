@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/clusterdns/clusterdns/e2e/internal/kubeapi"
 	"github.com/clusterdns/clusterdns/e2e/vm"
-	"k8s.io/client-go/kubernetes"
+	"github.com/clusterdns/clusterdns/internal/testenv"
 )
 
 var (
@@ -305,25 +307,23 @@ func TestPeers(t *testing.T) {
 	checkResults(t, e)
 }
 
+// requireTools skips the run under -short, and otherwise fails it unless
+// what the chosen parts need is here (e2e/bench/install-deps.sh installs
+// it; the rules comparison needs root, or -parts dns).
 func requireTools(t *testing.T, cfg config) {
 	t.Helper()
-	if os.Geteuid() != 0 && cfg.rules {
-		t.Fatal("the rules comparison needs root (network namespaces, iptables); run as root or with -parts dns")
-	}
-	if runtime.NumCPU() < 2 {
-		t.Fatalf("the benchmark pins the peers and dnsperf to separate cores and needs 2, this machine has %d", runtime.NumCPU())
-	}
 	tools := []string{"taskset", "dnsperf", "etcd"}
+	var needs []testenv.Need
 	if cfg.rules {
+		needs = append(needs, testenv.Root())
 		tools = append(tools, "ip", "iptables-save", "iptables-restore")
 		if slices.Contains(cfg.ruleModes, modeNFTables) {
 			tools = append(tools, "nft")
 		}
 	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed; run e2e/bench/install-deps.sh (Debian: dnsperf, util-linux, iproute2, iptables, nftables, etcd-server): %v", tool, err)
-		}
+	testenv.Require(t, append(needs, testenv.Tools(tools...))...)
+	if runtime.NumCPU() < 2 {
+		t.Fatalf("the benchmark pins the peers and dnsperf to separate cores and needs 2, this machine has %d", runtime.NumCPU())
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -26,24 +25,20 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/clusterdns/clusterdns/internal/testenv"
 )
 
 // commandTimeout bounds every configuration command.
 const commandTimeout = 20 * time.Second
 
-// Require fails the test unless it runs as root with the ip tool present,
-// naming what is missing. Tests that need namespaces must not skip: CI runs
-// them as root.
+// Require is called first by every test that creates namespaces. It skips
+// the test under -short and otherwise fails it unless it runs as root with
+// the ip tool and the given tools present (see internal/testenv): CI runs
+// these tests as root with everything installed.
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("netns: this test needs root (network namespaces, veth links, iptables)")
-	}
-	for _, tool := range append([]string{"ip"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("netns: %s is not installed (apt-get install -y iproute2 iptables conntrack): %v", tool, err)
-		}
-	}
+	testenv.Require(t, testenv.Root(), testenv.Tools(append([]string{"ip"}, tools...)...))
 }
 
 // RunID returns a short random string to make names unique per test run.

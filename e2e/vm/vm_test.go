@@ -11,21 +11,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clusterdns/clusterdns/internal/testenv"
 )
 
-// requireVM returns the prepared assets, or skips the test on a machine
-// without them. CI sets CLUSTERDNS_VM_REQUIRED=1 after running build.sh, so
-// there a missing piece fails the test instead of hiding it.
+// requireVM returns the assets build.sh prepared. Under -short the test is
+// skipped; otherwise a missing piece fails it (internal/testenv).
 func requireVM(t *testing.T) Assets {
 	t.Helper()
-	required := os.Getenv("CLUSTERDNS_VM_REQUIRED") == "1"
-	a, err := Locate()
-	if err != nil {
-		if required {
-			t.Fatal(err)
-		}
-		t.Skipf("%v (set CLUSTERDNS_VM_REQUIRED=1 to fail instead)", err)
-	}
+	var a Assets
+	testenv.Require(t, testenv.Need{What: "the e2e VM (e2e/vm/build.sh)", Check: func() (err error) {
+		a, err = Locate()
+		return err
+	}})
 	return a
 }
 

@@ -3,7 +3,6 @@ package iptables
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -19,12 +18,9 @@ import (
 // of the target's own. Whatever the Services, names and options, the
 // renderer writes input the real tools accept.
 //
-// It needs root and the tools, as CI has; elsewhere it fails, unless -short
-// asks to skip what needs root.
+// It needs root and the tools, as CI has: netns.Require skips it under
+// -short and fails it otherwise.
 func FuzzRestoreInput(f *testing.F) {
-	if os.Geteuid() != 0 && testing.Short() {
-		f.Skip("needs root for a network namespace (-short)")
-	}
 	netns.Require(f, "iptables-restore", "ip6tables-restore")
 	ns := netns.New(f, "cdns-fzipt-")
 	f.Add([]byte{})

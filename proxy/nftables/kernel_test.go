@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clusterdns/clusterdns/internal/testenv"
 	"github.com/clusterdns/clusterdns/proxy"
 	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 	"github.com/clusterdns/clusterdns/zone"
@@ -20,17 +21,11 @@ import (
 
 // testNamespace creates a network namespace of the test's own (nothing in it
 // routes anywhere) and returns a runner for nft inside it. The tests that use
-// it need root, ip and nft; CI has them, so they fail rather than skip.
+// it need root, ip and nft: they are left out under -short, and fail
+// without them otherwise (CI has them).
 func testNamespace(t testing.TB) ExecRunner {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root: it programs nftables in a network namespace of its own")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed (apt-get install -y iproute2 nftables): %v", tool, err)
-		}
-	}
+	testenv.Require(t, testenv.Root(), testenv.Tools("ip", "nft"))
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	name := "cdns-nft-" + hex.EncodeToString(b[:])

@@ -3,7 +3,6 @@ package nftables
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -18,12 +17,9 @@ import (
 // own. Whatever the Services, names and options, the renderer writes a
 // script the real nft accepts.
 //
-// It needs root, ip and nft, as CI has; elsewhere it fails, unless -short
-// asks to skip what needs root.
+// It needs root, ip and nft, as CI has: netns.Require skips it under -short
+// and fails it otherwise.
 func FuzzScript(f *testing.F) {
-	if os.Geteuid() != 0 && testing.Short() {
-		f.Skip("needs root for a network namespace (-short)")
-	}
 	netns.Require(f, "nft")
 	ns := netns.New(f, "cdns-fznft-")
 	f.Add([]byte{})

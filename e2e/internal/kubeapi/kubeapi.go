@@ -35,6 +35,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/clusterdns/clusterdns/internal/testenv"
 )
 
 // Timeouts bounding every wait of the harness.
@@ -90,7 +92,7 @@ type APIServer struct {
 
 // Start runs etcd and kube-apiserver with default options, waits until the API
 // server is ready, and stops both when the test ends. Their logs are printed
-// if the test failed.
+// if the test failed. Under -short the test is skipped (internal/testenv).
 func Start(t testing.TB) *APIServer {
 	t.Helper()
 	return StartWithOptions(t, Options{})
@@ -99,12 +101,11 @@ func Start(t testing.TB) *APIServer {
 // StartWithOptions is Start with options.
 func StartWithOptions(t testing.TB, opts Options) *APIServer {
 	t.Helper()
+	// kube-apiserver is built below when it is not in the cache yet.
+	testenv.Require(t, testenv.Tools("etcd"))
 	binary, err := apiserverBinary()
 	if err != nil {
 		t.Fatalf("kubeapi: %v", err)
-	}
-	if _, err := exec.LookPath("etcd"); err != nil {
-		t.Fatalf("kubeapi: etcd is not installed (not in PATH): install it with `apt-get install -y etcd-server`: %v", err)
 	}
 	s, err := start(t.TempDir(), binary, opts)
 	if s != nil {
