@@ -5,21 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/clusterdns/clusterdns/e2e/internal/kubeapi"
 	"github.com/clusterdns/clusterdns/e2e/internal/promtext"
@@ -531,69 +527,6 @@ func testAgentRefusedSync(t *testing.T, mode string) {
 	}
 }
 
-// faultRelayKubeconfig lets a process in the namespace reach the API server:
-// a listener on the namespace's loopback whose connections the test carries
-// to the API server on the machine's loopback, so the namespace needs no
-// link out. It returns a kubeconfig naming the relay (the API server's
-// certificate is valid for 127.0.0.1 on any port).
-func faultRelayKubeconfig(t *testing.T, ns *netns.NS, api *kubeapi.APIServer) string {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	}); err != nil {
-		t.Fatalf("relay listener in %s: %v", ns.Name, err)
-	}
-	target := strings.TrimPrefix(api.URL, "https://")
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			down, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.DialTimeout("tcp", target, 5*time.Second)
-			if err != nil {
-				down.Close() // the API server is down: so is the relay
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, down, up)
-			mu.Unlock()
-			for _, pair := range [][2]net.Conn{{up, down}, {down, up}} {
-				wg.Go(func() {
-					_, _ = io.Copy(pair[0], pair[1])
-					pair[0].Close()
-					pair[1].Close()
-				})
-			}
-		}
-	})
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: "https://" + ln.Addr().String(), CertificateAuthority: api.CAFile}
-	cfg.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{Token: api.AdminToken()}
-	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
-	cfg.CurrentContext = "e2e"
-	path := filepath.Join(t.TempDir(), ns.Name+".kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // An API server gone for a minute changes no rule: the agents (one per
 // mode, each in its own namespace, both through the same outage) keep
 // running, keep their rules unchanged and /healthz 200, and once the API
@@ -628,7 +561,7 @@ func TestAgentRidesOutAPIServerOutage(t *testing.T) {
 	var nodes []*node
 	for _, mode := range []string{"iptables", "nftables"} {
 		n := &node{mode: mode, ns: netns.New(t, "cdns-outage-")}
-		n.agent = startFaultAgent(t, n.ns, mode, faultRelayKubeconfig(t, n.ns, api))
+		n.agent = startFaultAgent(t, n.ns, mode, api.RelayKubeconfig(t, n.ns, t.TempDir()))
 		nodes = append(nodes, n)
 	}
 	for _, n := range nodes {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/testenv"
 	"github.com/miekg/dns"
 )
 
@@ -51,7 +52,7 @@ const loadCorefile = `.:{PORT} {
 // within twice its size before the load, goroutines come back to where they
 // were, and a query right after the load is answered within a second.
 func TestReliabilityOverloadOneCore(t *testing.T) {
-	needTools(t, "dnsperf", "taskset")
+	testenv.Require(t, testenv.Tools("dnsperf", "taskset"))
 	up := startStuckUpstream(t, 0)
 	s := serveLoad(t, up, "")
 	pin(t, s.p, serverCPU())
@@ -92,7 +93,7 @@ func TestReliabilityOverloadOneCore(t *testing.T) {
 // the other half to cluster names: every cluster name must be answered, and
 // the forwarded ones must not pile up in memory or goroutines.
 func TestReliabilityDeadUpstreamKeepsClusterZone(t *testing.T) {
-	needTools(t, "dnsperf", "taskset")
+	testenv.Require(t, testenv.Tools("dnsperf", "taskset"))
 	up := startStuckUpstream(t, 0)
 	s := serveLoad(t, up, "")
 	pin(t, s.p, serverCPU())
@@ -166,7 +167,7 @@ func TestReliabilityDeadUpstreamKeepsClusterZone(t *testing.T) {
 // over TCP to one that never answers; queries beyond it are REFUSED at once
 // as CoreDNS does, and those that wait end in SERVFAIL or an answer.
 func TestReliabilityForwardMaxConcurrent(t *testing.T) {
-	needTools(t, "dnsperf")
+	testenv.Require(t, testenv.Tools("dnsperf"))
 	const limit = 16
 	for _, tc := range []struct {
 		name    string
@@ -435,15 +436,6 @@ func resetPeak(t *testing.T, p *process) {
 	t.Helper()
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is missing: make deps installs it", tool)
-		}
 	}
 }
 

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +20,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // The node both rule peers play, inside their own namespaces.
@@ -178,7 +174,7 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 	ns.MustRun("ip", "addr", "add", nodeIP+nodeCIDR, "dev", "eth0")
 	ns.MustRun("ip", "link", "set", "eth0", "up")
 	ns.MustRun("ip", "link", "set", "eth0-peer", "up")
-	kubeconfig := e.relayKubeconfig(t, ns, fmt.Sprintf("%s-%d-%d", peer.name, size, round))
+	kubeconfig := e.api.RelayKubeconfig(t, ns, e.work)
 
 	// kube-proxy runs whatever iptables is first in PATH: put the
 	// variant's tools there under the plain names.
@@ -379,69 +375,4 @@ func countNFT(t *testing.T, ns *netns.NS, table string) NFTCount {
 		t.Fatalf("table ip %s in %s: %v", table, ns.Name, err)
 	}
 	return c
-}
-
-// relayKubeconfig lets a process in the namespace reach the API server: a
-// listener on the namespace's loopback whose connections the benchmark
-// carries to the API server on the machine's loopback, so the namespace
-// needs no link to the outside. It returns a kubeconfig naming the relay;
-// the API server's certificate is valid for 127.0.0.1 on any port.
-func (e *env) relayKubeconfig(t *testing.T, ns *netns.NS, name string) string {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	}); err != nil {
-		t.Fatalf("relay listener in %s: %v", ns.Name, err)
-	}
-	target := strings.TrimPrefix(e.api.URL, "https://")
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			down, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.DialTimeout("tcp", target, 5*time.Second)
-			if err != nil {
-				down.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, down, up)
-			mu.Unlock()
-			for _, pair := range [][2]net.Conn{{up, down}, {down, up}} {
-				wg.Go(func() {
-					// An error only means one side went away.
-					_, _ = io.Copy(pair[0], pair[1])
-					pair[0].Close()
-					pair[1].Close()
-				})
-			}
-		}
-	})
-
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: "https://" + ln.Addr().String(), CertificateAuthority: e.api.CAFile}
-	cfg.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{Token: e.api.AdminToken()}
-	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
-	cfg.CurrentContext = "e2e"
-	path := filepath.Join(e.work, "kubeconfig-"+name)
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
