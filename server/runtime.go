@@ -46,7 +46,7 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 		http:    make(map[string]*http.ServeMux),
 	}
 	routes := make(map[string][]route)
-	tcp := make(map[string]tcpSettings)
+	tcp := make(map[string]tcpLimits)
 	paths := make(map[string]bool) // addr+path already served
 	for _, b := range cfg.Blocks {
 		env := &Env{
@@ -62,7 +62,8 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			for _, z := range b.Zones {
 				routes[addr] = append(routes[addr], route{zone: z, handler: h})
 			}
-			tcp[addr] = mergeTCP(tcp[addr], b.tcp)
+			have, ok := tcp[addr]
+			tcp[addr] = mergeTCP(have, ok, b.tcp.limits())
 		}
 		rt.services = append(rt.services, b.services...)
 		rt.readiness = append(rt.readiness, b.readiness...)
@@ -91,7 +92,7 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 	rt.tcp = make(map[string]tcpLimits, len(tcp))
 	for addr, rs := range routes {
 		rt.routers[addr] = newRouter(rs)
-		rt.tcp[addr] = tcp[addr].limits()
+		rt.tcp[addr] = tcp[addr]
 	}
 	// Lookups the server makes for itself enter where a client's query for
 	// the same name would: the block that serves it on the same listener.

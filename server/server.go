@@ -375,15 +375,6 @@ func (l *listener) close(grace time.Duration) {
 	}
 }
 
-// ServeDNS answers a query through miekg/dns's handler interface; the
-// benchmarks use it to time the whole answer path.
-func (l *listener) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	tcp, client := clientOf(w)
-	if err := w.WriteMsg(l.answer(context.Background(), r, client, tcp)); err != nil {
-		l.log.Debug("write reply", "client", client.String(), "err", err)
-	}
-}
-
 // answer checks a query, routes it to its block's chain and returns the
 // reply, fitted to the client's buffer.
 func (l *listener) answer(ctx context.Context, r *dns.Msg, client netip.AddrPort, tcp bool) (m *dns.Msg) {
@@ -479,15 +470,4 @@ func replyOPT(do bool) *dns.OPT {
 		return replyOPTs[1]
 	}
 	return replyOPTs[0]
-}
-
-// clientOf reads the transport and the client's address without allocating.
-func clientOf(w dns.ResponseWriter) (tcp bool, client netip.AddrPort) {
-	switch a := w.RemoteAddr().(type) {
-	case *net.UDPAddr:
-		return false, a.AddrPort()
-	case *net.TCPAddr:
-		return true, a.AddrPort()
-	}
-	return false, netip.AddrPort{}
 }

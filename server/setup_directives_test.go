@@ -167,6 +167,17 @@ func TestTimeoutsPerListener(t *testing.T) {
 .:1054 {
  errors
 }
+a.example:1055 {
+ timeouts {
+  maxtcpqueries 10
+  idle 2s
+ }
+}
+b.example:1055 {
+ timeouts {
+  maxtcpqueries 20
+ }
+}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -175,9 +186,15 @@ func TestTimeoutsPerListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each block's unset values are the defaults, and the most generous
+	// value wins: the first block's unlimited queries and default
+	// connection limit, the second block's idle timeout, the first's read.
 	want := map[string]tcpLimits{
-		":1053": {read: 5 * time.Second, write: defaultTCPWrite, idle: 30 * time.Second, maxConns: 50, maxQueries: 10},
+		":1053": {read: 5 * time.Second, write: defaultTCPWrite, idle: 30 * time.Second, maxConns: defaultTCPLimits().maxConns, maxQueries: 0},
 		":1054": defaultTCPLimits(),
+		// Both limit queries: the larger wins; the idle timeout the second
+		// left alone is the default, longer than the first's.
+		":1055": {read: defaultTCPLimits().read, write: defaultTCPWrite, idle: defaultTCPLimits().idle, maxConns: defaultTCPLimits().maxConns, maxQueries: 20},
 	}
 	for addr, w := range want {
 		if got := rt.tcp[addr]; got != w {

@@ -90,8 +90,9 @@ func selfAddr(b *Block) string {
 
 type loopDetector struct {
 	zone, probe, addr string
-	// exchange sends one probe and waits for its answer; tests replace it.
-	exchange func(ctx context.Context) error
+	// exchange sends one probe and waits for its answer's rcode; tests
+	// replace it.
+	exchange func(ctx context.Context) (rcode int, err error)
 	// window, firstBackoff and maxBackoff pace the probes.
 	window, firstBackoff, maxBackoff time.Duration
 
@@ -110,11 +111,14 @@ func newLoopDetector(zone, addr string) *loopDetector {
 		maxBackoff:   loopMaxBackoff,
 	}
 	c := &dns.Client{Net: "udp", Timeout: loopTimeout}
-	l.exchange = func(ctx context.Context) error {
+	l.exchange = func(ctx context.Context) (int, error) {
 		q := new(dns.Msg)
 		q.SetQuestion(l.probe, dns.TypeHINFO)
-		_, _, err := c.ExchangeContext(ctx, q, l.addr)
-		return err
+		m, _, err := c.ExchangeContext(ctx, q, l.addr)
+		if err != nil {
+			return 0, err
+		}
+		return m.Rcode, nil
 	}
 	return l
 }
@@ -141,7 +145,7 @@ func (l *loopDetector) link(next resolver.Handler) resolver.Handler {
 
 // run sends probes until one is answered without a loop, a loop shows, or
 // the window closes. Finding a loop is an error that stops the server; no
-// other outcome is. An answer counts only once the probe has passed this
+// other outcome is. Any answer but REFUSED ends the check. An answer counts only once the probe has passed this
 // chain: after a reload the previous configuration may still be answering
 // for a moment.
 func (l *loopDetector) run(ctx context.Context) error {
@@ -153,14 +157,17 @@ func (l *loopDetector) run(ctx context.Context) error {
 	for time.Now().Before(deadline) {
 		l.seen.Store(0)
 		l.inFlight.Store(true)
-		err := l.exchange(ctx)
+		rcode, err := l.exchange(ctx)
 		l.inFlight.Store(false)
 		seen := l.seen.Load()
 		if l.detected.Load() {
 			return fmt.Errorf("loop: a forwarding loop sends queries for zone %q back to this server (%s): probe \"HINFO %s\" came back %d times while one probe was in flight; point forward at a resolver that does not lead here (a node's /etc/resolv.conf naming 127.0.0.x is the usual cause)",
 				l.zone, l.addr, l.probe, seen)
 		}
-		if err == nil && seen > 0 {
+		// REFUSED says only that a forward shed the probe (its wait
+		// budget or max_concurrent was full, as a loop with client traffic
+		// would make it): the probe went no further, so try again.
+		if err == nil && seen > 0 && rcode != dns.RcodeRefused {
 			return nil
 		}
 		if !sleepCtx(ctx, backoff) {

@@ -19,6 +19,7 @@ func TestLoopDetector(t *testing.T) {
 	errTimeout := errors.New("i/o timeout")
 	type exchange struct {
 		sightings int
+		rcode     int
 		err       error
 	}
 	tests := []struct {
@@ -27,14 +28,17 @@ func TestLoopDetector(t *testing.T) {
 		wantLoop  bool
 		wantTries int // exchanges made before run returned; 0: any
 	}{
-		{"answered (any rcode)", []exchange{{1, nil}}, false, 1},
-		{"black-holed upstream, retried and never counted", []exchange{{1, errTimeout}}, false, 0},
-		{"two sightings per timed-out exchange do not add up", []exchange{{2, errTimeout}}, false, 0},
-		{"dead at first, then answered", []exchange{{1, errTimeout}, {1, errTimeout}, {1, nil}}, false, 3},
-		{"answer from a previous configuration does not count", []exchange{{0, nil}, {1, nil}}, false, 2},
-		{"loop", []exchange{{3, nil}}, true, 1},
-		{"loop whose exchange times out", []exchange{{5, errTimeout}}, true, 1},
-		{"loop after a dead start", []exchange{{1, errTimeout}, {4, nil}}, true, 2},
+		{"answered", []exchange{{1, dns.RcodeSuccess, nil}}, false, 1},
+		{"answered SERVFAIL", []exchange{{1, dns.RcodeServerFailure, nil}}, false, 1},
+		{"black-holed upstream, retried and never counted", []exchange{{1, 0, errTimeout}}, false, 0},
+		{"two sightings per timed-out exchange do not add up", []exchange{{2, 0, errTimeout}}, false, 0},
+		{"dead at first, then answered", []exchange{{1, 0, errTimeout}, {1, 0, errTimeout}, {1, dns.RcodeNameError, nil}}, false, 3},
+		{"answer from a previous configuration does not count", []exchange{{0, dns.RcodeSuccess, nil}, {1, dns.RcodeSuccess, nil}}, false, 2},
+		{"shed by a full forward: tried again", []exchange{{1, dns.RcodeRefused, nil}, {1, dns.RcodeRefused, nil}, {1, dns.RcodeSuccess, nil}}, false, 3},
+		{"loop behind a shedding forward", []exchange{{1, dns.RcodeRefused, nil}, {3, dns.RcodeRefused, nil}}, true, 2},
+		{"loop", []exchange{{3, dns.RcodeSuccess, nil}}, true, 1},
+		{"loop whose exchange times out", []exchange{{5, 0, errTimeout}}, true, 1},
+		{"loop after a dead start", []exchange{{1, 0, errTimeout}, {4, dns.RcodeServerFailure, nil}}, true, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,7 +50,7 @@ func TestLoopDetector(t *testing.T) {
 			q := new(dns.Msg)
 			q.SetQuestion(l.probe, dns.TypeHINFO)
 			tries := 0
-			l.exchange = func(ctx context.Context) error {
+			l.exchange = func(ctx context.Context) (int, error) {
 				e := tt.exchanges[min(tries, len(tt.exchanges)-1)]
 				tries++
 				for range e.sightings {
@@ -54,7 +58,7 @@ func TestLoopDetector(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				return e.err
+				return e.rcode, e.err
 			}
 			err := l.run(context.Background())
 			if gotLoop := err != nil; gotLoop != tt.wantLoop {

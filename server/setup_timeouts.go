@@ -93,18 +93,22 @@ func setupTimeouts(b *Block, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// mergeTCP folds the settings of a block into those of a listener it shares
-// with others: the most generous value wins, so no block's clients get less
-// than it asked for.
-func mergeTCP(l tcpSettings, b tcpSettings) tcpSettings {
+// mergeTCP folds the limits of a block (its settings with the defaults
+// filled in) into those of a listener it shares with others: the most
+// generous value wins, so no block's clients get less than it asked for, nor
+// less than the defaults it left alone. ok is false for the listener's first
+// block.
+func mergeTCP(l tcpLimits, ok bool, b tcpLimits) tcpLimits {
+	if !ok {
+		return b
+	}
 	l.read = max(l.read, b.read)
 	l.write = max(l.write, b.write)
 	l.idle = max(l.idle, b.idle)
 	l.maxConns = max(l.maxConns, b.maxConns)
-	switch {
-	case l.maxQueries == -1 || b.maxQueries == -1:
-		l.maxQueries = -1
-	default:
+	if l.maxQueries == 0 || b.maxQueries == 0 { // 0: never closed
+		l.maxQueries = 0
+	} else {
 		l.maxQueries = max(l.maxQueries, b.maxQueries)
 	}
 	return l

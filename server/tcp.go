@@ -517,9 +517,9 @@ func (c *tcpConn) write(m *dns.Msg) {
 	bp := tcpBufs.Get().(*[]byte)
 	defer tcpBufs.Put(bp)
 	buf := *bp
-	b, err := m.PackBuffer(buf[2:])
+	b, err := packReply(m, buf[2:], c.s.log, c.client)
 	if err != nil {
-		c.s.log.Error("packing a reply", "client", c.client.String(), "err", err)
+		c.s.log.Error("packing a header-only reply", "client", c.client.String(), "err", err)
 		return
 	}
 	var out []byte

@@ -279,10 +279,22 @@ func headerReply(h dns.MsgHdr, rcode int) *dns.Msg {
 	return m
 }
 
-func (s *udpServer) send(m *dns.Msg, buf []byte, client netip.AddrPort, oob []byte) {
+// packReply packs m into buf; a reply that cannot be packed (a record a
+// handler built wrong) becomes a SERVFAIL carrying only the header, so the
+// client is told rather than left to time out.
+func packReply(m *dns.Msg, buf []byte, log *slog.Logger, client netip.AddrPort) ([]byte, error) {
 	b, err := m.PackBuffer(buf)
+	if err == nil {
+		return b, nil
+	}
+	log.Error("packing a reply; answering SERVFAIL", "client", client.String(), "err", err)
+	return headerReply(m.MsgHdr, dns.RcodeServerFailure).PackBuffer(buf)
+}
+
+func (s *udpServer) send(m *dns.Msg, buf []byte, client netip.AddrPort, oob []byte) {
+	b, err := packReply(m, buf, s.log, client)
 	if err != nil {
-		s.log.Error("packing a reply", "client", client.String(), "err", err)
+		s.log.Error("packing a header-only reply", "client", client.String(), "err", err)
 		return
 	}
 	if _, _, err := s.conn.WriteMsgUDPAddrPort(b, oob, client); err != nil {

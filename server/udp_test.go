@@ -290,3 +290,37 @@ func TestUDPReceiveBuffer(t *testing.T) {
 		t.Fatalf("SO_RCVBUF %d, want %d", got, 2*want)
 	}
 }
+
+// A reply that cannot be packed reaches the client as a header-only SERVFAIL
+// with its ID, not as silence.
+func TestPackReplyFallsBackToServfail(t *testing.T) {
+	q := new(dns.Msg)
+	q.SetQuestion("example.com.", dns.TypeA)
+	good := new(dns.Msg)
+	good.SetReply(q)
+	bad := new(dns.Msg)
+	bad.SetReply(q)
+	bad.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "not-qualified", Rrtype: dns.TypeA, Class: dns.ClassINET}}}
+	for _, tc := range []struct {
+		name  string
+		m     *dns.Msg
+		rcode int
+	}{
+		{"packs", good, dns.RcodeSuccess},
+		{"does not pack", bad, dns.RcodeServerFailure},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := packReply(tc.m, make([]byte, 512), slog.New(slog.DiscardHandler), netip.AddrPort{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := new(dns.Msg)
+			if err := got.Unpack(b); err != nil {
+				t.Fatal(err)
+			}
+			if got.Id != q.Id || !got.Response || got.Rcode != tc.rcode {
+				t.Fatalf("id %d response %v rcode %s; want id %d, a response, %s", got.Id, got.Response, dns.RcodeToString[got.Rcode], q.Id, dns.RcodeToString[tc.rcode])
+			}
+		})
+	}
+}
