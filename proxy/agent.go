@@ -38,8 +38,9 @@ type Config struct {
 	// SyncPeriod. A failed sync is always followed by a full one.
 	FullSyncPeriod time.Duration
 	Logger         *slog.Logger
-	// Clock times the sync loop (when syncs happen, not how long they take);
-	// nil is the real clock. Tests set a fake one.
+	// Clock times the sync loop and health (when syncs happen and how long
+	// changes have waited, not how long a sync takes); nil is the real
+	// clock. Tests set a fake one.
 	Clock clock.Clock
 }
 
@@ -189,7 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // publish is the source's callback.
 func (a *Agent) publish(c *zone.Cluster) {
-	now := time.Now()
+	now := a.cfg.Clock.Now()
 	a.mu.Lock()
 	a.latest = c
 	if a.pendingSince.IsZero() {
@@ -212,7 +213,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	if latest == nil {
 		return errNoSnapshot // the runner waits for the first snapshot; not reached
 	}
-	start := time.Now()
+	start, began := time.Now(), a.cfg.Clock.Now()
 	model := programmed
 	if latest != modelOf || model == nil {
 		model = BuildModel(programmed, latest)
@@ -231,7 +232,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 			a.metrics.modeFailures.Inc()
 		}
 		a.log.Error("sync failed; retrying with a full sync", "backend", a.cfg.Backend.Name(), "full", full, "err", err)
-		a.setResult(err, nil, start)
+		a.setResult(err, nil, began)
 		return err
 	}
 	if a.cfg.Conntrack != nil {
@@ -255,7 +256,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	a.mu.Lock()
 	a.programmed, a.modelOf = model, latest
 	a.mu.Unlock()
-	a.setResult(nil, latest, start)
+	a.setResult(nil, latest, began)
 	if res.Rewritten > 0 || full {
 		a.log.Debug("synced", "backend", a.cfg.Backend.Name(), "full", full, "rewritten", res.Rewritten,
 			"rules", res.Rules, "took", elapsed, "model", modelTook, "generation", latest.Generation)
@@ -263,9 +264,10 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	return nil
 }
 
-// setResult records how the sync that started at start ended: with err, or
-// having programmed the snapshot programmed.
-func (a *Agent) setResult(err error, programmed *zone.Cluster, start time.Time) {
+// setResult records how the sync that began at began (on the agent's clock)
+// ended: with err, or having programmed the snapshot programmed.
+func (a *Agent) setResult(err error, programmed *zone.Cluster, began time.Time) {
+	now := a.cfg.Clock.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.lastErr = err
@@ -274,16 +276,16 @@ func (a *Agent) setResult(err error, programmed *zone.Cluster, start time.Time) 
 		// The kernel is behind what the agent wants until a sync succeeds
 		// (the retry is queued), whether or not a change was waiting.
 		if a.pendingSince.IsZero() {
-			a.pendingSince = time.Now()
+			a.pendingSince = now
 		}
 	case a.latest == programmed:
-		a.lastSuccess = time.Now()
+		a.lastSuccess = now
 		a.pendingSince = time.Time{}
 	default:
 		// A newer snapshot came during the sync; it waits since the sync
 		// began at the latest.
-		a.lastSuccess = time.Now()
-		a.pendingSince = start
+		a.lastSuccess = now
+		a.pendingSince = began
 	}
 }
 
@@ -296,7 +298,7 @@ func (a *Agent) setResult(err error, programmed *zone.Cluster, start time.Time) 
 func (a *Agent) Healthy() (bool, time.Time, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ok := a.pendingSince.IsZero() || time.Since(a.pendingSince) < a.cfg.HealthTimeout
+	ok := a.pendingSince.IsZero() || a.cfg.Clock.Since(a.pendingSince) < a.cfg.HealthTimeout
 	return ok, a.lastSuccess, a.lastErr
 }
 
@@ -316,7 +318,7 @@ func (a *Agent) HealthHandler() http.Handler {
 			LastUpdated string `json:"lastUpdated,omitempty"`
 			CurrentTime string `json:"currentTime"`
 			Error       string `json:"error,omitempty"`
-		}{CurrentTime: time.Now().UTC().Format(time.RFC3339Nano)}
+		}{CurrentTime: a.cfg.Clock.Now().UTC().Format(time.RFC3339Nano)}
 		if !last.IsZero() {
 			body.LastUpdated = last.UTC().Format(time.RFC3339Nano)
 		}

@@ -372,7 +372,7 @@ func TestAgentPeriodicSyncsAreFullOnlyEveryFullSyncPeriod(t *testing.T) {
 // syncs fail or never come; healthy again after a successful sync. Failed
 // syncs are counted, under kube-proxy's name for the mode too.
 func TestHealthFollowsPendingChanges(t *testing.T) {
-	const timeout = 100 * time.Millisecond
+	const timeout = time.Minute
 	type step struct {
 		do       string // "publish", "sync", "fail" (a sync the backend refuses), "wait" (past the timeout)
 		wantCode int
@@ -390,8 +390,9 @@ func TestHealthFollowsPendingChanges(t *testing.T) {
 			{"publish", 200}, {"sync", 200}, {"fail", 200}, {"wait", 503}, {"sync", 200}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			backend := &fakeBackend{clock: clock.RealClock{}, name: "iptables"}
-			a := NewAgent(Config{Source: newChanSource(), Backend: backend, HealthTimeout: timeout})
+			clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			backend := &fakeBackend{clock: clk, name: "iptables"}
+			a := NewAgent(Config{Source: newChanSource(), Backend: backend, HealthTimeout: timeout, Clock: clk})
 			fails, gen := 0, 0
 			for i, s := range tc.steps {
 				switch s.do {
@@ -411,7 +412,7 @@ func TestHealthFollowsPendingChanges(t *testing.T) {
 					}
 					fails++
 				case "wait":
-					time.Sleep(timeout + timeout/2)
+					clk.Step(timeout + timeout/2)
 				}
 				if code, body := health(a); code != s.wantCode {
 					t.Fatalf("step %d (%s): healthz %d %s, want %d", i, s.do, code, body, s.wantCode)
