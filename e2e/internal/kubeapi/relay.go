@@ -19,7 +19,7 @@ import (
 // listener on the namespace's loopback whose connections the test carries
 // to the API server on the machine's loopback, so the namespace needs no
 // link out. While the API server is down the relay refuses as it would. It
-// writes, in dir, a kubeconfig naming the relay (the API server's
+// writes, in dir, NAMESPACE.kubeconfig naming the relay (the API server's
 // certificate is valid for 127.0.0.1 on any port) and returns its path.
 // Everything stops when the test ends.
 func (a *APIServer) RelayKubeconfig(t testing.TB, ns *netns.NS, dir string) string {
@@ -74,7 +74,7 @@ func (a *APIServer) RelayKubeconfig(t testing.TB, ns *netns.NS, dir string) stri
 	cfg.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{Token: a.AdminToken()}
 	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
 	cfg.CurrentContext = "e2e"
-	path := filepath.Join(dir, "kubeconfig-"+ns.Name)
+	path := filepath.Join(dir, ns.Name+".kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}
