@@ -303,6 +303,9 @@ func TestTCPLimitEvictsAStalledSender(t *testing.T) {
 	active := dialTCP(t, s.addr)
 	eventually(t, "the first connection counted", func() bool { return s.connections() == 1 })
 	stalled := dialTCP(t, s.addr)
+	// Accepted before the active client's query, or it would be the younger
+	// idle connection and rightly kept.
+	eventually(t, "the second connection counted", func() bool { return s.connections() == 2 })
 	q := frame(query("a.example.", 1))
 	send(t, stalled, q[:len(q)-1])
 	send(t, active, q)
