@@ -123,15 +123,28 @@ func TestForwardTransport(t *testing.T) {
 }
 
 // deadAddr returns a loopback address where nothing listens.
+// deadAddr returns a loopback address nothing listens on, over UDP or TCP. The
+// port was free in both protocols a moment ago, so a test can later start an
+// upstream there (startUpstreamAt); checking UDP alone let the TCP bind of
+// such a restart fail now and then.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		ln, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err != nil {
+			continue // the TCP port is taken: try another
+		}
+		ln.Close()
+		return addr
 	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return addr
+	t.Fatal("no loopback port free in both UDP and TCP")
+	return ""
 }
 
 func TestForwardNoUpstreamIsAnError(t *testing.T) {
