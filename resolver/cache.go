@@ -70,7 +70,6 @@ type cacheKey struct {
 	class uint16
 	do    bool
 	cd    bool
-	ad    bool // the query set AD or DO
 }
 
 // Cache answers repeated queries from memory: successful answers and, per
@@ -152,11 +151,37 @@ func (c *Cache) Resolve(ctx context.Context, req *Request) (*dns.Msg, error) {
 		}
 	}
 	inc(c.opts.Stats.Misses)
-	m, err := c.next.Resolve(ctx, req)
-	if err == nil && m != nil {
-		c.store(key, req.Name, m, now)
-	}
+	m, err := c.fill(ctx, req, key, now)
 	return m, err
+}
+
+// fill asks next and stores the reply. The query goes out with AD set, so
+// that the entry learns whether the upstream validated the data whatever
+// the asking client set; the reply to a client that asked with neither AD
+// nor DO then has AD cleared (RFC 6840 section 5.7). One entry thus serves
+// clients with and without AD, and each gets the AD bit it asked for.
+func (c *Cache) fill(ctx context.Context, req *Request, key cacheKey, now time.Time) (*dns.Msg, error) {
+	askedAD := req.Msg.AuthenticatedData
+	req.Msg.AuthenticatedData = true
+	m, err := c.next.Resolve(ctx, req)
+	req.Msg.AuthenticatedData = askedAD
+	if err != nil || m == nil {
+		return m, err
+	}
+	c.store(key, req.Name, m, now)
+	if !wantsAD(req.Msg) {
+		m.AuthenticatedData = false
+	}
+	return m, nil
+}
+
+// wantsAD reports whether a reply to q may carry AD: q set AD or DO.
+func wantsAD(q *dns.Msg) bool {
+	if q.AuthenticatedData {
+		return true
+	}
+	opt := q.IsEdns0()
+	return opt != nil && opt.Do()
 }
 
 // stale serves an expired entry: at once while refreshing it behind the
@@ -164,9 +189,10 @@ func (c *Cache) Resolve(ctx context.Context, req *Request) (*dns.Msg, error) {
 func (c *Cache) stale(ctx context.Context, req *Request, key cacheKey, e *cacheEntry, now time.Time) (*dns.Msg, error) {
 	if c.opts.StaleVerify {
 		inc(c.opts.Stats.Misses)
-		m, err := c.next.Resolve(ctx, req)
-		if err == nil && m != nil && m.Rcode != dns.RcodeServerFailure {
-			c.store(key, req.Name, m, now)
+		m, err := c.fill(ctx, req, key, now)
+		// Only an answer replaces the stale one: a SERVFAIL, or a REFUSED
+		// from a forward shedding load, is the failure serve_stale covers.
+		if err == nil && m != nil && (m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError) {
 			return m, nil
 		}
 	} else {
@@ -201,6 +227,7 @@ func (c *Cache) refresh(req *Request, key cacheKey, e *cacheEntry) {
 		return
 	}
 	q := req.Msg.Copy()
+	q.AuthenticatedData = true // as fill asks
 	r := NewRequest(q, req.Client, req.TCP)
 	go func() {
 		defer e.refreshing.Store(false)
@@ -281,7 +308,6 @@ func keyOf(req *Request) cacheKey {
 	if opt := req.Msg.IsEdns0(); opt != nil {
 		k.do = opt.Do()
 	}
-	k.ad = req.Msg.AuthenticatedData || k.do
 	return k
 }
 
@@ -380,7 +406,7 @@ func (e *cacheEntry) reply(req *Request, now time.Time) *dns.Msg {
 			Authoritative:      e.authoritative,
 			RecursionDesired:   req.Msg.RecursionDesired,
 			RecursionAvailable: e.ra,
-			AuthenticatedData:  e.ad,
+			AuthenticatedData:  e.ad && wantsAD(req.Msg),
 			CheckingDisabled:   req.Msg.CheckingDisabled,
 			Rcode:              e.rcode,
 		},

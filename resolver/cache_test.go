@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -194,20 +195,26 @@ func TestCacheMaxTTL(t *testing.T) {
 	}
 }
 
+// An expired entry is served while the upstream fails, whether it fails with
+// SERVFAIL or with the REFUSED of a forward shedding load; with verify the
+// upstream is asked first.
 func TestCacheServeStale(t *testing.T) {
 	for _, verify := range []bool{false, true} {
-		next := &scripted{reply: aReply(10, false)}
-		c, clock := newTestCache(t, CacheOptions{ServeStale: time.Hour, StaleVerify: verify}, next)
-		cacheAsk(t, c, "stale.example.")
-		next.reply = func(req *Request) (*dns.Msg, error) { return Reply(req, dns.RcodeServerFailure), nil }
-		clock.Advance(time.Minute)
-		m := cacheAsk(t, c, "stale.example.")
-		if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 || m.Answer[0].Header().Ttl != 0 {
-			t.Fatalf("verify=%t: stale reply %v; want the old answer with TTL 0", verify, m)
-		}
-		clock.Advance(2 * time.Hour)
-		if m := cacheAsk(t, c, "stale.example."); m.Rcode != dns.RcodeServerFailure {
-			t.Fatalf("verify=%t: past serve_stale got %v; want upstream's SERVFAIL", verify, m)
+		for _, rcode := range []int{dns.RcodeServerFailure, dns.RcodeRefused} {
+			name := fmt.Sprintf("verify=%t upstream %s", verify, dns.RcodeToString[rcode])
+			next := &scripted{reply: aReply(10, false)}
+			c, clock := newTestCache(t, CacheOptions{ServeStale: time.Hour, StaleVerify: verify}, next)
+			cacheAsk(t, c, "stale.example.")
+			next.reply = func(req *Request) (*dns.Msg, error) { return Reply(req, rcode), nil }
+			clock.Advance(time.Minute)
+			m := cacheAsk(t, c, "stale.example.")
+			if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 || m.Answer[0].Header().Ttl != 0 {
+				t.Fatalf("%s: stale reply %v; want the old answer with TTL 0", name, m)
+			}
+			clock.Advance(2 * time.Hour)
+			if m := cacheAsk(t, c, "stale.example."); m.Rcode != rcode {
+				t.Fatalf("%s: past serve_stale got %v; want upstream's rcode", name, m)
+			}
 		}
 	}
 }
@@ -295,17 +302,23 @@ func TestCacheKeepsDNSSECFlagsApart(t *testing.T) {
 	tests := []struct {
 		name         string
 		first, again flags
+		// entries: AD alone shares an entry (the cache always asks with AD
+		// and derives the reply's bit); DO and CD change the answer itself.
+		entries int
 	}{
-		{"AD then no AD", flags{ad: true}, flags{}},
-		{"no AD then AD", flags{}, flags{ad: true}},
-		{"DO then neither", flags{do: true}, flags{}},
-		{"CD then no CD", flags{cd: true}, flags{}},
-		{"no CD then CD", flags{}, flags{cd: true}},
+		{"AD then no AD", flags{ad: true}, flags{}, 1},
+		{"no AD then AD", flags{}, flags{ad: true}, 1},
+		{"AD then DO", flags{ad: true}, flags{do: true}, 2},
+		{"DO then neither", flags{do: true}, flags{}, 2},
+		{"CD then no CD", flags{cd: true}, flags{}, 2},
+		{"no CD then CD", flags{}, flags{cd: true}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := newTestCache(t, CacheOptions{}, upstream)
-			ask(c, tc.first)
+			if got, want := ask(c, tc.first), ask(upstream, tc.first); got.AuthenticatedData != want.AuthenticatedData {
+				t.Fatalf("a miss: AD=%t; the upstream says AD=%t", got.AuthenticatedData, want.AuthenticatedData)
+			}
 			got := ask(c, tc.again)
 			want := ask(upstream, tc.again)
 			if got.AuthenticatedData != want.AuthenticatedData || got.CheckingDisabled != want.CheckingDisabled ||
@@ -313,8 +326,8 @@ func TestCacheKeepsDNSSECFlagsApart(t *testing.T) {
 				t.Fatalf("from the cache: AD=%t CD=%t %v; the upstream says AD=%t CD=%t %v",
 					got.AuthenticatedData, got.CheckingDisabled, got.Answer, want.AuthenticatedData, want.CheckingDisabled, want.Answer)
 			}
-			if n := c.success.Len(); n != 2 {
-				t.Fatalf("%d entries, want one per flag combination", n)
+			if n := c.success.Len(); n != tc.entries {
+				t.Fatalf("%d entries, want %d", n, tc.entries)
 			}
 		})
 	}
