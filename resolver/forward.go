@@ -112,6 +112,7 @@ type Forward struct {
 	inflight  atomic.Int64
 	rr        atomic.Uint32
 	stats     ForwardStats
+	wait      *waitShare // this forward's part of opts.Budget
 
 	ctx    context.Context // ends when the handler is closed
 	cancel context.CancelFunc
@@ -138,7 +139,7 @@ func NewForward(opts ForwardOptions, next Handler) (*Forward, error) {
 	if opts.From == "" {
 		opts.From = "."
 	}
-	f := &Forward{opts: opts, next: next, stats: opts.Stats}
+	f := &Forward{opts: opts, next: next, stats: opts.Stats, wait: opts.Budget.share()}
 	if f.stats == nil {
 		f.stats = noStats{}
 	}
@@ -184,12 +185,12 @@ func (f *Forward) Resolve(ctx context.Context, req *Request) (*dns.Msg, error) {
 			return Reply(req, dns.RcodeRefused), nil
 		}
 	}
-	if !f.opts.Budget.take() {
+	if !f.wait.take() {
 		f.stats.Shed()
 		Answered(ctx, "forward")
 		return Reply(req, dns.RcodeRefused), nil
 	}
-	defer f.opts.Budget.give()
+	defer f.wait.give()
 	if w := WaiterOf(ctx); w != nil {
 		w.Wait()
 		defer w.DoneWaiting()

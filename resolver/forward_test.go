@@ -350,7 +350,7 @@ func TestForwardWaitBudget(t *testing.T) {
 		}
 		answerA("192.0.2.3")(w, r)
 	})
-	budget := NewWaitBudget(2)
+	budget := NewWaitBudget(2, 0)
 	stats := &shedStats{}
 	f1 := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}, Budget: budget, Stats: stats})
 	f2 := newTestForward(t, ForwardOptions{Upstreams: []string{up.addr}, Budget: budget, Stats: stats})
@@ -380,6 +380,53 @@ func TestForwardWaitBudget(t *testing.T) {
 	}
 	if w.waits != 1 || w.done != 1 || budget.Waiting() != 0 {
 		t.Fatalf("waits %d, done %d, %d waiting; want 1, 1, 0", w.waits, w.done, budget.Waiting())
+	}
+}
+
+// A forward whose upstream never answers fills the shared pool and then its
+// own reserve; another forward sharing the budget still answers from its
+// reserve, and every place is given back once the waits end.
+func TestForwardWaitReserve(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	entered := make(chan struct{}, 16)
+	hung := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		entered <- struct{}{}
+		<-release
+		answerA("192.0.2.4")(w, r)
+	})
+	healthy := startUpstream(t, answerA("192.0.2.5"))
+	budget := NewWaitBudget(3, 2) // a pool of 3, 2 more for each forward
+	stats := &shedStats{}
+	dead := newTestForward(t, ForwardOptions{Upstreams: []string{hung.addr}, Budget: budget, Stats: stats})
+	stub := newTestForward(t, ForwardOptions{Upstreams: []string{healthy.addr}, Budget: budget, Stats: stats})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer releaseAll() // a failure below must not leave the handlers hanging
+	for i := range 5 { // its reserve of 2, then the pool of 3
+		wg.Go(func() { _, _ = forwardQuery(dead, fmt.Sprintf("hang%d.example.", i), dns.TypeA, false) })
+	}
+	for range 5 {
+		<-entered
+	}
+	if m, err := forwardQuery(dead, "sixth.example.", dns.TypeA, false); err != nil || m.Rcode != dns.RcodeRefused {
+		t.Fatalf("sixth query to the hung forward: %v %v; want REFUSED", m, err)
+	}
+	if budget.Waiting() != 3 {
+		t.Fatalf("pool holds %d; want 3", budget.Waiting())
+	}
+	if m, err := forwardQuery(stub, "svc.example.", dns.TypeA, false); err != nil || m.Rcode != dns.RcodeSuccess {
+		t.Fatalf("the other forward, pool full: %v %v; want its answer from its reserve", m, err)
+	}
+	releaseAll()
+	wg.Wait()
+	if budget.Waiting() != 0 || dead.wait.waiting.Load() != 0 || stub.wait.waiting.Load() != 0 {
+		t.Fatalf("after the waits: pool %d, shares %d and %d; want all 0",
+			budget.Waiting(), dead.wait.waiting.Load(), stub.wait.waiting.Load())
+	}
+	if stats.shed != 1 {
+		t.Fatalf("shed %d; want 1", stats.shed)
 	}
 }
 

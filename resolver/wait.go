@@ -12,33 +12,67 @@ import (
 // them and the memory they hold. Beyond the budget a forwarded query is
 // refused at once, so that the work shed is forwarded work, never the
 // cluster zone's.
+//
+// Each forward also has a reserve of its own, taken before the shared pool:
+// without it a forward whose upstream is dead (the default "." one, say)
+// fills the whole pool with queries waiting out their timeout, and a stub
+// domain's healthy forward is refused with it.
 type WaitBudget struct {
-	max     int64
-	waiting atomic.Int64
+	max, reserve int64
+	waiting      atomic.Int64 // in the shared pool
 }
 
-// NewWaitBudget returns a budget of max waiting queries.
-func NewWaitBudget(max int) *WaitBudget { return &WaitBudget{max: int64(max)} }
+// NewWaitBudget returns a budget of max waiting queries shared by every
+// forward, plus reserve more for each forward alone.
+func NewWaitBudget(max, reserve int) *WaitBudget {
+	return &WaitBudget{max: int64(max), reserve: int64(reserve)}
+}
 
-// Waiting is the number of queries waiting now.
+// Waiting is the number of queries waiting now in the shared pool.
 func (b *WaitBudget) Waiting() int64 { return b.waiting.Load() }
 
-// take reserves a place, or says there is none. A nil budget is unbounded.
-func (b *WaitBudget) take() bool {
+// share returns one forward's part of the budget. A nil budget gives a nil,
+// unbounded, share.
+func (b *WaitBudget) share() *waitShare {
 	if b == nil {
+		return nil
+	}
+	return &waitShare{budget: b}
+}
+
+// waitShare is one forward's use of a WaitBudget: its first reserve waiting
+// queries are its own, the rest come from the shared pool.
+type waitShare struct {
+	budget  *WaitBudget
+	waiting atomic.Int64 // this forward's, reserve and pool together
+}
+
+// take reserves a place, or says there is none. A nil share is unbounded.
+func (s *waitShare) take() bool {
+	if s == nil {
 		return true
 	}
-	if b.waiting.Add(1) > b.max {
-		b.waiting.Add(-1)
+	// Places beyond the reserve are counted in the pool. Attribution is by
+	// count, so that a give pairs with whichever take is above the reserve
+	// at the time; the pool's total stays exact once the two settle.
+	if s.waiting.Add(1) <= s.budget.reserve {
+		return true
+	}
+	if s.budget.waiting.Add(1) > s.budget.max {
+		s.budget.waiting.Add(-1)
+		s.waiting.Add(-1)
 		return false
 	}
 	return true
 }
 
 // give returns a place taken.
-func (b *WaitBudget) give() {
-	if b != nil {
-		b.waiting.Add(-1)
+func (s *waitShare) give() {
+	if s == nil {
+		return
+	}
+	if s.waiting.Add(-1) >= s.budget.reserve {
+		s.budget.waiting.Add(-1)
 	}
 }
 

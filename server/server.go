@@ -41,7 +41,14 @@ type Shared struct {
 // once. At 512 the server still forwards 5,000 queries a second to upstreams
 // answering in 100 ms (50,000 at 10 ms), and a dead upstream costs about
 // 10 MiB.
-const maxWaiting = 512
+//
+// Each forward directive has waitReserve more of its own, so that one whose
+// upstream is dead cannot take every place from the others (a stub domain's
+// forward beside the default one, say).
+const (
+	maxWaiting  = 512
+	waitReserve = 32
+)
 
 // Server serves a Corefile until its context ends.
 type Server struct {
@@ -65,7 +72,7 @@ func NewServer(file string, logger *slog.Logger) *Server {
 			Logger:   logger,
 			Registry: reg,
 			Metrics:  NewMetrics(reg),
-			Budget:   resolver.NewWaitBudget(maxWaiting),
+			Budget:   resolver.NewWaitBudget(maxWaiting, waitReserve),
 		},
 		listeners: make(map[string]*listener),
 		https:     make(map[string]*httpEndpoint),
