@@ -345,6 +345,7 @@ func listen(addr string, log *slog.Logger, metrics *Metrics) (*listener, error) 
 		ln.Close()
 		return nil, err
 	}
+	udp.fast = l.fastAnswer
 	l.udp = udp
 	l.tcp = newTCPServer(ln, func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg {
 		return l.answer(ctx, r, client, true)

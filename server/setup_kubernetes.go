@@ -226,6 +226,9 @@ type kubernetesHolder struct {
 func (h *kubernetesHolder) link(env *Env, next resolver.Handler) resolver.Handler {
 	h.env = env
 	h.handler = resolver.NewKubernetes(h.cfg.index, h.cfg.fallthroughZones, h.cfg.fallthroughAll, next)
+	if env.fast != nil {
+		env.fast.k = h.handler
+	}
 	return h.handler
 }
 
