@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
+	"strings"
 
 	"github.com/miekg/dns"
 )
@@ -35,10 +36,13 @@ const wireEntryHeader = 8
 // for every type.
 func (n *Node) prepare() {
 	n.wire = nil
-	if n.CNAME() != nil {
+	// Reverse names are answered on the full path (an endpoint's PTRs are
+	// made when asked): preparing theirs would only hold memory.
+	if n.CNAME() != nil || strings.HasSuffix(n.Name, ".arpa.") {
 		return
 	}
-	out := []byte{}
+	var entries [][]byte
+	size := 0
 	for i := 0; i < len(n.rrs); {
 		t := n.rrs[i].Header().Rrtype
 		j := i
@@ -54,8 +58,15 @@ func (n *Node) prepare() {
 			n.wire = nil
 			return
 		}
-		out = append(out, entry...)
+		entries = append(entries, entry)
+		size += len(entry)
 		i = j
+	}
+	// One allocation of the exact size: tens of thousands of nodes each
+	// hold one.
+	out := make([]byte, 0, size)
+	for _, e := range entries {
+		out = append(out, e...)
 	}
 	n.wire = out
 }
