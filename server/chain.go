@@ -24,6 +24,8 @@ type Env struct {
 	Zones  []string
 	// Budget bounds the queries waiting on upstreams across the server.
 	Budget *resolver.WaitBudget
+	// memory is told when a snapshot has loaded; nil for none.
+	memory *memoryTuner
 	// fast collects what the block's links do on the wire-level fast path;
 	// nil when none is wanted.
 	fast *fastPlan

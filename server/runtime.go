@@ -56,6 +56,7 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			Server:   "dns://:" + b.Port,
 			Zones:    b.Zones,
 			Budget:   shared.Budget,
+			memory:   shared.Memory,
 			fast:     &fastPlan{},
 		}
 		h := b.chain(env)
