@@ -431,3 +431,30 @@ func withTTL(rrs []dns.RR, ttl uint32) []dns.RR {
 	}
 	return out[:len(out):len(out)]
 }
+
+// PassesThrough reports whether the cache keeps nothing for any name in
+// zone, so that a query there may skip it: ok is true when it passes every
+// such query to next untouched, and counted tells whether it counts each one
+// as a request and a miss on the way (the zone is among the cached ones but
+// disabled for both kinds of answer, as the kubeadm Corefile does for the
+// cluster zone). ok is false when some name of zone may be cached.
+func (c *Cache) PassesThrough(zone string) (counted, ok bool) {
+	for _, z := range c.opts.Zones {
+		if InZone(z, zone) && z != zone {
+			// A cached zone inside this one: some names are, some are not.
+			return false, false
+		}
+	}
+	if MatchZone(zone, c.opts.Zones) == "" {
+		return false, true
+	}
+	disabled := MatchZone(zone, c.opts.Success.Disabled) != "" && MatchZone(zone, c.opts.Denial.Disabled) != ""
+	return true, disabled
+}
+
+// CountPassThrough counts a query that PassesThrough let skip the cache, as
+// Resolve would have: a request and a miss.
+func (c *Cache) CountPassThrough() {
+	inc(c.opts.Stats.Requests)
+	inc(c.opts.Stats.Misses)
+}

@@ -24,6 +24,11 @@ type Env struct {
 	Zones  []string
 	// Budget bounds the queries waiting on upstreams across the server.
 	Budget *resolver.WaitBudget
+	// memory is told when a snapshot has loaded; nil for none.
+	memory *memoryTuner
+	// fast collects what the block's links do on the wire-level fast path;
+	// nil when none is wanted.
+	fast *fastPlan
 }
 
 // Link is one handler of a block's chain: it wraps the rest of the chain.
@@ -64,6 +69,8 @@ func (b *Block) chain(env *Env) resolver.Handler {
 type route struct {
 	zone    string
 	handler resolver.Handler
+	// fast is the chain's wire-level fast path, or nil.
+	fast *fastChain
 }
 
 // router picks the chain for a query by the longest matching zone.

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/sha512"
 	"encoding/hex"
+	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -316,10 +317,16 @@ func newDNSRecorder(m *Metrics, server string, zones []string) *dnsRecorder {
 
 // record counts one answered query.
 func (r *dnsRecorder) record(req *resolver.Request, zone string, rcode int, plugin string, size int, took time.Duration) {
+	r.observe(zone, req.Client, req.TCP, req.Type, req.Msg.Len(), rcode, plugin, size, took)
+}
+
+// observe counts one answered query from its parts: the fast path has no
+// Request to give.
+func (r *dnsRecorder) observe(zone string, client netip.AddrPort, tcp bool, qtype uint16, reqSize, rcode int, plugin string, size int, took time.Duration) {
 	if zone == "" {
 		zone = "dropped"
 	}
-	k := reqLabels{zone: zone, tcp: req.TCP, v6: req.Client.Addr().Is6() && !req.Client.Addr().Is4In6(), qtype: req.Type}
+	k := reqLabels{zone: zone, tcp: tcp, v6: client.Addr().Is6() && !client.Addr().Is4In6(), qtype: qtype}
 	r.mu.RLock()
 	o := r.reqs[k]
 	c := r.resp[respLabels{zone, rcode, plugin}]
@@ -332,7 +339,7 @@ func (r *dnsRecorder) record(req *resolver.Request, zone string, rcode int, plug
 	}
 	o.requests.Inc()
 	o.duration.Observe(took.Seconds())
-	o.reqSize.Observe(float64(req.Msg.Len()))
+	o.reqSize.Observe(float64(reqSize))
 	o.rSize.Observe(float64(size))
 	c.Inc()
 }

@@ -56,11 +56,14 @@ func Build(cfg *Config, shared Shared) (*Runtime, error) {
 			Server:   "dns://:" + b.Port,
 			Zones:    b.Zones,
 			Budget:   shared.Budget,
+			memory:   shared.Memory,
+			fast:     &fastPlan{},
 		}
 		h := b.chain(env)
+		fast := env.fast.chain(b)
 		for _, addr := range b.listenAddrs() {
 			for _, z := range b.Zones {
-				routes[addr] = append(routes[addr], route{zone: z, handler: h})
+				routes[addr] = append(routes[addr], route{zone: z, handler: h, fast: fast})
 			}
 			have, ok := tcp[addr]
 			tcp[addr] = mergeTCP(have, ok, b.tcp.limits())

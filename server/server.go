@@ -32,6 +32,9 @@ type Shared struct {
 	// Budget bounds the queries waiting on upstreams, for every forward
 	// directive together; nil is unbounded.
 	Budget *resolver.WaitBudget
+	// Memory fits the garbage collector to the live set as snapshots load;
+	// nil leaves it alone.
+	Memory *memoryTuner
 }
 
 // maxWaiting is how many queries may wait on upstreams at once. Each holds a
@@ -73,6 +76,7 @@ func NewServer(file string, logger *slog.Logger) *Server {
 			Registry: reg,
 			Metrics:  NewMetrics(reg),
 			Budget:   resolver.NewWaitBudget(maxWaiting, waitReserve),
+			Memory:   newMemoryTuner(logger),
 		},
 		listeners: make(map[string]*listener),
 		https:     make(map[string]*httpEndpoint),
@@ -97,6 +101,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.Shared.Memory.start()
 	// Services (sources, health checks) outlive the signal: queries are still
 	// answered during lameduck, and shutdown stops them last.
 	svcCtx := context.WithoutCancel(ctx)
@@ -352,6 +357,7 @@ func listen(addr string, log *slog.Logger, metrics *Metrics) (*listener, error) 
 		ln.Close()
 		return nil, err
 	}
+	udp.fast = l.fastAnswer
 	l.udp = udp
 	l.tcp = newTCPServer(ln, func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg {
 		return l.answer(ctx, r, client, true)

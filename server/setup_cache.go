@@ -60,6 +60,9 @@ func setupCache(b *Block, d *caddyfile.Dispenser) error {
 			// Capacities were checked above; a failure here is a bug.
 			panic(err)
 		}
+		if env.fast != nil {
+			env.fast.caches = append(env.fast.caches, c)
+		}
 		return c
 	}
 	return nil

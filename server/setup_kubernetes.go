@@ -226,6 +226,9 @@ type kubernetesHolder struct {
 func (h *kubernetesHolder) link(env *Env, next resolver.Handler) resolver.Handler {
 	h.env = env
 	h.handler = resolver.NewKubernetes(h.cfg.index, h.cfg.fallthroughZones, h.cfg.fallthroughAll, next)
+	if env.fast != nil {
+		env.fast.k = h.handler
+	}
 	return h.handler
 }
 
@@ -235,6 +238,8 @@ func (h *kubernetesHolder) link(env *Env, next resolver.Handler) resolver.Handle
 // the operating system: listing a large cluster and building its index from
 // scratch leaves garbage several times the size of what stays live, and
 // without this the process keeps that peak as resident memory for minutes.
+// Then, after every snapshot, the collector is fitted to the live set (see
+// memoryTuner).
 func (h *kubernetesHolder) Run(ctx context.Context) error {
 	first := true
 	return h.source.Run(ctx, func(c *zone.Cluster) {
@@ -246,6 +251,9 @@ func (h *kubernetesHolder) Run(ctx context.Context) error {
 		if first {
 			first = false
 			debug.FreeOSMemory()
+		}
+		if h.env != nil {
+			h.env.memory.loaded()
 		}
 	})
 }

@@ -27,7 +27,10 @@ func setupLoadbalance(b *Block, d *caddyfile.Dispenser) error {
 			return errAt(d, name, "unknown property %q", d.Val())
 		}
 	}
-	b.links[name] = func(_ *Env, next resolver.Handler) resolver.Handler {
+	b.links[name] = func(env *Env, next resolver.Handler) resolver.Handler {
+		if env.fast != nil {
+			env.fast.shuffle = true
+		}
 		return resolver.NewLoadBalance(next)
 	}
 	return nil

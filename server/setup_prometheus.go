@@ -28,7 +28,11 @@ func setupPrometheus(b *Block, d *caddyfile.Dispenser) error {
 	b.handlers = append(b.handlers, httpHandler{addr: addr, path: "/metrics", handler: h})
 	b.links[name] = func(env *Env, next resolver.Handler) resolver.Handler {
 		h.storeHandler(promhttp.HandlerFor(env.Registry, promhttp.HandlerOpts{}))
-		return prometheusLink(newDNSRecorder(env.Metrics, env.Server, env.Zones), env.Zones, next)
+		rec := newDNSRecorder(env.Metrics, env.Server, env.Zones)
+		if env.fast != nil {
+			env.fast.rec, env.fast.recZones = rec, env.Zones
+		}
+		return prometheusLink(rec, env.Zones, next)
 	}
 	return nil
 }

@@ -36,8 +36,11 @@ import (
 // the reply is sent from it, so clients on hosts with several addresses get
 // their answer from the address they asked.
 type udpServer struct {
-	conn    *net.UDPConn
-	answer  func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg
+	conn   *net.UDPConn
+	answer func(ctx context.Context, r *dns.Msg, client netip.AddrPort) *dns.Msg
+	// fast, when set, answers a datagram on the wire-level fast path into
+	// its second argument and returns the reply, or nil for the full path.
+	fast    func(in, out []byte, client netip.AddrPort) []byte
 	log     *slog.Logger
 	pktinfo bool      // the socket reports destinations; replies carry them as source
 	buffers sync.Pool // *udpBuffers of readers gone or waiting
@@ -201,7 +204,9 @@ func (r *udpReader) read() {
 			continue
 		}
 		source := s.source(r.oob[:oobn], r.replyOOB)
-		if m := s.reply(r.ctx, r.buf.in[:n], client); m != nil {
+		if b := s.fastReply(r.buf.in[:n], r.buf.out[:], client); b != nil {
+			s.write(b, client, source)
+		} else if m := s.reply(r.ctx, r.buf.in[:n], client); m != nil {
 			s.send(m, r.buf.out[:], client, source)
 		}
 		if !r.permanent && s.idle.Load() > 0 {
@@ -297,9 +302,20 @@ func (s *udpServer) send(m *dns.Msg, buf []byte, client netip.AddrPort, oob []by
 		s.log.Error("packing a header-only reply", "client", client.String(), "err", err)
 		return
 	}
+	s.write(b, client, oob)
+}
+
+func (s *udpServer) write(b []byte, client netip.AddrPort, oob []byte) {
 	if _, _, err := s.conn.WriteMsgUDPAddrPort(b, oob, client); err != nil {
 		s.log.Debug("write reply", "client", client.String(), "err", err)
 	}
+}
+
+func (s *udpServer) fastReply(in, out []byte, client netip.AddrPort) []byte {
+	if s.fast == nil {
+		return nil
+	}
+	return s.fast(in, out, client)
 }
 
 // source turns the destination the kernel reported for a query into the

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/clusterdns/clusterdns/zone"
+	"github.com/clusterdns/clusterdns/zone/dnsindex"
 )
 
 // answerFixture is the server as a UDP datagram meets it: the Corefile below
@@ -107,8 +108,10 @@ func loadManifests(tb testing.TB, path string) *zone.Cluster {
 // answerPath is one built chain behind a listener and the UDP reader's
 // datagram handling.
 type answerPath struct {
-	udp   *udpServer
-	close func()
+	udp      *udpServer
+	listener *listener
+	index    *dnsindex.Index
+	close    func()
 }
 
 // build brings cfg to life without opening a socket: Build, the cluster
@@ -127,9 +130,10 @@ func (fx *answerFixture) build(tb testing.TB, cfg *Config) *answerPath {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	var ix *dnsindex.Index
 	for _, s := range rt.services {
 		if h, ok := s.(*kubernetesHolder); ok {
-			h.handler.Update(fx.cluster)
+			ix = h.handler.Update(fx.cluster)
 			continue
 		}
 		wg.Go(func() { _ = s.Run(ctx) })
@@ -137,8 +141,10 @@ func (fx *answerFixture) build(tb testing.TB, cfg *Config) *answerPath {
 	l := &listener{log: fx.shared.Logger, metrics: fx.shared.Metrics}
 	l.router.Store(rt.routers[":53"])
 	return &answerPath{
-		udp:   &udpServer{answer: func(ctx context.Context, r *dns.Msg, c netip.AddrPort) *dns.Msg { return l.answer(ctx, r, c, false) }},
-		close: func() { cancel(); wg.Wait() },
+		udp:      &udpServer{answer: func(ctx context.Context, r *dns.Msg, c netip.AddrPort) *dns.Msg { return l.answer(ctx, r, c, false) }},
+		listener: l,
+		index:    ix,
+		close:    func() { cancel(); wg.Wait() },
 	}
 }
 

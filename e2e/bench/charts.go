@@ -49,6 +49,38 @@ func barChart(path, title, yLabel string, groups []string, all []series) error {
 	return nil
 }
 
+// lineChart draws each named series of (x, y) points as a line.
+func lineChart(path, title, xLabel, yLabel string, all map[string][][2]float64, order []string) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xLabel
+	p.Y.Label.Text = yLabel
+	p.Legend.Top = true
+	p.Y.Min = 0
+	for i, name := range order {
+		pts := all[name]
+		if len(pts) == 0 {
+			continue
+		}
+		xys := make(plotter.XYs, len(pts))
+		for j, pt := range pts {
+			xys[j].X, xys[j].Y = pt[0], pt[1]
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return fmt.Errorf("chart %s: %w", title, err)
+		}
+		l.Color = plotutil.Color(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(name, l)
+	}
+	if err := p.Save(8*vg.Inch, 4*vg.Inch, path); err != nil {
+		return fmt.Errorf("save chart %s: %w", path, err)
+	}
+	return nil
+}
+
 // WriteCharts draws the results as PNGs in dir and returns their names.
 func (r *Results) WriteCharts(dir string) ([]string, error) {
 	total := r.Spec.Services()
@@ -83,12 +115,30 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 			return written, err
 		}
 		mem := func(peer string) series {
-			return series{peer, []float64{med(peer, MetricRSS, total), med(peer, MetricHeap, total)}}
+			return series{peer, []float64{med(peer, MetricRSS, total), med(peer, MetricHeap, total),
+				med(peer, MetricRSSLoad, total), med(peer, MetricPeakRSS, total)}}
 		}
-		if err := draw("dns-memory.png", fmt.Sprintf("Memory after sync at %d Services", total), "MiB",
-			[]string{"RSS", "Go heap in use"},
+		if err := draw("dns-memory.png", fmt.Sprintf("Memory at %d Services", total), "MiB",
+			[]string{"RSS after sync", "Go heap then", "RSS after load", "peak RSS (VmHWM)"},
 			[]series{mem(PeerClusterDNS), mem(PeerCoreDNS)}); err != nil {
 			return written, err
+		}
+		if _, ok := r.Median(PeerBareUDP, MetricCPUCluster, total); ok {
+			cpu := func(peer string) series {
+				return series{peer, []float64{med(peer, MetricCPUCluster, total), med(peer, MetricCPUExternal, total)}}
+			}
+			if err := draw("dns-cpu.png", fmt.Sprintf("CPU time per query at %s queries/s", r.Settings["fixed load"]), "µs",
+				[]string{"cluster names", "external names"},
+				[]series{cpu(PeerClusterDNS), cpu(PeerCoreDNS), cpu(PeerBareUDP)}); err != nil {
+				return written, err
+			}
+		}
+		if len(r.RSSSeries) > 0 {
+			if err := lineChart(filepath.Join(dir, "dns-rss.png"), "RSS over the first saturation round (sync, then the load)",
+				"seconds since start", "MiB", r.RSSSeries, []string{PeerClusterDNS, PeerCoreDNS, PeerBareUDP}); err != nil {
+				return written, err
+			}
+			written = append(written, "dns-rss.png")
 		}
 	}
 	// Rule charts: one group per cluster size, a bar per peer.

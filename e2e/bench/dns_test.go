@@ -64,6 +64,67 @@ type runningDNS struct {
 	// was read: what the process holds live, as against what it has not
 	// given back.
 	heap int64
+	// rss samples the process's RSS from its start.
+	rss0 *RSSSampler
+}
+
+// rssInterval is how often a DNS peer's RSS is sampled for the time series.
+const rssInterval = 250 * time.Millisecond
+
+// afterLoad records RSS and peak RSS right after the saturation runs, and
+// for the first round the RSS series up to then.
+func (e *env) afterLoad(t *testing.T, peer string, r *runningDNS, round int) {
+	t.Helper()
+	rss, err := r.proc.RSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peak, err := r.proc.PeakRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := e.cfg.spec.Services()
+	e.res.Add(peer, MetricRSSLoad, total, round, float64(rss)/(1<<20))
+	e.res.Add(peer, MetricPeakRSS, total, round, float64(peak)/(1<<20))
+	if pts := r.rss0.Stop(); round == 0 {
+		e.res.RSSSeries[peer] = pts
+	}
+	t.Logf("%s round %d after the load: RSS %.1f MiB, peak %.1f MiB", peer, round, float64(rss)/(1<<20), float64(peak)/(1<<20))
+}
+
+// fixedLoad runs dnsperf at a fixed rate against r and records latency and
+// the CPU time r's process spent per query answered.
+func (e *env) fixedLoad(t *testing.T, ctx context.Context, peer string, r *runningDNS, mix, file string, rate, round int) {
+	t.Helper()
+	latency := map[string][2]string{"cluster": {MetricP50Cluster, MetricP99Cluster}, "external": {MetricP50External, MetricP99External}}
+	cpuMetric := map[string]string{"cluster": MetricCPUCluster, "external": MetricCPUExternal}
+	total := e.cfg.spec.Services()
+	before, err := r.proc.CPUTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := RunPerf(ctx, PerfRun{CPU: loadCPU, Server: r.server, DataFile: file, Clients: 64,
+		Outstanding: 1000, Duration: e.cfg.perf, Rate: rate, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := r.proc.CPUTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer != PeerBareUDP {
+		checkRcodes(t, mix, p)
+	}
+	p50, p99 := p.Percentile(0.50), p.Percentile(0.99)
+	e.res.Add(peer, latency[mix][0], total, round, ms(p50))
+	e.res.Add(peer, latency[mix][1], total, round, ms(p99))
+	cpu := 0.0
+	if p.Completed > 0 {
+		cpu = float64(after-before) / float64(time.Microsecond) / float64(p.Completed)
+		e.res.Add(peer, cpuMetric[mix], total, round, cpu)
+	}
+	t.Logf("%s round %d %s at %d qps: p50 %s p99 %s, %.1f µs CPU per query (%d answers, %d lost)", peer, round, mix, rate,
+		p50, p99, cpu, len(p.Latencies), p.Lost)
 }
 
 // startDNS starts a peer reading the API server, or the manifests folder
@@ -96,7 +157,7 @@ func (e *env) startDNS(t *testing.T, ctx context.Context, peer dnsPeer, upstream
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runningDNS{proc: p, server: fmt.Sprintf("127.0.0.1:%d", ports[0]), ready: readyAt.Sub(p.Started)}
+	r := &runningDNS{proc: p, server: fmt.Sprintf("127.0.0.1:%d", ports[0]), ready: readyAt.Sub(p.Started), rss0: SampleRSS(p, rssInterval)}
 	time.Sleep(e.cfg.settle)
 	if r.rss, err = p.RSS(); err != nil {
 		t.Fatal(err)
@@ -146,6 +207,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 		checkRcodes(t, mix, p)
 		return p
 	}
+	e.res.Settings["rss after sync"] = fmt.Sprintf("%s after /ready", cfg.settle)
 	e.res.Settings["dnsperf"] = fmt.Sprintf("dnsperf -c 64 (64 flows), pinned to core %d; peers pinned to core %d; %s per measurement, %d rounds alternated",
 		loadCPU, peerCPU, cfg.perf, cfg.rounds)
 
@@ -169,6 +231,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 				e.res.Add(peer.name, qpsMetric[m.Name], total, round, p.QPS)
 				t.Logf("%s round %d %s: %.0f qps, %d lost, avg %s", peer.name, round, m.Name, p.QPS, p.Lost, p.AverageLatency)
 			}
+			e.afterLoad(t, peer.name, r, round)
 			r.proc.Stop(time.Second)
 			t.Logf("%s round %d: ready after %s, RSS %.1f MiB", peer.name, round, r.ready.Round(time.Millisecond), float64(r.rss)/(1<<20))
 		}
@@ -180,6 +243,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 			e.res.Add(PeerBareUDP, qpsMetric[m.Name], total, round, p.QPS)
 			t.Logf("bare round %d %s: %.0f qps", round, m.Name, p.QPS)
 		}
+		e.afterLoad(t, PeerBareUDP, bare, round)
 		bare.proc.Stop(time.Second)
 	}
 
@@ -192,7 +256,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 	e.res.Settings["fixed load"] = fmt.Sprintf("%d", rate["cluster"])
 	e.res.Settings["latency"] = fmt.Sprintf("p50/p99 from every answer (dnsperf -v) at half of CoreDNS's median saturation: %d qps for cluster names, %d qps for external names",
 		rate["cluster"], rate["external"])
-	latency := map[string][2]string{"cluster": {MetricP50Cluster, MetricP99Cluster}, "external": {MetricP50External, MetricP99External}}
+	e.res.Settings["cpu per query"] = "the peer process's utime+stime (/proc/PID/stat, 10 ms ticks) over the queries answered during the fixed-load run, for each peer and the bare responder"
 	for round := range cfg.rounds {
 		order := slices.Clone(peers)
 		if round%2 == 0 {
@@ -205,20 +269,16 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 			e.res.Add(peer.name, MetricHeap, total, cfg.rounds+round, float64(r.heap)/(1<<20))
 			for _, m := range mixes {
 				saturate(r.server, m.Name, cfg.warmup)
-				p, err := RunPerf(ctx, PerfRun{CPU: loadCPU, Server: r.server, DataFile: files[m.Name], Clients: 64,
-					Outstanding: 1000, Duration: cfg.perf, Rate: rate[m.Name], Verbose: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkRcodes(t, m.Name, p)
-				p50, p99 := p.Percentile(0.50), p.Percentile(0.99)
-				e.res.Add(peer.name, latency[m.Name][0], total, round, ms(p50))
-				e.res.Add(peer.name, latency[m.Name][1], total, round, ms(p99))
-				t.Logf("%s round %d %s at %d qps: p50 %s p99 %s (%d answers, %d lost)", peer.name, round, m.Name, rate[m.Name],
-					p50, p99, len(p.Latencies), p.Lost)
+				e.fixedLoad(t, ctx, peer.name, r, m.Name, files[m.Name], rate[m.Name], round)
 			}
 			r.proc.Stop(time.Second)
 		}
+		bare := e.startBare(t, cfg.rounds+round)
+		for _, m := range mixes {
+			saturate(bare.server, m.Name, cfg.warmup)
+			e.fixedLoad(t, ctx, PeerBareUDP, bare, m.Name, files[m.Name], rate[m.Name], round)
+		}
+		bare.proc.Stop(time.Second)
 	}
 	// The manifests folder holds the same cluster: clusterdns serving it
 	// must give the same answers. Its start-up and memory are kept in the
@@ -278,7 +338,7 @@ func (e *env) startBare(t *testing.T, round int) *runningDNS {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &runningDNS{proc: p, server: addr}
+	return &runningDNS{proc: p, server: addr, rss0: SampleRSS(p, rssInterval)}
 }
 
 // checkAnswers asks a few questions of each kind in the mixes and compares

@@ -80,22 +80,107 @@ func (p *Process) RSS() (int64, error) {
 }
 
 // RSSOf reads VmRSS from /proc/PID/status.
-func RSSOf(pid int) (int64, error) {
+func RSSOf(pid int) (int64, error) { return statusBytes(pid, "VmRSS") }
+
+// PeakRSS is the process's peak resident set size so far (VmHWM) in bytes.
+func (p *Process) PeakRSS() (int64, error) { return statusBytes(p.Cmd.Process.Pid, "VmHWM") }
+
+// statusBytes reads a "NAME: N kB" line of /proc/PID/status.
+func statusBytes(pid int, name string) (int64, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, fmt.Errorf("rss of %d: %w", pid, err)
+		return 0, fmt.Errorf("%s of %d: %w", name, pid, err)
 	}
 	for line := range strings.SplitSeq(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, name+":"); ok {
 			f := strings.Fields(rest)
+			if len(f) < 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("%s of %d: bad line %q", name, pid, line)
+			}
 			kb, err := strconv.ParseInt(f[0], 10, 64)
-			if err != nil || len(f) < 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("rss of %d: bad line %q", pid, line)
+			if err != nil {
+				return 0, fmt.Errorf("%s of %d: bad line %q", name, pid, line)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
+	return 0, fmt.Errorf("%s of %d: no such line", name, pid)
+}
+
+// userHZ is the unit of the times in /proc/PID/stat: USER_HZ, 100 on every
+// Linux architecture the benchmark runs on.
+const userHZ = 100
+
+// CPUTime is the CPU time the process has used, user and system
+// (utime+stime of /proc/PID/stat), to 10 ms.
+func (p *Process) CPUTime() (time.Duration, error) {
+	pid := p.Cmd.Process.Pid
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
+	}
+	// The command name, in parentheses, may hold spaces: fields count from
+	// after its closing parenthesis, where state is field 3.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("cpu time of %d: bad stat %q", pid, data)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	const utime, stime = 14 - 3, 15 - 3
+	if len(f) <= stime {
+		return 0, fmt.Errorf("cpu time of %d: bad stat %q", pid, data)
+	}
+	u, err1 := strconv.ParseInt(f[utime], 10, 64)
+	s, err2 := strconv.ParseInt(f[stime], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("cpu time of %d: bad stat %q", pid, data)
+	}
+	return time.Duration(u+s) * time.Second / userHZ, nil
+}
+
+// RSSSampler reads a process's RSS at a fixed interval until stopped or
+// the process ends: memory over a run, not at one moment.
+type RSSSampler struct {
+	stop chan struct{}
+	done chan struct{}
+	// Points are (seconds since the process started, MiB), in order.
+	Points [][2]float64
+}
+
+// SampleRSS starts sampling p every interval.
+func SampleRSS(p *Process, interval time.Duration) *RSSSampler {
+	s := &RSSSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			rss, err := p.RSS()
+			if err != nil || p.Exited() {
+				return
+			}
+			s.Points = append(s.Points, [2]float64{time.Since(p.Started).Seconds(), float64(rss) / (1 << 20)})
+			select {
+			case <-s.stop:
+				return
+			case <-p.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends the sampling and returns the points.
+func (s *RSSSampler) Stop() [][2]float64 {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+	return s.Points
 }
 
 // LogTail returns the end of the process's log, for error messages.

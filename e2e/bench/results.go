@@ -35,6 +35,13 @@ const (
 	MetricP50External = "p50_external_ms"
 	MetricP99External = "p99_external_ms"
 	MetricRSS         = "rss_mb"
+	// RSS and peak RSS (VmHWM) read right after the saturation runs: what
+	// the answer path's garbage makes of memory, not only the index.
+	MetricRSSLoad = "rss_after_load_mb"
+	MetricPeakRSS = "peak_rss_mb"
+	// CPU time (utime+stime) per query answered at the fixed load.
+	MetricCPUCluster  = "cpu_us_per_query_cluster"
+	MetricCPUExternal = "cpu_us_per_query_external"
 	MetricHeap        = "heap_inuse_mb"
 	MetricReady       = "ready_s"
 	MetricFullSync    = "full_sync_s"
@@ -69,12 +76,15 @@ type Results struct {
 	Spec     Spec              `json:"spec"`
 	Settings map[string]string `json:"settings"`
 	Samples  []Sample          `json:"samples"`
+	// RSSSeries is each DNS peer's RSS over its first saturation round:
+	// (seconds since start, MiB).
+	RSSSeries map[string][][2]float64 `json:"rss_series,omitempty"`
 }
 
 // NewResults records the machine and its load now.
 func NewResults(spec Spec) *Results {
 	return &Results{Started: time.Now().UTC(), Machine: MachineDescription(), LoadAvg: []string{LoadAverage()},
-		Spec: spec, Settings: map[string]string{}}
+		Spec: spec, Settings: map[string]string{}, RSSSeries: map[string][][2]float64{}}
 }
 
 // Add records a sample.
@@ -183,8 +193,12 @@ func (r *Results) Markdown() string {
 		{"p99 latency at fixed load, cluster names (ms)", MetricP99Cluster, total, 0.5, false, "%.3f"},
 		{"p50 latency at fixed load, external names (ms)", MetricP50External, total, 0, false, "%.3f"},
 		{"p99 latency at fixed load, external names (ms)", MetricP99External, total, 0, false, "%.3f"},
-		{"RSS after sync (MiB)", MetricRSS, total, 0.5, false, "%.1f"},
+		{"CPU per query at fixed load, cluster names (µs)", MetricCPUCluster, total, 0, false, "%.1f"},
+		{"CPU per query at fixed load, external names (µs)", MetricCPUExternal, total, 0, false, "%.1f"},
+		{"RSS after sync, " + r.Settings["rss after sync"] + " (MiB)", MetricRSS, total, 0.5, false, "%.1f"},
 		{"Go heap in use at that moment (MiB)", MetricHeap, total, 0, false, "%.1f"},
+		{"RSS right after the saturation runs (MiB)", MetricRSSLoad, total, 0.5, false, "%.1f"},
+		{"peak RSS (VmHWM) at that moment (MiB)", MetricPeakRSS, total, 0.5, false, "%.1f"},
 		{"start to /ready 200 (s)", MetricReady, total, 0, false, "%.2f"},
 	}
 	if r.hasPeer(PeerClusterDNS) || r.hasPeer(PeerCoreDNS) {
@@ -198,6 +212,23 @@ func (r *Results) Markdown() string {
 				ours, _ := r.Median(PeerClusterDNS, m.metric, total)
 				theirs, _ := r.Median(PeerCoreDNS, m.metric, total)
 				fmt.Fprintf(&b, "| %s | %.0f | %.0f | %s | %s |\n", m.label, bare, ours, ratio(ours, bare), ratio(theirs, bare))
+			}
+			if _, ok := r.Median(PeerBareUDP, MetricCPUCluster, total); ok {
+				b.WriteString("\nAt the fixed load (" + r.Settings["fixed load"] + " qps for cluster names): CPU time (utime+stime) per query answered, and latency.\n\n")
+				b.WriteString("| | bare UDP | clusterdns | CoreDNS | clusterdns / bare | CoreDNS / bare |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+				for _, m := range []struct{ label, metric, format string }{
+					{"CPU per query, cluster names (µs)", MetricCPUCluster, "%.1f"},
+					{"CPU per query, external names (µs)", MetricCPUExternal, "%.1f"},
+					{"p50, cluster names (ms)", MetricP50Cluster, "%.3f"},
+					{"p99, cluster names (ms)", MetricP99Cluster, "%.3f"},
+				} {
+					bare, _ := r.Median(PeerBareUDP, m.metric, total)
+					ours, _ := r.Median(PeerClusterDNS, m.metric, total)
+					theirs, _ := r.Median(PeerCoreDNS, m.metric, total)
+					fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.label, r.cell(PeerBareUDP, m.metric, total, m.format),
+						r.cell(PeerClusterDNS, m.metric, total, m.format), r.cell(PeerCoreDNS, m.metric, total, m.format),
+						ratio(ours, bare), ratio(theirs, bare))
+				}
 			}
 		}
 	}

@@ -40,9 +40,12 @@ type Index struct {
 	// ptrs maps endpoint addresses to the endpoint names that point back at
 	// them; their PTR records are made when asked. Spread over shards by
 	// address, and rebuilt only where a change falls, like the names.
-	ptrs    [shardCount]map[netip.Addr][]ptrTarget
-	seed    maphash.Seed
-	soa     map[string]*dns.SOA
+	ptrs [shardCount]map[netip.Addr][]ptrTarget
+	seed maphash.Seed
+	soa  map[string]*dns.SOA
+	// soaWire holds each zone's SOA packed, by the zone's place in
+	// options.Zones, for NODATA and NXDOMAIN answers from LookupWire.
+	soaWire [][]byte
 	options Options
 	cluster *zone.Cluster
 	// parts caches each Service's records so the next snapshot can reuse them
@@ -78,6 +81,7 @@ type ptrTarget struct{ host, base string }
 // place assigns each node its shard and records the part's shards.
 func (p *part) place(seed maphash.Seed) {
 	for _, n := range p.nodes {
+		n.prepare()
 		n.shard = uint8(maphash.String(seed, n.Name))
 		p.shards.add(n.shard)
 	}
@@ -206,6 +210,7 @@ func Build(c *zone.Cluster, opts Options, prev *Index) *Index {
 
 	// The apexes carry the snapshot's serial, so they change every time.
 	ix.apex = ix.buildApex(c.Generation)
+	ix.prepareSOAs()
 	ix.apex.place(ix.seed)
 	dirty.union(ix.apex.shards)
 	if prev != nil {

@@ -20,6 +20,8 @@ type Node struct {
 	// their names (HOST.<this name>) are made when asked rather than kept,
 	// as they are rarely asked and would be most of the index.
 	hosts *[]endpointRecord
+	// wire holds the node's answers packed, per type (see prepare).
+	wire []byte
 	// shard is where the index keeps the node.
 	shard uint8
 }
@@ -89,6 +91,7 @@ func merge(m map[string]*Node, n *Node) {
 		c.Extra = append(c.Extra, src.Extra...)
 	}
 	c.group()
+	c.prepare()
 	m[n.Name] = c
 }
 
