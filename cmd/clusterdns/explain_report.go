@@ -569,7 +569,7 @@ func (r *explainReport) writeText(w io.Writer) error {
 			status := "in sync"
 			switch {
 			case np.Stale:
-				status = "stale: the Service does not have this port"
+				status = "stale: not in the model"
 			case !np.InSync:
 				status = "DIFFERS from the model, which wants " + orDash(joinComma(np.Want))
 			}

@@ -92,7 +92,7 @@ func (p *Port) Differences() []string {
 	f := p.Frontend.String()
 	switch {
 	case p.Stale:
-		return []string{"the kernel routes " + f + ", which the Service does not have (stale rules)"}
+		return []string{"the kernel still routes " + f + ", which the model does not have (stale rules)"}
 	case !p.Programmed:
 		return []string{"the kernel has no rules for " + f}
 	}

@@ -51,10 +51,10 @@ func TestCompare(t *testing.T) {
 			inSync: []bool{false}, diffs: []string{"10.0.0.1:80/TCP: the kernel still sends to 172.16.0.1:80, which is not an endpoint to use"}},
 		{name: "stale port on the Service's address", svc: &web,
 			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80", "172.16.0.2:80"), other: eps("172.16.0.1:81")},
-			inSync: []bool{true, false}, diffs: []string{"the kernel routes 10.0.0.1:81/TCP, which the Service does not have (stale rules)"}},
+			inSync: []bool{true, false}, diffs: []string{"the kernel still routes 10.0.0.1:81/TCP, which the model does not have (stale rules)"}},
 		{name: "Service gone, rules left",
 			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80")},
-			inSync: []bool{false}, diffs: []string{"the kernel routes 10.0.0.1:80/TCP, which the Service does not have (stale rules)"}},
+			inSync: []bool{false}, diffs: []string{"the kernel still routes 10.0.0.1:80/TCP, which the model does not have (stale rules)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var services []pt.Service
