@@ -101,7 +101,7 @@ func (p *Port) Differences() []string {
 		out = append(out, f+": the kernel does not send to "+ep.String())
 	}
 	for _, ep := range p.Extra {
-		out = append(out, f+": the kernel still sends to "+ep.String()+", which is not an endpoint to use")
+		out = append(out, f+": the kernel still sends to "+ep.String()+", which the model does not send to")
 	}
 	return out
 }

@@ -45,10 +45,10 @@ func TestCompare(t *testing.T) {
 			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80", "172.16.0.3:80")},
 			inSync: []bool{false}, diffs: []string{
 				"10.0.0.1:80/TCP: the kernel does not send to 172.16.0.2:80",
-				"10.0.0.1:80/TCP: the kernel still sends to 172.16.0.3:80, which is not an endpoint to use"}},
+				"10.0.0.1:80/TCP: the kernel still sends to 172.16.0.3:80, which the model does not send to"}},
 		{name: "stale endpoint after the last one went", svc: &empty,
 			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80")},
-			inSync: []bool{false}, diffs: []string{"10.0.0.1:80/TCP: the kernel still sends to 172.16.0.1:80, which is not an endpoint to use"}},
+			inSync: []bool{false}, diffs: []string{"10.0.0.1:80/TCP: the kernel still sends to 172.16.0.1:80, which the model does not send to"}},
 		{name: "stale port on the Service's address", svc: &web,
 			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80", "172.16.0.2:80"), other: eps("172.16.0.1:81")},
 			inSync: []bool{true, false}, diffs: []string{"the kernel still routes 10.0.0.1:81/TCP, which the model does not have (stale rules)"}},
