@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -147,6 +148,9 @@ func readKernel(ctx context.Context, o *explainOptions) (*inspect.Kernel, error)
 			variants = []string{o.iptablesVariant}
 		}
 		for _, v := range variants {
+			if v == "legacy" && o.iptablesVariant == "" && !legacyNATLoaded() {
+				continue
+			}
 			r := iptables.ExecRunner{Variant: v}
 			// A missing tool is no rule of this variant; an ip6tables that
 			// fails (no IPv6 in the kernel) should not hide the IPv4 rules.
@@ -180,6 +184,14 @@ func readKernel(ctx context.Context, o *explainOptions) (*inspect.Kernel, error)
 		}
 	}
 	return nil, errors.Join(errs...)
+}
+
+// legacyNATLoaded reports whether this namespace has a legacy iptables nat
+// table. Without one there can be no legacy rules, and iptables-legacy-save
+// would load the module to list an empty table: a read should not do that.
+func legacyNATLoaded() bool {
+	b, err := os.ReadFile("/proc/net/ip_tables_names")
+	return err == nil && slices.Contains(strings.Fields(string(b)), "nat")
 }
 
 // joinComma is for lists in text output.
