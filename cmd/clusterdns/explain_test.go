@@ -200,3 +200,33 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+// TestRunExplainFlags runs the subcommand as the binary does, without the
+// kernel part (which needs root and a node).
+func TestRunExplainFlags(t *testing.T) {
+	dir := filepath.Join("..", "..", "deploy", "examples")
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+		wantOut string
+	}{
+		{args: []string{"--manifests", dir, "--kernel=false", "service-nodeport.dev"}, wantOut: "port 80/TCP (http) -> 80, node port 30002"},
+		{args: []string{"--manifests", dir, "--kernel=false", "-o", "json", "10.10.25.194"}, wantOut: `"clusterIPs": [`},
+		{args: []string{"--manifests", dir, "--kernel=false", "-o", "json", "nope.dev"}, wantOut: `"service": null`},
+		{args: []string{"--manifests", dir, "--kernel=false"}, wantErr: "want one NAME or IP[:PORT]"},
+		{args: []string{"--manifests", dir, "-o", "yaml", "a.b"}, wantErr: `-o "yaml"`},
+		{args: []string{"--manifests", dir, "--proxy-mode", "userspace", "a.b"}, wantErr: `--proxy-mode "userspace"`},
+		{args: []string{"--manifests", dir, "--kubeconfig", "x", "a.b"}, wantErr: "--manifests excludes"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := runExplain(context.Background(), tc.args, &stdout, &stderr)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%q: error %v, want %q", tc.args, err, tc.wantErr)
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%q: %v\n%s", tc.args, err, stderr.String())
+		case !strings.Contains(stdout.String(), tc.wantOut):
+			t.Errorf("%q: output lacks %q:\n%s", tc.args, tc.wantOut, stdout.String())
+		}
+	}
+}
