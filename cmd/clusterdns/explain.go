@@ -54,7 +54,7 @@ func explainFlags(stderr io.Writer) (*pflag.FlagSet, *explainOptions) {
 	fs.StringVar(&o.zone, "zone", "cluster.local", "the cluster DNS zone")
 	fs.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	fs.StringVar(&o.proxyMode, "proxy-mode", "", "which mode's rules to read back: iptables, nftables or ipvs (default: the one found)")
-	fs.StringVar(&o.iptablesVariant, "iptables-variant", "", "in iptables mode, which tools to read with: empty tries the system's, legacy and nft")
+	fs.StringVar(&o.iptablesVariant, "iptables-variant", "", "in iptables mode, which tools to read with: nft or legacy (default: nft, then legacy where legacy tables exist)")
 	fs.BoolVar(&o.kernel, "kernel", true, "read this node's rules back and compare them with the model (needs root)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the cluster to load")
 	return fs, o
@@ -125,8 +125,8 @@ func (o *explainOptions) source(log *slog.Logger) (zone.Source, error) {
 }
 
 // readKernel finds the mode whose rules this node has and reads them back:
-// nftables, then iptables (each variant), then IPVS, unless --proxy-mode
-// names one. It returns nil, with no error, when no mode has rules here.
+// nftables, then iptables (nft, then legacy), then IPVS, unless
+// --proxy-mode names one. It returns nil, with no error, when no mode has rules here.
 func readKernel(ctx context.Context, o *explainOptions) (*inspect.Kernel, error) {
 	families := []proxy.Family{proxy.IPv4, proxy.IPv6}
 	var errs []error
@@ -143,7 +143,9 @@ func readKernel(ctx context.Context, o *explainOptions) (*inspect.Kernel, error)
 		}
 	}
 	if try("iptables") {
-		variants := []string{"", "legacy", "nft"}
+		// The system's iptables is one of these two; naming them keeps the
+		// read from loading legacy tables through a legacy default.
+		variants := []string{"nft", "legacy"}
 		if o.iptablesVariant != "" {
 			variants = []string{o.iptablesVariant}
 		}
