@@ -80,6 +80,9 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if o.proxyMode != "" && o.proxyMode != "iptables" && o.proxyMode != "nftables" && o.proxyMode != "ipvs" {
 		return fmt.Errorf("--proxy-mode %q: want iptables, nftables or ipvs", o.proxyMode)
 	}
+	if o.iptablesVariant != "" && o.iptablesVariant != "nft" && o.iptablesVariant != "legacy" {
+		return fmt.Errorf("--iptables-variant %q: want nft, legacy or empty", o.iptablesVariant)
+	}
 	// Only warnings reach stderr: the report is the output.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	klog.SetSlogLogger(log)

@@ -217,6 +217,7 @@ func TestRunExplainFlags(t *testing.T) {
 		{args: []string{"--manifests", dir, "-o", "yaml", "a.b"}, wantErr: `-o "yaml"`},
 		{args: []string{"--manifests", dir, "--proxy-mode", "userspace", "a.b"}, wantErr: `--proxy-mode "userspace"`},
 		{args: []string{"--manifests", dir, "--kubeconfig", "x", "a.b"}, wantErr: "--manifests excludes"},
+		{args: []string{"--manifests", dir, "--iptables-variant", "old", "a.b"}, wantErr: `--iptables-variant "old"`},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := runExplain(context.Background(), tc.args, &stdout, &stderr)
