@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -185,6 +186,13 @@ func TestProxyIPVS(t *testing.T) {
 			}
 		}
 	})
+	t.Run("explain reads the IPVS table back", func(t *testing.T) {
+		checkIPVSExplain(t, sec["explain"], map[string][]string{"80/TCP": {}, "53/UDP": {}}, 3)
+		checkIPVSExplain(t, sec["explain unready"], map[string][]string{"80/TCP": {}, "53/UDP": {}}, 2)
+		// After the agent stopped pod3 turned ready again: exactly its two
+		// real servers are missing.
+		checkIPVSExplain(t, sec["explain stale"], map[string][]string{"80/TCP": {"10.100.3.2:80"}, "53/UDP": {"10.100.3.2:5353"}}, 2)
+	})
 	t.Run("cleanup leaves nothing", func(t *testing.T) {
 		if n, _ := strconv.Atoi(strings.TrimSpace(sec["iptables before cleanup"])); n == 0 {
 			t.Errorf("no hooks into CDNS-IPVS- chains before cleanup: %q", sec["iptables before cleanup"])
@@ -301,5 +309,37 @@ func checkSpread(t *testing.T, key string, got map[string]int, want []string, n 
 	}
 	if total != n {
 		t.Errorf("%s: %d exchanges reported, want %d", key, total, n)
+	}
+}
+
+// checkIPVSExplain checks `clusterdns explain -o json web.e2e` run in the VM:
+// IPVS mode found, each cluster IP port sending to kernelN real servers and
+// missing exactly the ones listed (in sync when none).
+func checkIPVSExplain(t *testing.T, out string, missing map[string][]string, kernelN int) {
+	t.Helper()
+	var v explainView
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Node == nil {
+		t.Errorf("explain output: %v\n%s", err, out)
+		return
+	}
+	if v.Node.Mode != "ipvs" || len(v.Node.Ports) != len(missing) {
+		t.Errorf("want ipvs mode and %d ports:\n%s", len(missing), out)
+		return
+	}
+	var problems []string
+	for _, p := range v.Node.Ports {
+		want, ok := missing[p.Port]
+		if !ok || len(p.Kernel) != kernelN || len(p.Missing) != len(want) || !slices.Equal(p.Missing, want) && len(want) > 0 ||
+			p.InSync != (len(want) == 0) || len(p.Extra) != 0 {
+			t.Errorf("port %s: kernel %v, missing %v, in sync %v; want %d real servers, missing %v:\n%s", p.Port, p.Kernel, p.Missing, p.InSync, kernelN, want, out)
+		}
+		for _, m := range want {
+			problems = append(problems, "10.96.0.10:"+p.Port+": the kernel does not send to "+m)
+		}
+	}
+	slices.Sort(problems)
+	got := slices.Sorted(slices.Values(v.Problems))
+	if !slices.Equal(got, problems) {
+		t.Errorf("problems %q, want %q", got, problems)
 	}
 }

@@ -21,6 +21,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"serve":   {"serve DNS for the cluster zone from a Corefile", runServe},
+		"explain": {"show what DNS, the Service, its endpoints and this node's rules do with a name or IP", runExplain},
 		"proxy":   {"program Service routes (iptables, nftables or IPVS) on this node", runProxy},
 		"version": {"print the version", runVersion},
 	}

@@ -88,6 +88,8 @@ echo "== sysctl"
 for k in net/ipv4/vs/conntrack net/ipv4/vs/expire_nodest_conn net/ipv4/vs/expire_quiescent_template net/ipv4/ip_forward; do
 	echo "$k=$(cat /proc/sys/$k)"
 done
+echo "== explain"
+clusterdns explain -o json --manifests $M web.e2e
 echo "== traffic"
 ip netns exec client vmprobe spread -net tcp -addr 10.96.0.10:80 -n 30
 ip netns exec client vmprobe spread -net udp -addr 10.96.0.10:53 -n 30
@@ -108,6 +110,8 @@ wait_for "10.100.3.2:80 *Masq *0 " ipvsadm -Ln || fail "pod3 was not set to weig
 stamp "pod3 out"
 echo "== unready list"
 clusterdns proxy --list
+echo "== explain unready"
+clusterdns explain -o json --manifests $M web.e2e
 echo "== unready traffic"
 ip netns exec client vmprobe spread -net tcp -addr 10.96.0.10:80 -n 30
 ip netns exec client vmprobe spread -net udp -addr 10.96.0.10:53 -n 30
@@ -116,6 +120,10 @@ ip netns exec client vmprobe spread -net tcp -addr 10.100.9.1:30080 -n 30
 kill $agent
 wait $agent
 stamp "agent stopped"
+# With the agent gone, pod3 turns ready again: the table is now stale.
+cp /etc/clusterdns/pods-ready.yaml $M/.pods.tmp && mv $M/.pods.tmp $M/pods.yaml
+echo "== explain stale"
+clusterdns explain -o json --manifests $M web.e2e
 echo "== iptables before cleanup"
 iptables-nft-save | grep -c -- '-j CDNS-IPVS-'
 clusterdns proxy --cleanup --iptables-variant nft >>/tmp/agent.log 2>&1 || fail "cleanup failed"

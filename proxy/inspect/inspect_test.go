@@ -1,0 +1,95 @@
+package inspect
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+func eps(s ...string) []netip.AddrPort {
+	out := []netip.AddrPort{}
+	for _, a := range s {
+		out = append(out, netip.MustParseAddrPort(a))
+	}
+	return out
+}
+
+func TestCompare(t *testing.T) {
+	web := pt.Service{Namespace: "dev", Name: "web", ClusterIPs: []string{"10.0.0.1"}, Port: 80, Ready: []string{"172.16.0.1", "172.16.0.2"}}
+	empty := pt.Service{Namespace: "dev", Name: "web", ClusterIPs: []string{"10.0.0.1"}, Port: 80}
+	front := Frontend{Addr: netip.MustParseAddr("10.0.0.1"), Protocol: zone.ProtocolTCP, Port: 80}
+	other := Frontend{Addr: netip.MustParseAddr("10.0.0.1"), Protocol: zone.ProtocolTCP, Port: 81}
+	unrelated := Frontend{Addr: netip.MustParseAddr("10.0.0.9"), Protocol: zone.ProtocolTCP, Port: 80}
+	key := zone.Key{Namespace: "dev", Name: "web"}
+	for _, tc := range []struct {
+		name   string
+		svc    *pt.Service // nil: the model lacks the Service
+		kernel map[Frontend][]netip.AddrPort
+		inSync []bool
+		diffs  []string
+	}{
+		{name: "in sync", svc: &web,
+			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80", "172.16.0.2:80"), unrelated: eps("172.16.9.9:80")},
+			inSync: []bool{true}},
+		{name: "no endpoints, rejected", svc: &empty,
+			kernel: map[Frontend][]netip.AddrPort{front: eps()},
+			inSync: []bool{true}},
+		{name: "missing frontend", svc: &web,
+			kernel: map[Frontend][]netip.AddrPort{unrelated: eps("172.16.9.9:80")},
+			inSync: []bool{false}, diffs: []string{"the kernel has no rules for 10.0.0.1:80/TCP"}},
+		{name: "endpoint missing and extra", svc: &web,
+			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80", "172.16.0.3:80")},
+			inSync: []bool{false}, diffs: []string{
+				"10.0.0.1:80/TCP: the kernel does not send to 172.16.0.2:80",
+				"10.0.0.1:80/TCP: the kernel still sends to 172.16.0.3:80, which the model does not send to"}},
+		{name: "stale endpoint after the last one went", svc: &empty,
+			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80")},
+			inSync: []bool{false}, diffs: []string{"10.0.0.1:80/TCP: the kernel still sends to 172.16.0.1:80, which the model does not send to"}},
+		{name: "stale port on the Service's address", svc: &web,
+			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80", "172.16.0.2:80"), other: eps("172.16.0.1:81")},
+			inSync: []bool{true, false}, diffs: []string{"the kernel still routes 10.0.0.1:81/TCP, which the model does not have (stale rules)"}},
+		{name: "Service gone, rules left",
+			kernel: map[Frontend][]netip.AddrPort{front: eps("172.16.0.1:80")},
+			inSync: []bool{false}, diffs: []string{"the kernel still routes 10.0.0.1:80/TCP, which the model does not have (stale rules)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var services []pt.Service
+			if tc.svc != nil {
+				services = append(services, *tc.svc)
+			}
+			want := ForService(pt.Model(nil, services...), key)
+			ports := Compare(want, []netip.Addr{front.Addr}, &Kernel{Mode: "test", Endpoints: tc.kernel})
+			var inSync []bool
+			var diffs []string
+			for _, p := range ports {
+				inSync = append(inSync, p.InSync())
+				diffs = append(diffs, p.Differences()...)
+			}
+			if !slices.Equal(inSync, tc.inSync) {
+				t.Errorf("in sync %v, want %v", inSync, tc.inSync)
+			}
+			if !slices.Equal(diffs, tc.diffs) {
+				t.Errorf("differences:\n%s\nwant:\n%s", strings.Join(diffs, "\n"), strings.Join(tc.diffs, "\n"))
+			}
+		})
+	}
+}
+
+func TestKernelAdd(t *testing.T) {
+	f := Frontend{Addr: netip.MustParseAddr("10.0.0.1"), Protocol: zone.ProtocolUDP, Port: 53}
+	var k Kernel
+	k.Add(f, netip.AddrPort{})
+	if got, ok := k.Endpoints[f]; !ok || len(got) != 0 {
+		t.Fatalf("a frontend without endpoints: %v %v", got, ok)
+	}
+	for _, ep := range []string{"172.16.0.2:53", "172.16.0.1:53", "172.16.0.2:53"} {
+		k.Add(f, netip.MustParseAddrPort(ep))
+	}
+	if got, want := k.Endpoints[f], eps("172.16.0.1:53", "172.16.0.2:53"); !slices.Equal(got, want) {
+		t.Errorf("endpoints %v, want %v (sorted, each once)", got, want)
+	}
+}

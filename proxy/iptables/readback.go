@@ -1,0 +1,167 @@
+package iptables
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/proxy/inspect"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// ReadKernel reads back, from iptables-save of the nat tables, where
+// iptables mode sends new connections to each cluster IP and external IP:
+// `clusterdns explain` compares it with the model. It returns nil when no
+// family has the mode's dispatch chain (the mode is not programmed here).
+//
+// The rules are followed, not their comments trusted: from each dispatch
+// rule through the chains it jumps to, to the DNAT targets they reach.
+func ReadKernel(ctx context.Context, r Runner, families []proxy.Family) (*inspect.Kernel, error) {
+	var k *inspect.Kernel
+	for _, f := range families {
+		data, err := r.Save(ctx, f, TableNAT)
+		if err != nil {
+			return nil, fmt.Errorf("read %s nat rules: %w", f, err)
+		}
+		if !strings.Contains(string(data), "\n:"+chainServices+" ") && !strings.HasPrefix(string(data), ":"+chainServices+" ") {
+			continue
+		}
+		if k == nil {
+			k = &inspect.Kernel{Mode: "iptables", Endpoints: map[inspect.Frontend][]netip.AddrPort{}}
+		}
+		parseNAT(data, k)
+	}
+	return k, nil
+}
+
+// savedRule is what the read-back needs of one rule.
+type savedRule struct {
+	dst      string // -d, without the one-host suffix
+	protocol string // -p
+	dport    string // --dport
+	jump     string // -j
+	dnat     string // --to-destination
+}
+
+// parseNAT adds to k the frontends of nat CDNS-SERVICES and the endpoints
+// their chains reach.
+func parseNAT(data []byte, k *inspect.Kernel) {
+	chains := map[string][]savedRule{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(line, "-A ") {
+			continue
+		}
+		args := splitArgs(line)
+		if len(args) < 2 {
+			continue
+		}
+		var r savedRule
+		for i := 2; i+1 < len(args); i++ {
+			switch args[i] {
+			case "-d", "--destination":
+				r.dst = args[i+1]
+			case "-p", "--protocol":
+				r.protocol = args[i+1]
+			case "--dport", "--destination-port":
+				r.dport = args[i+1]
+			case "-j", "--jump":
+				r.jump = args[i+1]
+			case "--to-destination":
+				r.dnat = args[i+1]
+			}
+		}
+		chains[args[1]] = append(chains[args[1]], r)
+	}
+	for _, r := range chains[chainServices] {
+		if r.dst == "" || r.dport == "" || !strings.HasPrefix(r.jump, ChainPrefix) {
+			continue
+		}
+		f, ok := frontendOf(r)
+		if !ok {
+			continue
+		}
+		k.Add(f, netip.AddrPort{})
+		for _, ep := range reachedDNAT(chains, r.jump) {
+			k.Add(f, ep)
+		}
+	}
+}
+
+func frontendOf(r savedRule) (inspect.Frontend, bool) {
+	dst := r.dst
+	if p, err := netip.ParsePrefix(dst); err == nil {
+		if p.Bits() != p.Addr().BitLen() {
+			return inspect.Frontend{}, false
+		}
+		dst = p.Addr().String()
+	}
+	a, err := netip.ParseAddr(dst)
+	port, perr := strconv.ParseUint(r.dport, 10, 16)
+	if err != nil || perr != nil {
+		return inspect.Frontend{}, false
+	}
+	return inspect.Frontend{Addr: a, Protocol: zone.Protocol(strings.ToUpper(r.protocol)), Port: uint16(port)}, true
+}
+
+// reachedDNAT follows jumps from chain (at most maxDepth deep, each chain
+// once) and returns the DNAT targets on the way, in rule order.
+func reachedDNAT(chains map[string][]savedRule, chain string) []netip.AddrPort {
+	const maxDepth = 8
+	var out []netip.AddrPort
+	seen := map[string]bool{}
+	var walk func(c string, depth int)
+	walk = func(c string, depth int) {
+		if seen[c] || depth > maxDepth {
+			return
+		}
+		seen[c] = true
+		for _, r := range chains[c] {
+			if r.dnat != "" {
+				if ep, err := netip.ParseAddrPort(r.dnat); err == nil {
+					out = append(out, ep)
+				}
+			}
+			if strings.HasPrefix(r.jump, ChainPrefix) && r.jump != chainMarkMasq {
+				walk(r.jump, depth+1)
+			}
+		}
+	}
+	walk(chain, 0)
+	return out
+}
+
+// splitArgs splits a saved rule into words, keeping quoted comments whole.
+func splitArgs(line string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, escaped, started := false, false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case escaped:
+			cur.WriteByte(c)
+			escaped = false
+		case c == '\\' && inQuote:
+			escaped = true
+		case c == '"':
+			inQuote = !inQuote
+			started = true
+		case c == ' ' && !inQuote:
+			if started {
+				out = append(out, cur.String())
+				cur.Reset()
+				started = false
+			}
+		default:
+			cur.WriteByte(c)
+			started = true
+		}
+	}
+	if started {
+		out = append(out, cur.String())
+	}
+	return out
+}

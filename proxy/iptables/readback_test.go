@@ -1,0 +1,113 @@
+package iptables
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/proxy/inspect"
+	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// TestReadKernelMatchesWhatWasSynced programs clusters into the fake and
+// checks that reading the rules back finds, for every service port, the
+// model's endpoints: the read-back follows the same rules the tracer does.
+func TestReadKernelMatchesWhatWasSynced(t *testing.T) {
+	v6 := pt.Service{Namespace: "dev", Name: "v6", ClusterIPs: []string{"fd00::10"}, Port: 443, Ready: []string{"fd00:1::1", "fd00:1::2"}}
+	for name, services := range map[string][]pt.Service{
+		"cluster IP and node port": {clusterIPSvc, nodePortSvc},
+		"affinity":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Affinity = 10800 })},
+		"external IPs":             {pt.With(clusterIPSvc, func(s *pt.Service) { s.ExternalIPs = []string{"192.0.2.10"} })},
+		"no endpoints":             {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })},
+		"terminating fallback":     {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready, s.Draining = nil, nginxPods[:1] })},
+		"UDP and IPv6":             {pt.With(clusterIPSvc, func(s *pt.Service) { s.Protocol = zone.ProtocolUDP }), v6},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fake := NewFakeRunner()
+			b := New(Config{Runner: fake})
+			m := pt.Model(nil, services...)
+			if _, err := b.Sync(context.Background(), m, true); err != nil {
+				t.Fatal(err)
+			}
+			k, err := ReadKernel(context.Background(), fake, []proxy.Family{proxy.IPv4, proxy.IPv6})
+			if err != nil || k == nil {
+				t.Fatalf("read back: %v, %v", k, err)
+			}
+			for _, sp := range m.Ports {
+				ports := inspect.Compare([]*proxy.ServicePort{sp}, []netip.Addr{sp.ClusterIP}, k)
+				if len(ports) != 1 || !ports[0].InSync() {
+					t.Errorf("%s: %+v, want in sync with %v", sp.Key, ports, sp.Endpoints)
+				}
+				for _, ip := range sp.ExternalIPs {
+					f := inspect.Frontend{Addr: ip, Protocol: sp.Protocol, Port: sp.Port}
+					if got := k.Endpoints[f]; !slices.Equal(got, sp.Endpoints) {
+						t.Errorf("%s: external IP %s sends to %v, want %v", sp.Key, f, got, sp.Endpoints)
+					}
+				}
+			}
+			if len(k.Endpoints) != len(m.Ports)+len(services[0].ExternalIPs) {
+				t.Errorf("read back %d frontends, want %d: %v", len(k.Endpoints), len(m.Ports), k.Endpoints)
+			}
+		})
+	}
+}
+
+// TestReadKernelParsesSavedRules reads rules in the order iptables-save
+// prints them (matches before the comment, not as restored).
+func TestReadKernelParsesSavedRules(t *testing.T) {
+	saved := `*nat
+:PREROUTING ACCEPT [0:0]
+:CDNS-SERVICES - [0:0]
+:CDNS-SVC-A - [0:0]
+:CDNS-SEP-1 - [0:0]
+:CDNS-SEP-2 - [0:0]
+-A PREROUTING -m comment --comment "clusterdns service portals" -j CDNS-SERVICES
+-A CDNS-SERVICES -d 10.10.97.97/32 -p tcp -m comment --comment "dev/web cluster IP" -m tcp --dport 80 -j CDNS-SVC-A
+-A CDNS-SERVICES -d 10.10.0.99/32 -p tcp -m comment --comment "dev/nobody cluster IP" -m tcp --dport 80 -j CDNS-SVC-B
+-A CDNS-SERVICES -m comment --comment "clusterdns node ports" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j CDNS-NODEPORTS
+-A CDNS-SVC-A -m comment --comment "dev/web -> 172.16.0.1:80" -m statistic --mode random --probability 0.50000000000 -j CDNS-SEP-1
+-A CDNS-SVC-A -m comment --comment "dev/web -> 172.16.0.2:80" -j CDNS-SEP-2
+-A CDNS-SEP-1 -s 172.16.0.1/32 -m comment --comment "dev/web" -j CDNS-MARK-MASQ
+-A CDNS-SEP-1 -p tcp -m comment --comment "dev/web" -m tcp -j DNAT --to-destination 172.16.0.1:80
+-A CDNS-SEP-2 -p tcp -m comment --comment "dev/web" -m tcp -j DNAT --to-destination 172.16.0.2:80
+COMMIT
+`
+	k := &inspect.Kernel{}
+	parseNAT([]byte(saved), k)
+	web := inspect.Frontend{Addr: netip.MustParseAddr("10.10.97.97"), Protocol: zone.ProtocolTCP, Port: 80}
+	nobody := inspect.Frontend{Addr: netip.MustParseAddr("10.10.0.99"), Protocol: zone.ProtocolTCP, Port: 80}
+	want := map[inspect.Frontend][]netip.AddrPort{
+		web:    {netip.MustParseAddrPort("172.16.0.1:80"), netip.MustParseAddrPort("172.16.0.2:80")},
+		nobody: nil,
+	}
+	if len(k.Endpoints) != len(want) {
+		t.Fatalf("frontends %v, want %v", k.Endpoints, want)
+	}
+	for f, eps := range want {
+		if got, ok := k.Endpoints[f]; !ok || !slices.Equal(got, eps) {
+			t.Errorf("%s: %v (found %v), want %v", f, got, ok, eps)
+		}
+	}
+}
+
+func TestReadKernelWithoutRules(t *testing.T) {
+	k, err := ReadKernel(context.Background(), NewFakeRunner(), []proxy.Family{proxy.IPv4})
+	if err != nil || k != nil {
+		t.Errorf("empty tables read as %v, %v; want nil, nil", k, err)
+	}
+}
+
+func TestSplitArgs(t *testing.T) {
+	for in, want := range map[string][]string{
+		`-A X -m comment --comment "a b" -j Y`:    {"-A", "X", "-m", "comment", "--comment", "a b", "-j", "Y"},
+		`-A X --comment "say \"hi\"" -j Y`:        {"-A", "X", "--comment", `say "hi"`, "-j", "Y"},
+		`-A X  -d 10.0.0.1/32 --comment "" -j Y `: {"-A", "X", "-d", "10.0.0.1/32", "--comment", "", "-j", "Y"},
+	} {
+		if got := splitArgs(in); !slices.Equal(got, want) {
+			t.Errorf("splitArgs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

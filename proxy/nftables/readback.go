@@ -1,0 +1,165 @@
+package nftables
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/proxy/inspect"
+	"github.com/clusterdns/clusterdns/zone"
+)
+
+// TableLister lists one family's clusterdns table as `nft list table`
+// prints it; ExecRunner and Fake are both one.
+type TableLister interface {
+	ListTables(ctx context.Context) ([]byte, error)
+	ListTable(ctx context.Context, f proxy.Family) ([]byte, error)
+}
+
+// ListTable implements TableLister with `nft list table`.
+func (r ExecRunner) ListTable(ctx context.Context, f proxy.Family) ([]byte, error) {
+	cmd := r.command(ctx, "list", "table", familyOf(f).ip, TableName)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("nft list table %s: %w: %s", familyOf(f).table, err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// ListTable implements TableLister.
+func (f *Fake) ListTable(_ context.Context, fam proxy.Family) ([]byte, error) {
+	out := f.DumpTable(fam)
+	if out == "" {
+		return nil, fmt.Errorf("fake nft: no table %s", familyOf(fam).table)
+	}
+	return []byte(out), nil
+}
+
+// ReadKernel reads back where nftables mode sends new connections to each
+// cluster IP and external IP, for `clusterdns explain`. It returns nil when
+// neither family has the table (the mode is not programmed here).
+//
+// It follows the listing: each element of service-ips to its chain, and
+// through the chains that chain goes to, to the DNAT targets; elements of
+// no-endpoint-services are frontends without endpoints.
+func ReadKernel(ctx context.Context, r TableLister, families []proxy.Family) (*inspect.Kernel, error) {
+	tables, err := r.ListTables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var k *inspect.Kernel
+	for _, f := range families {
+		if !bytes.Contains(tables, []byte("table "+familyOf(f).table+"\n")) {
+			continue
+		}
+		listing, err := r.ListTable(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		if k == nil {
+			k = &inspect.Kernel{Mode: "nftables", Endpoints: map[inspect.Frontend][]netip.AddrPort{}}
+		}
+		parseListing(listing, k)
+	}
+	return k, nil
+}
+
+// parseListing adds the frontends of one table listing to k.
+func parseListing(listing []byte, k *inspect.Kernel) {
+	chains := map[string][]string{}
+	elements := map[string][]string{}
+	var block string // "map NAME" or "chain NAME" while inside one
+	var inElements bool
+	for _, raw := range strings.Split(string(listing), "\n") {
+		line := strings.TrimSpace(raw)
+		switch {
+		case line == "":
+		case block == "" && strings.HasSuffix(line, " {") && (strings.HasPrefix(line, "map ") || strings.HasPrefix(line, "chain ") || strings.HasPrefix(line, "set ")):
+			block = strings.TrimSuffix(line, " {")
+		case line == "}" && !inElements:
+			block = ""
+		case inElements || strings.HasPrefix(line, "elements = { "):
+			line = strings.TrimPrefix(line, "elements = { ")
+			inElements = !strings.HasSuffix(line, "}")
+			for _, e := range strings.Split(strings.TrimSuffix(line, "}"), ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					elements[block] = append(elements[block], e)
+				}
+			}
+		case strings.HasPrefix(block, "chain "):
+			name := strings.TrimPrefix(block, "chain ")
+			chains[name] = append(chains[name], line)
+		}
+	}
+	for _, m := range []string{mapServiceIPs, mapNoEndpointServices} {
+		for _, e := range elements["map "+m] {
+			f, chain, ok := parseServiceElement(e)
+			if !ok {
+				continue
+			}
+			k.Add(f, netip.AddrPort{})
+			if m == mapServiceIPs {
+				for _, ep := range reachedDNAT(chains, chain) {
+					k.Add(f, ep)
+				}
+			}
+		}
+	}
+}
+
+// parseServiceElement reads "10.0.0.1 . tcp . 80 : goto CHAIN".
+func parseServiceElement(e string) (inspect.Frontend, string, bool) {
+	key, verdict, ok := strings.Cut(e, " : ")
+	parts := strings.Split(key, " . ")
+	if !ok || len(parts) != 3 {
+		return inspect.Frontend{}, "", false
+	}
+	a, err := netip.ParseAddr(parts[0])
+	port, perr := strconv.ParseUint(parts[2], 10, 16)
+	if err != nil || perr != nil {
+		return inspect.Frontend{}, "", false
+	}
+	f := inspect.Frontend{Addr: a, Protocol: zone.Protocol(strings.ToUpper(parts[1])), Port: uint16(port)}
+	_, chain, _ := strings.Cut(verdict, " ")
+	return f, chain, true
+}
+
+// reachedDNAT follows goto and jump from chain (each chain once, at most
+// maxDepth deep) and returns the DNAT targets on the way.
+func reachedDNAT(chains map[string][]string, chain string) []netip.AddrPort {
+	const maxDepth = 8
+	var out []netip.AddrPort
+	seen := map[string]bool{}
+	var walk func(c string, depth int)
+	walk = func(c string, depth int) {
+		if seen[c] || depth > maxDepth {
+			return
+		}
+		seen[c] = true
+		for _, rule := range chains[c] {
+			words := strings.Fields(rule)
+			for i := 0; i+1 < len(words); i++ {
+				switch words[i] {
+				case "goto", "jump":
+					if words[i+1] != chainMarkMasq {
+						walk(words[i+1], depth+1)
+					}
+				case "to":
+					if i > 0 && words[i-1] == "dnat" {
+						if ep, err := netip.ParseAddrPort(words[i+1]); err == nil {
+							out = append(out, ep)
+						}
+					}
+				}
+			}
+		}
+	}
+	walk(chain, 0)
+	return out
+}
