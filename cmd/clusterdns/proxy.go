@@ -148,7 +148,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return backend.DryRun(proxy.BuildModel(nil, c), stdout)
+		return backend.DryRun(proxy.BuildNodeModel(nil, c, o.nodeName()), stdout)
 	}
 
 	cleanupOtherModes(ctx, backend, all, log)
@@ -156,6 +156,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	agent := proxy.NewAgent(proxy.Config{
 		Source:         source,
 		Backend:        backend,
+		NodeName:       o.nodeName(),
 		Conntrack:      proxy.NetlinkConntrack{},
 		MinSyncPeriod:  minSyncPeriod,
 		SyncPeriod:     syncPeriod,
