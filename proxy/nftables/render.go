@@ -233,7 +233,7 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 		}
 	}
 
-	if !p.AnyEndpoints {
+	if !p.HasEndpoints() {
 		// No chains: the packet stays untranslated and the filter hooks
 		// reject it.
 		element(mapNoEndpointServices, serviceKey(p.ClusterIP, proto, p.Port), chainReject)
