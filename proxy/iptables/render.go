@@ -285,17 +285,20 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	// Each distinct endpoint list gets a chain choosing among its
 	// endpoints; svcChain holds the cluster IP's. A SEP chain per endpoint
 	// serves every list the endpoint is in.
-	var all []netip.AddrPort
-	for _, l := range [][]netip.AddrPort{p.Endpoints, p.ExternalEndpoints, p.ClusterEndpoints} {
-		all = append(all, l...)
-	}
-	all = uniqueSorted(all)
+	all := allEndpoints(p)
 	ps.sepChains = make([]string, len(all))
-	sepOf := make(map[netip.AddrPort]string, len(all))
 	for i, ep := range all {
 		ps.sepChains[i] = chainHash("CDNS-SEP-", id, ep.String())
-		sepOf[ep] = ps.sepChains[i]
 		declare(decl, ps.sepChains[i])
+	}
+	// all is sorted: an endpoint's SEP chain is found by search, without a
+	// map to build on this hot path.
+	sepOf := func(ep netip.AddrPort) string {
+		i, ok := slices.BinarySearchFunc(all, ep, netip.AddrPort.Compare)
+		if !ok { // a hand-built port with unsorted endpoints
+			i = slices.Index(all, ep)
+		}
+		return ps.sepChains[i]
 	}
 	if len(p.Endpoints) > 0 {
 		switch {
@@ -422,7 +425,7 @@ func (r *renderer) writeRule(out *bytes.Buffer, chain, name, what, rest string) 
 
 // writeList writes the rules of a chain choosing uniformly among eps (with
 // ClientIP affinity first when the port has it) and returns their count.
-func (r *renderer) writeList(out *bytes.Buffer, p *proxy.ServicePort, chain, name string, eps []netip.AddrPort, sepOf map[netip.AddrPort]string) int {
+func (r *renderer) writeList(out *bytes.Buffer, p *proxy.ServicePort, chain, name string, eps []netip.AddrPort, sepOf func(netip.AddrPort) string) int {
 	var addr [64]byte
 	head := func(ep netip.AddrPort) {
 		out.WriteString("-A ")
@@ -439,13 +442,14 @@ func (r *renderer) writeList(out *bytes.Buffer, p *proxy.ServicePort, chain, nam
 		for _, ep := range eps {
 			head(ep)
 			out.WriteString(" -m recent --name ")
-			out.WriteString(sepOf[ep])
+			sep := sepOf(ep)
+			out.WriteString(sep)
 			out.WriteString(" --mask ")
 			out.WriteString(r.info.fullMask)
 			out.WriteString(" --rsource --rcheck --seconds ")
 			out.WriteString(seconds)
 			out.WriteString(" --reap -j ")
-			out.WriteString(sepOf[ep])
+			out.WriteString(sep)
 			out.WriteByte('\n')
 		}
 	}
@@ -456,7 +460,7 @@ func (r *renderer) writeList(out *bytes.Buffer, p *proxy.ServicePort, chain, nam
 			out.WriteString(r.probability(n - i))
 		}
 		out.WriteString(" -j ")
-		out.WriteString(sepOf[ep])
+		out.WriteString(sepOf(ep))
 		out.WriteByte('\n')
 	}
 	if p.AffinitySeconds > 0 {
@@ -514,8 +518,15 @@ func (r *renderer) filterLines(p *proxy.ServicePort, name, dst, proto, ports str
 	return f.Bytes(), n
 }
 
-// uniqueSorted sorts endpoints and drops repeats.
-func uniqueSorted(eps []netip.AddrPort) []netip.AddrPort {
-	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	return slices.Compact(eps)
+// allEndpoints lists every endpoint of the port's lists, sorted and
+// distinct. Mostly the lists are one (or the others are empty) and no new
+// list is made.
+func allEndpoints(p *proxy.ServicePort) []netip.AddrPort {
+	same := func(l []netip.AddrPort) bool { return len(l) == 0 || slices.Equal(l, p.Endpoints) }
+	if same(p.ExternalEndpoints) && same(p.ClusterEndpoints) {
+		return p.Endpoints
+	}
+	all := slices.Concat(p.Endpoints, p.ExternalEndpoints, p.ClusterEndpoints)
+	slices.SortFunc(all, netip.AddrPort.Compare)
+	return slices.Compact(all)
 }
