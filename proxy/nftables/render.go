@@ -253,12 +253,14 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 		}
 	}
 
-	var all []netip.AddrPort
-	for _, l := range [][]netip.AddrPort{p.Endpoints, p.ExternalEndpoints, p.ClusterEndpoints} {
-		all = append(all, l...)
+	// Mostly the lists are one (or the others are empty): no union is made.
+	all := p.Endpoints
+	same := func(l []netip.AddrPort) bool { return len(l) == 0 || slices.Equal(l, p.Endpoints) }
+	if !same(p.ExternalEndpoints) || !same(p.ClusterEndpoints) {
+		all = slices.Concat(p.Endpoints, p.ExternalEndpoints, p.ClusterEndpoints)
+		slices.SortFunc(all, netip.AddrPort.Compare)
+		all = slices.Compact(all)
 	}
-	slices.SortFunc(all, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	all = slices.Compact(all)
 	for i, ep := range all {
 		if i == 0 || ep.Addr() != all[i-1].Addr() {
 			o.hairpin = append(o.hairpin, ep.Addr())
