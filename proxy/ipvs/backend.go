@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -151,11 +152,18 @@ func (b *Backend) wantsFamily(f proxy.Family) bool {
 }
 
 // plan renders one service port against the node's addresses.
+//
+// A virtual server has one list of real servers whatever the client, so
+// where iptables and nftables modes send pods and the node to every
+// endpoint of an externalTrafficPolicy Local Service (and outside clients
+// to the local ones), IPVS mode sends all to the local ones; when there
+// are none, to every endpoint, and a filter rule drops the traffic from
+// outside the pods and the node.
 func (b *Backend) plan(sp *proxy.ServicePort, st *state) *portPlan {
 	f := sp.Key.Family
 	proto := strings.ToLower(string(sp.Protocol))
 	p := &portPlan{sp: sp}
-	vs := func(addr netip.Addr, port uint16) {
+	vs := func(addr netip.Addr, port uint16, reals []netip.AddrPort) {
 		p.vss = append(p.vss, wantVS{
 			spec: VirtualServer{
 				Protocol:    string(sp.Protocol),
@@ -163,30 +171,64 @@ func (b *Backend) plan(sp *proxy.ServicePort, st *state) *portPlan {
 				Scheduler:   b.cfg.Scheduler,
 				Persistence: uint32(max(sp.AffinitySeconds, 0)),
 			},
-			reals: sp.Endpoints,
+			reals: reals,
 		})
 	}
 	member := func(role string, m Member) {
 		p.members = append(p.members, setMember{setName(f, role), m})
 	}
-	vs(sp.ClusterIP, sp.Port)
+	external := sp.ExternalEndpoints
+	externalDrop := false
+	if sp.HasEndpoints() {
+		if len(sp.Endpoints) == 0 {
+			member(setDrop, Member{IP: sp.ClusterIP, Protocol: proto, Port: sp.Port})
+		}
+		if sp.External() && len(external) == 0 {
+			external, externalDrop = sp.ClusterEndpoints, true
+		}
+	}
+	// externalAddr is one external destination: its virtual server and
+	// the sets that apply the external traffic policy to it.
+	externalAddr := func(addr netip.Addr, port uint16, role string) {
+		vs(addr, port, external)
+		m := Member{IP: addr, Protocol: proto, Port: port}
+		member(role, m)
+		if sp.ExternalLocal {
+			member(setExternalLocal, m)
+		}
+		if externalDrop {
+			member(setExternalDrop, m)
+		}
+	}
+	vs(sp.ClusterIP, sp.Port, sp.Endpoints)
 	p.addrs = append(p.addrs, sp.ClusterIP)
 	member(setClusterIP, Member{IP: sp.ClusterIP, Protocol: proto, Port: sp.Port})
 	for _, ip := range sp.ExternalIPs {
-		vs(ip, sp.Port)
+		externalAddr(ip, sp.Port, setExternalIP)
 		if !st.local[ip] {
 			p.addrs = append(p.addrs, ip)
 		}
-		member(setExternalIP, Member{IP: ip, Protocol: proto, Port: sp.Port})
+	}
+	for _, ip := range sp.LoadBalancerIPs {
+		// A load balancer IP is served like an external IP.
+		externalAddr(ip, sp.Port, setExternalIP)
+		if !st.local[ip] {
+			p.addrs = append(p.addrs, ip)
+		}
 	}
 	if sp.NodePort != 0 {
 		for _, a := range st.nodeAddrs[f] {
-			vs(a, sp.NodePort)
-			member(setNodePort, Member{IP: a, Protocol: proto, Port: sp.NodePort})
+			externalAddr(a, sp.NodePort, setNodePort)
 		}
 	}
-	for _, ep := range sp.Endpoints {
-		member(setLoopBack, Member{IP: ep.Addr(), Protocol: proto, Port: ep.Port(), IP2: ep.Addr()})
+	seen := make(map[netip.AddrPort]bool, len(sp.Endpoints))
+	for _, l := range [][]netip.AddrPort{sp.Endpoints, external} {
+		for _, ep := range l {
+			if !seen[ep] {
+				seen[ep] = true
+				member(setLoopBack, Member{IP: ep.Addr(), Protocol: proto, Port: ep.Port(), IP2: ep.Addr()})
+			}
+		}
 	}
 	return p
 }
@@ -776,7 +818,44 @@ func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 			table = append(table, e)
 		}
 	}
-	return WriteTable(w, table)
+	if err := WriteTable(w, table); err != nil {
+		return err
+	}
+	members := make(map[string][]Member)
+	for sm := range st.memberRefs {
+		members[sm.set] = append(members[sm.set], sm.m)
+	}
+	return writePolicySets(w, members)
+}
+
+// policySets are the sets that carry a traffic policy, with what they do;
+// the IPVS table alone does not show it.
+var policySets = []struct{ role, meaning string }{
+	{setExternalLocal, "externalTrafficPolicy Local: traffic from outside the node keeps its source"},
+	{setDrop, "dropped: no local endpoint (internalTrafficPolicy Local)"},
+	{setExternalDrop, "dropped unless from a pod or the node: no local endpoint (externalTrafficPolicy Local)"},
+}
+
+// writePolicySets writes the members of the non-empty policy sets after the
+// table, one "# set: meaning" line and one line per member.
+func writePolicySets(w io.Writer, members map[string][]Member) error {
+	var b strings.Builder
+	for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
+		for _, ps := range policySets {
+			name := setName(f, ps.role)
+			list := members[name]
+			if len(list) == 0 {
+				continue
+			}
+			sort.Slice(list, func(i, j int) bool { return list[i].less(list[j]) })
+			fmt.Fprintf(&b, "# %s: %s\n", name, ps.meaning)
+			for _, m := range list {
+				b.WriteString(m.String() + "\n")
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // List writes the kernel's IPVS table in the layout of `ipvsadm -Ln`.
@@ -788,7 +867,22 @@ func (b *Backend) List(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return WriteTable(w, table)
+	if err := WriteTable(w, table); err != nil {
+		return err
+	}
+	if b.cfg.IPSets == nil {
+		return nil
+	}
+	members := make(map[string][]Member)
+	for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
+		for _, ps := range policySets {
+			name := setName(f, ps.role)
+			if members[name], err = b.cfg.IPSets.Members(name); err != nil {
+				return fmt.Errorf("ipvs: list set %s: %w", name, err)
+			}
+		}
+	}
+	return writePolicySets(w, members)
 }
 
 func sortAddrs(a []netip.Addr) {

@@ -74,6 +74,13 @@ func TestSyncGolden(t *testing.T) {
 	dual := pt.Service{Namespace: "dev", Name: "dual", ClusterIPs: []string{"10.10.0.6", "fd00:10::6"}, Port: 53, Protocol: zone.ProtocolUDP, PortName: "dns",
 		Ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
 
+	lbLocal := pt.Service{Namespace: "dev", Name: "lb", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.30"}, Port: 80,
+		NodePort: 30030, LoadBalancerIPs: []string{"203.0.113.30"}, ProxyLoadBalancerIPs: []string{"203.0.113.31"}, ExternalLocal: true,
+		Ready: []string{"172.16.1.30", "172.16.2.30"}, Local: []string{"172.16.1.30"}}
+	lbNoLocal := pt.With(lbLocal, func(s *pt.Service) { s.Local = nil })
+	internalNoLocal := pt.Service{Namespace: "dev", Name: "internal", ClusterIPs: []string{"10.10.0.40"}, Port: 80, InternalLocal: true,
+		Ready: []string{"172.16.2.40"}}
+
 	type step struct {
 		specs []pt.Service
 		full  bool
@@ -99,6 +106,12 @@ func TestSyncGolden(t *testing.T) {
 				}
 			}},
 		{name: "udp", steps: []step{{specs: []pt.Service{udp}, full: true}}},
+		{name: "loadbalancer-local", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}},
+			steps: []step{
+				{specs: []pt.Service{lbLocal}, full: true},
+				{specs: []pt.Service{lbNoLocal}},
+			}},
+		{name: "internal-local-without-local-endpoints", steps: []step{{specs: []pt.Service{internalNoLocal}, full: true}}},
 		{name: "no-endpoints", steps: []step{{specs: []pt.Service{empty}, full: true}}},
 		{name: "terminating-fallback", steps: []step{{specs: []pt.Service{draining}, full: true}}},
 		{name: "dual-stack", cfg: Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}},
@@ -363,7 +376,11 @@ func TestModeSwitch(t *testing.T) {
 
 func TestDryRunAndListMatch(t *testing.T) {
 	f := newFixture(t, Config{})
-	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
+	// A load balancer of externalTrafficPolicy Local without a local
+	// endpoint: the dry run and the listing show its policy sets.
+	lb := pt.Service{Namespace: "dev", Name: "lb", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.30"}, Port: 80,
+		NodePort: 30030, LoadBalancerIPs: []string{"203.0.113.30"}, ExternalLocal: true, Ready: []string{"172.16.2.30"}}
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc, lb)
 	var dry bytes.Buffer
 	if err := f.b.DryRun(m, &dry); err != nil {
 		t.Fatal(err)
@@ -372,6 +389,9 @@ func TestDryRunAndListMatch(t *testing.T) {
 		t.Errorf("dry run made %d kernel writes", f.kernel.Writes)
 	}
 	pt.Golden(t, "dry-run", dry.Bytes())
+	if !strings.Contains(dry.String(), "# CDNS-EXTERNAL-DROP:") {
+		t.Errorf("the dry run does not show the external drop set:\n%s", dry.String())
+	}
 	f.sync(t, m, true)
 	var list bytes.Buffer
 	if err := f.b.List(&list); err != nil {

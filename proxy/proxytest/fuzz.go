@@ -130,5 +130,39 @@ func FromBytes(data []byte) ([]Service, proxy.Routing) {
 		}
 		out = append(out, svc)
 	}
+	// The traffic policies, load balancer IPs, source ranges and hints
+	// come last, so that inputs written before they existed still make
+	// the clusters they made.
+	for i := range out {
+		svc := &out[i]
+		flags := s.next()
+		if svc.Type == zone.TypeLoadBalancer && flags&1 != 0 {
+			for _, ip := range svc.ClusterIPs {
+				lb, proxyMode := "198.18.0.1", "198.18.0.2"
+				if netip.MustParseAddr(ip).Is6() {
+					lb, proxyMode = "2001:db8:18::1", "2001:db8:18::2"
+				}
+				svc.LoadBalancerIPs = append(svc.LoadBalancerIPs, lb)
+				if flags&64 != 0 {
+					svc.ProxyLoadBalancerIPs = append(svc.ProxyLoadBalancerIPs, proxyMode)
+				}
+			}
+		}
+		svc.ExternalLocal = flags&2 != 0
+		svc.InternalLocal = flags&4 != 0
+		if flags&8 != 0 {
+			svc.SourceRanges = []string{"198.51.100.0/24", "192.0.2.128/25", "2001:db8::/64"}
+		}
+		if flags&16 != 0 {
+			all := append(append([]string(nil), svc.Ready...), svc.Draining...)
+			svc.Local = all[:len(all)/2]
+		}
+		if flags&32 != 0 {
+			svc.ZoneHints = map[string][]string{}
+			for j, a := range svc.Ready {
+				svc.ZoneHints[a] = []string{[]string{NodeZone, "zone-b"}[j%2]}
+			}
+		}
+	}
 	return out, r
 }
