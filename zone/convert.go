@@ -23,6 +23,7 @@ func ServiceFromAPI(in *corev1.Service) *Service {
 		ExternalName:             in.Spec.ExternalName,
 		PublishNotReadyAddresses: in.Spec.PublishNotReadyAddresses,
 		ExternalTrafficLocal:     in.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		HealthCheckNodePort:      in.Spec.HealthCheckNodePort,
 		Updated:                  lastUpdate(&in.ObjectMeta),
 	}
 	if s.Type == "" {
