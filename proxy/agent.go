@@ -23,6 +23,10 @@ import (
 type Config struct {
 	Source  zone.Source
 	Backend Backend
+	// NodeName is this node's name: its endpoints are the local ones of the
+	// Local traffic policies, and its Node object's zone selects topology
+	// hints.
+	NodeName string
 	// Conntrack, when set, forgets UDP flows to endpoints that went away.
 	Conntrack Conntrack
 	// MinSyncPeriod batches changes: syncs are at least this far apart.
@@ -225,7 +229,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	start, began := time.Now(), a.cfg.Clock.Now()
 	model := programmed
 	if latest != modelOf || model == nil {
-		model = BuildModel(programmed, latest)
+		model = BuildNodeModel(programmed, latest, a.cfg.NodeName)
 	}
 	modelTook := time.Since(start)
 	res, err := a.cfg.Backend.Sync(ctx, model, full)

@@ -70,8 +70,14 @@ func (k PortKey) less(o PortKey) bool {
 }
 
 // ServicePort is everything a backend needs to route one Service port in one
-// family: where clients send (cluster IP and port, node port) and which
-// endpoints may receive. It is immutable once built.
+// family: where clients send (cluster IP and port, node port, external and
+// load balancer IPs) and which endpoints each kind of traffic may reach. It
+// is immutable once built.
+//
+// Traffic is internal when it is sent to the cluster IP, and external when
+// it is sent to a node port, an external IP or a load balancer IP. The two
+// kinds have their own endpoints because the Service's traffic policies
+// (internalTrafficPolicy, externalTrafficPolicy) apply to them separately.
 type ServicePort struct {
 	Key       PortKey
 	Protocol  zone.Protocol
@@ -83,10 +89,46 @@ type ServicePort struct {
 	AffinitySeconds int32
 	// ExternalIPs are the Service's external IPs of this family, sorted.
 	ExternalIPs []netip.Addr
-	// Endpoints are the backends traffic may go to, sorted by address: the ready
-	// ones, or, when none is ready, the serving ones that are terminating (so
-	// that connections drain instead of failing during a rollout).
+	// LoadBalancerIPs are the Service's load balancer ingress IPs of this
+	// family, sorted. Ingresses with ipMode Proxy are left out: their load
+	// balancer must see the traffic, so the node does not take it.
+	LoadBalancerIPs []netip.Addr
+	// SourceRanges, when not empty, are the only sources that may reach the
+	// LoadBalancerIPs; traffic from others is dropped.
+	SourceRanges []netip.Prefix
+	// InternalLocal and ExternalLocal are the Local traffic policies;
+	// ExternalLocal is set only on a port that takes external traffic.
+	InternalLocal, ExternalLocal bool
+	// Topology is how topology hints narrowed the cluster-wide endpoints:
+	// "" (they did not), zone.TrafficPreferSameZone or
+	// zone.TrafficPreferSameNode.
+	Topology string
+	// Endpoints are where internal traffic goes, sorted by address: the
+	// usable endpoints cluster-wide (narrowed by topology hints), or with
+	// InternalLocal the usable ones on this node. Usable means ready, or,
+	// when none is, serving and terminating, so that connections drain
+	// instead of failing during a rollout.
 	Endpoints []netip.AddrPort
+	// ExternalEndpoints are where external traffic from outside the node
+	// goes: the cluster-wide endpoints, or with ExternalLocal the node's
+	// own (then the traffic keeps its source address). Nil on a port
+	// without external addresses.
+	ExternalEndpoints []netip.AddrPort
+	// ClusterEndpoints, set with ExternalLocal only, are where external
+	// traffic sent by the node itself or by a pod goes: cluster-wide, as if
+	// it had gone out to a load balancer and come back (KEP-1860's
+	// short-circuit). Traffic from the node is masqueraded.
+	ClusterEndpoints []netip.AddrPort
+	// AnyEndpoints reports whether the Service port has usable endpoints
+	// anywhere in the cluster. Traffic that finds its endpoint list empty is
+	// rejected when it has none (the Service has no endpoints) and dropped
+	// when it has (none is for this node, by policy), as kube-proxy does.
+	AnyEndpoints bool
+}
+
+// External reports whether the port takes external traffic.
+func (p *ServicePort) External() bool {
+	return p.NodePort != 0 || len(p.ExternalIPs) > 0 || len(p.LoadBalancerIPs) > 0
 }
 
 // Equal reports whether two service ports would be programmed the same way.
@@ -94,22 +136,13 @@ func (p *ServicePort) Equal(o *ServicePort) bool {
 	if p == nil || o == nil {
 		return p == o
 	}
-	if p.Key != o.Key || p.Protocol != o.Protocol || p.ClusterIP != o.ClusterIP || p.Port != o.Port ||
-		p.NodePort != o.NodePort || p.AffinitySeconds != o.AffinitySeconds || len(p.Endpoints) != len(o.Endpoints) ||
-		len(p.ExternalIPs) != len(o.ExternalIPs) {
-		return false
-	}
-	for i := range p.ExternalIPs {
-		if p.ExternalIPs[i] != o.ExternalIPs[i] {
-			return false
-		}
-	}
-	for i := range p.Endpoints {
-		if p.Endpoints[i] != o.Endpoints[i] {
-			return false
-		}
-	}
-	return true
+	return p.Key == o.Key && p.Protocol == o.Protocol && p.ClusterIP == o.ClusterIP && p.Port == o.Port &&
+		p.NodePort == o.NodePort && p.AffinitySeconds == o.AffinitySeconds &&
+		p.InternalLocal == o.InternalLocal && p.ExternalLocal == o.ExternalLocal && p.Topology == o.Topology &&
+		p.AnyEndpoints == o.AnyEndpoints &&
+		slices.Equal(p.ExternalIPs, o.ExternalIPs) && slices.Equal(p.LoadBalancerIPs, o.LoadBalancerIPs) &&
+		slices.Equal(p.SourceRanges, o.SourceRanges) && slices.Equal(p.Endpoints, o.Endpoints) &&
+		slices.Equal(p.ExternalEndpoints, o.ExternalEndpoints) && slices.Equal(p.ClusterEndpoints, o.ClusterEndpoints)
 }
 
 // Model is the routing the node should have: every Service port with a cluster
@@ -130,6 +163,9 @@ type Model struct {
 	sources *sourceMap
 	// generation is the Generation of the snapshot the model was built from.
 	generation uint64
+	// node and zone are the node the model routes for and its topology
+	// zone; a model for another node or zone shares nothing with this one.
+	node, zone string
 
 	// ID identifies the model; BaseID is the ID of the model Changes is
 	// relative to, zero when there is none.
@@ -207,17 +243,45 @@ func NewModel(prev *Model, ports []*ServicePort) *Model {
 // from the snapshot just before c, only the Services c lists as changed are
 // looked at, so an endpoint change costs work for that Service (and a copy of
 // the port list), not a pass over every Service.
-func BuildModel(prev *Model, c *zone.Cluster) *Model {
+//
+// BuildModel routes for no node in particular: no endpoint is local. The
+// agent uses BuildNodeModel.
+func BuildModel(prev *Model, c *zone.Cluster) *Model { return BuildNodeModel(prev, c, "") }
+
+// BuildNodeModel is BuildModel for the named node: its endpoints are the
+// local ones of the Local traffic policies, and its zone (from its Node
+// object) selects topology hints.
+func BuildNodeModel(prev *Model, c *zone.Cluster, node string) *Model {
 	if c == nil {
 		return NewModel(prev, nil)
 	}
+	here := locality{node: node, zone: c.NodeZone(node)}
+	if prev != nil && (prev.node != here.node || prev.zone != here.zone) {
+		// Every Service's endpoints may differ: rebuild them all, and let
+		// NewModel find which ports changed.
+		m := buildAll(prev, nil, c, here)
+		return m
+	}
 	if prev != nil && prev.sources != nil {
 		if since, changed, ok := c.ChangedServices(); ok && since == prev.generation {
-			if m := patchChanged(prev, c, changed); m != nil {
+			if m := patchChanged(prev, c, changed, here); m != nil {
 				return m
 			}
 		}
 	}
+	var reuse *sourceMap
+	if prev != nil {
+		reuse = prev.sources
+	}
+	return buildAll(prev, reuse, c, here)
+}
+
+// locality is the node a model routes for.
+type locality struct{ node, zone string }
+
+// buildAll builds the model from every Service of c, reusing the ports of
+// the Services that reuse lists with the same object and slices.
+func buildAll(prev *Model, reuse *sourceMap, c *zone.Cluster, here locality) *Model {
 	sources := newSourceMap()
 	var rebuilt []*portSource
 	for key, svc := range c.Services {
@@ -225,17 +289,17 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model {
 			continue
 		}
 		svcSlices := c.SlicesFor(key)
-		if prev != nil && prev.sources != nil {
-			if s := prev.sources.get(key); s != nil && s.svc == svc && slices.Equal(s.slices, svcSlices) {
+		if reuse != nil {
+			if s := reuse.get(key); s != nil && s.svc == svc && slices.Equal(s.slices, svcSlices) {
 				sources.put(key, s)
 				continue
 			}
 		}
-		s := &portSource{svc: svc, slices: svcSlices, ports: servicePorts(svc, svcSlices)}
+		s := &portSource{svc: svc, slices: svcSlices, ports: servicePorts(svc, svcSlices, here)}
 		sources.put(key, s)
 		rebuilt = append(rebuilt, s)
 	}
-	if prev != nil && prev.sources != nil && sources.n == prev.sources.n {
+	if reuse != nil && sources.n == reuse.n {
 		if m := patchModel(prev, sources, rebuilt, c.Generation); m != nil {
 			return m
 		}
@@ -247,7 +311,7 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model {
 		}
 	}
 	m := NewModel(prev, ports)
-	m.sources, m.generation = sources, c.Generation
+	m.sources, m.generation, m.node, m.zone = sources, c.Generation, here.node, here.zone
 	// NewModel swapped unchanged ports for prev's objects; the sources must
 	// hold the same objects for the next comparison by pointer.
 	for _, s := range rebuilt {
@@ -273,7 +337,8 @@ func patchModel(prev *Model, sources *sourceMap, rebuilt []*portSource, generati
 			}
 		}
 	}
-	m := &Model{Ports: slices.Clone(prev.Ports), index: prev.index, sources: sources, generation: generation, ID: rand.Uint64() | 1, BaseID: prev.ID}
+	m := &Model{Ports: slices.Clone(prev.Ports), index: prev.index, sources: sources, generation: generation,
+		node: prev.node, zone: prev.zone, ID: rand.Uint64() | 1, BaseID: prev.ID}
 	for _, s := range rebuilt {
 		for i, p := range s.ports {
 			at := prev.index[p.Key]
@@ -292,7 +357,7 @@ func patchModel(prev *Model, sources *sourceMap, rebuilt []*portSource, generati
 // patchChanged builds the model from prev and the Services of c that changed
 // since the snapshot prev was built from. It returns nil, for a full build,
 // when a routable Service came or went or a Service's ports changed.
-func patchChanged(prev *Model, c *zone.Cluster, changed []zone.Key) *Model {
+func patchChanged(prev *Model, c *zone.Cluster, changed []zone.Key, here locality) *Model {
 	var edits map[zone.Key]*portSource
 	var rebuilt []*portSource
 	for _, key := range changed {
@@ -311,7 +376,7 @@ func patchChanged(prev *Model, c *zone.Cluster, changed []zone.Key) *Model {
 		if old.svc == svc && slices.Equal(old.slices, svcSlices) {
 			continue
 		}
-		s := &portSource{svc: svc, slices: svcSlices, ports: servicePorts(svc, svcSlices)}
+		s := &portSource{svc: svc, slices: svcSlices, ports: servicePorts(svc, svcSlices, here)}
 		if edits == nil {
 			edits = make(map[zone.Key]*portSource)
 		}
@@ -385,11 +450,16 @@ func (m *sourceMap) with(edits map[zone.Key]*portSource) *sourceMap {
 }
 
 // servicePorts builds a Service's ports, per cluster IP family and port.
-func servicePorts(svc *zone.Service, slices []*zone.EndpointSlice) []*ServicePort {
+func servicePorts(svc *zone.Service, svcSlices []*zone.EndpointSlice, here locality) []*ServicePort {
 	var out []*ServicePort
 	for _, ip := range svc.ClusterIPs {
 		family := FamilyOf(ip)
 		external := externalIPs(svc.ExternalIPs, family)
+		lbIPs := loadBalancerIPs(svc.LoadBalancerIngress, family)
+		var ranges []netip.Prefix
+		if len(lbIPs) > 0 {
+			ranges = sourceRanges(svc.LoadBalancerSourceRanges, family)
+		}
 		for _, sp := range svc.Ports {
 			p := &ServicePort{
 				Key:             PortKey{Service: svc.Key, Port: sp.Name, Family: family},
@@ -398,11 +468,15 @@ func servicePorts(svc *zone.Service, slices []*zone.EndpointSlice) []*ServicePor
 				Port:            uint16(sp.Port),
 				AffinitySeconds: svc.AffinityTimeout,
 				ExternalIPs:     external,
-				Endpoints:       selectEndpoints(slices, sp, family),
+				LoadBalancerIPs: lbIPs,
+				SourceRanges:    ranges,
+				InternalLocal:   svc.InternalTrafficLocal,
 			}
 			if svc.Type == zone.TypeNodePort || svc.Type == zone.TypeLoadBalancer {
 				p.NodePort = uint16(sp.NodePort)
 			}
+			p.ExternalLocal = svc.ExternalTrafficLocal && p.External()
+			selectEndpoints(p, svcSlices, sp, here)
 			out = append(out, p)
 		}
 	}
@@ -421,42 +495,152 @@ func externalIPs(all []netip.Addr, family Family) []netip.Addr {
 	return out
 }
 
-// selectEndpoints picks the endpoints of one Service port in one family: the
-// ready ones; if there are none, the serving and terminating ones.
-func selectEndpoints(slices []*zone.EndpointSlice, sp zone.ServicePort, family Family) []netip.AddrPort {
-	var ready, fallback []netip.AddrPort
-	want := zone.AddressIPv4
-	if family == IPv6 {
-		want = zone.AddressIPv6
+// loadBalancerIPs picks the load balancer IPs of one family the node routes
+// (not those of ipMode Proxy), sorted and distinct.
+func loadBalancerIPs(all []zone.LoadBalancerIngress, family Family) []netip.Addr {
+	var out []netip.Addr
+	for _, ing := range all {
+		if !ing.Proxy && FamilyOf(ing.IP) == family {
+			out = append(out, ing.IP.Unmap())
+		}
 	}
-	for _, s := range slices {
-		if s.AddressType != want {
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return slices.Compact(out)
+}
+
+// sourceRanges picks the source ranges of one family, sorted and distinct.
+// A Service whose ranges are all of the other family lets every source of
+// this family through, as kube-proxy does.
+func sourceRanges(all []netip.Prefix, family Family) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range all {
+		if FamilyOf(p.Addr()) == family {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Addr().Less(out[j].Addr()) || out[i].Addr() == out[j].Addr() && out[i].Bits() < out[j].Bits()
+	})
+	return slices.Compact(out)
+}
+
+// endpointFilter walks the endpoints of one Service port in one family.
+type endpointFilter struct {
+	slices []*zone.EndpointSlice
+	sp     zone.ServicePort
+	want   zone.AddressType
+}
+
+// each calls f with every endpoint that has an address, and its address
+// and port.
+func (ef endpointFilter) each(f func(e *zone.Endpoint, ap netip.AddrPort)) {
+	for _, s := range ef.slices {
+		if s.AddressType != ef.want {
 			continue
 		}
-		port, ok := slicePort(s, sp)
+		port, ok := slicePort(s, ef.sp)
 		if !ok {
 			continue
 		}
-		for _, e := range s.Endpoints {
+		for i := range s.Endpoints {
+			e := &s.Endpoints[i]
 			if len(e.Addresses) == 0 {
 				continue
 			}
-			// An endpoint has one address in practice; the API allows more but
-			// consumers use the first.
-			ap := netip.AddrPortFrom(e.Addresses[0].Unmap(), port)
-			switch {
-			case e.Ready:
-				ready = append(ready, ap)
-			case e.Serving && e.Terminating:
-				fallback = append(fallback, ap)
-			}
+			// An endpoint has one address in practice; the API allows more
+			// but consumers use the first.
+			f(e, netip.AddrPortFrom(e.Addresses[0].Unmap(), port))
 		}
 	}
-	out := ready
-	if len(out) == 0 {
-		out = fallback
-	}
+}
+
+// pick returns the endpoints keep accepts, sorted and distinct.
+func (ef endpointFilter) pick(keep func(e *zone.Endpoint) bool) []netip.AddrPort {
+	var out []netip.AddrPort
+	ef.each(func(e *zone.Endpoint, ap netip.AddrPort) {
+		if keep(e) {
+			out = append(out, ap)
+		}
+	})
 	return sortUnique(out)
+}
+
+func servingTerminating(e *zone.Endpoint) bool { return !e.Ready && e.Serving && e.Terminating }
+
+// selectEndpoints fills in p's endpoint lists and Topology, following
+// kube-proxy's reading of the Service (pkg/proxy/topology.go):
+//
+//   - Cluster-wide, the ready endpoints are used; when every ready one has
+//     topology hints and some are for this node (forNodes) or its zone
+//     (forZones), only those. When no endpoint is ready anywhere, the
+//     serving terminating ones are used (KEP-1669).
+//   - On this node, for the Local policies, the ready local endpoints are
+//     used, or when there are none the serving terminating local ones.
+//
+// The common case (no Local policy, no hints) takes one pass and allocates
+// the list it returns only.
+func selectEndpoints(p *ServicePort, svcSlices []*zone.EndpointSlice, sp zone.ServicePort, here locality) {
+	ef := endpointFilter{slices: svcSlices, sp: sp, want: zone.AddressIPv4}
+	if p.Key.Family == IPv6 {
+		ef.want = zone.AddressIPv6
+	}
+	var ready, fallback []netip.AddrPort
+	var localReady, localFallback bool
+	allNodeHints, forNode, allZoneHints, forZone := true, false, true, false
+	ef.each(func(e *zone.Endpoint, ap netip.AddrPort) {
+		local := here.node != "" && e.NodeName == here.node
+		switch {
+		case e.Ready:
+			ready = append(ready, ap)
+			localReady = localReady || local
+			if e.Hints == nil || len(e.Hints.ForNodes) == 0 {
+				allNodeHints = false
+			} else if here.node != "" && slices.Contains(e.Hints.ForNodes, here.node) {
+				forNode = true
+			}
+			if e.Hints == nil || len(e.Hints.ForZones) == 0 {
+				allZoneHints = false
+			} else if here.zone != "" && slices.Contains(e.Hints.ForZones, here.zone) {
+				forZone = true
+			}
+		case servingTerminating(e):
+			fallback = append(fallback, ap)
+			localFallback = localFallback || local
+		}
+	})
+	p.AnyEndpoints = len(ready) > 0 || len(fallback) > 0
+	var cluster []netip.AddrPort
+	switch {
+	case len(ready) > 0 && allNodeHints && forNode:
+		p.Topology = zone.TrafficPreferSameNode
+		cluster = ef.pick(func(e *zone.Endpoint) bool { return e.Ready && slices.Contains(e.Hints.ForNodes, here.node) })
+	case len(ready) > 0 && allZoneHints && forZone:
+		p.Topology = zone.TrafficPreferSameZone
+		cluster = ef.pick(func(e *zone.Endpoint) bool { return e.Ready && slices.Contains(e.Hints.ForZones, here.zone) })
+	case len(ready) > 0:
+		cluster = sortUnique(ready)
+	default:
+		cluster = sortUnique(fallback)
+	}
+	var local []netip.AddrPort
+	if p.InternalLocal || p.ExternalLocal {
+		switch {
+		case localReady:
+			local = ef.pick(func(e *zone.Endpoint) bool { return e.Ready && e.NodeName == here.node })
+		case localFallback:
+			local = ef.pick(func(e *zone.Endpoint) bool { return servingTerminating(e) && e.NodeName == here.node })
+		}
+	}
+	p.Endpoints = cluster
+	if p.InternalLocal {
+		p.Endpoints = local
+	}
+	if p.External() {
+		p.ExternalEndpoints = cluster
+		if p.ExternalLocal {
+			p.ExternalEndpoints, p.ClusterEndpoints = local, cluster
+		}
+	}
 }
 
 // slicePort finds the slice's port for a Service port: same name and protocol.

@@ -19,6 +19,7 @@ const (
 	ResourceEndpointSlices = "endpointslices"
 	ResourceNamespaces     = "namespaces"
 	ResourcePods           = "pods"
+	ResourceNodes          = "nodes"
 )
 
 // ListWatchFunc returns the list-and-watch of one resource (one of the

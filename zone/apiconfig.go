@@ -20,4 +20,7 @@ type APIConfig struct {
 	NamespaceLabels string
 	// WatchPods is set for "pods verified", which needs the Pods themselves.
 	WatchPods bool
+	// NodeName, when set, has the source watch that one Node (the node
+	// agent's own, for its topology zone).
+	NodeName string
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -43,6 +44,7 @@ type APISource struct {
 	serviceSelector   labels.Selector // nil selects everything
 	namespaceSelector labels.Selector // nil selects everything
 	watchPods         bool
+	nodeName          string
 
 	// Logger receives the source's own messages; nil means slog.Default().
 	Logger *slog.Logger
@@ -69,7 +71,7 @@ func NewAPISource(cfg APIConfig) (*APISource, error) {
 // NewAPISourceForListWatch returns a source reading through lw; cfg's
 // connection fields are ignored. Tests pass a fake clientset's here.
 func NewAPISourceForListWatch(lw ListWatchFunc, cfg APIConfig) (*APISource, error) {
-	s := &APISource{listWatch: lw, startupTimeout: cfg.StartupTimeout, watchPods: cfg.WatchPods}
+	s := &APISource{listWatch: lw, startupTimeout: cfg.StartupTimeout, watchPods: cfg.WatchPods, nodeName: cfg.NodeName}
 	var err error
 	if s.serviceSelector, err = parseSelector(cfg.Labels); err != nil {
 		return nil, fmt.Errorf("labels: %w", err)
@@ -160,7 +162,7 @@ func (s *APISource) Run(ctx context.Context, publish func(*Cluster)) error {
 	if s.namespaceSelector != nil {
 		st.allowed = make(map[string]bool)
 		for _, k := range kinds {
-			if k.name != "namespaces" {
+			if k.name != "namespaces" && k.name != "nodes" {
 				st.scoped = append(st.scoped, k)
 			}
 		}
@@ -334,6 +336,29 @@ func (s *APISource) kinds() []apiKind {
 			del: (*Builder).DeletePod,
 		})
 	}
+	if s.nodeName != "" {
+		// One Node, by a field selector: a node agent watching every Node
+		// would get every node's status heartbeats, thousands a minute in a
+		// large cluster, for a label that rarely changes.
+		kinds = append(kinds, apiKind{
+			name: "nodes",
+			informer: cache.NewSharedIndexInformer(s.listWatch(ResourceNodes, func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.nodeName).String()
+			}), &corev1.Node{}, 0, cache.Indexers{}),
+			transform: func(obj any) any {
+				if in, ok := obj.(*corev1.Node); ok {
+					return newCached(&in.ObjectMeta, NodeFromAPI(in))
+				}
+				return obj
+			},
+			set: func(b *Builder, v any) {
+				if n := v.(*Node); n.Name == s.nodeName {
+					b.SetNode(n)
+				}
+			},
+			del: func(b *Builder, k Key) { b.DeleteNode(k.Name) },
+		})
+	}
 	return kinds
 }
 
@@ -404,7 +429,9 @@ func (st *apiState) set(k apiKind, obj any) {
 		return
 	}
 	st.mu.Lock()
-	if k.name == "namespaces" {
+	if k.name == "nodes" {
+		k.set(st.builder, o.value)
+	} else if k.name == "namespaces" {
 		k.set(st.builder, o.value)
 		if st.allowed != nil && !st.allowed[o.name] {
 			st.allowed[o.name] = true

@@ -202,6 +202,42 @@ func TestAPISourceWatchesPodsOnlyWhenAsked(t *testing.T) {
 	}
 }
 
+func TestAPISourceWatchesItsOwnNode(t *testing.T) {
+	node := func(name, zone string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: "1", Labels: map[string]string{corev1.LabelTopologyZone: zone}}}
+	}
+	client := fake.NewClientset(node("n1", "z1"), node("n2", "z2"))
+	// A namespace filter must not hide the Node, which has no namespace.
+	src, err := NewAPISourceForListWatch(fakeListWatch(client), APIConfig{NodeName: "n1", NamespaceLabels: "dns=on"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.MinInterval = time.Millisecond
+	rec := runSource(t, src)
+	first, next := rec.waitFor(t, "the first snapshot", 0, func(*Cluster) bool { return true })
+	if got := first.NodeZone("n1"); got != "z1" {
+		t.Errorf("zone of n1 = %q, want z1", got)
+	}
+	// The fake API ignores field selectors; the source keeps only its node.
+	if first.Nodes["n2"] != nil {
+		t.Errorf("the snapshot holds another node: %+v", first.Nodes["n2"])
+	}
+	moved := node("n1", "z3")
+	moved.ResourceVersion = "2"
+	if _, err := client.CoreV1().Nodes().Update(context.Background(), moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "the relabelled node", next, func(c *Cluster) bool { return c.NodeZone("n1") == "z3" })
+
+	plain, err := NewAPISourceForListWatch(fakeListWatch(client), APIConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := runSource(t, plain).waitFor(t, "the first snapshot", 0, func(*Cluster) bool { return true }); len(c.Nodes) != 0 {
+		t.Errorf("without NodeName the source read nodes: %v", c.Nodes)
+	}
+}
+
 func TestAPISourceRejectsBadSelectors(t *testing.T) {
 	for _, cfg := range []APIConfig{{Labels: "app in (web"}, {NamespaceLabels: "=x"}} {
 		if _, err := NewAPISourceForListWatch(fakeListWatch(fake.NewClientset()), cfg); err == nil {
@@ -396,6 +432,10 @@ func fakeListWatch(c kubernetes.Interface) ListWatchFunc {
 			watchFn = cl.Watch
 		case ResourceNamespaces:
 			cl := c.CoreV1().Namespaces()
+			list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return cl.List(ctx, o) }
+			watchFn = cl.Watch
+		case ResourceNodes:
+			cl := c.CoreV1().Nodes()
 			list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return cl.List(ctx, o) }
 			watchFn = cl.Watch
 		case ResourcePods:

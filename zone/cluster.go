@@ -17,6 +17,10 @@ type Cluster struct {
 	Slices     map[Key]*EndpointSlice
 	Pods       map[Key]*Pod
 	Namespaces map[string]*Namespace
+	// Nodes holds the Node objects the source reads, by name: the API source
+	// reads only the node agent's own node, the manifests source every Node
+	// in the folder.
+	Nodes map[string]*Node
 
 	// byService lists each Service's slices, sorted by slice name.
 	byService map[Key][]*EndpointSlice
@@ -55,6 +59,15 @@ func (c *Cluster) SlicesFor(svc Key) []*EndpointSlice { return c.byService[svc] 
 // when the source watches them (manifests, or the API with pods verified).
 func (c *Cluster) PodByIP(a netip.Addr) *Pod { return c.podsByIP[a.Unmap()] }
 
+// NodeZone returns the zone of the named node, empty when the node or its
+// zone label is unknown.
+func (c *Cluster) NodeZone(name string) string {
+	if n := c.Nodes[name]; n != nil {
+		return n.Zone
+	}
+	return ""
+}
+
 // NamespaceExists reports whether the namespace is known, either as a Namespace
 // object or because an object lives in it.
 func (c *Cluster) NamespaceExists(ns string) bool {
@@ -88,6 +101,7 @@ type Builder struct {
 	slices     map[Key]*EndpointSlice
 	pods       map[Key]*Pod
 	namespaces map[string]*Namespace
+	nodes      map[string]*Node
 	generation uint64
 	changed    time.Time
 	dirty      bool
@@ -113,6 +127,7 @@ const (
 	changedSlices
 	changedPods
 	changedNamespaces
+	changedNodes
 )
 
 // NewBuilder returns an empty builder.
@@ -122,6 +137,7 @@ func NewBuilder() *Builder {
 		slices:     make(map[Key]*EndpointSlice),
 		pods:       make(map[Key]*Pod),
 		namespaces: make(map[string]*Namespace),
+		nodes:      make(map[string]*Node),
 		sliceKeys:  make(map[Key][]Key),
 		touched:    make(map[Key]struct{}),
 		edited:     make(map[Key]struct{}),
@@ -241,6 +257,20 @@ func (b *Builder) DeleteNamespace(name string) {
 	}
 }
 
+// SetNode adds or replaces a Node.
+func (b *Builder) SetNode(n *Node) {
+	b.nodes[n.Name] = n
+	b.touch(time.Time{}, changedNodes)
+}
+
+// DeleteNode removes a Node.
+func (b *Builder) DeleteNode(name string) {
+	if _, ok := b.nodes[name]; ok {
+		delete(b.nodes, name)
+		b.touch(time.Time{}, changedNodes)
+	}
+}
+
 // Snapshot cuts an immutable Cluster from the current state and clears the
 // dirty mark. Its cost is a copy of the maps that changed, not of the objects.
 func (b *Builder) Snapshot() *Cluster {
@@ -251,6 +281,7 @@ func (b *Builder) Snapshot() *Cluster {
 	c.Slices = shareOrClone(all || b.changedMaps&changedSlices != 0, b.slices, last, func(l *Cluster) map[Key]*EndpointSlice { return l.Slices })
 	c.Pods = shareOrClone(all || b.changedMaps&changedPods != 0, b.pods, last, func(l *Cluster) map[Key]*Pod { return l.Pods })
 	c.Namespaces = shareOrClone(all || b.changedMaps&changedNamespaces != 0, b.namespaces, last, func(l *Cluster) map[string]*Namespace { return l.Namespaces })
+	c.Nodes = shareOrClone(all || b.changedMaps&changedNodes != 0, b.nodes, last, func(l *Cluster) map[string]*Node { return l.Nodes })
 
 	switch {
 	case all:

@@ -2,6 +2,7 @@ package zone
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 	"unique"
 
@@ -23,6 +24,7 @@ func ServiceFromAPI(in *corev1.Service) *Service {
 		ExternalName:             in.Spec.ExternalName,
 		PublishNotReadyAddresses: in.Spec.PublishNotReadyAddresses,
 		ExternalTrafficLocal:     in.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		InternalTrafficLocal:     in.Spec.InternalTrafficPolicy != nil && *in.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal,
 		HealthCheckNodePort:      in.Spec.HealthCheckNodePort,
 		Updated:                  lastUpdate(&in.ObjectMeta),
 	}
@@ -49,6 +51,30 @@ func ServiceFromAPI(in *corev1.Service) *Service {
 		s.ClusterIPs, s.Headless = nil, false
 	}
 	s.ExternalIPs = parseAddrs(in.Spec.ExternalIPs)
+	if in.Spec.TrafficDistribution != nil {
+		s.TrafficDistribution = *in.Spec.TrafficDistribution
+	}
+	// Load balancer addresses and source ranges only mean something for
+	// type LoadBalancer; a Service changed to another type may keep a stale
+	// status for a while.
+	if s.Type == TypeLoadBalancer {
+		for _, ing := range in.Status.LoadBalancer.Ingress {
+			a, err := netip.ParseAddr(ing.IP)
+			if err != nil {
+				continue
+			}
+			s.LoadBalancerIngress = append(s.LoadBalancerIngress, LoadBalancerIngress{
+				IP:    a.Unmap(),
+				Proxy: ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy,
+			})
+		}
+		for _, r := range in.Spec.LoadBalancerSourceRanges {
+			// The API accepts spaces around the CIDRs.
+			if p, err := netip.ParsePrefix(strings.TrimSpace(r)); err == nil {
+				s.LoadBalancerSourceRanges = append(s.LoadBalancerSourceRanges, p.Masked())
+			}
+		}
+	}
 	for _, p := range in.Spec.Ports {
 		sp := ServicePort{Name: p.Name, Protocol: protocolOf(p.Protocol), Port: p.Port, NodePort: p.NodePort}
 		switch {
@@ -123,6 +149,18 @@ func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
 		if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
 			out.PodName = e.TargetRef.Name
 		}
+		if e.Zone != nil {
+			out.Zone = unique.Make(*e.Zone).Value()
+		}
+		if h := e.Hints; h != nil && (len(h.ForZones) > 0 || len(h.ForNodes) > 0) {
+			out.Hints = &EndpointHints{}
+			for _, z := range h.ForZones {
+				out.Hints.ForZones = append(out.Hints.ForZones, unique.Make(z.Name).Value())
+			}
+			for _, n := range h.ForNodes {
+				out.Hints.ForNodes = append(out.Hints.ForNodes, unique.Make(n.Name).Value())
+			}
+		}
 		s.Endpoints = append(s.Endpoints, out)
 	}
 	return s
@@ -157,6 +195,11 @@ func PodFromAPI(in *corev1.Pod) *Pod {
 		}
 	}
 	return p
+}
+
+// NodeFromAPI converts a core/v1 Node.
+func NodeFromAPI(in *corev1.Node) *Node {
+	return &Node{Name: in.Name, Zone: in.Labels[corev1.LabelTopologyZone]}
 }
 
 // NamespaceFromAPI converts a core/v1 Namespace.

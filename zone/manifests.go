@@ -44,6 +44,7 @@ type manifestObjects struct {
 	slices     []*EndpointSlice
 	pods       []*Pod
 	namespaces []*Namespace
+	nodes      []*Node
 }
 
 // Run loads the manifests, publishes them, then watches for changes until ctx
@@ -276,7 +277,7 @@ func decodeInto(out *manifestObjects, js []byte, log *slog.Logger, file string, 
 		return nil
 	}
 	switch meta.GroupVersionKind().GroupKind().String() {
-	case "Service", "Pod", "Namespace", "EndpointSlice.discovery.k8s.io":
+	case "Service", "Pod", "Namespace", "Node", "EndpointSlice.discovery.k8s.io":
 	default:
 		log.Debug("manifest object skipped", "file", file, "line", doc.line, "kind", meta.Kind)
 		return nil
@@ -312,6 +313,8 @@ func keep(out *manifestObjects, obj runtime.Object) error {
 		out.pods = append(out.pods, PodFromAPI(o))
 	case *corev1.Namespace:
 		out.namespaces = append(out.namespaces, NamespaceFromAPI(o))
+	case *corev1.Node:
+		out.nodes = append(out.nodes, NodeFromAPI(o))
 	}
 	return nil
 }
@@ -357,6 +360,9 @@ func buildFromManifests(files map[string]manifestObjects, log *slog.Logger) *Clu
 		objs := files[f]
 		for _, n := range objs.namespaces {
 			b.SetNamespace(n)
+		}
+		for _, n := range objs.nodes {
+			b.SetNode(n)
 		}
 		for _, s := range objs.services {
 			if _, dup := b.services[s.Key]; dup {

@@ -22,6 +22,7 @@ func TestParseManifestFile(t *testing.T) {
 		slices   []string
 		pods     []string
 		ns       []string
+		nodes    []string
 		err      string // substring; "" for success
 	}{
 		{name: "multi-document with comments and skipped kinds", content: `# leading comment
@@ -53,6 +54,10 @@ items:
   addressType: IPv4
   endpoints: [{addresses: [10.1.0.1]}]
 `, pods: []string{"default/p"}, slices: []string{"dev/s"}},
+		{name: "Node with its zone", content: `apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {topology.kubernetes.io/zone: z1}}
+`, nodes: []string{"n1=z1"}},
 		{name: "JSON", content: `{"apiVersion":"v1","kind":"Service","metadata":{"name":"j"},"spec":{"clusterIP":"None"}}`,
 			services: []string{"default/j"}},
 		{name: "YAML syntax error reports the absolute line", content: `apiVersion: v1
@@ -129,6 +134,11 @@ spec: {ports: "eighty"}
 				got = append(got, n.Name)
 			}
 			check(t, "namespaces", got, tc.ns)
+			got = nil
+			for _, n := range objs.nodes {
+				got = append(got, n.Name+"="+n.Zone)
+			}
+			check(t, "nodes", got, tc.nodes)
 		})
 	}
 }

@@ -56,6 +56,17 @@ type Service struct {
 	AffinityTimeout int32
 	// ExternalTrafficLocal is true for externalTrafficPolicy: Local.
 	ExternalTrafficLocal bool
+	// InternalTrafficLocal is true for internalTrafficPolicy: Local.
+	InternalTrafficLocal bool
+	// LoadBalancerIngress are the IPs of status.loadBalancer.ingress (entries
+	// with only a hostname have none and are left out).
+	LoadBalancerIngress []LoadBalancerIngress
+	// LoadBalancerSourceRanges are the only sources allowed to reach the
+	// load balancer IPs; empty allows every source.
+	LoadBalancerSourceRanges []netip.Prefix
+	// TrafficDistribution is spec.trafficDistribution as written (PreferClose,
+	// PreferSameZone, PreferSameNode), empty when unset.
+	TrafficDistribution string
 	// HealthCheckNodePort is the port on every node where load balancers ask
 	// whether the node has local endpoints (eTP Local LoadBalancers only);
 	// zero when there is none.
@@ -64,6 +75,23 @@ type Service struct {
 	// feeds the programming-latency measurement.
 	Updated time.Time
 }
+
+// LoadBalancerIngress is one load balancer address of a Service.
+type LoadBalancerIngress struct {
+	IP netip.Addr
+	// Proxy is set for ipMode: Proxy: the load balancer does not deliver
+	// packets to this IP unchanged but proxies them, so traffic sent to it
+	// from inside the cluster must go to the load balancer instead of being
+	// routed to the Service on the node (KEP-1860).
+	Proxy bool
+}
+
+// The Service traffic distributions that select topology hints.
+const (
+	TrafficPreferClose    = "PreferClose"
+	TrafficPreferSameZone = "PreferSameZone"
+	TrafficPreferSameNode = "PreferSameNode"
+)
 
 // ServicePort is one port of a Service.
 type ServicePort struct {
@@ -108,6 +136,17 @@ type Endpoint struct {
 	Ready       bool
 	Serving     bool
 	Terminating bool
+	// Zone is the endpoint's topology zone, empty when unknown.
+	Zone string
+	// Hints are the EndpointSlice controller's topology hints; nil when the
+	// endpoint has none (nearly all, so a pointer keeps endpoints small).
+	Hints *EndpointHints
+}
+
+// EndpointHints say which zones and nodes should use an endpoint.
+type EndpointHints struct {
+	ForZones []string
+	ForNodes []string
 }
 
 // EndpointPort is one port of a slice. Name matches the Service port's name.
@@ -136,6 +175,14 @@ type ContainerPort struct {
 	Name     string
 	Protocol Protocol
 	Port     int32
+}
+
+// Node is the part of a core/v1 Node clusterdns needs: the node agent reads
+// its own node's zone for topology-aware routing.
+type Node struct {
+	Name string
+	// Zone is the topology.kubernetes.io/zone label, empty when unset.
+	Zone string
 }
 
 // Namespace is the part of a core/v1 Namespace clusterdns needs.

@@ -149,15 +149,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return backend.DryRun(proxy.BuildModel(nil, c), stdout)
+		return backend.DryRun(proxy.BuildNodeModel(nil, c, o.nodeName()), stdout)
 	}
 
 	cleanupOtherModes(ctx, backend, all, log)
 	warnIfNotForwarding(log)
-	node := o.hostname
-	if node == "" {
-		node, _ = os.Hostname()
-	}
+	node := o.nodeName()
 	var agent *proxy.Agent
 	checks := healthcheck.New(healthcheck.Config{
 		NodeName:  node,
@@ -172,6 +169,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	agent = proxy.NewAgent(proxy.Config{
 		Source:         source,
 		Backend:        backend,
+		NodeName:       node,
 		Conntrack:      proxy.NetlinkConntrack{},
 		MinSyncPeriod:  minSyncPeriod,
 		SyncPeriod:     syncPeriod,
@@ -348,11 +346,20 @@ func (o *proxyOptions) source(log *slog.Logger) (zone.Source, error) {
 		}
 		return &zone.ManifestSource{Path: o.manifests, Logger: log}, nil
 	}
-	src, err := zone.NewAPISource(zone.APIConfig{Kubeconfig: o.kubeconfig, Endpoint: o.master})
+	src, err := zone.NewAPISource(zone.APIConfig{Kubeconfig: o.kubeconfig, Endpoint: o.master, NodeName: o.nodeName()})
 	if err != nil {
 		return nil, fmt.Errorf("Kubernetes API source (--kubeconfig/--master): %w", err)
 	}
 	return src, nil
+}
+
+// nodeName is this node's name: --hostname-override, else the host name.
+func (o *proxyOptions) nodeName() string {
+	if o.hostname != "" {
+		return o.hostname
+	}
+	name, _ := os.Hostname()
+	return name
 }
 
 // firstSnapshot runs the source until it publishes once.

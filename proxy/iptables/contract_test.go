@@ -80,6 +80,15 @@ func TestRenderGolden(t *testing.T) {
 				if _, err := b.Sync(context.Background(), m, i == 0); err != nil {
 					t.Fatalf("sync %d: %v", i, err)
 				}
+				if i == 0 && len(models) > 1 {
+					// The first state of a scenario of several is kept too:
+					// the last is often the plainest.
+					var first bytes.Buffer
+					for _, r := range fake.Restores {
+						fmt.Fprintf(&first, "# %s\n%s", r.Family, r.Data)
+					}
+					pt.Golden(t, sc.Name+"-first", first.Bytes())
+				}
 			}
 			var got bytes.Buffer
 			for _, r := range restoresOfLastSync(fake, len(models)) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base32"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -72,10 +74,15 @@ func portID(p *proxy.ServicePort) string {
 // entry, the chains it owns and its lines in the shared dispatch chains (kept
 // rendered, so rewriting a dispatch chain costs a copy, not a render).
 type portState struct {
-	sp        *proxy.ServicePort
-	svcChain  string
-	extChain  string // empty without a node port
-	sepChains []string
+	sp       *proxy.ServicePort
+	svcChain string
+	extChain string // empty without external traffic
+	fwChain  string // empty without source ranges
+	// listChains are the chains choosing among endpoint lists other than
+	// the cluster IP's (svcChain's): the external traffic's, and with
+	// externalTrafficPolicy Local the cluster-wide one.
+	listChains []string
+	sepChains  []string
 	// ownRules counts the rules in the chains it owns.
 	ownRules int
 	// Its lines in nat CDNS-SERVICES, nat CDNS-NODEPORTS and filter
@@ -88,11 +95,15 @@ type portState struct {
 func (ps *portState) Programmed() *proxy.ServicePort { return ps.sp }
 
 func (ps *portState) chains() []string {
-	out := make([]string, 0, 2+len(ps.sepChains))
+	out := make([]string, 0, 3+len(ps.listChains)+len(ps.sepChains))
 	out = append(out, ps.svcChain)
 	if ps.extChain != "" {
 		out = append(out, ps.extChain)
 	}
+	if ps.fwChain != "" {
+		out = append(out, ps.fwChain)
+	}
+	out = append(out, ps.listChains...)
 	return append(out, ps.sepChains...)
 }
 
@@ -229,11 +240,17 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	dst := " -d " + p.ClusterIP.String() + r.info.hostBits
 	ports := portMatch(proto, p.Port)
 	nodePort := p.NodePort != 0 && !r.nodePortsOff(opts)
-	// Traffic to a node port or an external IP comes from outside the
-	// cluster: its chain masquerades it before the service chain.
-	external := nodePort || len(p.ExternalIPs) > 0
+	// Traffic to a node port, an external IP or a load balancer IP comes
+	// from outside the cluster: its chain applies the external traffic
+	// policy before the endpoints are chosen.
+	external := nodePort || len(p.ExternalIPs) > 0 || len(p.LoadBalancerIPs) > 0
 	if external {
 		ps.extChain = chainHash("CDNS-EXT-", id)
+	}
+	lbChain := ps.extChain
+	if len(p.LoadBalancerIPs) > 0 && len(p.SourceRanges) > 0 {
+		ps.fwChain = chainHash("CDNS-FW-", id)
+		lbChain = ps.fwChain
 	}
 
 	// Dispatch lines.
@@ -243,115 +260,121 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 		ps.natDispatch = append(ps.natDispatch, "-A "+chainServices+" -m comment --comment \""+name+" external IP\" -d "+ip.String()+r.info.hostBits+ports+" -j "+ps.extChain+"\n"...)
 		ps.natDispatchRules++
 	}
+	for _, ip := range p.LoadBalancerIPs {
+		ps.natDispatch = append(ps.natDispatch, "-A "+chainServices+" -m comment --comment \""+name+" loadbalancer IP\" -d "+ip.String()+r.info.hostBits+ports+" -j "+lbChain+"\n"...)
+		ps.natDispatchRules++
+	}
 	if nodePort {
 		ps.nodePortDispatch = []byte("-A " + chainNodePorts + " -m comment --comment \"" + name + "\"" + portMatch(proto, p.NodePort) + " -j " + ps.extChain + "\n")
 		ps.natDispatchRules++
 	}
-	if len(p.Endpoints) == 0 {
-		var f bytes.Buffer
-		prefix := "-A " + chainServices + " -m comment --comment \"" + name + " has no endpoints\""
-		f.WriteString(prefix + dst + ports + " -j REJECT\n")
-		ps.filterDispatchRules = 1
-		for _, ip := range p.ExternalIPs {
-			f.WriteString(prefix + " -d " + ip.String() + r.info.hostBits + ports + " -j REJECT\n")
-			ps.filterDispatchRules++
-		}
-		if nodePort {
-			np := portMatch(proto, p.NodePort)
-			if len(r.nodePortCIDRs) == 0 {
-				f.WriteString(prefix + " -m addrtype --dst-type LOCAL" + np + " -j REJECT\n")
-				ps.filterDispatchRules++
-			}
-			for _, c := range r.nodePortCIDRs {
-				f.WriteString(prefix + " -d " + c + " -m addrtype --dst-type LOCAL" + np + " -j REJECT\n")
-				ps.filterDispatchRules++
-			}
-		}
-		ps.filterDispatch = f.Bytes()
-	}
+	ps.filterDispatch, ps.filterDispatchRules = r.filterLines(p, name, dst, proto, ports, nodePort, external)
 
 	// Own chains. Without endpoints they stay empty: the packet is not
-	// translated and the filter table rejects it.
+	// translated and the filter table rejects (or drops) it.
 	declare(decl, ps.svcChain)
 	if external {
 		declare(decl, ps.extChain)
 	}
-	if len(p.Endpoints) == 0 {
+	if ps.fwChain != "" {
+		declare(decl, ps.fwChain)
+	}
+	if !p.AnyEndpoints {
 		return ps
 	}
-	ps.sepChains = make([]string, len(p.Endpoints))
-	eps := make([]string, len(p.Endpoints))
-	for i, ep := range p.Endpoints {
-		eps[i] = ep.String()
-		ps.sepChains[i] = chainHash("CDNS-SEP-", id, eps[i])
+	// Each distinct endpoint list gets a chain choosing among its
+	// endpoints; svcChain holds the cluster IP's. A SEP chain per endpoint
+	// serves every list the endpoint is in.
+	var all []netip.AddrPort
+	for _, l := range [][]netip.AddrPort{p.Endpoints, p.ExternalEndpoints, p.ClusterEndpoints} {
+		all = append(all, l...)
+	}
+	all = uniqueSorted(all)
+	ps.sepChains = make([]string, len(all))
+	sepOf := make(map[netip.AddrPort]string, len(all))
+	for i, ep := range all {
+		ps.sepChains[i] = chainHash("CDNS-SEP-", id, ep.String())
+		sepOf[ep] = ps.sepChains[i]
 		declare(decl, ps.sepChains[i])
 	}
-	// The rules below are written piece by piece: this is the hot path of a
-	// full sync, and concatenating each line first would allocate it.
-	svcRule := func(what string) {
-		out.WriteString("-A ")
-		out.WriteString(ps.svcChain)
-		out.WriteString(" -m comment --comment \"")
-		out.WriteString(name)
-		out.WriteString(what)
+	if len(p.Endpoints) > 0 {
+		switch {
+		case r.masqueradeAll:
+			r.writeRule(out, ps.svcChain, name, " cluster IP\"", dst+ports+" -j "+chainMarkMasq)
+			ps.ownRules++
+		case r.clusterCIDR != "":
+			r.writeRule(out, ps.svcChain, name, " cluster IP\" ! -s ", r.clusterCIDR+dst+ports+" -j "+chainMarkMasq)
+			ps.ownRules++
+		}
+		ps.ownRules += r.writeList(out, p, ps.svcChain, name, p.Endpoints, sepOf)
 	}
-	switch {
-	case r.masqueradeAll:
-		svcRule(" cluster IP\"")
-		out.WriteString(dst)
-		out.WriteString(ports)
-		out.WriteString(" -j " + chainMarkMasq + "\n")
-		ps.ownRules++
-	case r.clusterCIDR != "":
-		svcRule(" cluster IP\" ! -s ")
-		out.WriteString(r.clusterCIDR)
-		out.WriteString(dst)
-		out.WriteString(ports)
-		out.WriteString(" -j " + chainMarkMasq + "\n")
-		ps.ownRules++
+	type list struct {
+		eps   []netip.AddrPort
+		chain string
+	}
+	lists := []list{{p.Endpoints, ps.svcChain}}
+	chainFor := func(role string, eps []netip.AddrPort) string {
+		if len(eps) == 0 {
+			return ""
+		}
+		for _, l := range lists {
+			if slices.Equal(l.eps, eps) {
+				return l.chain
+			}
+		}
+		c := chainHash("CDNS-SVL-", id, role)
+		declare(decl, c)
+		ps.listChains = append(ps.listChains, c)
+		lists = append(lists, list{eps, c})
+		ps.ownRules += r.writeList(out, p, c, name, eps, sepOf)
+		return c
 	}
 	if external {
-		comment := "masquerade traffic to a node port"
-		if !nodePort {
-			comment = "masquerade traffic to an external IP"
+		extList := chainFor("external", p.ExternalEndpoints)
+		rule := func(match, target string) {
+			out.WriteString("-A " + ps.extChain + match + " -j " + target + "\n")
+			ps.ownRules++
 		}
-		out.WriteString("-A " + ps.extChain + " -m comment --comment \"" + comment + "\" -j " + chainMarkMasq + "\n")
-		out.WriteString("-A " + ps.extChain + " -j " + ps.svcChain + "\n")
-		ps.ownRules += 2
-	}
-	n := len(p.Endpoints)
-	if p.AffinitySeconds > 0 {
-		seconds := strconv.Itoa(int(p.AffinitySeconds))
-		for i := range p.Endpoints {
-			svcRule(" -> ")
-			out.WriteString(eps[i])
-			out.WriteString("\" -m recent --name ")
-			out.WriteString(ps.sepChains[i])
-			out.WriteString(" --mask ")
-			out.WriteString(r.info.fullMask)
-			out.WriteString(" --rsource --rcheck --seconds ")
-			out.WriteString(seconds)
-			out.WriteString(" --reap -j ")
-			out.WriteString(ps.sepChains[i])
-			out.WriteByte('\n')
+		if p.ExternalLocal {
+			// Pods and the node itself reach every endpoint, as if they had
+			// gone out to a load balancer and come back; the node's traffic
+			// has a local source address, which must not reach a pod.
+			if cluster := chainFor("cluster", p.ClusterEndpoints); cluster != "" {
+				if r.clusterCIDR != "" {
+					rule(" -m comment --comment \"pod traffic for external destinations\" -s "+r.clusterCIDR, cluster)
+				}
+				rule(" -m comment --comment \"masquerade node traffic for external destinations\" -m addrtype --src-type LOCAL", chainMarkMasq)
+				rule(" -m comment --comment \"node traffic for external destinations\" -m addrtype --src-type LOCAL", cluster)
+			}
+		} else if extList != "" {
+			comment := "masquerade traffic to a node port"
+			if !nodePort {
+				comment = "masquerade traffic to an external IP"
+			}
+			rule(" -m comment --comment \""+comment+"\"", chainMarkMasq)
 		}
-		ps.ownRules += n
-	}
-	for i := range p.Endpoints {
-		svcRule(" -> ")
-		out.WriteString(eps[i])
-		out.WriteByte('"')
-		if i < n-1 {
-			out.WriteString(" -m statistic --mode random --probability ")
-			out.WriteString(r.probability(n - i))
+		if extList != "" {
+			rule("", extList)
 		}
-		out.WriteString(" -j ")
-		out.WriteString(ps.sepChains[i])
-		out.WriteByte('\n')
 	}
-	ps.ownRules += n
+	if ps.fwChain != "" {
+		var addr [64]byte
+		for _, src := range p.SourceRanges {
+			out.WriteString("-A " + ps.fwChain + " -m comment --comment \"" + name + " loadbalancer source range\" -s ")
+			out.WriteString(src.String())
+			out.WriteString(" -j " + ps.extChain + "\n")
+		}
+		// A load balancer that sends traffic on with its own address as
+		// the source is allowed too.
+		for _, ip := range p.LoadBalancerIPs {
+			out.WriteString("-A " + ps.fwChain + " -m comment --comment \"" + name + " loadbalancer IP as source\" -s ")
+			out.Write(ip.AppendTo(addr[:0]))
+			out.WriteString(r.info.hostBits + " -j " + ps.extChain + "\n")
+		}
+		ps.ownRules += len(p.SourceRanges) + len(p.LoadBalancerIPs)
+	}
 	var addr [64]byte
-	for i, ep := range p.Endpoints {
+	for i, ep := range all {
 		sepRule := func() {
 			out.WriteString("-A ")
 			out.WriteString(ps.sepChains[i])
@@ -377,9 +400,122 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 			out.WriteString(" --rsource --set")
 		}
 		out.WriteString(" -j DNAT --to-destination ")
-		out.WriteString(eps[i])
+		out.Write(ep.AppendTo(addr[:0]))
 		out.WriteByte('\n')
 	}
-	ps.ownRules += 2 * n
+	ps.ownRules += 2 * len(all)
 	return ps
+}
+
+// writeRule writes "-A chain -m comment --comment "name<what><rest>".
+// The rules are written piece by piece: this is the hot path of a full
+// sync, and concatenating each line first would allocate it.
+func (r *renderer) writeRule(out *bytes.Buffer, chain, name, what, rest string) {
+	out.WriteString("-A ")
+	out.WriteString(chain)
+	out.WriteString(" -m comment --comment \"")
+	out.WriteString(name)
+	out.WriteString(what)
+	out.WriteString(rest)
+	out.WriteByte('\n')
+}
+
+// writeList writes the rules of a chain choosing uniformly among eps (with
+// ClientIP affinity first when the port has it) and returns their count.
+func (r *renderer) writeList(out *bytes.Buffer, p *proxy.ServicePort, chain, name string, eps []netip.AddrPort, sepOf map[netip.AddrPort]string) int {
+	var addr [64]byte
+	head := func(ep netip.AddrPort) {
+		out.WriteString("-A ")
+		out.WriteString(chain)
+		out.WriteString(" -m comment --comment \"")
+		out.WriteString(name)
+		out.WriteString(" -> ")
+		out.Write(ep.AppendTo(addr[:0]))
+		out.WriteByte('"')
+	}
+	n := len(eps)
+	if p.AffinitySeconds > 0 {
+		seconds := strconv.Itoa(int(p.AffinitySeconds))
+		for _, ep := range eps {
+			head(ep)
+			out.WriteString(" -m recent --name ")
+			out.WriteString(sepOf[ep])
+			out.WriteString(" --mask ")
+			out.WriteString(r.info.fullMask)
+			out.WriteString(" --rsource --rcheck --seconds ")
+			out.WriteString(seconds)
+			out.WriteString(" --reap -j ")
+			out.WriteString(sepOf[ep])
+			out.WriteByte('\n')
+		}
+	}
+	for i, ep := range eps {
+		head(ep)
+		if i < n-1 {
+			out.WriteString(" -m statistic --mode random --probability ")
+			out.WriteString(r.probability(n - i))
+		}
+		out.WriteString(" -j ")
+		out.WriteString(sepOf[ep])
+		out.WriteByte('\n')
+	}
+	if p.AffinitySeconds > 0 {
+		return 2 * n
+	}
+	return n
+}
+
+// filterLines renders a port's lines in filter CDNS-SERVICES: what the nat
+// table left untranslated because there is no endpoint for it. Without any
+// endpoint the Service rejects; with endpoints none of which this traffic
+// may reach (a Local policy), or from a source not allowed, it drops.
+func (r *renderer) filterLines(p *proxy.ServicePort, name, dst, proto, ports string, nodePort, external bool) ([]byte, int) {
+	var f bytes.Buffer
+	n := 0
+	write := func(comment, match, target string) {
+		f.WriteString("-A " + chainServices + " -m comment --comment \"" + name + comment + "\"" + match + " -j " + target + "\n")
+		n++
+	}
+	externals := func(comment, target string, lbIPs bool) {
+		for _, ip := range p.ExternalIPs {
+			write(comment, " -d "+ip.String()+r.info.hostBits+ports, target)
+		}
+		if lbIPs {
+			for _, ip := range p.LoadBalancerIPs {
+				write(comment, " -d "+ip.String()+r.info.hostBits+ports, target)
+			}
+		}
+		if nodePort {
+			np := portMatch(proto, p.NodePort)
+			if len(r.nodePortCIDRs) == 0 {
+				write(comment, " -m addrtype --dst-type LOCAL"+np, target)
+			}
+			for _, c := range r.nodePortCIDRs {
+				write(comment, " -d "+c+" -m addrtype --dst-type LOCAL"+np, target)
+			}
+		}
+	}
+	switch {
+	case !p.AnyEndpoints:
+		write(" has no endpoints", dst+ports, "REJECT")
+		externals(" has no endpoints", "REJECT", true)
+	default:
+		if len(p.Endpoints) == 0 {
+			write(" has no local endpoints", dst+ports, "DROP")
+		}
+		if external && len(p.ExternalEndpoints) == 0 {
+			externals(" has no local endpoints", "DROP", true)
+		} else if len(p.SourceRanges) > 0 {
+			for _, ip := range p.LoadBalancerIPs {
+				write(" loadbalancer source not allowed", " -d "+ip.String()+r.info.hostBits+ports, "DROP")
+			}
+		}
+	}
+	return f.Bytes(), n
+}
+
+// uniqueSorted sorts endpoints and drops repeats.
+func uniqueSorted(eps []netip.AddrPort) []netip.AddrPort {
+	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return slices.Compact(eps)
 }

@@ -79,6 +79,9 @@ func (p Packet) Family() proxy.Family { return proxy.FamilyOf(p.Dst) }
 const (
 	// Rejected: the node refuses the packet (no endpoints).
 	Rejected = "REJECT"
+	// Dropped: the node drops the packet silently (endpoints exist, but
+	// none this traffic may reach from this node; a source not allowed).
+	Dropped = "DROP"
 	// Untranslated: no service rule touches the packet.
 	Untranslated = "untranslated"
 )
@@ -118,6 +121,9 @@ func (w Want) Sticky(seconds int) Want {
 
 // Rejects wants the packet refused.
 func Rejects() Want { return Want{Outcomes: []string{Rejected}} }
+
+// Drops wants the packet dropped.
+func Drops() Want { return Want{Outcomes: []string{Dropped}} }
 
 // NotServed wants the packet not delivered to any endpoint.
 func NotServed() Want { return Want{NotServed: true} }
@@ -216,6 +222,11 @@ const (
 	FeatureExternalIPs    = "external IPs"
 	FeaturePartialSync    = "partial syncs"
 	FeatureNodePortRanges = "node port addresses"
+	FeatureLoadBalancer   = "load balancer IPs"
+	FeatureExternalLocal  = "externalTrafficPolicy Local"
+	FeatureInternalLocal  = "internalTrafficPolicy Local"
+	FeatureSourceRanges   = "loadBalancerSourceRanges"
+	FeatureTopology       = "topology hints"
 )
 
 // Target is one backend under the contract: a fresh backend over a fresh

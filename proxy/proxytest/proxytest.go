@@ -31,7 +31,25 @@ type Service struct {
 	Ready           []string // endpoint addresses, ready
 	NotReady        []string // neither ready nor serving
 	Draining        []string // serving and terminating
+
+	// LoadBalancerIPs are load balancer ingress IPs of ipMode VIP,
+	// ProxyLoadBalancerIPs ones of ipMode Proxy.
+	LoadBalancerIPs, ProxyLoadBalancerIPs []string
+	SourceRanges                          []string
+	ExternalLocal, InternalLocal          bool
+	// Local lists the endpoints (of Ready or Draining) on the scenarios'
+	// node, NodeName; every other endpoint is on OtherNode.
+	Local []string
+	// ZoneHints and NodeHints give endpoints (by address) topology hints.
+	ZoneHints, NodeHints map[string][]string
 }
+
+// The node the contract's models are built for, its zone, and another node.
+const (
+	NodeName  = "node-a"
+	NodeZone  = "zone-a"
+	OtherNode = "node-b"
+)
 
 // Add puts the Service and its EndpointSlices (one per address family) into b.
 func (s Service) Add(b *zone.Builder) {
@@ -50,7 +68,17 @@ func (s Service) Add(b *zone.Builder) {
 		Type:            typ,
 		Ports:           []zone.ServicePort{{Name: s.PortName, Protocol: proto, Port: s.Port, TargetPort: target, NodePort: s.NodePort}},
 		AffinityTimeout: s.Affinity,
+
+		ExternalTrafficLocal: s.ExternalLocal,
+		InternalTrafficLocal: s.InternalLocal,
 	}
+	for _, ip := range s.LoadBalancerIPs {
+		svc.LoadBalancerIngress = append(svc.LoadBalancerIngress, zone.LoadBalancerIngress{IP: netip.MustParseAddr(ip)})
+	}
+	for _, ip := range s.ProxyLoadBalancerIPs {
+		svc.LoadBalancerIngress = append(svc.LoadBalancerIngress, zone.LoadBalancerIngress{IP: netip.MustParseAddr(ip), Proxy: true})
+	}
+	svc.LoadBalancerSourceRanges = Prefixes(s.SourceRanges...)
 	for _, ip := range s.ClusterIPs {
 		svc.ClusterIPs = append(svc.ClusterIPs, netip.MustParseAddr(ip))
 	}
@@ -59,6 +87,10 @@ func (s Service) Add(b *zone.Builder) {
 	}
 	b.SetService(svc)
 	slices := map[zone.AddressType]*zone.EndpointSlice{}
+	isLocal := map[string]bool{}
+	for _, a := range s.Local {
+		isLocal[a] = true
+	}
 	add := func(addr string, ep zone.Endpoint) {
 		a := netip.MustParseAddr(addr)
 		at := zone.AddressIPv4
@@ -76,6 +108,13 @@ func (s Service) Add(b *zone.Builder) {
 			slices[at] = sl
 		}
 		ep.Addresses = []netip.Addr{a}
+		ep.NodeName = OtherNode
+		if isLocal[addr] {
+			ep.NodeName = NodeName
+		}
+		if z, n := s.ZoneHints[addr], s.NodeHints[addr]; z != nil || n != nil {
+			ep.Hints = &zone.EndpointHints{ForZones: z, ForNodes: n}
+		}
 		sl.Endpoints = append(sl.Endpoints, ep)
 	}
 	for _, a := range s.Ready {
@@ -93,13 +132,14 @@ func (s Service) Add(b *zone.Builder) {
 }
 
 // Model builds the model of the Services relative to prev (nil for none), as
-// the agent does.
+// the agent of NodeName (in NodeZone) does.
 func Model(prev *proxy.Model, services ...Service) *proxy.Model {
 	b := zone.NewBuilder()
+	b.SetNode(&zone.Node{Name: NodeName, Zone: NodeZone})
 	for _, s := range services {
 		s.Add(b)
 	}
-	return proxy.BuildModel(prev, b.Snapshot())
+	return proxy.BuildNodeModel(prev, b.Snapshot(), NodeName)
 }
 
 // Prefixes parses CIDRs.

@@ -58,7 +58,7 @@ func Mutate(rng *rand.Rand, services []Service, step int) []Service {
 		}
 		i := rng.IntN(len(out))
 		s := &out[i]
-		switch rng.IntN(7) {
+		switch rng.IntN(9) {
 		case 0:
 			out = slices.Delete(out, i, i+1)
 		case 1:
@@ -82,6 +82,30 @@ func Mutate(rng *rand.Rand, services []Service, step int) []Service {
 				s.ExternalIPs = []string{fmt.Sprintf("192.0.2.%d", n%250+1)}
 			} else {
 				s.ExternalIPs = nil
+			}
+		case 6:
+			// A load balancer with the external policy flipped, some
+			// endpoints on this node and sometimes source ranges.
+			n := step*3 + k
+			s.Type, s.NodePort = zone.TypeLoadBalancer, int32(33000+n)
+			s.LoadBalancerIPs = []string{fmt.Sprintf("203.0.113.%d", n%250+1)}
+			s.ExternalLocal = !s.ExternalLocal
+			s.Local = slices.Clone(s.Ready[:len(s.Ready)/2])
+			s.SourceRanges = nil
+			if rng.IntN(2) == 0 {
+				s.SourceRanges = []string{"198.51.100.0/24"}
+			}
+		case 7:
+			// The internal policy flipped, and topology hints on every
+			// endpoint or none.
+			s.InternalLocal = !s.InternalLocal
+			s.Local = slices.Clone(s.Ready[len(s.Ready)/2:])
+			s.ZoneHints = nil
+			if rng.IntN(2) == 0 {
+				s.ZoneHints = map[string][]string{}
+				for j, a := range s.Ready {
+					s.ZoneHints[a] = []string{[]string{NodeZone, "zone-b"}[j%2]}
+				}
 			}
 		default:
 			s.Ready = append(slices.Clone(s.Ready[:len(s.Ready)/2]), fmt.Sprintf("172.16.9.%d", step%250+1))

@@ -24,6 +24,31 @@ func Scenarios() []Scenario {
 	gone := With(clusterIP, func(s *Service) { s.Ready = nil })
 	moved := With(clusterIP, func(s *Service) { s.Port, s.TargetPort = 8080, 80 })
 
+	lb := Service{Namespace: "dev", Name: "lb", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.20", "fd00:10::20"},
+		Port: 80, NodePort: 30020, LoadBalancerIPs: []string{"203.0.113.20", "2001:db8::20"}, ProxyLoadBalancerIPs: []string{"203.0.113.21"},
+		Ready: []string{"172.16.1.20", "172.16.2.20", "fd00:172::20"}}
+	local := Service{Namespace: "dev", Name: "local", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.30", "fd00:10::30"},
+		Port: 80, TargetPort: 8080, NodePort: 30030, ExternalIPs: []string{"192.0.2.30"}, LoadBalancerIPs: []string{"203.0.113.30", "2001:db8::30"},
+		ExternalLocal: true, Ready: []string{"172.16.1.30", "172.16.2.30", "fd00:172::30"}, Local: []string{"172.16.1.30", "fd00:172::30"}}
+	noLocal := With(local, func(s *Service) { s.Ready = []string{"172.16.2.30"}; s.Local = nil })
+	localDraining := With(local, func(s *Service) {
+		s.Ready, s.Draining, s.Local = []string{"172.16.2.30"}, []string{"172.16.1.30"}, []string{"172.16.1.30"}
+	})
+	internal := Service{Namespace: "dev", Name: "internal", ClusterIPs: []string{"10.10.0.40"}, Port: 80, InternalLocal: true,
+		Ready: []string{"172.16.1.40", "172.16.2.40"}, Local: []string{"172.16.1.40"}}
+	ranged := Service{Namespace: "dev", Name: "ranged", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.50"},
+		Port: 80, NodePort: 30050, LoadBalancerIPs: []string{"203.0.113.50"}, SourceRanges: []string{"198.51.100.0/24", "192.0.2.128/25"},
+		Ready: []string{"172.16.2.50"}}
+	zoned := Service{Namespace: "dev", Name: "zoned", ClusterIPs: []string{"10.10.0.60"}, Port: 80,
+		Ready:     []string{"172.16.1.60", "172.16.2.60", "172.16.3.60"},
+		ZoneHints: map[string][]string{"172.16.1.60": {NodeZone}, "172.16.2.60": {"zone-b"}, "172.16.3.60": {"zone-b", NodeZone}}}
+	sameNode := Service{Namespace: "dev", Name: "same-node", ClusterIPs: []string{"10.10.0.61"}, Port: 80,
+		Ready: []string{"172.16.1.61", "172.16.2.61"}, Local: []string{"172.16.1.61"},
+		ZoneHints: map[string][]string{"172.16.1.61": {NodeZone}, "172.16.2.61": {NodeZone}},
+		NodeHints: map[string][]string{"172.16.1.61": {NodeName}, "172.16.2.61": {OtherNode}}}
+	const otherPod = "172.16.9.9" // a pod on another node
+	dualCIDR := proxy.Routing{ClusterCIDRs: Prefixes(PodCIDR, PodCIDRv6)}
+
 	toClusterIP := Question{"pod to service", TCP(PodIP, "10.10.97.97", 80), Reach(80, false, pods...)}
 	toNodePortSvc := Question{"pod to service", TCP(PodIP, "10.10.97.98", 80), Reach(80, false, pods...)}
 	toNodePort := Question{"outside to node port", TCP(OutsideIP, NodeIP, 30002), Reach(80, true, pods...)}
@@ -100,6 +125,79 @@ func Scenarios() []Scenario {
 			}},
 			{Services: []Service{With(external, func(s *Service) { s.Ready = nil })}, Questions: []Question{
 				{"outside to external IP without endpoints", TCP(OutsideIP, "192.0.2.9", 443), Rejects()},
+			}},
+		}},
+		{Name: "loadbalancer", Feature: FeatureLoadBalancer, Routing: dualCIDR, Steps: []Step{
+			{Services: []Service{lb}, Questions: []Question{
+				{"outside to LB IP", TCP(OutsideIP, "203.0.113.20", 80), Reach(80, true, "172.16.1.20", "172.16.2.20")},
+				{"outside to LB IP over IPv6", TCP("2001:db8:99::1", "2001:db8::20", 80), Reach(80, true, "fd00:172::20")},
+				{"pod to LB IP", TCP(PodIP, "203.0.113.20", 80), Reach(80, true, "172.16.1.20", "172.16.2.20")},
+				{"node to LB IP", FromNode(TCP(NodeIP, "203.0.113.20", 80)), Reach(80, true, "172.16.1.20", "172.16.2.20")},
+				{"outside to its node port", TCP(OutsideIP, NodeIP, 30020), Reach(80, true, "172.16.1.20", "172.16.2.20")},
+				{"ipMode Proxy is left to the load balancer", TCP(PodIP, "203.0.113.21", 80), NotServed()},
+				{"other port of the LB IP", TCP(OutsideIP, "203.0.113.20", 81), NotServed()},
+			}},
+			{Services: []Service{With(lb, func(s *Service) { s.Ready = nil })}, Questions: []Question{
+				{"outside to LB IP without endpoints", TCP(OutsideIP, "203.0.113.20", 80), Rejects()},
+			}},
+		}},
+		{Name: "external-traffic-local", Feature: FeatureExternalLocal, Routing: dualCIDR, Steps: []Step{
+			{Services: []Service{local}, Questions: []Question{
+				{"outside to node port keeps its source", TCP(OutsideIP, NodeIP, 30030), Reach(8080, false, "172.16.1.30")},
+				{"outside to LB IP keeps its source", TCP(OutsideIP, "203.0.113.30", 80), Reach(8080, false, "172.16.1.30")},
+				{"outside to LB IP over IPv6", TCP("2001:db8:99::1", "2001:db8::30", 80), Reach(8080, false, "fd00:172::30")},
+				{"outside to external IP keeps its source", TCP(OutsideIP, "192.0.2.30", 80), Reach(8080, false, "172.16.1.30")},
+				{"pod to LB IP goes anywhere", TCP(otherPod, "203.0.113.30", 80), Reach(8080, false, "172.16.1.30", "172.16.2.30")},
+				{"node to LB IP goes anywhere, masqueraded", FromNode(TCP(NodeIP, "203.0.113.30", 80)), Reach(8080, true, "172.16.1.30", "172.16.2.30")},
+				{"node to own node port goes anywhere", FromNode(TCP(NodeIP, NodeIP, 30030)), Reach(8080, true, "172.16.1.30", "172.16.2.30")},
+				{"pod to cluster IP goes anywhere", TCP(otherPod, "10.10.0.30", 80), Reach(8080, false, "172.16.1.30", "172.16.2.30")},
+			}},
+			{Services: []Service{noLocal}, Questions: []Question{
+				{"outside to node port without a local endpoint", TCP(OutsideIP, NodeIP, 30030), Drops()},
+				{"outside to LB IP without a local endpoint", TCP(OutsideIP, "203.0.113.30", 80), Drops()},
+				{"outside to external IP without a local endpoint", TCP(OutsideIP, "192.0.2.30", 80), Drops()},
+				{"pod to LB IP still served", TCP(otherPod, "203.0.113.30", 80), Reach(8080, false, "172.16.2.30")},
+				{"node to LB IP still served", FromNode(TCP(NodeIP, "203.0.113.30", 80)), Reach(8080, true, "172.16.2.30")},
+				{"pod to cluster IP", TCP(otherPod, "10.10.0.30", 80), Reach(8080, false, "172.16.2.30")},
+			}},
+			{Services: []Service{localDraining}, Questions: []Question{
+				{"the local draining endpoint takes outside traffic", TCP(OutsideIP, "203.0.113.30", 80), Reach(8080, false, "172.16.1.30")},
+				{"cluster-wide the ready one wins", TCP(otherPod, "10.10.0.30", 80), Reach(8080, false, "172.16.2.30")},
+			}},
+			{Services: []Service{With(local, func(s *Service) { s.Ready, s.Local = nil, nil })}, Questions: []Question{
+				{"no endpoints anywhere", TCP(OutsideIP, "203.0.113.30", 80), Rejects()},
+				{"no endpoints anywhere, node port", TCP(OutsideIP, NodeIP, 30030), Rejects()},
+			}},
+		}},
+		{Name: "internal-traffic-local", Feature: FeatureInternalLocal, Routing: cidr, Steps: []Step{
+			{Services: []Service{internal}, Questions: []Question{
+				{"pod to cluster IP stays on the node", TCP(otherPod, "10.10.0.40", 80), Reach(80, false, "172.16.1.40")},
+				{"node to cluster IP stays on the node", FromNode(TCP(NodeIP, "10.10.0.40", 80)), Reach(80, true, "172.16.1.40")},
+			}},
+			{Services: []Service{With(internal, func(s *Service) { s.Local = nil })}, Questions: []Question{
+				{"no local endpoint: dropped", TCP(otherPod, "10.10.0.40", 80), Drops()},
+			}},
+			{Services: []Service{With(internal, func(s *Service) { s.Ready, s.Local = nil, nil })}, Questions: []Question{
+				{"no endpoints anywhere: rejected", TCP(otherPod, "10.10.0.40", 80), Rejects()},
+			}},
+		}},
+		{Name: "source-ranges", Feature: FeatureSourceRanges, Routing: cidr, Steps: []Step{
+			{Services: []Service{ranged}, Questions: []Question{
+				{"listed source", TCP("198.51.100.7", "203.0.113.50", 80), Reach(80, true, "172.16.2.50")},
+				{"second listed source", TCP("192.0.2.200", "203.0.113.50", 80), Reach(80, true, "172.16.2.50")},
+				{"unlisted source", TCP(OutsideIP, "203.0.113.50", 80), Drops()},
+				{"unlisted pod", TCP(otherPod, "203.0.113.50", 80), Drops()},
+				{"node port is not limited", TCP(OutsideIP, NodeIP, 30050), Reach(80, true, "172.16.2.50")},
+				{"cluster IP is not limited", TCP(otherPod, "10.10.0.50", 80), Reach(80, false, "172.16.2.50")},
+			}},
+		}},
+		{Name: "topology", Feature: FeatureTopology, Routing: cidr, Steps: []Step{
+			{Services: []Service{zoned, sameNode}, Questions: []Question{
+				{"zone hints", TCP(otherPod, "10.10.0.60", 80), Reach(80, false, "172.16.1.60", "172.16.3.60")},
+				{"node hints", TCP(otherPod, "10.10.0.61", 80), Reach(80, false, "172.16.1.61")},
+			}},
+			{Services: []Service{With(zoned, func(s *Service) { s.Ready = append(s.Ready, "172.16.4.60") }), sameNode}, Questions: []Question{
+				{"an endpoint without hints: all", TCP(otherPod, "10.10.0.60", 80), Reach(80, false, "172.16.1.60", "172.16.2.60", "172.16.3.60", "172.16.4.60")},
 			}},
 		}},
 		{Name: "partial-endpoint-change", Feature: FeaturePartialSync, Steps: []Step{

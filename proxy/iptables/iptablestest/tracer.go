@@ -100,6 +100,7 @@ type State struct {
 	DNAT   netip.AddrPort // zero when not translated
 	Masq   bool
 	Reject bool
+	Drop   bool
 	// Affinity is the timeout in seconds of the last ClientIP affinity
 	// check (recent --rcheck) on the path, zero for none.
 	Affinity int
@@ -109,6 +110,7 @@ type State struct {
 // Outcome strings of Trace, beside "address:port" and "address:port masq".
 const (
 	Rejected     = "REJECT"
+	Dropped      = "DROP"
 	Untranslated = "untranslated"
 )
 
@@ -117,6 +119,8 @@ func (s State) String() string {
 	switch {
 	case s.Reject:
 		return Rejected
+	case s.Drop:
+		return Dropped
 	case !s.DNAT.IsValid():
 		return Untranslated
 	case s.Masq:
@@ -152,8 +156,9 @@ func (tr *Tracer) Trace(p Packet, fromNode bool) (outcomes []string, affinity in
 		}
 		for _, f := range tr.Walk("filter", filterChain, after, State{}) {
 			v.Reject = v.Reject || f.Reject
+			v.Drop = v.Drop || f.Drop
 		}
-		if !v.Reject {
+		if !v.Reject && !v.Drop {
 			for _, post := range tr.Walk("nat", "POSTROUTING", after, State{Mark: s.Mark}) {
 				v.Masq = v.Masq || post.Masq
 			}
@@ -225,6 +230,9 @@ func (tr *Tracer) apply(table string, rules [][]string, i int, p Packet, s State
 		return []State{s}
 	case "REJECT":
 		s.Reject, s.done = true, true
+		return []State{s}
+	case "DROP":
+		s.Drop, s.done = true, true
 		return []State{s}
 	case "DNAT":
 		ap, err := netip.ParseAddrPort(valueOf(args, "--to-destination"))
@@ -325,11 +333,15 @@ func (tr *Tracer) matches(rule []string, p Packet, s State) (match, fork bool) {
 		case "--comment":
 			next()
 			continue
-		case "--dst-type":
+		case "--dst-type", "--src-type":
 			if next() != "LOCAL" {
-				tr.t.Fatalf("tracer: only --dst-type LOCAL is known")
+				tr.t.Fatalf("tracer: only address type LOCAL is known")
 			}
-			result = tr.local[p.Dst]
+			if w == "--dst-type" {
+				result = tr.local[p.Dst]
+			} else {
+				result = tr.local[p.Src]
+			}
 		case "--mode", "--name", "--mask", "--seconds":
 			next()
 			continue
