@@ -49,6 +49,8 @@ const (
 	labExchange  = time.Second
 	labDropWait  = 1500 * time.Millisecond // a dropped SYN is given this long
 	labPatience  = 90 * time.Second        // bound on an agent's first sync
+	labProxiedLB = "203.0.113.13"          // an LB IP with ipMode: Proxy, held by the client
+	labLBAnswer  = "load-balancer"         // what the client answers on it
 )
 
 // The nodes and their pods; pods answer with their IP.
@@ -90,6 +92,7 @@ type labService struct {
 	clusterIP string
 	lb        string // the load balancer IP, for type LoadBalancer
 	lbNode    int    // where the client routes lb (and external)
+	lbProxy   bool   // the LB IP has ipMode: Proxy, and the client holds it
 	external  string
 	local     bool  // externalTrafficPolicy: Local
 	healthNP  int32 // healthCheckNodePort (eTP Local LoadBalancers)
@@ -114,6 +117,7 @@ var labServices = []labService{
 	{name: "itp", clusterIP: "10.96.10.8", itpLocal: true, endpoints: []labEndpoint{epReady(labA0)}},
 	{name: "ranges", clusterIP: "10.96.10.9", lb: "203.0.113.9", lbNode: 0, nodePort: 30901, ranges: []string{labClient + "/32"},
 		endpoints: []labEndpoint{epReady(labA0)}},
+	{name: "proxied", clusterIP: "10.96.10.13", lb: labProxiedLB, lbProxy: true, nodePort: 31301, endpoints: []labEndpoint{epReady(labA0)}},
 	{name: "zone", clusterIP: "10.96.10.10", traffic: "PreferSameZone", endpoints: []labEndpoint{
 		epHinted(labA0, []string{"zone-a"}, nil), epHinted(labB0, []string{"zone-b"}, nil)}},
 	{name: "same-node", clusterIP: "10.96.10.11", traffic: "PreferSameNode", endpoints: []labEndpoint{
@@ -189,7 +193,11 @@ func writeLabObjects(t *testing.T, c kubernetes.Interface) {
 			t.Fatalf("create service %s: %v", s.name, err)
 		}
 		if s.lb != "" {
-			created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: s.lb, IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)}}
+			mode := corev1.LoadBalancerIPModeVIP
+			if s.lbProxy {
+				mode = corev1.LoadBalancerIPModeProxy
+			}
+			created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: s.lb, IPMode: ptr.To(mode)}}
 			if _, err := c.CoreV1().Services(labNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 				t.Fatalf("service %s status: %v", s.name, err)
 			}
@@ -481,6 +489,12 @@ var labRows = []labRow{
 		l.reach(t, l.lab.Client, netip.MustParseAddr(labClient), "tcp", hostPort("203.0.113.9", labHTTP), anyPeer, labA0)
 		l.dropped(t, l.lab.Client, netip.MustParseAddr(labStranger), hostPort("203.0.113.9", labHTTP))
 	}},
+	{"LoadBalancer: an LB IP with ipMode Proxy is left to the load balancer", func(t *testing.T, l *labRun) {
+		// KEP-1860: traffic from inside the cluster to such an IP goes to
+		// the load balancer (the client here) instead of the Service.
+		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
+		l.reach(t, l.node(1).NS, noSrc, "tcp", hostPort(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
+	}},
 	// Topology.
 	{"topology: zone hints keep traffic in the zone", func(t *testing.T, l *labRun) {
 		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort("10.96.10.10", labHTTP), fromCluster, labA0)
@@ -572,9 +586,13 @@ func startLab(t *testing.T, api *kubeapi.APIServer, impl labImpl, kubeProxy stri
 			pod.Start(podServer, "-name", ip, "-peer", "-tcp", fmt.Sprintf(":%d", labHTTP), "-udp", fmt.Sprintf(":%d", labPodUDP), "-lifetime", "10m")
 		}
 	}
+	// The client is the proxying load balancer of labProxiedLB: it holds
+	// the address and answers on it itself.
+	l.lab.Client.MustRun("ip", "addr", "add", labProxiedLB+"/32", "dev", "lo")
+	l.lab.Client.Start(podServer, "-name", labLBAnswer, "-peer", "-tcp", hostPort(labProxiedLB, labHTTP), "-udp", "", "-lifetime", "10m")
 	for _, s := range labServices {
 		for _, ip := range []string{s.lb, s.external} {
-			if ip != "" {
+			if ip != "" && !s.lbProxy {
 				l.lab.Route(netip.MustParseAddr(ip), l.lab.Nodes[s.lbNode])
 			}
 		}

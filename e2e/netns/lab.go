@@ -19,7 +19,8 @@ import (
 // cluster network does without encapsulation, and has its default route via
 // the client, so packets to virtual addresses that no rule translates leave
 // the node and die at the client, which does not forward. The client
-// reaches the nodes directly and sends traffic for a load balancer or
+// reaches the nodes directly, reaches each node's pods via that node (a
+// cloud network's routes), and sends traffic for a load balancer or
 // external IP to the node Route names, as a router would.
 type Lab struct {
 	Client *NS
@@ -89,6 +90,7 @@ func NewLab(t testing.TB, spec LabSpec) *Lab {
 		l.Nodes = append(l.Nodes, n)
 	}
 	for _, n := range l.Nodes {
+		l.Client.MustRun("ip", "route", "add", n.PodCIDR.String(), "via", n.IP.String(), "dev", "lan0")
 		for _, other := range l.Nodes {
 			if other != n {
 				n.NS.MustRun("ip", "route", "add", other.PodCIDR.String(), "via", other.IP.String(), "dev", "lan0")
