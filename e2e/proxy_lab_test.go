@@ -372,30 +372,37 @@ func (l *labRun) dropped(t *testing.T, ns *netns.NS, src netip.Addr, addr string
 	}
 }
 
-// health asks a node's health check port from the client.
-func (l *labRun) health(t *testing.T, node *netns.LabNode, port int32) (int, healthcheck.Body) {
+// get fetches http://addr/path from inside ns.
+func labGet(t *testing.T, ns *netns.NS, addr, path string) (int, []byte) {
 	t.Helper()
 	client := &http.Client{
 		Timeout: labExchange * 2,
 		Transport: &http.Transport{DialContext: func(_ context.Context, network, address string) (net.Conn, error) {
-			return l.lab.Client.Dial(network, address, labExchange)
+			return ns.Dial(network, address, labExchange)
 		}},
 	}
 	defer client.CloseIdleConnections()
-	resp, err := client.Get(fmt.Sprintf("http://%s:%d/", node.IP, port))
+	resp, err := client.Get("http://" + addr + path)
 	if err != nil {
-		t.Fatalf("health check %s:%d: %v", node.IP, port, err)
+		t.Fatalf("GET http://%s%s from %s: %v", addr, path, ns.Name, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp.StatusCode, data
+}
+
+// health asks a node's health check port from the client.
+func (l *labRun) health(t *testing.T, node *netns.LabNode, port int32) (int, healthcheck.Body) {
+	t.Helper()
+	code, data := labGet(t, l.lab.Client, hostPort(node.IP.String(), int(port)), "/")
 	var b healthcheck.Body
 	if err := json.Unmarshal(data, &b); err != nil {
 		t.Fatalf("health check %s:%d: body %q: %v", node.IP, port, data, err)
 	}
-	return resp.StatusCode, b
+	return code, b
 }
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
@@ -465,6 +472,19 @@ var labRows = []labRow{
 			code, b := l.health(t, l.node(c.node), c.port)
 			if code != c.code || b.LocalEndpoints != c.local || b.Service.Namespace != labNamespace || b.Service.Name != c.name || !b.ServiceProxyHealthy {
 				t.Errorf("%s:%d: %d %+v, want %d with %d local endpoints of %s/%s", l.node(c.node).IP, c.port, code, b, c.code, c.local, labNamespace, c.name)
+			}
+		}
+	}},
+	{"healthz and livez: 200 with lastUpdated on every node", func(t *testing.T, l *labRun) {
+		for _, n := range l.lab.Nodes {
+			for _, path := range []string{"/healthz", "/livez"} {
+				code, data := labGet(t, n.NS, proxyHealthz, path)
+				var body struct {
+					LastUpdated string `json:"lastUpdated"`
+				}
+				if err := json.Unmarshal(data, &body); err != nil || code != http.StatusOK || body.LastUpdated == "" {
+					t.Errorf("%s %s: %d %q (%v)", n.Name, path, code, data, err)
+				}
 			}
 		}
 	}},
