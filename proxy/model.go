@@ -126,6 +126,12 @@ type ServicePort struct {
 	AnyEndpoints bool
 }
 
+// HasEndpoints reports whether the port has endpoints anywhere: AnyEndpoints,
+// or, for a port built by hand, an endpoint in one of its lists.
+func (p *ServicePort) HasEndpoints() bool {
+	return p.AnyEndpoints || len(p.Endpoints) > 0 || len(p.ExternalEndpoints) > 0 || len(p.ClusterEndpoints) > 0
+}
+
 // External reports whether the port takes external traffic.
 func (p *ServicePort) External() bool {
 	return p.NodePort != 0 || len(p.ExternalIPs) > 0 || len(p.LoadBalancerIPs) > 0

@@ -55,5 +55,10 @@ func BenchmarkRender(b *testing.B) {
 			pt.BenchEndpointChange(b, n, New(Config{Runner: r, Families: []proxy.Family{proxy.IPv4}}), func() { r.bytes = 0 })
 			b.ReportMetric(float64(r.bytes)/float64(b.N), "bytes/sync")
 		})
+		b.Run(fmt.Sprintf("endpoint-change-policies/services=%d", n), func(b *testing.B) {
+			r := &discardRunner{}
+			pt.BenchPolicyEndpointChange(b, n, New(Config{Runner: r, Families: []proxy.Family{proxy.IPv4}}), func() { r.bytes = 0 })
+			b.ReportMetric(float64(r.bytes)/float64(b.N), "bytes/sync")
+		})
 	}
 }

@@ -279,7 +279,7 @@ func (r *renderer) renderPort(p *proxy.ServicePort, opts *Config, decl, out *byt
 	if ps.fwChain != "" {
 		declare(decl, ps.fwChain)
 	}
-	if !p.AnyEndpoints {
+	if !p.HasEndpoints() {
 		return ps
 	}
 	// Each distinct endpoint list gets a chain choosing among its
@@ -496,7 +496,7 @@ func (r *renderer) filterLines(p *proxy.ServicePort, name, dst, proto, ports str
 		}
 	}
 	switch {
-	case !p.AnyEndpoints:
+	case !p.HasEndpoints():
 		write(" has no endpoints", dst+ports, "REJECT")
 		externals(" has no endpoints", "REJECT", true)
 	default:

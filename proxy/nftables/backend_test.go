@@ -39,7 +39,7 @@ func goldenCases() []goldenCase {
 	twinChanged := pt.With(twin, func(s *pt.Service) { s.Ready = []string{"172.16.1.21"} })
 	nginx := endpointsOf(nginxPods, 80, false)
 	nginxMasq := endpointsOf(nginxPods, 80, true)
-	return []goldenCase{
+	cases := []goldenCase{
 		{name: "clusterip", steps: [][]pt.Service{{clusterIPSvc}}, traces: []traceCase{
 			{name: "pod to service", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: nginx},
 			{name: "node to service", pkt: tcp(nodeIP, "10.10.97.97", 80), fromNode: true, want: nginx},
@@ -112,6 +112,20 @@ func goldenCases() []goldenCase {
 			{name: "address waits for a full sync", pkt: tcp("172.16.1.1", "10.10.97.97", 80), want: []string{"untranslated"}},
 		}},
 	}
+	// The contract's scenarios of load balancers, traffic policies, source
+	// ranges and topology, whose routes the contract checks: here their
+	// transactions are kept, and the kernel must take them.
+	for _, sc := range pt.Scenarios() {
+		switch sc.Feature {
+		case pt.FeatureLoadBalancer, pt.FeatureExternalLocal, pt.FeatureInternalLocal, pt.FeatureSourceRanges, pt.FeatureTopology:
+			gc := goldenCase{name: sc.Name, cfg: Config{Routing: sc.Routing}}
+			for _, st := range sc.Steps {
+				gc.steps = append(gc.steps, st.Services)
+			}
+			cases = append(cases, gc)
+		}
+	}
+	return cases
 }
 
 // goldenCase is a model in steps and packets to trace after the last.
@@ -243,19 +257,19 @@ func TestRuleCount(t *testing.T) {
 	cases := []struct {
 		name  string
 		steps [][]pt.Service
-		// want counts the rules and set elements: 16 base rules (6 hooks,
+		// want counts the rules and set elements: 17 base rules (6 hooks,
 		// 2 dispatch, 2 node port dispatch, 4 masquerading, 1 mark, 1
-		// reject), per endpoint 1 rule in the service chain and one
+		// reject, 1 drop), per endpoint 1 rule in the service chain and one
 		// hairpin element per address (shared between Services), per
 		// external chain 2, one map element per address and node port.
 		want int
 	}{
-		{"empty", [][]pt.Service{nil}, 16},
-		{"clusterip", [][]pt.Service{{clusterIPSvc}}, 16 + 3 + 3 + 1},
-		{"nodeport", [][]pt.Service{{nodePortSvc}}, 16 + 3 + 3 + 2 + 2},
-		{"shared endpoints counted once", [][]pt.Service{{clusterIPSvc, nodePortSvc}}, 16 + 3 + 3 + 1 + 3 + 2 + 2},
-		{"after removal", [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, 16 + 3 + 3 + 1},
-		{"no endpoints", [][]pt.Service{{emptySvc}}, 16 + 2},
+		{"empty", [][]pt.Service{nil}, 17},
+		{"clusterip", [][]pt.Service{{clusterIPSvc}}, 17 + 3 + 3 + 1},
+		{"nodeport", [][]pt.Service{{nodePortSvc}}, 17 + 3 + 3 + 2 + 2},
+		{"shared endpoints counted once", [][]pt.Service{{clusterIPSvc, nodePortSvc}}, 17 + 3 + 3 + 1 + 3 + 2 + 2},
+		{"after removal", [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, 17 + 3 + 3 + 1},
+		{"no endpoints", [][]pt.Service{{emptySvc}}, 17 + 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

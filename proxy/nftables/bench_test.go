@@ -35,6 +35,9 @@ func BenchmarkRenderEndpointChange(b *testing.B) {
 			r := &countingRunner{}
 			benchSync(b, n, r)
 		})
+		b.Run(fmt.Sprintf("policies/services=%d", n), func(b *testing.B) {
+			pt.BenchPolicyEndpointChange(b, n, New(Config{Runner: &countingRunner{}, Families: []proxy.Family{proxy.IPv4}}), nil)
+		})
 	}
 }
 

@@ -237,7 +237,7 @@ func compileRule(f family, stmts []Stmt) ([]expr.Any, error) {
 		case AddrCmp:
 			// As nft does: a prefix cut at a byte compares the bytes it
 			// covers; any other compares the whole address under a mask.
-			if !s.Src || !s.Not || s.Prefix.Addr().Is4() != (f.Family == proxy.IPv4) {
+			if !s.Src || s.Prefix.Addr().Is4() != (f.Family == proxy.IPv4) {
 				return nil, fmt.Errorf("address match %+v", s)
 			}
 			bits := s.Prefix.Bits()
@@ -258,7 +258,17 @@ func compileRule(f family, stmts []Stmt) ([]expr.Any, error) {
 				n := uint32(len(addr))
 				out = append(out, saddr(f, n), &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
 			}
-			out = append(out, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: addr})
+			op := expr.CmpOpEq
+			if s.Not {
+				op = expr.CmpOpNeq
+			}
+			out = append(out, &expr.Cmp{Op: op, Register: 1, Data: addr})
+		case FibLocal:
+			out = append(out,
+				&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagSADDR: s.Src, FlagDADDR: !s.Src},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)})
+		case Drop:
+			out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
 		default:
 			return nil, fmt.Errorf("statement %T is not one of partial syncs", st)
 		}

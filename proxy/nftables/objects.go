@@ -145,8 +145,9 @@ type (
 	Numgen struct{ Mod int }
 	// CtStateNew matches the first packet of a connection.
 	CtStateNew struct{}
-	// FibLocal matches a destination that is an address of the node.
-	FibLocal struct{}
+	// FibLocal matches a destination (with Src, a source) that is an
+	// address of the node.
+	FibLocal struct{ Src bool }
 	// AddrCmp compares the source (Src) or destination with a prefix.
 	AddrCmp struct {
 		Src, Not bool
@@ -183,6 +184,8 @@ type (
 	Masquerade struct{}
 	// Reject refuses the packet (a TCP reset, an ICMP error).
 	Reject struct{}
+	// Drop discards the packet silently.
+	Drop struct{}
 	// Jump runs another chain and comes back; Goto does not come back.
 	Jump struct{ Chain string }
 	Goto struct{ Chain string }

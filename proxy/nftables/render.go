@@ -21,6 +21,7 @@ const (
 	chainMasquerade  = "masquerading"
 	chainMarkMasq    = "mark-for-masquerade"
 	chainReject      = "reject-chain"
+	chainDrop        = "drop-chain"
 
 	mapServiceIPs         = "service-ips"
 	mapServiceNodePorts   = "service-nodeports"
@@ -52,7 +53,7 @@ var baseChains = []baseChain{
 }
 
 // regularChains are the chains that do not depend on the Services.
-var regularChains = []string{chainServices, chainNoEndpoints, chainMasquerade, chainMarkMasq, chainReject}
+var regularChains = []string{chainServices, chainNoEndpoints, chainMasquerade, chainMarkMasq, chainReject, chainDrop}
 
 // baseSets are the maps and sets that do not depend on the Services.
 var baseSets = []Set{
@@ -199,6 +200,13 @@ func nodePortKey(proto string, port uint16) []Value {
 }
 
 // render computes the objects of one service port.
+//
+// The nat table translates what has endpoints; what it leaves untranslated
+// meets the filter hooks' no-endpoint maps, which reject traffic to a
+// Service without endpoints and drop traffic that has none it may reach
+// from this node (a Local policy) or comes from a source the load
+// balancer's ranges do not allow. Translated packets no longer carry the
+// Service's address, so the maps never see them.
 func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 	o := &portObjects{sp: p}
 	f := r.Family
@@ -206,99 +214,191 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 	id := portLabel(p) + "/" + p.Key.Family.String()
 	proto := strings.ToLower(string(p.Protocol))
 	svcChain := objectName("service", label, id)
-	extChain := ""
-	if (p.NodePort != 0 && r.nodePorts) || len(p.ExternalIPs) > 0 {
-		extChain = objectName("external", label, id)
-	}
+	nodePort := p.NodePort != 0 && r.nodePorts
+	external := nodePort || len(p.ExternalIPs) > 0 || len(p.LoadBalancerIPs) > 0
 	element := func(set string, key []Value, target string) {
 		o.elements = append(o.elements, Element{Family: f, Set: set, Key: key, Goto: target})
 	}
+	externals := func(target string, lbIPs bool) {
+		for _, ip := range p.ExternalIPs {
+			element(mapNoEndpointServices, serviceKey(ip, proto, p.Port), target)
+		}
+		if lbIPs {
+			for _, ip := range p.LoadBalancerIPs {
+				element(mapNoEndpointServices, serviceKey(ip, proto, p.Port), target)
+			}
+		}
+		if nodePort {
+			element(mapNoEndpointNodePort, nodePortKey(proto, p.NodePort), target)
+		}
+	}
 
-	if len(p.Endpoints) == 0 {
+	if !p.HasEndpoints() {
 		// No chains: the packet stays untranslated and the filter hooks
 		// reject it.
 		element(mapNoEndpointServices, serviceKey(p.ClusterIP, proto, p.Port), chainReject)
-		for _, ip := range p.ExternalIPs {
-			element(mapNoEndpointServices, serviceKey(ip, proto, p.Port), chainReject)
-		}
-		if p.NodePort != 0 && r.nodePorts {
-			element(mapNoEndpointNodePort, nodePortKey(proto, p.NodePort), chainReject)
-		}
+		externals(chainReject, true)
 		return o
 	}
+	if len(p.Endpoints) == 0 {
+		element(mapNoEndpointServices, serviceKey(p.ClusterIP, proto, p.Port), chainDrop)
+	}
+	fw := len(p.LoadBalancerIPs) > 0 && len(p.SourceRanges) > 0
+	switch {
+	case external && len(p.ExternalEndpoints) == 0:
+		externals(chainDrop, true)
+	case fw:
+		for _, ip := range p.LoadBalancerIPs {
+			element(mapNoEndpointServices, serviceKey(ip, proto, p.Port), chainDrop)
+		}
+	}
 
-	n := len(p.Endpoints)
-	for i, ep := range p.Endpoints {
-		if i == 0 || ep.Addr() != p.Endpoints[i-1].Addr() {
+	var all []netip.AddrPort
+	for _, l := range [][]netip.AddrPort{p.Endpoints, p.ExternalEndpoints, p.ClusterEndpoints} {
+		all = append(all, l...)
+	}
+	slices.SortFunc(all, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	all = slices.Compact(all)
+	for i, ep := range all {
+		if i == 0 || ep.Addr() != all[i-1].Addr() {
 			o.hairpin = append(o.hairpin, ep.Addr())
 		}
 	}
 	rule := func(chain string, stmts ...Stmt) Rule { return Rule{Family: f, Chain: chain, Stmts: stmts} }
 	// With ClientIP affinity each endpoint has a chain of its own, which
 	// records the client in the endpoint's set and DNATs. Without, the
-	// service chain DNATs itself: fewer chains keep nft fast, as it lists
+	// list chains DNAT themselves: fewer chains keep nft fast, as it lists
 	// every chain of the table before each transaction.
-	var epChains []string
+	var epChain map[netip.AddrPort]string
+	var epSet map[netip.AddrPort]string
 	if p.AffinitySeconds > 0 {
 		seconds := strconv.Itoa(int(p.AffinitySeconds))
-		epChains = make([]string, n)
-		for i, ep := range p.Endpoints {
+		epChain = make(map[netip.AddrPort]string, len(all))
+		epSet = make(map[netip.AddrPort]string, len(all))
+		for _, ep := range all {
 			epLabel := label + "__" + readable(endpointLabel(ep))
 			epID := endpointLabel(ep)
-			epChains[i] = objectName("endpoint", epLabel, id, epID)
+			c := objectName("endpoint", epLabel, id, epID)
 			// The timeout is part of the set's identity: a set's timeout
 			// cannot change, so a new timeout makes a new set.
 			set := objectName("affinity", epLabel, id, epID, seconds)
+			epChain[ep], epSet[ep] = c, set
 			o.sets = append(o.sets, Set{Family: f, Name: set, Key: []KeyType{KeyAddr}, Timeout: uint32(p.AffinitySeconds)})
-			o.chains = append(o.chains, portChain{Chain{Family: f, Name: epChains[i]}, []Rule{
-				rule(epChains[i], UpdateSaddr{set}),
-				rule(epChains[i], DNAT{proto, ep}),
+			o.chains = append(o.chains, portChain{Chain{Family: f, Name: c}, []Rule{
+				rule(c, UpdateSaddr{set}),
+				rule(c, DNAT{proto, ep}),
 			}})
 		}
 	}
+	// listRules chooses among eps. One rule per endpoint, each drawing its
+	// own number: the first of k endpoints left is taken with chance 1/k,
+	// so that every endpoint is equally likely. A "numgen random mod n vmap
+	// { ... }" would be one rule, but each such rule makes an anonymous
+	// set, and the kernel finds a name for a new anonymous set by walking
+	// all the table's sets: a full sync at 10,000 Services took minutes.
+	listRules := func(chain string, rules []Rule, eps []netip.AddrPort) []Rule {
+		n := len(eps)
+		for _, ep := range eps {
+			if epSet != nil {
+				rules = append(rules, rule(chain, SaddrIn{epSet[ep]}, Goto{epChain[ep]}))
+			}
+		}
+		for i, ep := range eps {
+			stmts := make([]Stmt, 0, 2)
+			if left := n - i; left > 1 {
+				stmts = append(stmts, Numgen{left})
+			}
+			if epChain != nil {
+				stmts = append(stmts, Goto{epChain[ep]})
+			} else {
+				stmts = append(stmts, DNAT{proto, ep})
+			}
+			rules = append(rules, rule(chain, stmts...))
+		}
+		return rules
+	}
 
-	rules := make([]Rule, 0, 1+len(o.sets)+n)
-	switch {
-	case r.masqueradeAll:
-		rules = append(rules, rule(svcChain, Jump{chainMarkMasq}))
-	case r.clusterCIDR.IsValid():
-		rules = append(rules, rule(svcChain, AddrCmp{Src: true, Not: true, Prefix: r.clusterCIDR}, Jump{chainMarkMasq}))
+	type list struct {
+		eps   []netip.AddrPort
+		chain string
+		// masq is set for the service chain when it masquerades traffic
+		// from outside the pods: traffic that must keep its source
+		// address cannot share it.
+		masq bool
 	}
-	for i, s := range o.sets {
-		rules = append(rules, rule(svcChain, SaddrIn{s.Name}, Goto{epChains[i]}))
-	}
-	// One rule per endpoint, each drawing its own number: the first of k
-	// endpoints left is taken with chance 1/k, so that every endpoint is
-	// equally likely. A "numgen random mod n vmap { ... }" would be one
-	// rule, but each such rule makes an anonymous set, and the kernel finds
-	// a name for a new anonymous set by walking all the table's sets: a
-	// full sync at 10,000 Services took minutes.
-	for i, ep := range p.Endpoints {
-		stmts := make([]Stmt, 0, 2)
-		if left := n - i; left > 1 {
-			stmts = append(stmts, Numgen{left})
+	var lists []list
+	if len(p.Endpoints) > 0 {
+		rules := make([]Rule, 0, 1+2*len(p.Endpoints))
+		switch {
+		case r.masqueradeAll:
+			rules = append(rules, rule(svcChain, Jump{chainMarkMasq}))
+		case r.clusterCIDR.IsValid():
+			rules = append(rules, rule(svcChain, AddrCmp{Src: true, Not: true, Prefix: r.clusterCIDR}, Jump{chainMarkMasq}))
 		}
-		if epChains != nil {
-			stmts = append(stmts, Goto{epChains[i]})
-		} else {
-			stmts = append(stmts, DNAT{proto, ep})
-		}
-		rules = append(rules, rule(svcChain, stmts...))
+		o.chains = append(o.chains, portChain{Chain{Family: f, Name: svcChain}, listRules(svcChain, rules, p.Endpoints)})
+		element(mapServiceIPs, serviceKey(p.ClusterIP, proto, p.Port), svcChain)
+		lists = append(lists, list{p.Endpoints, svcChain, r.masqueradeAll || r.clusterCIDR.IsValid()})
 	}
-	o.chains = append(o.chains, portChain{Chain{Family: f, Name: svcChain}, rules})
-	element(mapServiceIPs, serviceKey(p.ClusterIP, proto, p.Port), svcChain)
+	chainFor := func(role string, eps []netip.AddrPort, keepSource bool) string {
+		if len(eps) == 0 {
+			return ""
+		}
+		for _, l := range lists {
+			if slices.Equal(l.eps, eps) && !(keepSource && l.masq) {
+				return l.chain
+			}
+		}
+		c := objectName("endpoints-"+role, label, id, role)
+		o.chains = append(o.chains, portChain{Chain{Family: f, Name: c}, listRules(c, nil, eps)})
+		lists = append(lists, list{eps, c, false})
+		return c
+	}
 
-	if extChain != "" {
-		o.chains = append(o.chains, portChain{Chain{Family: f, Name: extChain}, []Rule{
-			rule(extChain, Jump{chainMarkMasq}),
-			rule(extChain, Goto{svcChain}),
-		}})
-		for _, ip := range p.ExternalIPs {
-			element(mapServiceIPs, serviceKey(ip, proto, p.Port), extChain)
+	if !external {
+		return o
+	}
+	extChain := objectName("external", label, id)
+	var ext []Rule
+	extList := chainFor("external", p.ExternalEndpoints, p.ExternalLocal)
+	if p.ExternalLocal {
+		// Pods and the node itself reach every endpoint, as if they had
+		// gone out to a load balancer and come back; the node's traffic has
+		// a local source address, which must not reach a pod.
+		if cluster := chainFor("cluster", p.ClusterEndpoints, false); cluster != "" {
+			if r.clusterCIDR.IsValid() {
+				ext = append(ext, rule(extChain, AddrCmp{Src: true, Prefix: r.clusterCIDR}, Goto{cluster}))
+			}
+			ext = append(ext, rule(extChain, FibLocal{Src: true}, Jump{chainMarkMasq}), rule(extChain, FibLocal{Src: true}, Goto{cluster}))
 		}
-		if p.NodePort != 0 && r.nodePorts {
-			element(mapServiceNodePorts, nodePortKey(proto, p.NodePort), extChain)
+	} else if extList != "" {
+		ext = append(ext, rule(extChain, Jump{chainMarkMasq}))
+	}
+	if extList != "" {
+		ext = append(ext, rule(extChain, Goto{extList}))
+	}
+	o.chains = append(o.chains, portChain{Chain{Family: f, Name: extChain}, ext})
+	lbChain := extChain
+	if fw {
+		lbChain = objectName("firewall", label, id)
+		rules := make([]Rule, 0, len(p.SourceRanges)+len(p.LoadBalancerIPs))
+		for _, src := range p.SourceRanges {
+			rules = append(rules, rule(lbChain, AddrCmp{Src: true, Prefix: src}, Goto{extChain}))
 		}
+		// A load balancer that sends traffic on with its own address as
+		// the source is allowed too.
+		for _, ip := range p.LoadBalancerIPs {
+			rules = append(rules, rule(lbChain, AddrCmp{Src: true, Prefix: netip.PrefixFrom(ip, ip.BitLen())}, Goto{extChain}))
+		}
+		o.chains = append(o.chains, portChain{Chain{Family: f, Name: lbChain}, rules})
+	}
+	for _, ip := range p.ExternalIPs {
+		element(mapServiceIPs, serviceKey(ip, proto, p.Port), extChain)
+	}
+	for _, ip := range p.LoadBalancerIPs {
+		element(mapServiceIPs, serviceKey(ip, proto, p.Port), lbChain)
+	}
+	if nodePort {
+		element(mapServiceNodePorts, nodePortKey(proto, p.NodePort), extChain)
 	}
 	return o
 }
@@ -355,5 +455,6 @@ func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
 	rule(chainMasquerade, Masquerade{})
 	rule(chainMarkMasq, MarkSet{'|', r.mark})
 	rule(chainReject, Reject{})
+	rule(chainDrop, Drop{})
 	return rules
 }

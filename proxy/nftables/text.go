@@ -59,7 +59,13 @@ func (s Numgen) write(w *textWriter, _ string, list bool) {
 }
 
 func (CtStateNew) write(w *textWriter, _ string, _ bool) { w.str("ct state new") }
-func (FibLocal) write(w *textWriter, _ string, _ bool)   { w.str("fib daddr type local") }
+func (s FibLocal) write(w *textWriter, _ string, _ bool) {
+	if s.Src {
+		w.str("fib saddr type local")
+	} else {
+		w.str("fib daddr type local")
+	}
+}
 
 func (s AddrCmp) write(w *textWriter, ip string, _ bool) {
 	dir := " daddr "
@@ -128,6 +134,7 @@ func (s DNAT) write(w *textWriter, _ string, _ bool) {
 
 func (Masquerade) write(w *textWriter, _ string, _ bool) { w.str("masquerade fully-random") }
 func (Reject) write(w *textWriter, _ string, _ bool)     { w.str("reject") }
+func (Drop) write(w *textWriter, _ string, _ bool)       { w.str("drop") }
 func (s Jump) write(w *textWriter, _ string, _ bool)     { w.str("jump ", s.Chain) }
 func (s Goto) write(w *textWriter, _ string, _ bool)     { w.str("goto ", s.Chain) }
 func (Return) write(w *textWriter, _ string, _ bool)     { w.str("return") }

@@ -62,6 +62,7 @@ type state struct {
 	dnat   netip.AddrPort // invalid when not translated
 	masq   bool
 	reject bool
+	drop   bool
 	done   bool // a terminal statement was reached
 	// affinity is the timeout of the affinity set the path records the
 	// client in, in seconds; zero when it records it nowhere.
@@ -74,6 +75,8 @@ func (s state) verdict() string {
 	switch {
 	case s.reject:
 		return "REJECT"
+	case s.drop:
+		return "DROP"
 	case !s.dnat.IsValid():
 		return "untranslated"
 	case s.masq:
@@ -115,8 +118,9 @@ func (tr *tracer) route(p packet, fromNode bool) ([]string, int) {
 		v := state{dnat: s.dnat, mark: s.mark}
 		for _, f := range tr.hook("filter", filter, after, state{mark: s.mark}) {
 			v.reject = v.reject || f.reject
+			v.drop = v.drop || f.drop
 		}
-		if !v.reject && filter != "input" {
+		if !v.reject && !v.drop && filter != "input" {
 			for _, post := range tr.hook("nat", "postrouting", after, state{mark: s.mark}) {
 				v.masq = v.masq || post.masq
 			}
@@ -181,6 +185,9 @@ func (tr *tracer) run(rules []*Rule, i, j int, p packet, s state) []state {
 	case CtStateNew:
 		return next(s) // every traced packet opens a connection
 	case FibLocal:
+		if st.Src {
+			return match(tr.local[p.src])
+		}
 		return match(tr.local[p.dst])
 	case AddrCmp:
 		a := p.dst
@@ -222,6 +229,9 @@ func (tr *tracer) run(rules []*Rule, i, j int, p packet, s state) []state {
 		return []state{s}
 	case Reject:
 		s.reject, s.done = true, true
+		return []state{s}
+	case Drop:
+		s.drop, s.done = true, true
 		return []state{s}
 	case Return:
 		return []state{s}

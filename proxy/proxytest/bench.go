@@ -14,7 +14,15 @@ import (
 // outside the timer: that step is proxy's BenchmarkBuildModel. afterFull,
 // when not nil, runs between the full sync and the measured ones.
 func BenchEndpointChange(b *testing.B, n int, be proxy.Backend, afterFull func()) {
-	ports := [][]*proxy.ServicePort{BenchPorts(n, 0), BenchPorts(n, 1)}
+	benchEndpointChange(b, [][]*proxy.ServicePort{BenchPorts(n, 0), BenchPorts(n, 1)}, be, afterFull)
+}
+
+// BenchPolicyEndpointChange is BenchEndpointChange over BenchPolicyPorts.
+func BenchPolicyEndpointChange(b *testing.B, n int, be proxy.Backend, afterFull func()) {
+	benchEndpointChange(b, [][]*proxy.ServicePort{BenchPolicyPorts(n, 0), BenchPolicyPorts(n, 1)}, be, afterFull)
+}
+
+func benchEndpointChange(b *testing.B, ports [][]*proxy.ServicePort, be proxy.Backend, afterFull func()) {
 	m := proxy.NewModel(nil, slices.Clone(ports[0]))
 	start := time.Now()
 	if _, err := be.Sync(b.Context(), m, true); err != nil {

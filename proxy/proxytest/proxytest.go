@@ -170,7 +170,31 @@ func BenchPorts(n, variant int) []*proxy.ServicePort {
 			}
 			sp.Endpoints = append(sp.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, second, byte(i >> 8), byte(i)}), 8080))
 		}
+		sp.AnyEndpoints = true
 		ports = append(ports, sp)
+	}
+	return ports
+}
+
+// BenchPolicyPorts is BenchPorts with a tenth of the ports load balancers
+// of externalTrafficPolicy Local (a node port, a load balancer IP and two
+// of the five endpoints on this node) and another tenth narrowed to three
+// endpoints by topology hints: the shapes that cost more than a plain
+// ClusterIP port. The changed endpoint is the same as BenchPorts'.
+func BenchPolicyPorts(n, variant int) []*proxy.ServicePort {
+	ports := BenchPorts(n, variant)
+	for i, sp := range ports {
+		switch i % 10 {
+		case 3:
+			sp.NodePort = uint16(30000 + i/10)
+			sp.LoadBalancerIPs = []netip.Addr{netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})}
+			sp.ExternalLocal = true
+			sp.ExternalEndpoints = sp.Endpoints[:2]
+			sp.ClusterEndpoints = sp.Endpoints
+		case 7:
+			sp.Topology = zone.TrafficPreferSameZone
+			sp.Endpoints = sp.Endpoints[2:]
+		}
 	}
 	return ports
 }
