@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -532,9 +531,6 @@ var labRows = []labRow{
 // labImpl is an agent to run on every node: kube-proxy or ours, in a mode.
 type labImpl struct {
 	name, mode string
-	// pending names rows this implementation does not pass yet: skipped,
-	// saying so, unless $CLUSTERDNS_LAB_PENDING is set.
-	pending map[string]bool
 }
 
 // TestProxyLab runs the lab's checks against kube-proxy v1.37.2 (the
@@ -546,51 +542,21 @@ func TestProxyLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for mode, rows := range labPendingOurs {
-		for name := range rows {
-			if !slices.ContainsFunc(labRows, func(r labRow) bool { return r.name == name }) {
-				t.Fatalf("pending row %q (%s) is no row of the lab", name, mode)
-			}
-		}
-	}
 	api := kubeapi.Start(t)
 	writeLabObjects(t, mustAdmin(t, api))
 	for _, impl := range []labImpl{
 		{name: "kube-proxy", mode: "iptables"},
 		{name: "kube-proxy", mode: "nftables"},
-		{name: "clusterdns", mode: "iptables", pending: labPendingOurs["iptables"]},
-		{name: "clusterdns", mode: "nftables", pending: labPendingOurs["nftables"]},
+		{name: "clusterdns", mode: "iptables"},
+		{name: "clusterdns", mode: "nftables"},
 	} {
 		t.Run(impl.name+"/"+impl.mode, func(t *testing.T) {
 			l := startLab(t, api, impl, kubeProxy)
 			for _, row := range labRows {
-				t.Run(row.name, func(t *testing.T) {
-					if impl.pending[row.name] && os.Getenv("CLUSTERDNS_LAB_PENDING") == "" {
-						t.Skip("pending for this implementation; CLUSTERDNS_LAB_PENDING=1 runs it")
-					}
-					row.check(t, l)
-				})
+				t.Run(row.name, func(t *testing.T) { row.check(t, l) })
 			}
 		})
 	}
-}
-
-// labPendingOurs are the rows `clusterdns proxy` does not pass yet, by
-// mode (issue 12 part A lands them); kube-proxy passes every row.
-var labPendingOurs = map[string]map[string]bool{
-	"nftables": {
-		"LoadBalancer: client reaches the LB IP over TCP, masqueraded (eTP Cluster)":     true,
-		"LoadBalancer: client reaches the LB IP over UDP":                                true,
-		"LoadBalancer: a pod reaches the LB IP, masqueraded as external traffic is":      true,
-		"LoadBalancer: the node reaches the LB IP":                                       true,
-		"eTP Local: the LB IP reaches only the node's endpoints, client address kept":    true,
-		"eTP Local: a node port reaches only that node's endpoints, client address kept": true,
-		"eTP Local: pods and the node still reach every endpoint":                        true,
-		"eTP Local: dropped, not rejected, on a node without local endpoints":            true,
-		"terminating: eTP Local falls back to the node's serving-terminating endpoints":  true,
-		"iTP Local: pods reach only their node's endpoints, dropped without":             true,
-		"source ranges: a listed source reaches the LB IP, another is dropped":           true,
-	},
 }
 
 // startLab builds the lab and starts impl's agent on every node, and waits
