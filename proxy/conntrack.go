@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -17,6 +18,9 @@ type StaleFlow struct {
 	Service netip.AddrPort
 	// NodePort, when not zero, also matches flows that came in on the node port.
 	NodePort uint16
+	// External are the external and load balancer IPs that, with the
+	// Service's port, match flows too.
+	External []netip.Addr
 	// Endpoint is the removed backend: entries translated to it are stale. When
 	// it is invalid, the entries that were not translated at all are stale (the
 	// Service had no endpoints when they were made and has some now).
@@ -56,16 +60,39 @@ func StaleUDPFlows(before, after *Model) []StaleFlow {
 			continue
 		}
 		svc := netip.AddrPortFrom(old.ClusterIP, old.Port)
-		for _, ep := range old.Endpoints {
-			if cur == nil || !containsEndpoint(cur.Endpoints, ep) {
-				out = append(out, StaleFlow{Service: svc, NodePort: old.NodePort, Endpoint: ep})
+		oldEps := reachable(old)
+		var curEps []netip.AddrPort
+		if cur != nil {
+			curEps = reachable(cur)
+		}
+		for _, ep := range oldEps {
+			if !containsEndpoint(curEps, ep) {
+				out = append(out, StaleFlow{Service: svc, NodePort: old.NodePort, External: externalAddrs(old), Endpoint: ep})
 			}
 		}
-		if cur != nil && len(old.Endpoints) == 0 && len(cur.Endpoints) > 0 {
-			out = append(out, StaleFlow{Service: netip.AddrPortFrom(cur.ClusterIP, cur.Port), NodePort: cur.NodePort})
+		if cur != nil && len(oldEps) == 0 && len(curEps) > 0 {
+			out = append(out, StaleFlow{Service: netip.AddrPortFrom(cur.ClusterIP, cur.Port), NodePort: cur.NodePort, External: externalAddrs(cur)})
 		}
 	}
 	return out
+}
+
+// reachable lists every endpoint some traffic to the port may reach.
+func reachable(p *ServicePort) []netip.AddrPort {
+	if len(p.ExternalEndpoints) == 0 && len(p.ClusterEndpoints) == 0 {
+		return p.Endpoints
+	}
+	all := slices.Concat(p.Endpoints, p.ExternalEndpoints, p.ClusterEndpoints)
+	slices.SortFunc(all, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return slices.Compact(all)
+}
+
+// externalAddrs lists a port's external and load balancer IPs, nil for none.
+func externalAddrs(p *ServicePort) []netip.Addr {
+	if len(p.ExternalIPs) == 0 && len(p.LoadBalancerIPs) == 0 {
+		return nil
+	}
+	return slices.Concat(p.ExternalIPs, p.LoadBalancerIPs)
 }
 
 func containsEndpoint(list []netip.AddrPort, ep netip.AddrPort) bool {
@@ -123,7 +150,8 @@ func (s staleFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 // where replies come from.
 func (s staleFilter) matches(origDst, replySrc netip.AddrPort) bool {
 	for _, f := range s {
-		toService := origDst == f.Service || (f.NodePort != 0 && origDst.Port() == f.NodePort)
+		toService := origDst == f.Service || (f.NodePort != 0 && origDst.Port() == f.NodePort) ||
+			origDst.Port() == f.Service.Port() && slices.Contains(f.External, origDst.Addr())
 		if !toService {
 			continue
 		}

@@ -116,6 +116,18 @@ func TestStaleUDPFlows(t *testing.T) {
 	webGone := *web
 	webGone.Endpoints = nil
 	svc := netip.MustParseAddrPort("10.0.0.10:53")
+	// An eTP Local load balancer whose local endpoint is the first, the
+	// second elsewhere: losing the remote one matters to pods only.
+	lbSvc := netip.MustParseAddrPort("10.0.0.20:53")
+	lb := func(eps ...string) *ServicePort {
+		p := &ServicePort{Key: PortKey{Service: zone.Key{Namespace: "dev", Name: "lb"}}, Protocol: zone.ProtocolUDP,
+			ClusterIP: lbSvc.Addr(), Port: 53, LoadBalancerIPs: []netip.Addr{netip.MustParseAddr("203.0.113.9")}, ExternalLocal: true,
+			ExternalEndpoints: []netip.AddrPort{netip.MustParseAddrPort(eps[0])}}
+		for _, e := range eps {
+			p.ClusterEndpoints = append(p.ClusterEndpoints, netip.MustParseAddrPort(e))
+		}
+		return p
+	}
 	cases := []struct {
 		name          string
 		before, after []*ServicePort
@@ -128,11 +140,15 @@ func TestStaleUDPFlows(t *testing.T) {
 		{"service removed", []*ServicePort{dns("172.16.0.1:53")}, nil,
 			[]StaleFlow{{Service: svc, NodePort: 30053, Endpoint: netip.MustParseAddrPort("172.16.0.1:53")}}},
 		{"TCP is left alone", []*ServicePort{web}, []*ServicePort{&webGone}, nil},
+		{"external endpoint removed", []*ServicePort{lb("172.16.0.1:53", "172.16.0.2:53")}, []*ServicePort{lb("172.16.0.1:53")},
+			[]StaleFlow{{Service: lbSvc, External: []netip.Addr{netip.MustParseAddr("203.0.113.9")}, Endpoint: netip.MustParseAddrPort("172.16.0.2:53")}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got := StaleUDPFlows(NewModel(nil, tc.before), NewModel(nil, tc.after))
-			if !slices.Equal(got, tc.want) {
+			if !slices.EqualFunc(got, tc.want, func(a, b StaleFlow) bool {
+				return a.Service == b.Service && a.NodePort == b.NodePort && a.Endpoint == b.Endpoint && slices.Equal(a.External, b.External)
+			}) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -144,6 +160,7 @@ func TestStaleFilterMatches(t *testing.T) {
 	f := staleFilter{
 		{Service: ap("10.0.0.10:53"), NodePort: 30053, Endpoint: ap("172.16.0.1:53")},
 		{Service: ap("10.0.0.11:53")},
+		{Service: ap("10.0.0.20:53"), External: []netip.Addr{netip.MustParseAddr("203.0.113.9")}, Endpoint: ap("172.16.0.2:53")},
 	}
 	cases := []struct {
 		origDst, replySrc string
@@ -155,6 +172,8 @@ func TestStaleFilterMatches(t *testing.T) {
 		{"10.0.0.99:53", "172.16.0.1:53", false},     // another service
 		{"10.0.0.11:53", "10.0.0.11:53", true},       // untranslated, service now has endpoints
 		{"10.0.0.11:53", "172.16.0.7:53", false},     // translated flow of that service
+		{"203.0.113.9:53", "172.16.0.2:53", true},    // via a load balancer IP
+		{"203.0.113.9:54", "172.16.0.2:53", false},   // another port of it
 	}
 	for _, tc := range cases {
 		if got := f.matches(ap(tc.origDst), ap(tc.replySrc)); got != tc.want {

@@ -151,11 +151,18 @@ func (b *Backend) wantsFamily(f proxy.Family) bool {
 }
 
 // plan renders one service port against the node's addresses.
+//
+// A virtual server has one list of real servers whatever the client, so
+// where iptables and nftables modes send pods and the node to every
+// endpoint of an externalTrafficPolicy Local Service (and outside clients
+// to the local ones), IPVS mode sends all to the local ones; when there
+// are none, to every endpoint, and a filter rule drops the traffic from
+// outside the pods and the node.
 func (b *Backend) plan(sp *proxy.ServicePort, st *state) *portPlan {
 	f := sp.Key.Family
 	proto := strings.ToLower(string(sp.Protocol))
 	p := &portPlan{sp: sp}
-	vs := func(addr netip.Addr, port uint16) {
+	vs := func(addr netip.Addr, port uint16, reals []netip.AddrPort) {
 		p.vss = append(p.vss, wantVS{
 			spec: VirtualServer{
 				Protocol:    string(sp.Protocol),
@@ -163,30 +170,64 @@ func (b *Backend) plan(sp *proxy.ServicePort, st *state) *portPlan {
 				Scheduler:   b.cfg.Scheduler,
 				Persistence: uint32(max(sp.AffinitySeconds, 0)),
 			},
-			reals: sp.Endpoints,
+			reals: reals,
 		})
 	}
 	member := func(role string, m Member) {
 		p.members = append(p.members, setMember{setName(f, role), m})
 	}
-	vs(sp.ClusterIP, sp.Port)
+	external := sp.ExternalEndpoints
+	externalDrop := false
+	if sp.HasEndpoints() {
+		if len(sp.Endpoints) == 0 {
+			member(setDrop, Member{IP: sp.ClusterIP, Protocol: proto, Port: sp.Port})
+		}
+		if sp.External() && len(external) == 0 {
+			external, externalDrop = sp.ClusterEndpoints, true
+		}
+	}
+	// externalAddr is one external destination: its virtual server and
+	// the sets that apply the external traffic policy to it.
+	externalAddr := func(addr netip.Addr, port uint16, role string) {
+		vs(addr, port, external)
+		m := Member{IP: addr, Protocol: proto, Port: port}
+		member(role, m)
+		if sp.ExternalLocal {
+			member(setExternalLocal, m)
+		}
+		if externalDrop {
+			member(setExternalDrop, m)
+		}
+	}
+	vs(sp.ClusterIP, sp.Port, sp.Endpoints)
 	p.addrs = append(p.addrs, sp.ClusterIP)
 	member(setClusterIP, Member{IP: sp.ClusterIP, Protocol: proto, Port: sp.Port})
 	for _, ip := range sp.ExternalIPs {
-		vs(ip, sp.Port)
+		externalAddr(ip, sp.Port, setExternalIP)
 		if !st.local[ip] {
 			p.addrs = append(p.addrs, ip)
 		}
-		member(setExternalIP, Member{IP: ip, Protocol: proto, Port: sp.Port})
+	}
+	for _, ip := range sp.LoadBalancerIPs {
+		// A load balancer IP is served like an external IP.
+		externalAddr(ip, sp.Port, setExternalIP)
+		if !st.local[ip] {
+			p.addrs = append(p.addrs, ip)
+		}
 	}
 	if sp.NodePort != 0 {
 		for _, a := range st.nodeAddrs[f] {
-			vs(a, sp.NodePort)
-			member(setNodePort, Member{IP: a, Protocol: proto, Port: sp.NodePort})
+			externalAddr(a, sp.NodePort, setNodePort)
 		}
 	}
-	for _, ep := range sp.Endpoints {
-		member(setLoopBack, Member{IP: ep.Addr(), Protocol: proto, Port: ep.Port(), IP2: ep.Addr()})
+	seen := make(map[netip.AddrPort]bool, len(sp.Endpoints))
+	for _, l := range [][]netip.AddrPort{sp.Endpoints, external} {
+		for _, ep := range l {
+			if !seen[ep] {
+				seen[ep] = true
+				member(setLoopBack, Member{IP: ep.Addr(), Protocol: proto, Port: ep.Port(), IP2: ep.Addr()})
+			}
+		}
 	}
 	return p
 }

@@ -74,6 +74,13 @@ func TestSyncGolden(t *testing.T) {
 	dual := pt.Service{Namespace: "dev", Name: "dual", ClusterIPs: []string{"10.10.0.6", "fd00:10::6"}, Port: 53, Protocol: zone.ProtocolUDP, PortName: "dns",
 		Ready: []string{"172.16.79.83", "fd00:172::83", "fd00:172::84"}}
 
+	lbLocal := pt.Service{Namespace: "dev", Name: "lb", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.30"}, Port: 80,
+		NodePort: 30030, LoadBalancerIPs: []string{"203.0.113.30"}, ProxyLoadBalancerIPs: []string{"203.0.113.31"}, ExternalLocal: true,
+		Ready: []string{"172.16.1.30", "172.16.2.30"}, Local: []string{"172.16.1.30"}}
+	lbNoLocal := pt.With(lbLocal, func(s *pt.Service) { s.Local = nil })
+	internalNoLocal := pt.Service{Namespace: "dev", Name: "internal", ClusterIPs: []string{"10.10.0.40"}, Port: 80, InternalLocal: true,
+		Ready: []string{"172.16.2.40"}}
+
 	type step struct {
 		specs []pt.Service
 		full  bool
@@ -99,6 +106,12 @@ func TestSyncGolden(t *testing.T) {
 				}
 			}},
 		{name: "udp", steps: []step{{specs: []pt.Service{udp}, full: true}}},
+		{name: "loadbalancer-local", cfg: Config{Routing: proxy.Routing{ClusterCIDRs: pt.Prefixes("172.16.0.0/16")}},
+			steps: []step{
+				{specs: []pt.Service{lbLocal}, full: true},
+				{specs: []pt.Service{lbNoLocal}},
+			}},
+		{name: "internal-local-without-local-endpoints", steps: []step{{specs: []pt.Service{internalNoLocal}, full: true}}},
 		{name: "no-endpoints", steps: []step{{specs: []pt.Service{empty}, full: true}}},
 		{name: "terminating-fallback", steps: []step{{specs: []pt.Service{draining}, full: true}}},
 		{name: "dual-stack", cfg: Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}},

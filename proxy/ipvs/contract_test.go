@@ -84,11 +84,15 @@ func (c *contractTarget) Route(t *testing.T, p pt.Packet) (pt.Route, bool) {
 	seen := map[string]bool{}
 	for _, s := range tr.Walk("nat", first, pkt, iptablestest.State{}) {
 		// The filter table sees the packet before IPVS takes it.
-		rejected := false
+		rejected, dropped := false, false
 		for _, f := range tr.Walk("filter", filter, pkt, iptablestest.State{}) {
 			rejected = rejected || f.Reject
+			dropped = dropped || f.Drop
 		}
 		switch {
+		case dropped:
+			seen[pt.Dropped] = true
+			continue
 		case rejected || vs != nil && len(reals) == 0:
 			seen[pt.Rejected] = true
 			continue
@@ -178,5 +182,8 @@ func (c *contractTarget) inSet(name, dirs string, p iptablestest.Packet) bool {
 }
 
 func TestContract(t *testing.T) {
-	pt.Run(t, newContractTarget, nil)
+	pt.Run(t, newContractTarget, pt.Gaps{
+		pt.FeatureShortCircuit: "a virtual server has one list of real servers for every client: pods and the node reach only the local endpoints of an externalTrafficPolicy Local Service while the node has some",
+		pt.FeatureSourceRanges: "needs a hash:ip,port,net ipset, which the ipset code does not know yet",
+	})
 }

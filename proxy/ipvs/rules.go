@@ -27,6 +27,16 @@ const (
 	setNodePort   = "NODE-PORT"   // node address,proto:node port
 	setLoopBack   = "LOOP-BACK"   // endpoint,proto:port,endpoint: hairpin traffic
 	setIPVSIPs    = "IPVS-IPS"    // every address on the dummy link
+	// External addresses (IP,proto:port) of externalTrafficPolicy Local
+	// ports: traffic from outside the node keeps its source.
+	setExternalLocal = "EXTERNAL-LOCAL"
+	// Addresses whose traffic is dropped: cluster IPs of
+	// internalTrafficPolicy Local ports without a local endpoint
+	// (setDrop); external addresses of externalTrafficPolicy Local ports
+	// without one, for traffic from outside the pods and the node
+	// (setExternalDrop).
+	setDrop         = "DROP"
+	setExternalDrop = "EXTERNAL-DROP"
 )
 
 var setTypes = []struct{ role, typ string }{
@@ -35,6 +45,9 @@ var setTypes = []struct{ role, typ string }{
 	{setNodePort, "hash:ip,port"},
 	{setLoopBack, "hash:ip,port,ip"},
 	{setIPVSIPs, "hash:ip"},
+	{setExternalLocal, "hash:ip,port"},
+	{setDrop, "hash:ip,port"},
+	{setExternalDrop, "hash:ip,port"},
 }
 
 // setName is the kernel name of a role's set in a family.
@@ -93,11 +106,21 @@ func renderRules(f proxy.Family, cfg *Config) []byte {
 	case cidr.IsValid():
 		fmt.Fprintf(&b, "-A %s -m comment --comment \"from outside the pods\" -m set --match-set %s dst,dst ! -s %s -j %s\n", chainServices, set(setClusterIP), cidr, chainMarkMasq)
 	}
+	fmt.Fprintf(&b, "-A %s -m comment --comment \"externalTrafficPolicy Local keeps the source\" -m set --match-set %s dst,dst -m addrtype ! --src-type LOCAL -j RETURN\n", chainServices, set(setExternalLocal))
 	fmt.Fprintf(&b, "-A %s -m comment --comment \"external IPs\" -m set --match-set %s dst,dst -j %s\n", chainServices, set(setExternalIP), chainMarkMasq)
 	fmt.Fprintf(&b, "-A %s -m comment --comment \"node ports\" -m set --match-set %s dst,dst -j %s\n", chainServices, set(setNodePort), chainMarkMasq)
 	b.WriteString("COMMIT\n")
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", chainFilter)
+	fmt.Fprintf(&b, "-A %s -m comment --comment \"no local endpoints\" -m set --match-set %s dst,dst -j DROP\n", chainFilter, set(setDrop))
+	// Pods and the node still reach an externalTrafficPolicy Local
+	// Service through its external addresses when this node has no
+	// endpoint of it; traffic from elsewhere is dropped.
+	pods := ""
+	if cidr.IsValid() {
+		pods = " ! -s " + cidr.String()
+	}
+	fmt.Fprintf(&b, "-A %s -m comment --comment \"no local endpoints for external traffic\" -m set --match-set %s dst,dst%s -m addrtype ! --src-type LOCAL -j DROP\n", chainFilter, set(setExternalDrop), pods)
 	fmt.Fprintf(&b, "-A %s -m set --match-set %s dst,dst -j RETURN\n", chainFilter, set(setClusterIP))
 	fmt.Fprintf(&b, "-A %s -m set --match-set %s dst,dst -j RETURN\n", chainFilter, set(setExternalIP))
 	fmt.Fprintf(&b, "-A %s -m comment --comment \"service addresses answer only on service ports\" -m conntrack --ctstate NEW -m set --match-set %s dst -j REJECT\n", chainFilter, set(setIPVSIPs))

@@ -224,6 +224,7 @@ const (
 	FeatureNodePortRanges = "node port addresses"
 	FeatureLoadBalancer   = "load balancer IPs"
 	FeatureExternalLocal  = "externalTrafficPolicy Local"
+	FeatureShortCircuit   = "pods and the node reaching every endpoint of an externalTrafficPolicy Local Service"
 	FeatureInternalLocal  = "internalTrafficPolicy Local"
 	FeatureSourceRanges   = "loadBalancerSourceRanges"
 	FeatureTopology       = "topology hints"

@@ -147,9 +147,6 @@ func Scenarios() []Scenario {
 				{"outside to LB IP keeps its source", TCP(OutsideIP, "203.0.113.30", 80), Reach(8080, false, "172.16.1.30")},
 				{"outside to LB IP over IPv6", TCP("2001:db8:99::1", "2001:db8::30", 80), Reach(8080, false, "fd00:172::30")},
 				{"outside to external IP keeps its source", TCP(OutsideIP, "192.0.2.30", 80), Reach(8080, false, "172.16.1.30")},
-				{"pod to LB IP goes anywhere", TCP(otherPod, "203.0.113.30", 80), Reach(8080, false, "172.16.1.30", "172.16.2.30")},
-				{"node to LB IP goes anywhere, masqueraded", FromNode(TCP(NodeIP, "203.0.113.30", 80)), Reach(8080, true, "172.16.1.30", "172.16.2.30")},
-				{"node to own node port goes anywhere", FromNode(TCP(NodeIP, NodeIP, 30030)), Reach(8080, true, "172.16.1.30", "172.16.2.30")},
 				{"pod to cluster IP goes anywhere", TCP(otherPod, "10.10.0.30", 80), Reach(8080, false, "172.16.1.30", "172.16.2.30")},
 			}},
 			{Services: []Service{noLocal}, Questions: []Question{
@@ -167,6 +164,16 @@ func Scenarios() []Scenario {
 			{Services: []Service{With(local, func(s *Service) { s.Ready, s.Local = nil, nil })}, Questions: []Question{
 				{"no endpoints anywhere", TCP(OutsideIP, "203.0.113.30", 80), Rejects()},
 				{"no endpoints anywhere, node port", TCP(OutsideIP, NodeIP, 30030), Rejects()},
+			}},
+		}},
+		// While the node has a local endpoint, pods and the node itself
+		// still reach every endpoint through the external addresses, as if
+		// they had gone out to a load balancer and come back.
+		{Name: "external-traffic-local-short-circuit", Feature: FeatureShortCircuit, Routing: dualCIDR, Steps: []Step{
+			{Services: []Service{local}, Questions: []Question{
+				{"pod to LB IP goes anywhere", TCP(otherPod, "203.0.113.30", 80), Reach(8080, false, "172.16.1.30", "172.16.2.30")},
+				{"node to LB IP goes anywhere, masqueraded", FromNode(TCP(NodeIP, "203.0.113.30", 80)), Reach(8080, true, "172.16.1.30", "172.16.2.30")},
+				{"node to own node port goes anywhere", FromNode(TCP(NodeIP, NodeIP, 30030)), Reach(8080, true, "172.16.1.30", "172.16.2.30")},
 			}},
 		}},
 		{Name: "internal-traffic-local", Feature: FeatureInternalLocal, Routing: cidr, Steps: []Step{
