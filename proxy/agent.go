@@ -92,6 +92,24 @@ type agentMetrics struct {
 	healthz      *prometheus.CounterVec
 	livez        *prometheus.CounterVec
 	programming  prometheus.Histogram
+	// noLocal and ports describe the programmed model: the ports whose
+	// traffic is dropped for want of a local endpoint, by traffic policy,
+	// and the ports by feature.
+	noLocal *prometheus.GaugeVec
+	ports   *prometheus.GaugeVec
+}
+
+// setModelMetrics publishes what the programmed model holds.
+func (a *Agent) setModelMetrics(c PortCounts) {
+	a.metrics.noLocal.WithLabelValues("internal").Set(float64(c.NoLocalInternal))
+	a.metrics.noLocal.WithLabelValues("external").Set(float64(c.NoLocalExternal))
+	for feature, n := range map[string]int{
+		"node_port": c.NodePorts, "external_ip": c.ExternalIPs, "load_balancer_ip": c.LoadBalancerIPs,
+		"source_ranges": c.SourceRanges, "external_traffic_local": c.ExternalLocal,
+		"internal_traffic_local": c.InternalLocal, "topology": c.Topology,
+	} {
+		a.metrics.ports.WithLabelValues(feature).Set(float64(n))
+	}
 }
 
 // modeFailureMetric is the name kube-proxy gives failed syncs in a mode
@@ -169,9 +187,17 @@ func NewAgent(cfg Config) *Agent {
 			Help:    "Time from an object change to the sync that programmed it, when the source knows the change time.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 15),
 		}),
+		noLocal: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total",
+			Help: "Service ports (per family) with endpoints but none on this node, whose traffic of the Local traffic_policy (internal or external) is dropped; kube-proxy's name for the same.",
+		}, []string{"traffic_policy"}),
+		ports: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "clusterdns_proxy_service_ports",
+			Help: "Service ports (per family) programmed, by feature they use: node_port, external_ip, load_balancer_ip, source_ranges, external_traffic_local, internal_traffic_local, topology.",
+		}, []string{"feature"}),
 	}
 	a.registry.MustRegister(a.metrics.syncDuration, a.metrics.lastSuccess, a.metrics.lastQueued, a.metrics.rules,
-		a.metrics.syncErrors, a.metrics.healthz, a.metrics.livez, a.metrics.programming,
+		a.metrics.syncErrors, a.metrics.healthz, a.metrics.livez, a.metrics.programming, a.metrics.noLocal, a.metrics.ports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if name := modeFailureMetric(cfg.Backend.Name()); name != "" {
 		a.metrics.modeFailures = prometheus.NewCounter(prometheus.CounterOpts{
@@ -266,6 +292,9 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	a.metrics.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
 	a.metrics.syncDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
 	a.metrics.rules.Set(float64(res.Rules))
+	if model != programmed {
+		a.setModelMetrics(model.Counts())
+	}
 	a.mu.Lock()
 	a.programmed, a.modelOf = model, latest
 	a.mu.Unlock()

@@ -490,3 +490,47 @@ func TestSyncedFollowsSuccessfulSyncs(t *testing.T) {
 		t.Fatalf("Synced saw %d snapshots, want only the first", len(got))
 	}
 }
+
+// The agent builds the model for its node, and the metrics say which
+// Services have endpoints but none on it, and which features are in use.
+func TestAgentRoutesForItsNode(t *testing.T) {
+	clk := newLoopClock()
+	backend := &fakeBackend{clock: clk}
+	src := newChanSource()
+	a := NewAgent(Config{Source: src, Backend: backend, NodeName: "n1", MinSyncPeriod: time.Hour, SyncPeriod: time.Hour, Clock: clk})
+	runAgent(t, a)
+
+	lb := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "lb"}, Type: zone.TypeLoadBalancer, ExternalTrafficLocal: true,
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.20")}, LoadBalancerIngress: []zone.LoadBalancerIngress{{IP: netip.MustParseAddr("203.0.113.9")}},
+		Ports: []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80, NodePort: 30080}}}
+	internal := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "internal"}, InternalTrafficLocal: true,
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.21")}, Ports: []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80}}}
+	slice := func(svc, node string) *zone.EndpointSlice {
+		e := ep("172.16.0.9")
+		e[0].NodeName = node
+		return &zone.EndpointSlice{Key: zone.Key{Namespace: "dev", Name: svc + "-a"}, Service: svc, AddressType: zone.AddressIPv4,
+			Ports: []zone.EndpointPort{{Protocol: zone.ProtocolTCP, Port: 80}}, Endpoints: e}
+	}
+	src.send(snapshot([]*zone.Service{lb, internal}, slice("lb", "n1"), slice("internal", "n2")))
+	clk.waitArmed(t)
+	calls := backend.snapshot()
+	if len(calls) != 1 {
+		t.Fatalf("%d syncs, want 1", len(calls))
+	}
+	got := calls[0].model.Lookup(PortKey{Service: lb.Key, Family: IPv4})
+	if got == nil || len(got.ExternalEndpoints) != 1 {
+		t.Fatalf("the load balancer's external endpoints %+v, want the one on n1", got)
+	}
+	m := metricsText(a)
+	for _, want := range []string{
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"} 1`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"} 0`,
+		`clusterdns_proxy_service_ports{feature="load_balancer_ip"} 1`,
+		`clusterdns_proxy_service_ports{feature="external_traffic_local"} 1`,
+		`clusterdns_proxy_service_ports{feature="internal_traffic_local"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

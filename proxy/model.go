@@ -188,6 +188,37 @@ type portSource struct {
 	ports  []*ServicePort
 }
 
+// PortCounts counts a model's service ports by what they use, for metrics.
+type PortCounts struct {
+	NodePorts, ExternalIPs, LoadBalancerIPs, SourceRanges int
+	ExternalLocal, InternalLocal, Topology                int
+	// NoLocalInternal and NoLocalExternal count the ports whose internal
+	// (external) traffic is dropped: endpoints exist, none on this node.
+	NoLocalInternal, NoLocalExternal int
+}
+
+// Counts counts the model's ports by what they use.
+func (m *Model) Counts() PortCounts {
+	var c PortCounts
+	count := func(n *int, yes bool) {
+		if yes {
+			*n++
+		}
+	}
+	for _, p := range m.Ports {
+		count(&c.NodePorts, p.NodePort != 0)
+		count(&c.ExternalIPs, len(p.ExternalIPs) > 0)
+		count(&c.LoadBalancerIPs, len(p.LoadBalancerIPs) > 0)
+		count(&c.SourceRanges, len(p.SourceRanges) > 0)
+		count(&c.ExternalLocal, p.ExternalLocal)
+		count(&c.InternalLocal, p.InternalLocal)
+		count(&c.Topology, p.Topology != "")
+		count(&c.NoLocalInternal, p.AnyEndpoints && len(p.Endpoints) == 0)
+		count(&c.NoLocalExternal, p.AnyEndpoints && p.External() && len(p.ExternalEndpoints) == 0)
+	}
+	return c
+}
+
 // Lookup returns the service port with the key, or nil.
 func (m *Model) Lookup(k PortKey) *ServicePort {
 	if i, ok := m.index[k]; ok {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,6 +59,70 @@ func TestProxyFlagErrors(t *testing.T) {
 		}
 		if stdout.Len() > 0 {
 			t.Errorf("%q: printed %q", tc.args, stdout.String())
+		}
+	}
+}
+
+// A manifests folder with this node's Node object and a load balancer of
+// externalTrafficPolicy Local: the dry run of each rule mode routes the
+// load balancer IP to the endpoint on this node, keeps an ipMode Proxy IP
+// out, and zone hints pick this zone's endpoint.
+func TestProxyDryRunRoutesForTheNode(t *testing.T) {
+	dir := t.TempDir()
+	manifests := `apiVersion: v1
+kind: Node
+metadata: {name: node-a, labels: {topology.kubernetes.io/zone: zone-a}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: dev}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.10.0.30
+  externalTrafficPolicy: Local
+  ports: [{port: 80, targetPort: 8080, nodePort: 30030}]
+status:
+  loadBalancer:
+    ingress: [{ip: 203.0.113.30}, {ip: 203.0.113.31, ipMode: Proxy}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: lb-1, namespace: dev, labels: {kubernetes.io/service-name: lb}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints:
+- {addresses: [172.16.1.30], nodeName: node-a, hints: {forZones: [{name: zone-a}]}}
+- {addresses: [172.16.2.30], nodeName: node-b, hints: {forZones: [{name: zone-b}]}}
+`
+	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(manifests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for mode, wants := range map[string][]string{
+		"iptables": {
+			`"dev/lb loadbalancer IP" -d 203.0.113.30/32 -p tcp -m tcp --dport 80 -j CDNS-EXT-`,
+			`"pod traffic for external destinations" -s 172.16.0.0/16 -j CDNS-SVC-`,
+			`-j DNAT --to-destination 172.16.1.30:8080`,
+		},
+		"nftables": {"fib saddr type local", "203.0.113.30 . tcp . 80 : goto external-"},
+		"ipvs":     {"TCP  203.0.113.30:80 rr", "# CDNS-EXTERNAL-LOCAL:"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := []string{"--proxy-mode", mode, "--manifests", dir, "--dry-run", "--cluster-cidr", "172.16.0.0/16", "--hostname-override", "node-a"}
+		if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
+			t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
+		}
+		out := stdout.String()
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s dry run lacks %q:\n%s", mode, want, out)
+			}
+		}
+		if strings.Contains(out, "203.0.113.31") {
+			t.Errorf("%s dry run routes the ipMode Proxy address", mode)
+		}
+		// Zone hints leave the other zone's endpoint to its own nodes.
+		if strings.Contains(out, "172.16.2.30") {
+			t.Errorf("%s dry run routes to the endpoint hinted for another zone:\n%s", mode, out)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -817,7 +818,44 @@ func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 			table = append(table, e)
 		}
 	}
-	return WriteTable(w, table)
+	if err := WriteTable(w, table); err != nil {
+		return err
+	}
+	members := make(map[string][]Member)
+	for sm := range st.memberRefs {
+		members[sm.set] = append(members[sm.set], sm.m)
+	}
+	return writePolicySets(w, members)
+}
+
+// policySets are the sets that carry a traffic policy, with what they do;
+// the IPVS table alone does not show it.
+var policySets = []struct{ role, meaning string }{
+	{setExternalLocal, "externalTrafficPolicy Local: traffic from outside the node keeps its source"},
+	{setDrop, "dropped: no local endpoint (internalTrafficPolicy Local)"},
+	{setExternalDrop, "dropped unless from a pod or the node: no local endpoint (externalTrafficPolicy Local)"},
+}
+
+// writePolicySets writes the members of the non-empty policy sets after the
+// table, one "# set: meaning" line and one line per member.
+func writePolicySets(w io.Writer, members map[string][]Member) error {
+	var b strings.Builder
+	for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
+		for _, ps := range policySets {
+			name := setName(f, ps.role)
+			list := members[name]
+			if len(list) == 0 {
+				continue
+			}
+			sort.Slice(list, func(i, j int) bool { return list[i].less(list[j]) })
+			fmt.Fprintf(&b, "# %s: %s\n", name, ps.meaning)
+			for _, m := range list {
+				b.WriteString(m.String() + "\n")
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // List writes the kernel's IPVS table in the layout of `ipvsadm -Ln`.
@@ -829,7 +867,22 @@ func (b *Backend) List(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return WriteTable(w, table)
+	if err := WriteTable(w, table); err != nil {
+		return err
+	}
+	if b.cfg.IPSets == nil {
+		return nil
+	}
+	members := make(map[string][]Member)
+	for _, f := range []proxy.Family{proxy.IPv4, proxy.IPv6} {
+		for _, ps := range policySets {
+			name := setName(f, ps.role)
+			if members[name], err = b.cfg.IPSets.Members(name); err != nil {
+				return fmt.Errorf("ipvs: list set %s: %w", name, err)
+			}
+		}
+	}
+	return writePolicySets(w, members)
 }
 
 func sortAddrs(a []netip.Addr) {

@@ -376,7 +376,11 @@ func TestModeSwitch(t *testing.T) {
 
 func TestDryRunAndListMatch(t *testing.T) {
 	f := newFixture(t, Config{})
-	m := pt.Model(nil, clusterIPSvc, nodePortSvc)
+	// A load balancer of externalTrafficPolicy Local without a local
+	// endpoint: the dry run and the listing show its policy sets.
+	lb := pt.Service{Namespace: "dev", Name: "lb", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.30"}, Port: 80,
+		NodePort: 30030, LoadBalancerIPs: []string{"203.0.113.30"}, ExternalLocal: true, Ready: []string{"172.16.2.30"}}
+	m := pt.Model(nil, clusterIPSvc, nodePortSvc, lb)
 	var dry bytes.Buffer
 	if err := f.b.DryRun(m, &dry); err != nil {
 		t.Fatal(err)
@@ -385,6 +389,9 @@ func TestDryRunAndListMatch(t *testing.T) {
 		t.Errorf("dry run made %d kernel writes", f.kernel.Writes)
 	}
 	pt.Golden(t, "dry-run", dry.Bytes())
+	if !strings.Contains(dry.String(), "# CDNS-EXTERNAL-DROP:") {
+		t.Errorf("the dry run does not show the external drop set:\n%s", dry.String())
+	}
 	f.sync(t, m, true)
 	var list bytes.Buffer
 	if err := f.b.List(&list); err != nil {
