@@ -42,6 +42,10 @@ type Config struct {
 	// SyncPeriod. A failed sync is always followed by a full one.
 	FullSyncPeriod time.Duration
 	Logger         *slog.Logger
+	// Synced, when set, is called after every successful sync with the
+	// snapshot now programmed: what follows the rules (the Services' health
+	// checks) moves with them.
+	Synced func(ctx context.Context, programmed *zone.Cluster)
 	// Clock times the sync loop and health (when syncs happen and how long
 	// changes have waited, not how long a sync takes); nil is the real
 	// clock. Tests set a fake one.
@@ -86,6 +90,7 @@ type agentMetrics struct {
 	// mode kube-proxy has none for.
 	modeFailures prometheus.Counter
 	healthz      *prometheus.CounterVec
+	livez        *prometheus.CounterVec
 	programming  prometheus.Histogram
 	// noLocal and ports describe the programmed model: the ports whose
 	// traffic is dropped for want of a local endpoint, by traffic policy,
@@ -173,6 +178,10 @@ func NewAgent(cfg Config) *Agent {
 			Name: "clusterdns_proxy_healthz_total",
 			Help: "/healthz answers, by status code.",
 		}, []string{"code"}),
+		livez: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clusterdns_proxy_livez_total",
+			Help: "/livez answers, by status code.",
+		}, []string{"code"}),
 		programming: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "clusterdns_proxy_network_programming_duration_seconds",
 			Help:    "Time from an object change to the sync that programmed it, when the source knows the change time.",
@@ -188,7 +197,7 @@ func NewAgent(cfg Config) *Agent {
 		}, []string{"feature"}),
 	}
 	a.registry.MustRegister(a.metrics.syncDuration, a.metrics.lastSuccess, a.metrics.lastQueued, a.metrics.rules,
-		a.metrics.syncErrors, a.metrics.healthz, a.metrics.programming, a.metrics.noLocal, a.metrics.ports,
+		a.metrics.syncErrors, a.metrics.healthz, a.metrics.livez, a.metrics.programming, a.metrics.noLocal, a.metrics.ports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if name := modeFailureMetric(cfg.Backend.Name()); name != "" {
 		a.metrics.modeFailures = prometheus.NewCounter(prometheus.CounterOpts{
@@ -290,6 +299,9 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	a.programmed, a.modelOf = model, latest
 	a.mu.Unlock()
 	a.setResult(nil, latest, began)
+	if a.cfg.Synced != nil {
+		a.cfg.Synced(ctx, latest)
+	}
 	if res.Rewritten > 0 || full {
 		a.log.Debug("synced", "backend", a.cfg.Backend.Name(), "full", full, "rewritten", res.Rewritten,
 			"rules", res.Rules, "took", elapsed, "model", modelTook, "generation", latest.Generation)
@@ -339,14 +351,22 @@ func (a *Agent) Healthy() (bool, time.Time, error) {
 // 200, or 503 once a change has waited longer than the health timeout. The
 // body says when the rules were last programmed (absent before the first
 // sync) and the last sync's error.
-func (a *Agent) HealthHandler() http.Handler {
+func (a *Agent) HealthHandler() http.Handler { return a.healthHandler(a.metrics.healthz) }
+
+// LiveHandler serves /livez. kube-proxy's /livez is its /healthz without the
+// node's eligibility (a node being drained turns /healthz, not /livez, to
+// 503); the agent does not follow node eligibility, so both answer alike
+// and are counted apart.
+func (a *Agent) LiveHandler() http.Handler { return a.healthHandler(a.metrics.livez) }
+
+func (a *Agent) healthHandler(answers *prometheus.CounterVec) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ok, last, err := a.Healthy()
 		code := http.StatusOK
 		if !ok {
 			code = http.StatusServiceUnavailable
 		}
-		a.metrics.healthz.WithLabelValues(strconv.Itoa(code)).Inc()
+		answers.WithLabelValues(strconv.Itoa(code)).Inc()
 		body := struct {
 			LastUpdated string `json:"lastUpdated,omitempty"`
 			CurrentTime string `json:"currentTime"`
@@ -359,6 +379,7 @@ func (a *Agent) HealthHandler() http.Handler {
 			body.Error = err.Error()
 		}
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(body)
 	})

@@ -417,6 +417,11 @@ func TestHealthFollowsPendingChanges(t *testing.T) {
 				if code, body := health(a); code != s.wantCode {
 					t.Fatalf("step %d (%s): healthz %d %s, want %d", i, s.do, code, body, s.wantCode)
 				}
+				rec := httptest.NewRecorder()
+				a.LiveHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/livez", nil))
+				if rec.Code != s.wantCode {
+					t.Fatalf("step %d (%s): livez %d %s, want %d", i, s.do, rec.Code, rec.Body.String(), s.wantCode)
+				}
 			}
 			m := metricsText(a)
 			for _, want := range []string{
@@ -424,6 +429,7 @@ func TestHealthFollowsPendingChanges(t *testing.T) {
 				fmt.Sprintf("clusterdns_proxy_sync_proxy_rules_iptables_restore_failures_total %d", fails),
 				"clusterdns_proxy_sync_proxy_rules_last_queued_timestamp_seconds",
 				`clusterdns_proxy_healthz_total{code="200"}`,
+				`clusterdns_proxy_livez_total{code="200"}`,
 			} {
 				if !strings.Contains(m, want) {
 					t.Errorf("metrics lack %q", want)
@@ -458,6 +464,30 @@ func TestFailedSyncKeepsProgrammedModel(t *testing.T) {
 	}
 	if _, _, err := a.Healthy(); err == nil {
 		t.Error("Healthy does not report the failed sync's error")
+	}
+}
+
+// Synced sees every snapshot a successful sync programmed, and none that
+// failed.
+func TestSyncedFollowsSuccessfulSyncs(t *testing.T) {
+	backend := &fakeBackend{clock: clock.RealClock{}}
+	var got []*zone.Cluster
+	a := NewAgent(Config{Source: newChanSource(), Backend: backend,
+		Synced: func(_ context.Context, c *zone.Cluster) { got = append(got, c) }})
+	first := dnsCluster("172.16.0.1")
+	a.publish(first)
+	if err := a.syncOnce(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	backend.mu.Lock()
+	backend.fail = 1
+	backend.mu.Unlock()
+	a.publish(dnsCluster("172.16.0.2"))
+	if err := a.syncOnce(context.Background(), false); err == nil {
+		t.Fatal("the sync did not fail")
+	}
+	if len(got) != 1 || got[0] != first {
+		t.Fatalf("Synced saw %d snapshots, want only the first", len(got))
 	}
 }
 

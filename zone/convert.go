@@ -25,6 +25,7 @@ func ServiceFromAPI(in *corev1.Service) *Service {
 		PublishNotReadyAddresses: in.Spec.PublishNotReadyAddresses,
 		ExternalTrafficLocal:     in.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 		InternalTrafficLocal:     in.Spec.InternalTrafficPolicy != nil && *in.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal,
+		HealthCheckNodePort:      in.Spec.HealthCheckNodePort,
 		Updated:                  lastUpdate(&in.ObjectMeta),
 	}
 	if s.Type == "" {

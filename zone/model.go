@@ -67,6 +67,10 @@ type Service struct {
 	// TrafficDistribution is spec.trafficDistribution as written (PreferClose,
 	// PreferSameZone, PreferSameNode), empty when unset.
 	TrafficDistribution string
+	// HealthCheckNodePort is the port on every node where load balancers ask
+	// whether the node has local endpoints (eTP Local LoadBalancers only);
+	// zero when there is none.
+	HealthCheckNodePort int32
 	// Updated is when the object last changed, as far as the source can tell; it
 	// feeds the programming-latency measurement.
 	Updated time.Time

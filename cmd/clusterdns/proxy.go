@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/clusterdns/clusterdns/proxy"
+	"github.com/clusterdns/clusterdns/proxy/healthcheck"
 	"github.com/clusterdns/clusterdns/proxy/iptables"
 	"github.com/clusterdns/clusterdns/proxy/ipvs"
 	"github.com/clusterdns/clusterdns/proxy/nftables"
@@ -153,36 +154,50 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	cleanupOtherModes(ctx, backend, all, log)
 	warnIfNotForwarding(log)
-	agent := proxy.NewAgent(proxy.Config{
+	node := o.nodeName()
+	var agent *proxy.Agent
+	checks := healthcheck.New(healthcheck.Config{
+		NodeName:  node,
+		Addresses: localAddresses(cfg.NodePortAddresses, log),
+		Healthy: func() bool {
+			ok, _, _ := agent.Healthy()
+			return ok
+		},
+		Logger: log,
+	})
+	defer checks.Close()
+	agent = proxy.NewAgent(proxy.Config{
 		Source:         source,
 		Backend:        backend,
-		NodeName:       o.nodeName(),
+		NodeName:       node,
 		Conntrack:      proxy.NetlinkConntrack{},
 		MinSyncPeriod:  minSyncPeriod,
 		SyncPeriod:     syncPeriod,
 		FullSyncPeriod: fullSyncPeriod,
 		Logger:         log,
+		Synced:         checks.Sync,
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serveErr := make(chan error, 2)
 	for _, srv := range []struct {
-		addr, path string
-		handler    http.Handler
+		addr     string
+		handlers map[string]http.Handler
 	}{
-		{o.healthzAddress, "/healthz", agent.HealthHandler()},
-		{o.metricsAddress, "/metrics", agent.MetricsHandler()},
+		{o.healthzAddress, map[string]http.Handler{"/healthz": agent.HealthHandler(), "/livez": agent.LiveHandler()}},
+		{o.metricsAddress, map[string]http.Handler{"/metrics": agent.MetricsHandler()}},
 	} {
 		if srv.addr == "" {
 			continue
 		}
 		mux := http.NewServeMux()
-		mux.Handle(srv.path, srv.handler)
+		for path, h := range srv.handlers {
+			mux.Handle(path, h)
+		}
 		if err := serveHTTP(ctx, srv.addr, mux, serveErr); err != nil {
 			return err
 		}
 	}
-	node := o.nodeName()
 	log.Info("node agent starting", "mode", o.mode, "node", node, "healthz", o.healthzAddress, "metrics", o.metricsAddress)
 	agentErr := make(chan error, 1)
 	go func() { agentErr <- agent.Run(ctx) }()
@@ -399,6 +414,42 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, errs chan<- err
 		}
 	}()
 	return nil
+}
+
+// localAddresses lists this node's addresses in the node port ranges, where
+// the Services' health checks listen as kube-proxy's do; nil (listen on
+// every address) when no range is set or the addresses cannot be read.
+func localAddresses(ranges []netip.Prefix, log *slog.Logger) []netip.Addr {
+	if len(ranges) == 0 {
+		return nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		log.Warn("cannot list local addresses; health checks listen on all of them", "err", err)
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		ipnet, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipnet.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		for _, r := range ranges {
+			if r.Contains(ip) {
+				out = append(out, ip)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		log.Warn("no local address in --nodeport-addresses; health checks listen on all of them")
+	}
+	return out
 }
 
 // warnIfNotForwarding says so when the node does not route packets: node

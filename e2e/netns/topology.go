@@ -58,16 +58,24 @@ func NewTopology(t testing.TB, spec TopologySpec) *Topology {
 	node.MustRun("ip", "route", "add", "default", "via", spec.ClientIP, "dev", "to-client")
 
 	for i, ip := range spec.PodIPs {
-		pod := New(t, fmt.Sprintf("cdns-pod%d-%s-", i, run))
-		hostSide := fmt.Sprintf("pod%d", i)
-		Veth(t, node, hostSide, pod, "eth0")
-		node.MustRun("ip", "addr", "add", GatewayIP+"/32", "dev", hostSide)
-		node.MustRun("ip", "route", "add", ip+"/32", "dev", hostSide)
-		pod.MustRun("ip", "addr", "add", ip+"/32", "dev", "eth0")
-		pod.MustRun("ip", "route", "add", GatewayIP+"/32", "dev", "eth0")
-		pod.MustRun("ip", "route", "add", "default", "via", GatewayIP, "dev", "eth0")
+		pod := addPod(t, node, fmt.Sprintf("cdns-pod%d-%s-", i, run), fmt.Sprintf("pod%d", i), ip)
 		topo.Pods = append(topo.Pods, pod)
 		topo.PodIPs = append(topo.PodIPs, netip.MustParseAddr(ip))
 	}
 	return topo
+}
+
+// addPod creates a pod namespace with address ip on a point-to-point link
+// to node (hostSide is the link's name on the node): the pod reaches
+// everything through GatewayIP, the node reaches the pod by a /32 route.
+func addPod(t testing.TB, node *NS, prefix, hostSide, ip string) *NS {
+	t.Helper()
+	pod := New(t, prefix)
+	Veth(t, node, hostSide, pod, "eth0")
+	node.MustRun("ip", "addr", "add", GatewayIP+"/32", "dev", hostSide)
+	node.MustRun("ip", "route", "add", ip+"/32", "dev", hostSide)
+	pod.MustRun("ip", "addr", "add", ip+"/32", "dev", "eth0")
+	pod.MustRun("ip", "route", "add", GatewayIP+"/32", "dev", "eth0")
+	pod.MustRun("ip", "route", "add", "default", "via", GatewayIP, "dev", "eth0")
+	return pod
 }

@@ -528,6 +528,14 @@ func apiserverBinary() (string, error) {
 	if p := os.Getenv("CLUSTERDNS_KUBE_APISERVER"); p != "" {
 		return p, nil
 	}
+	return Binary("kube-apiserver")
+}
+
+// Binary finds a Kubernetes tool that e2e/tools/build.sh builds
+// (kube-apiserver or kube-proxy) in the build cache
+// ($CLUSTERDNS_BIN_CACHE, else ~/.cache/clusterdns/bin), and builds it when
+// it is not there yet (minutes when cold).
+func Binary(name string) (string, error) {
 	cache := os.Getenv("CLUSTERDNS_BIN_CACHE")
 	if cache == "" {
 		home, err := os.UserHomeDir()
@@ -536,7 +544,7 @@ func apiserverBinary() (string, error) {
 		}
 		cache = filepath.Join(home, ".cache", "clusterdns", "bin")
 	}
-	bin := filepath.Join(cache, "kube-apiserver")
+	bin := filepath.Join(cache, name)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
@@ -546,12 +554,12 @@ func apiserverBinary() (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", script, "kube-apiserver")
+	cmd := exec.CommandContext(ctx, "bash", script, name)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("build kube-apiserver with %s: %w\n%s", script, err, stderr.String())
+		return "", fmt.Errorf("build %s with %s: %w\n%s", name, script, err, stderr.String())
 	}
 	built := strings.TrimSpace(string(out))
 	if built == "" {

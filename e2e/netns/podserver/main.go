@@ -1,7 +1,9 @@
 // Command podserver is the workload of an end-to-end pod: it answers every
 // TCP connection and every UDP datagram on its ports with its name (the pod's
 // IP, by convention) and a newline, so a test can tell which pod a packet
-// reached. It stops by itself after --lifetime, so a test that dies cannot
+// reached. With --peer the answer also carries the source address the pod
+// saw ("NAME ADDRESS"), so a test can tell whether the client's address was
+// kept or masqueraded. It stops by itself after --lifetime, so a test that dies cannot
 // leave it running for long.
 package main
 
@@ -21,12 +23,23 @@ func main() {
 	name := flag.String("name", "", "what to answer (default: the host name)")
 	tcpAddr := flag.String("tcp", ":80", "TCP address to serve; empty for none")
 	udpAddr := flag.String("udp", ":5353", "UDP address to serve; empty for none")
+	peer := flag.Bool("peer", false, "answer with the name and the source address seen, space-separated")
 	lifetime := flag.Duration("lifetime", 10*time.Minute, "exit after this long")
 	flag.Parse()
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
-	reply := []byte(*name + "\n")
+	// answer is what to send to a client at from.
+	answer := func(from net.Addr) []byte {
+		if !*peer {
+			return []byte(*name + "\n")
+		}
+		host, _, err := net.SplitHostPort(from.String())
+		if err != nil {
+			host = from.String()
+		}
+		return []byte(*name + " " + host + "\n")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *lifetime)
@@ -48,7 +61,7 @@ func main() {
 					return
 				}
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				_, _ = c.Write(reply)
+				_, _ = c.Write(answer(c.RemoteAddr()))
 				c.Close()
 			}
 		}()
@@ -69,7 +82,7 @@ func main() {
 				if err != nil {
 					return
 				}
-				_, _ = pc.WriteTo(reply, from)
+				_, _ = pc.WriteTo(answer(from), from)
 			}
 		}()
 	}
