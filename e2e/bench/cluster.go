@@ -374,3 +374,47 @@ func (o Objects) WriteManifests(dir string) error {
 	}
 	return nil
 }
+
+// WriteManifestsSlicesApart writes the objects as a manifests folder whose
+// Services sit in one file per namespace, as WriteManifests does, and whose
+// EndpointSlices sit in a small file each (SliceFile names it), so that an
+// endpoint change rewrites one small file, as a controller writing a folder
+// would.
+func (o Objects) WriteManifestsSlicesApart(dir string) error {
+	if err := (Objects{Namespaces: o.Namespaces, Services: o.Services}).WriteManifests(dir); err != nil {
+		return err
+	}
+	for _, sl := range o.Slices {
+		if err := WriteSliceFile(dir, sl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SliceFile is where WriteManifestsSlicesApart keeps a slice.
+func SliceFile(dir string, sl *discoveryv1.EndpointSlice) string {
+	return filepath.Join(dir, "slices", sl.Namespace, sl.Name+".yaml")
+}
+
+// WriteSliceFile writes one slice's file whole: to a hidden temporary file
+// renamed over the old one, as editors and ConfigMap updates do, so a
+// reader never sees half of it.
+func WriteSliceFile(dir string, sl *discoveryv1.EndpointSlice) error {
+	data, err := yaml.Marshal(sl)
+	if err != nil {
+		return fmt.Errorf("marshal slice %s/%s: %w", sl.Namespace, sl.Name, err)
+	}
+	path := SliceFile(dir, sl)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("manifests folder: %w", err)
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("write slice: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write slice: %w", err)
+	}
+	return nil
+}
