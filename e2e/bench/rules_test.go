@@ -32,8 +32,10 @@ const (
 	pollInterval = 20 * time.Millisecond
 	// changeGap separates endpoint changes by more than both peers'
 	// minimum sync period (1s), so each is applied on its own.
-	changeGap     = 2 * time.Second
-	syncTimeout   = 10 * time.Minute
+	changeGap = 2 * time.Second
+	// At 50,000 Services a loaded machine takes minutes to start, sync
+	// and list the table.
+	syncTimeout   = 30 * time.Minute
 	changeTimeout = 2 * time.Minute
 )
 
@@ -382,7 +384,7 @@ func countRules(t *testing.T, ns *netns.NS) int {
 // listNFT is `nft -j list table ip TABLE` inside the namespace: its
 // standard output alone, which is JSON.
 func listNFT(ctx context.Context, ns *netns.NS, table string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	var stderr strings.Builder
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "nft", "-j", "list", "table", "ip", table)
