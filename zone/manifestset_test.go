@@ -274,3 +274,37 @@ func TestManifestSourcePublishesOnlyWhatChanged(t *testing.T) {
 		return c.Services[Key{Namespace: "dev", Name: "two"}] == nil && len(c.Services) == 51
 	})
 }
+
+// BenchmarkManifestSetOneFileChange is what a manifests source spends on one
+// rewritten slice file (parsed already) in a folder of n selector-less
+// Services with a slice file each: applying it and cutting the snapshot.
+func BenchmarkManifestSetOneFileChange(b *testing.B) {
+	for _, n := range []int{1000, 10000, 50000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			set := newManifestSet(slog.New(slog.DiscardHandler))
+			slice := func(i, gen int) *manifestObjects {
+				return &manifestObjects{slices: []*EndpointSlice{{
+					Key: Key{Namespace: "ns", Name: fmt.Sprintf("s%d", i)}, Service: fmt.Sprintf("s%d", i), AddressType: AddressIPv4,
+					Endpoints: []Endpoint{{Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, byte(gen >> 16), byte(gen >> 8), byte(gen)})}, Ready: true}},
+				}}}
+			}
+			all := &manifestObjects{}
+			changes := map[string]*manifestObjects{"services.yaml": all}
+			for i := range n {
+				all.services = append(all.services, &Service{Key: Key{Namespace: "ns", Name: fmt.Sprintf("s%d", i)}, Type: TypeClusterIP,
+					ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})}})
+				changes[fmt.Sprintf("slices/s%d.yaml", i)] = slice(i, 0)
+			}
+			set.Apply(changes)
+			set.b.Snapshot()
+			b.ResetTimer()
+			for i := range b.N {
+				k := i % n
+				set.Apply(map[string]*manifestObjects{fmt.Sprintf("slices/s%d.yaml", k): slice(k, i+1)})
+				if _, changed, _ := set.b.Snapshot().ChangedServices(); len(changed) != 1 {
+					b.Fatalf("%d Services changed, want 1", len(changed))
+				}
+			}
+		})
+	}
+}
