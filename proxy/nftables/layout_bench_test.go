@@ -96,4 +96,3 @@ func BenchmarkKernelLayout(b *testing.B) {
 		})
 	}
 }
-
