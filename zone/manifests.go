@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,10 +84,10 @@ func (m *ManifestSource) Run(ctx context.Context, publish func(*Cluster)) error 
 		}
 		present := make(map[string]bool, len(files))
 		changes := make(map[string]*manifestObjects, len(files))
-		for _, f := range files {
-			present[f] = true
-			if objs, ok := m.parse(f, set, log); ok {
-				changes[f] = objs
+		for i, objs := range m.parseAll(files, set, log) {
+			present[files[i]] = true
+			if objs != nil {
+				changes[files[i]] = objs
 			}
 		}
 		for _, f := range set.Files() {
@@ -164,6 +165,27 @@ func (m *ManifestSource) Run(ctx context.Context, publish func(*Cluster)) error 
 			}
 		}
 	}
+}
+
+// parseAll parses files on every core (a first load of a large folder is
+// mostly YAML decoding); a nil entry is a file rejected.
+func (m *ManifestSource) parseAll(files []string, set *manifestSet, log *slog.Logger) []*manifestObjects {
+	out := make([]*manifestObjects, len(files))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(goruntime.GOMAXPROCS(0), len(files)) {
+		wg.Go(func() {
+			for i := range next {
+				out[i], _ = m.parse(files[i], set, log)
+			}
+		})
+	}
+	for i := range files {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
 }
 
 // parse reads one file, logging a rejection; ok is false when the file's
