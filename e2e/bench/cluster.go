@@ -44,10 +44,11 @@ func DefaultSpec() Spec {
 	return Spec{ClusterIP: 10000, Headless: 1000, ExternalName: 100, Endpoints: 5, PerNamespace: 100}
 }
 
-// Scaled returns the prefix of s with n ClusterIP Services and the other kinds
-// in the same proportion (at least one of each kind s has).
+// Scaled returns s with n ClusterIP Services and the other kinds in the same
+// proportion (at least one of each kind s has). A smaller Spec is a prefix
+// of a larger one, whichever way it was scaled.
 func (s Spec) Scaled(n int) Spec {
-	if s.ClusterIP == 0 || n >= s.ClusterIP {
+	if s.ClusterIP == 0 || n == s.ClusterIP {
 		return s
 	}
 	part := func(k int) int {
