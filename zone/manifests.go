@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,48 +66,47 @@ func (m *ManifestSource) Run(ctx context.Context, publish func(*Cluster)) error 
 	}
 	defer watcher.Close()
 
-	good := make(map[string]manifestObjects) // last good objects per file
-	var generation uint64
-	load := func() error {
-		files, dirs, err := listManifests(m.Path)
+	set := newManifestSet(log)
+	dirs := make(map[string]bool) // the folders watched
+	// rescan reads every file again: at start, and when a folder appears,
+	// goes or is swapped (a ConfigMap's ..data link), or events were lost.
+	rescan := func() error {
+		files, found, err := listManifests(m.Path)
 		if err != nil {
 			return err
 		}
-		for _, d := range dirs {
+		clear(dirs)
+		for _, d := range found {
 			// Adding a directory twice is harmless.
 			if err := watcher.Add(d); err != nil {
 				return fmt.Errorf("manifests: watch %s: %w", d, err)
 			}
+			dirs[d] = true
 		}
 		present := make(map[string]bool, len(files))
-		for _, f := range files {
-			present[f] = true
-			objs, err := parseManifestFile(f, log)
-			if err != nil {
-				if _, had := good[f]; had {
-					log.Error("manifest rejected; serving its previous contents", "err", err)
-				} else {
-					log.Error("manifest rejected", "err", err)
-				}
-				continue
+		changes := make(map[string]*manifestObjects, len(files))
+		for i, objs := range m.parseAll(files, set, log) {
+			present[files[i]] = true
+			if objs != nil {
+				changes[files[i]] = objs
 			}
-			good[f] = objs
 		}
-		for f := range good {
+		for _, f := range set.Files() {
 			if !present[f] {
-				delete(good, f)
+				changes[f] = nil
 			}
 		}
-		generation++
-		c := buildFromManifests(good, log)
-		c.Generation = generation
-		publish(c)
+		set.Apply(changes)
 		return nil
 	}
-	if err := load(); err != nil {
+	if err := rescan(); err != nil {
 		return err
 	}
+	publish(set.b.Snapshot())
 
+	single := !dirs[m.Path] // the path is one file
+	pending := make(map[string]bool)
+	full := false
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
@@ -118,19 +118,125 @@ func (m *ManifestSource) Run(ctx context.Context, publish func(*Cluster)) error 
 				return nil
 			}
 			log.Debug("manifest change", "file", ev.Name, "op", ev.Op.String())
+			if single {
+				full = true
+			} else {
+				pending[ev.Name] = true
+			}
 			timer.Reset(debounce)
 		case err, ok := <-watcher.Errors:
 			if !ok {
 				return nil
 			}
-			log.Error("manifests: watch error", "err", err)
+			log.Error("manifests: watch error; reading every file again", "err", err)
+			full = true
 			timer.Reset(debounce)
 		case <-timer.C:
-			if err := load(); err != nil {
-				log.Error("manifests: reload failed; serving the previous state", "err", err)
+			changes := make(map[string]*manifestObjects, len(pending))
+			for p := range pending {
+				if m.needsRescan(p, dirs) {
+					full = true
+					break
+				}
+				if !isManifestName(p) || hiddenBelow(m.Path, p) {
+					continue
+				}
+				if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+					if set.Has(p) {
+						changes[p] = nil
+					}
+					continue
+				}
+				if objs, ok := m.parse(p, set, log); ok {
+					changes[p] = objs
+				}
+			}
+			clear(pending)
+			if full {
+				full = false
+				if err := rescan(); err != nil {
+					log.Error("manifests: reload failed; serving the previous state", "err", err)
+					continue
+				}
+			} else {
+				set.Apply(changes)
+			}
+			if set.b.Dirty() {
+				publish(set.b.Snapshot())
 			}
 		}
 	}
+}
+
+// parseAll parses files on every core (a first load of a large folder is
+// mostly YAML decoding); a nil entry is a file rejected.
+func (m *ManifestSource) parseAll(files []string, set *manifestSet, log *slog.Logger) []*manifestObjects {
+	out := make([]*manifestObjects, len(files))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(goruntime.GOMAXPROCS(0), len(files)) {
+		wg.Go(func() {
+			for i := range next {
+				out[i], _ = m.parse(files[i], set, log)
+			}
+		})
+	}
+	for i := range files {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+// parse reads one file, logging a rejection; ok is false when the file's
+// previous objects (if any) must stay.
+func (m *ManifestSource) parse(f string, set *manifestSet, log *slog.Logger) (*manifestObjects, bool) {
+	objs, err := parseManifestFile(f, log)
+	if err != nil {
+		if set.Has(f) {
+			log.Error("manifest rejected; serving its previous contents", "err", err)
+		} else {
+			log.Error("manifest rejected", "err", err)
+		}
+		return nil, false
+	}
+	return &objs, true
+}
+
+// needsRescan reports whether an event on path p can change more than the
+// file it names: a folder created, removed or renamed (a watched one, or a
+// hidden one such as a ConfigMap's ..data link being swapped).
+func (m *ManifestSource) needsRescan(p string, dirs map[string]bool) bool {
+	if dirs[p] {
+		return true
+	}
+	info, err := os.Stat(p)
+	return err == nil && info.IsDir()
+}
+
+// isManifestName reports whether a file name is one a folder is read for.
+func isManifestName(p string) bool {
+	switch strings.ToLower(filepath.Ext(p)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
+
+// hiddenBelow reports whether p, under root, has a hidden part: such files
+// are not read (an editor's temporary file, a ConfigMap's timestamped data).
+func hiddenBelow(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	if err != nil {
+		return true
+	}
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if strings.HasPrefix(part, ".") {
+			return true
+		}
+	}
+	return false
 }
 
 // listManifests returns the manifest files under path (or path itself) and the
@@ -159,8 +265,7 @@ func listManifests(path string) (files, dirs []string, err error) {
 			dirs = append(dirs, p)
 			return nil
 		}
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".yaml", ".yml", ".json":
+		if isManifestName(name) {
 			files = append(files, p)
 		}
 		return nil
@@ -346,47 +451,14 @@ func checkService(s *corev1.Service) error {
 	return nil
 }
 
-// buildFromManifests merges the files' objects into one snapshot, deriving
-// slices for selector Services that have none of their own.
+// buildFromManifests merges the files' objects into one snapshot, as a
+// manifests source's first load does.
 func buildFromManifests(files map[string]manifestObjects, log *slog.Logger) *Cluster {
-	names := make([]string, 0, len(files))
-	for f := range files {
-		names = append(names, f)
+	set := newManifestSet(log)
+	changes := make(map[string]*manifestObjects, len(files))
+	for f, objs := range files {
+		changes[f] = &objs
 	}
-	sort.Strings(names)
-	b := NewBuilder()
-	owned := make(map[Key]bool)
-	for _, f := range names {
-		objs := files[f]
-		for _, n := range objs.namespaces {
-			b.SetNamespace(n)
-		}
-		for _, n := range objs.nodes {
-			b.SetNode(n)
-		}
-		for _, s := range objs.services {
-			if _, dup := b.services[s.Key]; dup {
-				log.Warn("Service defined twice; the later file wins", "service", s.Key.String(), "file", f)
-			}
-			b.SetService(s)
-		}
-		for _, s := range objs.slices {
-			b.SetSlice(s)
-			owned[Key{Namespace: s.Namespace, Name: s.Service}] = true
-		}
-		for _, p := range objs.pods {
-			b.SetPod(p)
-		}
-	}
-	for _, s := range DeriveSlices(b.services, owned, b.pods) {
-		// A derived slice never takes the name of one already there (a
-		// hand-written slice of another Service called "web-derived"):
-		// setting it would replace that slice.
-		base := s.Name
-		for i := 1; b.slices[s.Key] != nil; i++ {
-			s.Name = base + "-" + itoa(i)
-		}
-		b.SetSlice(s)
-	}
-	return b.Snapshot()
+	set.Apply(changes)
+	return set.b.Snapshot()
 }

@@ -44,10 +44,11 @@ func DefaultSpec() Spec {
 	return Spec{ClusterIP: 10000, Headless: 1000, ExternalName: 100, Endpoints: 5, PerNamespace: 100}
 }
 
-// Scaled returns the prefix of s with n ClusterIP Services and the other kinds
-// in the same proportion (at least one of each kind s has).
+// Scaled returns s with n ClusterIP Services and the other kinds in the same
+// proportion (at least one of each kind s has). A smaller Spec is a prefix
+// of a larger one, whichever way it was scaled.
 func (s Spec) Scaled(n int) Spec {
-	if s.ClusterIP == 0 || n >= s.ClusterIP {
+	if s.ClusterIP == 0 || n == s.ClusterIP {
 		return s
 	}
 	part := func(k int) int {
@@ -371,6 +372,50 @@ func (o Objects) WriteManifests(dir string) error {
 		if err := os.WriteFile(filepath.Join(dir, ns+".yaml"), files[ns].Bytes(), 0o644); err != nil {
 			return fmt.Errorf("write manifests: %w", err)
 		}
+	}
+	return nil
+}
+
+// WriteManifestsSlicesApart writes the objects as a manifests folder whose
+// Services sit in one file per namespace, as WriteManifests does, and whose
+// EndpointSlices sit in a small file each (SliceFile names it), so that an
+// endpoint change rewrites one small file, as a controller writing a folder
+// would.
+func (o Objects) WriteManifestsSlicesApart(dir string) error {
+	if err := (Objects{Namespaces: o.Namespaces, Services: o.Services}).WriteManifests(dir); err != nil {
+		return err
+	}
+	for _, sl := range o.Slices {
+		if err := WriteSliceFile(dir, sl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SliceFile is where WriteManifestsSlicesApart keeps a slice.
+func SliceFile(dir string, sl *discoveryv1.EndpointSlice) string {
+	return filepath.Join(dir, "slices", sl.Namespace, sl.Name+".yaml")
+}
+
+// WriteSliceFile writes one slice's file whole: to a hidden temporary file
+// renamed over the old one, as editors and ConfigMap updates do, so a
+// reader never sees half of it.
+func WriteSliceFile(dir string, sl *discoveryv1.EndpointSlice) error {
+	data, err := yaml.Marshal(sl)
+	if err != nil {
+		return fmt.Errorf("marshal slice %s/%s: %w", sl.Namespace, sl.Name, err)
+	}
+	path := SliceFile(dir, sl)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("manifests folder: %w", err)
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("write slice: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write slice: %w", err)
 	}
 	return nil
 }

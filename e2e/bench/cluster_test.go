@@ -13,6 +13,10 @@ func TestSpecScaledIsAPrefix(t *testing.T) {
 	if small.ClusterIP != 1000 || small.Headless != 100 || small.ExternalName != 10 {
 		t.Fatalf("Scaled(1000) = %+v, want 1000/100/10", small)
 	}
+	// Scaling up works too: the 50,000-Service runs need it.
+	if large := full.Scaled(50000); large.ClusterIP != 50000 || large.Headless != 5000 || large.ExternalName != 500 {
+		t.Fatalf("Scaled(50000) = %+v, want 50000/5000/500", large)
+	}
 	// Every object of the small cluster is in the large one, unchanged.
 	key := func(kind, ns, name string) string { return kind + "/" + ns + "/" + name }
 	big := map[string]bool{}

@@ -35,6 +35,9 @@ var (
 	flagRuleMode = flag.String("rules-mode", "", "backends the rules part runs both peers with, comma-separated: iptables, nftables (default iptables with -full, both in the smoke run)")
 	// A peer can be left out while the other one's mode is being built.
 	flagRulePeers = flag.String("rule-peers", "", "rule peers to run, comma-separated: clusterdns-proxy, kube-proxy (default both)")
+	// kube-proxy reads only the API: with a folder clusterdns proxy runs alone.
+	flagChanges     = flag.Int("changes", 0, "endpoint changes timed per rule peer run (default 5 with -full, 2 otherwise)")
+	flagRulesSource = flag.String("rules-source", "api", "where clusterdns proxy reads the cluster in the rules part: api, or manifests (a folder it watches; kube-proxy is then left out)")
 )
 
 // config is the size and length of one benchmark run.
@@ -104,6 +107,9 @@ func newConfig() config {
 	}
 	if *flagRounds > 0 {
 		c.rounds = *flagRounds
+	}
+	if *flagChanges > 0 {
+		c.changes = *flagChanges
 	}
 	if *flagSizes != "" {
 		c.ruleSizes = parseSizes("-rule-sizes", *flagSizes)
@@ -281,7 +287,10 @@ func TestPeers(t *testing.T) {
 	if cfg.rules || cfg.ipvs {
 		createNode(t, ctx, e.admin)
 		for _, size := range cfg.sizes() {
-			grow(cfg.spec.Scaled(size))
+			// A folder-only rules run needs nothing in the API server.
+			if *flagRulesSource != "manifests" || cfg.ipvs {
+				grow(cfg.spec.Scaled(size))
+			}
 			if cfg.rules && slices.Contains(cfg.ruleSizes, size) {
 				for _, mode := range cfg.ruleModes {
 					runRules(t, ctx, e, mode, size)

@@ -32,8 +32,10 @@ const (
 	pollInterval = 20 * time.Millisecond
 	// changeGap separates endpoint changes by more than both peers'
 	// minimum sync period (1s), so each is applied on its own.
-	changeGap     = 2 * time.Second
-	syncTimeout   = 10 * time.Minute
+	changeGap = 2 * time.Second
+	// At 50,000 Services a loaded machine takes minutes to start, sync
+	// and list the table.
+	syncTimeout   = 30 * time.Minute
 	changeTimeout = 2 * time.Minute
 )
 
@@ -144,8 +146,23 @@ func runRules(t *testing.T, ctx context.Context, e *env, mode string, size int) 
 			"change time is API write to the end of the sync that applied it (the peer's last-sync metric, checked with nft -j list table: " +
 			"the new address in a dnat rule or map)"
 	}
+	folder := ""
+	if *flagRulesSource == "manifests" {
+		folder = filepath.Join(e.work, fmt.Sprintf("manifests-%d", size))
+		began := time.Now()
+		if err := e.cfg.spec.Scaled(size).Objects(Spec{}).WriteManifestsSlicesApart(folder); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote the %d-Service folder in %s", size, time.Since(began).Round(time.Millisecond))
+		e.res.Settings["rules source"] = "clusterdns proxy alone, reading a watched folder (Services in a file per namespace, " +
+			"each EndpointSlice in a small file of its own); a change rewrites one slice file (write then rename) and is timed from " +
+			"the rename to the end of the sync that applied it"
+	}
 	var peers []rulePeer
 	for _, p := range rulePeersFor(mode) {
+		if folder != "" && p.base != PeerOurProxy {
+			continue
+		}
 		if slices.Contains(e.cfg.rulePeers, p.base) {
 			peers = append(peers, p)
 		}
@@ -157,7 +174,7 @@ func runRules(t *testing.T, ctx context.Context, e *env, mode string, size int) 
 		}
 		for _, peer := range order {
 			t.Run(fmt.Sprintf("%s-%d-%d", peer.name, size, round), func(t *testing.T) {
-				e.measureRules(t, ctx, peer, size, round)
+				e.measureRules(t, ctx, peer, size, round, folder)
 			})
 			if t.Failed() {
 				t.FailNow()
@@ -166,7 +183,9 @@ func runRules(t *testing.T, ctx context.Context, e *env, mode string, size int) 
 	}
 }
 
-func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, size, round int) {
+// measureRules runs one peer at one size: from the API, or from the folder
+// when one is given.
+func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, size, round int, folder string) {
 	ns := netns.New(t, "cdns-bench-")
 	// The node's address, on a veth pair whose both ends stay inside the
 	// namespace (the dummy link type may be missing from the kernel).
@@ -178,8 +197,13 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 
 	// kube-proxy runs whatever iptables is first in PATH: put the
 	// variant's tools there under the plain names.
+	peerArgv := peer.argv(peer.bin(e.bins), kubeconfig)
+	if folder != "" {
+		i := slices.Index(peerArgv, "--kubeconfig")
+		peerArgv[i], peerArgv[i+1] = "--manifests", folder
+	}
 	argv := append([]string{"ip", "netns", "exec", ns.Name, "env", "PATH=" + e.iptablesPath(t) + ":" + os.Getenv("PATH"),
-		"taskset", "-c", strconv.Itoa(peerCPU)}, peer.argv(peer.bin(e.bins), kubeconfig)...)
+		"taskset", "-c", strconv.Itoa(peerCPU)}, peerArgv...)
 	p, err := Start(peer.name, filepath.Join(e.work, fmt.Sprintf("%s-%d-%d.log", peer.name, size, round)), argv...)
 	if err != nil {
 		t.Fatal(err)
@@ -235,8 +259,13 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 		e.res.Add(peer.name, MetricNFTChains, size, round, float64(c.Chains))
 	}
 	e.res.Add(peer.name, MetricRules, size, round, float64(rules))
-	t.Logf("%s at %d Services: first full sync done %s after start, %.3fs per full sync (%v), %d rules",
-		peer.name, size, synced.Round(time.Millisecond), sum/count, count, rules)
+	rss, err := p.RSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.res.Add(peer.name, MetricRSS, size, round, float64(rss)/(1<<20))
+	t.Logf("%s at %d Services: first full sync done %s after start, %.3fs per full sync (%v), %d rules, RSS %.1f MiB",
+		peer.name, size, synced.Round(time.Millisecond), sum/count, count, rules, float64(rss)/(1<<20))
 	if rules < size {
 		t.Fatalf("%s programmed %d rules for %d Services:\n%s", peer.name, rules, size, p.LogTail())
 	}
@@ -248,7 +277,11 @@ func (e *env) measureRules(t *testing.T, ctx context.Context, peer rulePeer, siz
 		e.changeSeq++
 		slice, fresh := e.cfg.spec.ChangedSlice(index, e.changeSeq)
 		began := time.Now()
-		if _, err := e.admin.DiscoveryV1().EndpointSlices(slice.Namespace).Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		if folder != "" {
+			if err := WriteSliceFile(folder, slice); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := e.admin.DiscoveryV1().EndpointSlices(slice.Namespace).Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
 			t.Fatalf("update %s/%s: %v", slice.Namespace, slice.Name, err)
 		}
 		applied, err := waitApplied(ctx, ns, p, metrics, peer, began, fresh.String())
@@ -351,7 +384,7 @@ func countRules(t *testing.T, ns *netns.NS) int {
 // listNFT is `nft -j list table ip TABLE` inside the namespace: its
 // standard output alone, which is JSON.
 func listNFT(ctx context.Context, ns *netns.NS, table string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	var stderr strings.Builder
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "nft", "-j", "list", "table", "ip", table)
