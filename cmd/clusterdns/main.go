@@ -20,9 +20,10 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":   {"serve DNS for the cluster zone from a Corefile", runServe},
-		"proxy":   {"program Service routes (iptables, nftables or IPVS) on this node", runProxy},
-		"version": {"print the version", runVersion},
+		"serve":     {"serve DNS for the cluster zone from a Corefile", runServe},
+		"nodecache": {"node-local DNS cache in place of NodeLocal DNSCache (node-cache flags)", runNodecache},
+		"proxy":     {"program Service routes (iptables, nftables or IPVS) on this node", runProxy},
+		"version":   {"print the version", runVersion},
 	}
 }
 
@@ -62,6 +63,6 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
 	}
 }

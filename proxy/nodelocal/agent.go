@@ -105,19 +105,15 @@ func (a *Agent) Teardown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Run syncs now and every interval until ctx ends, then tears down unless
-// skipTeardown. Sync errors are logged, never fatal: the cache keeps
-// answering on whatever part of the node side is in place.
+// Run syncs again every interval until ctx ends, then tears down unless
+// skipTeardown. The caller syncs once before, so that the addresses exist
+// before the server binds them. Sync errors are logged, never fatal: the
+// cache keeps answering on whatever part of the node side is in place.
 func (a *Agent) Run(ctx context.Context, interval time.Duration, skipTeardown bool) error {
 	sync := func() {
 		if err := a.Sync(ctx); err != nil && ctx.Err() == nil {
 			a.logger.Error("nodecache: sync node rules", "err", err)
 		}
-	}
-	if err := a.Sync(ctx); err != nil {
-		a.logger.Error("nodecache: sync node rules", "err", err)
-	} else {
-		a.logger.Info("nodecache: node rules in place", "interface", a.cfg.Interface, "rules", a.cfg.Rules, "ips", a.cfg.LocalIPs)
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
