@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +20,9 @@ import (
 // namespace, for each rule set: the pod is answered on 169.254.20.10 and
 // on the kube-dns ClusterIP over UDP and TCP, none of those queries leaves
 // a conntrack entry on the node (while a control flow does), a deleted
-// address and rule come back, and SIGTERM removes the link and the rules.
+// address and rule come back, after SIGKILL the pod is answered through the
+// Service's DNAT (kube-proxy's part is one nft rule here) until a new cache
+// takes over, and SIGTERM removes the link and the rules.
 func TestNodecacheNodeSide(t *testing.T) {
 	netns.Require(t, "conntrack", "nft", "iptables", "iptables-restore")
 	bin := clusterdnsBinary(t)
@@ -62,13 +65,38 @@ func testNodecacheNodeSide(t *testing.T, bin, rules string) {
 	go func() { _ = upstream.ActivateAndServe() }()
 	t.Cleanup(func() { _ = upstream.Shutdown() })
 
+	// The kube-dns pods behind kube-proxy's DNAT of the ClusterIP: a UDP
+	// server on the node's own address that answers with another address,
+	// so the test sees who answered.
+	var clusterPC net.PacketConn
+	if err := node.Do(func() error {
+		var err error
+		clusterPC, err = net.ListenPacket("udp", "10.1.0.1:5300")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	clusterDNS := &dns.Server{PacketConn: clusterPC, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		rr, _ := dns.NewRR(r.Question[0].Name + " 30 IN A 10.0.0.8")
+		m.Answer = append(m.Answer, rr)
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = clusterDNS.ActivateAndServe() }()
+	t.Cleanup(func() { _ = clusterDNS.Shutdown() })
+	node.MustRun("nft", "add table ip kubeproxy; add chain ip kubeproxy pre { type nat hook prerouting priority -100; }; add rule ip kubeproxy pre ip daddr 10.96.0.10 udp dport 53 dnat to 10.1.0.1:5300")
+
 	dir := t.TempDir()
 	base := writeFile(t, dir, "Corefile.base", stockNodecacheCorefile(t))
 	resolv := writeFile(t, dir, "resolv.conf", "nameserver 127.0.0.1\n")
 	conf := filepath.Join(dir, "Corefile")
-	cache := node.Start("env", "KUBE_DNS_UPSTREAM_SERVICE_HOST="+ln.Addr().String(), bin, "nodecache",
-		"-localip", "169.254.20.10,10.96.0.10", "-basecorefile", base, "-conf", conf,
-		"-upstreamsvc", "kube-dns-upstream", "-resolv-conf", resolv, "-rules", rules, "-syncinterval", "1")
+	startCache := func() *netns.Process {
+		return node.Start("env", "KUBE_DNS_UPSTREAM_SERVICE_HOST="+ln.Addr().String(), bin, "nodecache",
+			"-localip", "169.254.20.10,10.96.0.10", "-basecorefile", base, "-conf", conf,
+			"-upstreamsvc", "kube-dns-upstream", "-resolv-conf", resolv, "-rules", rules, "-syncinterval", "1")
+	}
+	cache := startCache()
 
 	name := "web.default.svc.cluster.local."
 	ask := func(server, network string) (*dns.Msg, error) {
@@ -160,6 +188,31 @@ func testNodecacheNodeSide(t *testing.T, bin, rules string) {
 	if m, err := ask("169.254.20.10:53", "udp"); err != nil || len(m.Answer) != 1 {
 		t.Errorf("after repair: %v, %v", m, err)
 	}
+
+	// SIGKILL leaves the link and the rules behind, as an OOM kill does; the
+	// NOTRACK follows the cache's socket, so the pod's next queries to the
+	// ClusterIP are tracked and DNATed to the cluster DNS. A new cache takes
+	// the queries back as soon as it binds.
+	answeredBy := func(want string, limit time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			m, err := ask("10.96.0.10:53", "udp")
+			if err == nil && len(m.Answer) == 1 && m.Answer[0].(*dns.A).A.String() == want {
+				return time.Since(start)
+			}
+			if time.Since(start) > limit {
+				t.Fatalf("10.96.0.10 is not answered with %s after %v (last %v, %v):\n%s", want, limit, m, err, cache.Output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = syscall.Kill(-cache.Cmd.Process.Pid, syscall.SIGKILL)
+	_, _ = cache.Exited()
+	_ = cache.Stop() // waits for the killed process
+	t.Logf("after SIGKILL the cluster DNS answered in %v", answeredBy("10.0.0.8", 10*time.Second))
+	cache = startCache()
+	t.Logf("a new cache took over in %v", answeredBy("10.0.0.7", 15*time.Second))
 
 	if err := cache.Stop(); err != nil {
 		t.Errorf("nodecache exited with %v:\n%s", err, cache.Output())

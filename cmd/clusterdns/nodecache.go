@@ -43,9 +43,10 @@ type nodecacheFlags struct {
 	pidFile        string
 	dnsPort        int
 	// Ours: which rule set, where the node's resolvers are, log level.
-	rules      string
-	resolvConf string
-	logLevel   string
+	rules        string
+	followSocket bool
+	resolvConf   string
+	logLevel     string
 }
 
 // secondsDuration parses node-cache's -syncinterval: its help says
@@ -87,6 +88,7 @@ func parseNodecacheFlags(args []string, stderr io.Writer) (*nodecacheFlags, erro
 	fs.StringVar(&f.pidFile, "pidfile", "", "write the process id here")
 	fs.IntVar(&f.dnsPort, "dns.port", 53, "the DNS port the rules match")
 	fs.StringVar(&f.rules, "rules", "iptables", "rule set when -setupiptables: iptables or nftables (a table of its own)")
+	fs.BoolVar(&f.followSocket, "follow-socket", true, "skip conntrack for queries from pods only while the cache's socket is bound, so they fall back to kube-dns through the Service rules when it dies")
 	fs.StringVar(&f.resolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf, which fills __PILLAR__UPSTREAM__SERVERS__")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// Accepted so the stock arguments parse; they configure parts of
@@ -111,7 +113,7 @@ func parseNodecacheFlags(args []string, stderr io.Writer) (*nodecacheFlags, erro
 }
 
 func (f *nodecacheFlags) nodeConfig() (nodelocal.Config, error) {
-	cfg := nodelocal.Config{DNSPort: f.dnsPort, HealthPort: f.healthPort, Rules: nodelocal.RulesNone}
+	cfg := nodelocal.Config{DNSPort: f.dnsPort, HealthPort: f.healthPort, Rules: nodelocal.RulesNone, FollowSocket: f.followSocket}
 	for _, s := range strings.Split(f.localIP, ",") {
 		ip, err := netip.ParseAddr(strings.TrimSpace(s))
 		if err != nil {

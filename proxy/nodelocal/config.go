@@ -31,6 +31,14 @@ type Config struct {
 	HealthPort int
 	// Rules picks the rule backend.
 	Rules Rules
+	// FollowSocket makes the NOTRACK of queries arriving from other hosts
+	// and pods (PREROUTING) conditional on a socket bound to the exact
+	// local address and port: while the cache is dead the queries stay
+	// tracked, so kube-proxy's DNAT of the kube-dns ClusterIP sends them to
+	// the cluster DNS pods; the moment a cache binds again, they are its.
+	// Queries from the node itself (OUTPUT) cannot be told apart this way:
+	// in that hook the kernel's socket lookup does not find the listener.
+	FollowSocket bool
 }
 
 // Validate reports the first thing that makes c unusable.

@@ -24,10 +24,14 @@ func stockConfig(rules Rules) Config {
 
 func TestRenderGolden(t *testing.T) {
 	v6 := Config{LocalIPs: []netip.Addr{netip.MustParseAddr("fd00::a")}, DNSPort: 53, Rules: RulesIPTables}
+	follow := stockConfig(RulesIPTables)
+	follow.FollowSocket = true
 	cases := []struct {
 		name string
 		got  []byte
 	}{
+		{"iptables-follow-socket", RenderIPTables(follow)},
+		{"nftables-follow-socket", RenderNFTables(follow)},
 		{"iptables-stock", RenderIPTables(stockConfig(RulesIPTables))},
 		{"nftables-stock", RenderNFTables(stockConfig(RulesNFTables))},
 		{"iptables-ipv6", RenderIPTables(v6)},

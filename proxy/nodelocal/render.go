@@ -47,11 +47,15 @@ func hostPrefix(c Config) string {
 func RenderIPTables(c Config) []byte {
 	var b bytes.Buffer
 	suffix := hostPrefix(c)
+	follow := ""
+	if c.FollowSocket {
+		follow = " -m socket --nowildcard"
+	}
 	b.WriteString("*raw\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", chainRawPre, chainRawOut)
 	for _, ip := range c.LocalIPs {
 		for _, proto := range []string{"udp", "tcp"} {
-			fmt.Fprintf(&b, "-A %s -d %s%s -p %s -m %s --dport %d -j NOTRACK\n", chainRawPre, ip, suffix, proto, proto, c.DNSPort)
+			fmt.Fprintf(&b, "-A %s -d %s%s -p %s -m %s --dport %d%s -j NOTRACK\n", chainRawPre, ip, suffix, proto, proto, c.DNSPort, follow)
 			fmt.Fprintf(&b, "-A %s -d %s%s -p %s -m %s --dport %d -j NOTRACK\n", chainRawOut, ip, suffix, proto, proto, c.DNSPort)
 			fmt.Fprintf(&b, "-A %s -s %s%s -p %s -m %s --sport %d -j NOTRACK\n", chainRawOut, ip, suffix, proto, proto, c.DNSPort)
 		}
@@ -94,7 +98,17 @@ func RenderNFTables(c Config) []byte {
 	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", nftTable, nftTable)
 	fmt.Fprintf(&b, "table inet %s {\n", nftTable)
 	fmt.Fprintf(&b, "\tchain prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d notrack\n\t}\n", addr, set, c.DNSPort)
+	if c.FollowSocket {
+		// A SYN needs a listener bound to the very address. Later segments
+		// need any socket: nft's wildcard key does not match the request
+		// socket that the handshake's last ACK finds (iptables' does), and
+		// the 4-tuple lookup finds our connection before any listener.
+		fmt.Fprintf(&b, "\t\t%s daddr %s udp dport %d socket wildcard 0 notrack\n", addr, set, c.DNSPort)
+		fmt.Fprintf(&b, "\t\t%s daddr %s tcp dport %d tcp flags & (syn | ack) == syn socket wildcard 0 notrack\n", addr, set, c.DNSPort)
+		fmt.Fprintf(&b, "\t\t%s daddr %s tcp dport %d tcp flags & (syn | ack) != syn socket transparent 0 notrack\n\t}\n", addr, set, c.DNSPort)
+	} else {
+		fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d notrack\n\t}\n", addr, set, c.DNSPort)
+	}
 	fmt.Fprintf(&b, "\tchain output {\n\t\ttype filter hook output priority raw; policy accept;\n")
 	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d notrack\n", addr, set, c.DNSPort)
 	fmt.Fprintf(&b, "\t\t%s saddr %s meta l4proto { tcp, udp } th sport %d notrack\n\t}\n", addr, set, c.DNSPort)
