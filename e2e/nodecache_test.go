@@ -214,6 +214,21 @@ func testNodecacheNodeSide(t *testing.T, bin, rules string) {
 	cache = startCache()
 	t.Logf("a new cache took over in %v", answeredBy("10.0.0.7", 15*time.Second))
 
+	// A restart under load loses no query: SIGTERM takes the rules away
+	// first, so new queries take the Service path while the queued ones are
+	// answered, and the new cache takes over when it binds.
+	load := startLoad(t, pod, "10.96.0.10:53", name, 10000, 2000)
+	time.Sleep(1500 * time.Millisecond)
+	if err := cache.Stop(); err != nil {
+		t.Errorf("nodecache exited with %v:\n%s", err, cache.Output())
+	}
+	cache = startCache()
+	sent, answered := load()
+	t.Logf("restart under load: %d queries sent, %d answered", sent, answered)
+	if sent != 10000 || answered != sent {
+		t.Errorf("restart under load: %d of %d queries sent, %d answered", sent, 10000, answered)
+	}
+
 	if err := cache.Stop(); err != nil {
 		t.Errorf("nodecache exited with %v:\n%s", err, cache.Output())
 	}
@@ -237,4 +252,64 @@ func stockNodecacheCorefile(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return cm.Data["Corefile"]
+}
+
+// startLoad sends n queries for name to server from one UDP socket in ns,
+// at qps, and returns a function that waits for the end (the last answers
+// get 2 s) and reports how many were sent and answered. The loop is bounded
+// by n and by n/qps+10 s.
+func startLoad(t *testing.T, ns *netns.NS, server, name string, n, qps int) func() (sent, answered int) {
+	t.Helper()
+	var conn net.Conn
+	if err := ns.Do(func() error {
+		var err error
+		conn, err = net.Dial("udp", server)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seen := make([]bool, n)
+	recvDone := make(chan int)
+	go func() {
+		got := 0
+		buf := make([]byte, 1500)
+		m := new(dns.Msg)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				recvDone <- got
+				return
+			}
+			if m.Unpack(buf[:k]) != nil || int(m.Id) >= n || len(m.Answer) != 1 || seen[m.Id] {
+				continue
+			}
+			seen[m.Id] = true
+			got++
+		}
+	}()
+	sendDone := make(chan int)
+	go func() {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		start := time.Now()
+		deadline := start.Add(time.Duration(n/qps)*time.Second + 10*time.Second)
+		sent := 0
+		for sent < n && time.Now().Before(deadline) {
+			// Pace by the clock: as many as are due by now.
+			due := min(n, int(time.Since(start).Seconds()*float64(qps))+1)
+			for ; sent < due; sent++ {
+				q.Id = uint16(sent)
+				b, _ := q.Pack()
+				_, _ = conn.Write(b)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		sendDone <- sent
+	}()
+	return func() (int, int) {
+		sent := <-sendDone
+		time.Sleep(2 * time.Second)
+		conn.Close()
+		return sent, <-recvDone
+	}
 }

@@ -27,6 +27,15 @@ import (
 // and the server's reload directive picks up the rewritten Corefile.
 const configSyncPeriod = 10 * time.Second
 
+// drainDelay is how long a stopping cache keeps reading its sockets after
+// its rules are gone: enough for what was queued before to be answered
+// (a full 1 MiB receive buffer is read in well under this), short enough
+// not to hold up a restart.
+const drainDelay = 300 * time.Millisecond
+
+// teardownTimeout bounds the rule tools at exit.
+const teardownTimeout = 20 * time.Second
+
 // nodecacheFlags are node-cache's flags, so the stock NodeLocal DNSCache
 // DaemonSet runs us unchanged, plus a few of ours.
 type nodecacheFlags struct {
@@ -229,14 +238,21 @@ func runNodecache(ctx context.Context, args []string, _, stderr io.Writer) error
 		logger.Error("nodecache: sync node rules", "err", err)
 	}
 
-	var wg sync.WaitGroup
+	// The server gets a context of its own: on SIGTERM the NOTRACK of pod
+	// queries goes first and the server stops after drainDelay, so that new
+	// queries already take the Service path while those queued on its
+	// sockets are answered; the rest of the rules and the link go last.
+	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServe()
 	agentCtx, stopAgent := context.WithCancel(ctx)
-	var agentErr error
-	wg.Add(2)
+	var agentWG, wg sync.WaitGroup
+	agentWG.Add(1)
 	go func() {
-		defer wg.Done()
-		agentErr = agent.Run(agentCtx, f.syncInterval.d, f.skipTeardown)
+		defer agentWG.Done()
+		agent.Run(agentCtx, f.syncInterval.d)
 	}()
+	serveDone := make(chan struct{})
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(configSyncPeriod)
@@ -252,8 +268,39 @@ func runNodecache(ctx context.Context, args []string, _, stderr io.Writer) error
 			}
 		}
 	}()
-	serveErr := server.NewServer(f.conf, logger).Run(ctx)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-serveDone:
+			return
+		}
+		stopAgent()
+		agentWG.Wait() // no sync may put the rules back
+		if !f.skipTeardown {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
+			if err := agent.StopSteering(tctx); err != nil {
+				logger.Error("nodecache: stop steering queries to the cache", "err", err)
+			}
+			cancel()
+			time.Sleep(drainDelay)
+		}
+		stopServe()
+	}()
+	serveErr := server.NewServer(f.conf, logger).Run(serveCtx)
+	close(serveDone)
 	stopAgent()
+	agentWG.Wait()
 	wg.Wait()
-	return errors.Join(serveErr, agentErr)
+	if f.skipTeardown {
+		logger.Info("nodecache: leaving the interface and rules in place (-skipteardown)")
+		return serveErr
+	}
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
+	defer cancel()
+	if err := agent.Teardown(tctx); err != nil {
+		return errors.Join(serveErr, fmt.Errorf("teardown: %w", err))
+	}
+	logger.Info("nodecache: interface and rules torn down")
+	return serveErr
 }

@@ -66,9 +66,29 @@ func (a *Agent) Sync(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Teardown removes the rules and the interface. What is already gone is
-// not an error, so it can run after a crash left half of it behind.
-func (a *Agent) Teardown(ctx context.Context) error {
+// StopSteering removes only the NOTRACK of queries arriving from pods: a
+// cache that is stopping calls it first, so that new queries are tracked
+// and take the Service path while those already queued on its socket are
+// still answered. Its answers must stay untracked meanwhile: tracked, an
+// answer would clash with the entry of the same flow's DNATed queries, and
+// conntrack would drop it.
+func (a *Agent) StopSteering(ctx context.Context) error {
+	switch a.cfg.Rules {
+	case RulesIPTables:
+		j := jumps[0] // raw PREROUTING
+		for i := 0; i < 8; i++ {
+			if a.run.Run(ctx, nil, a.iptables(), "--wait", "5", "-t", j.table, "-D", j.from, "-j", j.to) != nil {
+				break
+			}
+		}
+	case RulesNFTables:
+		return a.run.Run(ctx, renderNFTables(a.cfg, false), "nft", "-f", "-")
+	}
+	return nil
+}
+
+// TeardownRules removes the rules and leaves the interface.
+func (a *Agent) TeardownRules(ctx context.Context) error {
 	var errs []error
 	switch a.cfg.Rules {
 	case RulesIPTables:
@@ -97,43 +117,34 @@ func (a *Agent) Teardown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if a.cfg.Interface != "" {
-		if err := a.links.Delete(a.cfg.Interface); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
 }
 
-// Run syncs again every interval until ctx ends, then tears down unless
-// skipTeardown. The caller syncs once before, so that the addresses exist
-// before the server binds them. Sync errors are logged, never fatal: the
-// cache keeps answering on whatever part of the node side is in place.
-func (a *Agent) Run(ctx context.Context, interval time.Duration, skipTeardown bool) error {
-	sync := func() {
-		if err := a.Sync(ctx); err != nil && ctx.Err() == nil {
-			a.logger.Error("nodecache: sync node rules", "err", err)
-		}
+// Teardown removes the rules and the interface. What is already gone is
+// not an error, so it can run after a crash left half of it behind.
+func (a *Agent) Teardown(ctx context.Context) error {
+	err := a.TeardownRules(ctx)
+	if a.cfg.Interface != "" {
+		err = errors.Join(err, a.links.Delete(a.cfg.Interface))
 	}
+	return err
+}
+
+// Run syncs again every interval until ctx ends. The caller syncs once
+// before, so that the addresses exist before the server binds them, and
+// tears down after. Sync errors are logged, never fatal: the cache keeps
+// answering on whatever part of the node side is in place.
+func (a *Agent) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			sync()
+			if err := a.Sync(ctx); err != nil && ctx.Err() == nil {
+				a.logger.Error("nodecache: sync node rules", "err", err)
+			}
 		case <-ctx.Done():
-			if skipTeardown {
-				a.logger.Info("nodecache: leaving node rules in place (-skipteardown)")
-				return nil
-			}
-			// The parent context is gone; teardown gets its own bound.
-			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
-			defer cancel()
-			if err := a.Teardown(tctx); err != nil {
-				return fmt.Errorf("nodecache: teardown: %w", err)
-			}
-			a.logger.Info("nodecache: node rules torn down")
-			return nil
+			return
 		}
 	}
 }

@@ -208,3 +208,30 @@ func TestSyncTriesEveryStep(t *testing.T) {
 		t.Errorf("rules not synced after a link failure: %q", r.calls)
 	}
 }
+
+// A draining cache stops steering pod queries to itself but keeps its
+// answers out of conntrack.
+func TestStopSteering(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := &recorder{fail: map[string]bool{" -D ": true}}
+	a, err := NewAgent(stockConfig(RulesIPTables), r, &fakeLinks{links: map[string][]netip.Addr{}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.StopSteering(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := "iptables --wait 5 -t raw -D PREROUTING -j CLUSTERDNS-NODECACHE-PRE"; strings.Join(r.calls, "\n") != want {
+		t.Errorf("iptables: ran %q, want %q", r.calls, want)
+	}
+	cfg := stockConfig(RulesNFTables)
+	cfg.FollowSocket = true
+	script := string(renderNFTables(cfg, false))
+	pre := script[strings.Index(script, "chain prerouting"):strings.Index(script, "chain output")]
+	if strings.Contains(pre, "notrack") {
+		t.Errorf("draining table still steers:\n%s", pre)
+	}
+	if !strings.Contains(script, "saddr { 169.254.20.10, 10.96.0.10 } meta l4proto { tcp, udp } th sport 53 notrack") {
+		t.Errorf("draining table lost the untracked answers:\n%s", script)
+	}
+}

@@ -84,7 +84,11 @@ func RenderIPTables(c Config) []byte {
 // any DNAT of the kube-dns ClusterIP. The accept chains only help against a
 // drop policy in this table's hooks; a drop in another table still drops,
 // which is how nftables composes tables.
-func RenderNFTables(c Config) []byte {
+func RenderNFTables(c Config) []byte { return renderNFTables(c, true) }
+
+// renderNFTables leaves the prerouting notrack out when !steer: the table
+// of a cache that is draining (see Agent.StopSteering).
+func renderNFTables(c Config, steer bool) []byte {
 	addr := "ip"
 	if c.ipv6() {
 		addr = "ip6"
@@ -98,7 +102,9 @@ func RenderNFTables(c Config) []byte {
 	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", nftTable, nftTable)
 	fmt.Fprintf(&b, "table inet %s {\n", nftTable)
 	fmt.Fprintf(&b, "\tchain prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
-	if c.FollowSocket {
+	if !steer {
+		b.WriteString("\t}\n")
+	} else if c.FollowSocket {
 		// A SYN needs a listener bound to the very address. Later segments
 		// need any socket: nft's wildcard key does not match the request
 		// socket that the handshake's last ACK finds (iptables' does), and
