@@ -19,12 +19,13 @@ type command struct {
 }
 
 func commands() map[string]command {
-	return map[string]command{
-		"serve":     {"serve DNS for the cluster zone from a Corefile", runServe},
-		"nodecache": {"node-local DNS cache in place of NodeLocal DNSCache (node-cache flags)", runNodecache},
-		"proxy":     {"program Service routes (iptables, nftables or IPVS) on this node", runProxy},
-		"version":   {"print the version", runVersion},
+	cmds := map[string]command{
+		"serve":   {"serve DNS for the cluster zone from a Corefile", runServe},
+		"proxy":   {"program Service routes (iptables, nftables or IPVS) on this node", runProxy},
+		"version": {"print the version", runVersion},
 	}
+	cmds["nodecache"] = command{"node-local DNS cache in place of NodeLocal DNSCache (node-cache's flags)", runNodecache}
+	return cmds
 }
 
 func main() {
