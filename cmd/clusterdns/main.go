@@ -19,12 +19,14 @@ type command struct {
 }
 
 func commands() map[string]command {
-	return map[string]command{
+	cmds := map[string]command{
 		"serve":   {"serve DNS for the cluster zone from a Corefile", runServe},
 		"explain": {"show what DNS, the Service, its endpoints and this node's rules do with a name or IP", runExplain},
 		"proxy":   {"program Service routes (iptables, nftables or IPVS) on this node", runProxy},
 		"version": {"print the version", runVersion},
 	}
+	cmds["nodecache"] = command{"node-local DNS cache in place of NodeLocal DNSCache (node-cache's flags)", runNodecache}
+	return cmds
 }
 
 func main() {
@@ -63,6 +65,6 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
 	}
 }
