@@ -170,12 +170,11 @@ func explain(c *zone.Cluster, in explainInput) *explainReport {
 	return r
 }
 
-// wantedModel is the routing the model gives node. The model has no view
-// per node yet (traffic policies and topology); when it gets one, node goes
-// in here and explain shows that node's view.
+// wantedModel is the routing the model gives node, built as the agent on
+// that node builds it: its Local traffic policies pick its own endpoints and
+// its zone selects topology hints. An empty node is no node in particular.
 func wantedModel(c *zone.Cluster, node string) *proxy.Model {
-	_ = node
-	return proxy.BuildModel(nil, c)
+	return proxy.BuildNodeModel(nil, c, node)
 }
 
 // nodePorts compares the kernel with what the model wants for the Service
@@ -395,7 +394,7 @@ func viewEndpoints(svcSlices []*zone.EndpointSlice) []endpointView {
 			}
 			seen[e.Addresses[0]] = true
 			out = append(out, endpointView{Address: e.Addresses[0].String(), Node: e.NodeName, Zone: endpointZone(e), Ready: e.Ready,
-				Serving: e.Serving, Terminating: e.Terminating, Hostname: e.Hostname, Pod: e.PodName})
+				Serving: e.Serving, Terminating: e.Terminating, Hints: endpointHints(e), Hostname: e.Hostname, Pod: e.PodName})
 		}
 	}
 	slices.SortFunc(out, func(a, b endpointView) int {
@@ -404,10 +403,24 @@ func viewEndpoints(svcSlices []*zone.EndpointSlice) []endpointView {
 	return out
 }
 
-// endpointZone is the endpoint's topology zone. The cluster model does not
-// carry zones yet, so it is empty; the field is in the output so that its
-// layout does not change when the model does.
-func endpointZone(zone.Endpoint) string { return "" }
+// endpointZone is the endpoint's topology zone, empty when unknown.
+func endpointZone(e zone.Endpoint) string { return e.Zone }
+
+// endpointHints lists the endpoint's topology hints as "zone:NAME" and
+// "node:NAME", zones first; nil when it has none.
+func endpointHints(e zone.Endpoint) []string {
+	if e.Hints == nil {
+		return nil
+	}
+	var out []string
+	for _, z := range e.Hints.ForZones {
+		out = append(out, "zone:"+z)
+	}
+	for _, n := range e.Hints.ForNodes {
+		out = append(out, "node:"+n)
+	}
+	return out
+}
 
 // routableService reports whether the agent programs rules for svc.
 func routableService(svc *zone.Service) bool {
@@ -560,7 +573,11 @@ func (r *explainReport) writeText(w io.Writer) error {
 					state = append(state, f.name)
 				}
 			}
-			p("  %-16s node %s, zone %s: %s\n", e.Address, orDash(e.Node), orDash(e.Zone), joinComma(state))
+			hints := ""
+			if len(e.Hints) > 0 {
+				hints = ", hints " + joinComma(e.Hints)
+			}
+			p("  %-16s node %s, zone %s: %s%s\n", e.Address, orDash(e.Node), orDash(e.Zone), joinComma(state), hints)
 		}
 	}
 	if n := r.Node; n != nil {
