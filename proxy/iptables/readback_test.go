@@ -30,6 +30,7 @@ func TestReadKernelMatchesWhatWasSynced(t *testing.T) {
 		"load balancer, source ranges": {pt.With(lb, func(s *pt.Service) { s.SourceRanges = []string{"198.51.100.0/24"} })},
 		"external traffic Local":       {pt.With(lb, func(s *pt.Service) { s.ExternalLocal, s.Local = true, s.Ready[:1] })},
 		"no endpoints":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })},
+		"node port, no endpoints":      {pt.With(nodePortSvc, func(s *pt.Service) { s.Ready = nil })},
 		"terminating fallback":         {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready, s.Draining = nil, nginxPods[:1] })},
 		"UDP and IPv6":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Protocol = zone.ProtocolUDP }), v6},
 	} {
