@@ -50,7 +50,12 @@ type serviceView struct {
 	AffinitySeconds       int32             `json:"affinitySeconds,omitempty"`
 	ExternalTrafficPolicy string            `json:"externalTrafficPolicy"`
 	ExternalIPs           []string          `json:"externalIPs"`
-	ExternalName          string            `json:"externalName,omitempty"`
+	// LoadBalancerIPs are the load balancer ingress IPs; ProxyLoadBalancerIPs
+	// (ipMode Proxy) are among them, and the node does not take their traffic.
+	LoadBalancerIPs       []string `json:"loadBalancerIPs"`
+	ProxyLoadBalancerIPs  []string `json:"proxyLoadBalancerIPs,omitempty"`
+	InternalTrafficPolicy string   `json:"internalTrafficPolicy"`
+	ExternalName          string   `json:"externalName,omitempty"`
 }
 
 type servicePortView struct {
@@ -81,10 +86,14 @@ type nodeView struct {
 }
 
 type nodePortView struct {
-	// Port is "80/TCP"; Address the cluster IP it is on.
-	Port    string `json:"port"`
-	Name    string `json:"name,omitempty"`
-	Address string `json:"address"`
+	// Port is the Service port, "80/TCP"; Address the cluster IP, external
+	// IP or load balancer IP it is on, as Kind says, or for a node port
+	// (Kind nodePort, NodePort set) 0.0.0.0 or "::": any local address.
+	Port     string `json:"port"`
+	Name     string `json:"name,omitempty"`
+	Address  string `json:"address"`
+	Kind     string `json:"kind,omitempty"`
+	NodePort uint16 `json:"nodePort,omitempty"`
 	// Want is what the model says this node should send to; Kernel what the
 	// kernel sends new connections to; both as IP:PORT.
 	Want    []string `json:"want"`
@@ -118,7 +127,7 @@ func explain(c *zone.Cluster, in explainInput) *explainReport {
 	if isAddr {
 		svc = serviceByAddr(c, addr)
 		if svc == nil {
-			msg := fmt.Sprintf("no Service has %s as a cluster IP or external IP", addr)
+			msg := fmt.Sprintf("no Service has %s as a cluster IP, external IP or load balancer IP", addr)
 			if owners := endpointOf(c, addr); len(owners) > 0 {
 				msg += "; it is an endpoint of " + joinComma(owners)
 			}
@@ -185,17 +194,28 @@ func nodePorts(c *zone.Cluster, node string, svc *zone.Service, addr netip.Addr,
 	if svc != nil {
 		want = inspect.ForService(wantedModel(c, node), svc.Key)
 		addrs = append(addrs, svc.ClusterIPs...)
+		addrs = append(addrs, svc.ExternalIPs...)
+		for _, ing := range svc.LoadBalancerIngress {
+			addrs = append(addrs, ing.IP)
+		}
 	}
 	if isAddr {
 		addrs = append(addrs, addr)
 	}
 	out := []nodePortView{}
 	for _, p := range inspect.Compare(want, addrs, k) {
-		if hasPort && p.Frontend.Port != port {
+		servicePort := p.ServicePort
+		if p.Stale {
+			servicePort = p.Frontend.Port
+		}
+		if hasPort && servicePort != port {
 			continue
 		}
-		v := nodePortView{Port: p.Label(), Name: p.Name, Address: p.Frontend.Addr.String(), Want: addrPorts(p.Want),
+		v := nodePortView{Port: strconv.Itoa(int(servicePort)) + "/" + string(p.Frontend.Protocol), Name: p.Name, Address: p.Frontend.Addr.String(), Kind: p.Kind, Want: addrPorts(p.Want),
 			Kernel: addrPorts(p.Kernel), InSync: p.InSync(), Missing: addrPorts(p.Missing), Extra: addrPorts(p.Extra), Programmed: p.Programmed, Stale: p.Stale}
+		if p.Kind == inspect.KindNodePort {
+			v.NodePort = p.Frontend.Port
+		}
 		if p.Stale {
 			v.Want = []string{}
 		}
@@ -260,8 +280,8 @@ func serviceKeyOf(name, zoneName string) (zone.Key, bool) {
 	return zone.Key{Namespace: labels[1], Name: labels[0]}, true
 }
 
-// serviceByAddr finds the Service with the address as a cluster IP or an
-// external IP; cluster IPs win.
+// serviceByAddr finds the Service with the address as a cluster IP, an
+// external IP or a load balancer IP; cluster IPs win.
 func serviceByAddr(c *zone.Cluster, a netip.Addr) *zone.Service {
 	var external *zone.Service
 	keys := make([]zone.Key, 0, len(c.Services))
@@ -276,7 +296,8 @@ func serviceByAddr(c *zone.Cluster, a netip.Addr) *zone.Service {
 				return svc
 			}
 		}
-		if external == nil && slices.ContainsFunc(svc.ExternalIPs, func(ip netip.Addr) bool { return ip.Unmap() == a }) {
+		if external == nil && (slices.ContainsFunc(svc.ExternalIPs, func(ip netip.Addr) bool { return ip.Unmap() == a }) ||
+			slices.ContainsFunc(svc.LoadBalancerIngress, func(ing zone.LoadBalancerIngress) bool { return ing.IP.Unmap() == a })) {
 			external = svc
 		}
 	}
@@ -357,7 +378,8 @@ func nonNilStrings(s []string) []string {
 
 func viewService(svc *zone.Service) *serviceView {
 	v := &serviceView{Namespace: svc.Namespace, Name: svc.Name, Type: string(svc.Type), ClusterIPs: []string{}, ExternalIPs: []string{},
-		SessionAffinity: "None", ExternalTrafficPolicy: "Cluster", ExternalName: svc.ExternalName, Ports: []servicePortView{}}
+		LoadBalancerIPs: []string{}, SessionAffinity: "None", ExternalTrafficPolicy: "Cluster", InternalTrafficPolicy: "Cluster",
+		ExternalName: svc.ExternalName, Ports: []servicePortView{}}
 	if svc.Headless {
 		v.ClusterIPs = append(v.ClusterIPs, "None")
 	}
@@ -370,8 +392,17 @@ func viewService(svc *zone.Service) *serviceView {
 	if svc.AffinityTimeout > 0 {
 		v.SessionAffinity, v.AffinitySeconds = "ClientIP", svc.AffinityTimeout
 	}
+	for _, ing := range svc.LoadBalancerIngress {
+		v.LoadBalancerIPs = append(v.LoadBalancerIPs, ing.IP.String())
+		if ing.Proxy {
+			v.ProxyLoadBalancerIPs = append(v.ProxyLoadBalancerIPs, ing.IP.String())
+		}
+	}
 	if svc.ExternalTrafficLocal {
 		v.ExternalTrafficPolicy = "Local"
+	}
+	if svc.InternalTrafficLocal {
+		v.InternalTrafficPolicy = "Local"
 	}
 	for _, p := range svc.Ports {
 		pv := servicePortView{Name: p.Name, Port: strconv.Itoa(int(p.Port)) + "/" + string(p.Protocol), NodePort: p.NodePort, TargetPort: p.TargetPortName}
@@ -554,9 +585,15 @@ func (r *explainReport) writeText(w io.Writer) error {
 		if s.AffinitySeconds > 0 {
 			affinity += " " + strconv.Itoa(int(s.AffinitySeconds)) + "s"
 		}
-		p("  affinity %s, external traffic policy %s", affinity, s.ExternalTrafficPolicy)
+		p("  affinity %s, traffic policy internal %s, external %s", affinity, s.InternalTrafficPolicy, s.ExternalTrafficPolicy)
 		if len(s.ExternalIPs) > 0 {
 			p(", external IPs %s", joinComma(s.ExternalIPs))
+		}
+		if len(s.LoadBalancerIPs) > 0 {
+			p(", load balancer IPs %s", joinComma(s.LoadBalancerIPs))
+			if len(s.ProxyLoadBalancerIPs) > 0 {
+				p(" (ipMode Proxy: %s)", joinComma(s.ProxyLoadBalancerIPs))
+			}
 		}
 		if s.ExternalName != "" {
 			p(", external name %s", s.ExternalName)
@@ -597,7 +634,11 @@ func (r *explainReport) writeText(w io.Writer) error {
 			case kernel == "":
 				kernel = "nothing (rejected)"
 			}
-			p("  %s %s -> %s: %s\n", np.Address, np.Port, kernel, status)
+			front := np.Address + " " + np.Port
+			if np.Kind == inspect.KindNodePort {
+				front = "node port " + strconv.Itoa(int(np.NodePort)) + " (" + np.Port + ")"
+			}
+			p("  %s -> %s: %s\n", front, kernel, status)
 		}
 	}
 	if len(r.Problems) == 0 {

@@ -32,11 +32,19 @@ func exampleCluster(t *testing.T) *zone.Cluster {
 func kernelOf(m *proxy.Model, edit func(k *inspect.Kernel)) func() (*inspect.Kernel, error) {
 	return func() (*inspect.Kernel, error) {
 		k := &inspect.Kernel{Mode: "iptables"}
-		for _, p := range m.Ports {
-			f := inspect.Frontend{Addr: p.ClusterIP, Protocol: p.Protocol, Port: p.Port}
+		add := func(f inspect.Frontend, lists ...[]netip.AddrPort) {
 			k.Add(f, netip.AddrPort{})
-			for _, ep := range p.Endpoints {
+			for _, ep := range slices.Concat(lists...) {
 				k.Add(f, ep)
+			}
+		}
+		for _, p := range m.Ports {
+			add(inspect.Frontend{Addr: p.ClusterIP, Protocol: p.Protocol, Port: p.Port}, p.Endpoints)
+			for _, ip := range slices.Concat(p.ExternalIPs, p.LoadBalancerIPs) {
+				add(inspect.Frontend{Addr: ip, Protocol: p.Protocol, Port: p.Port}, p.ExternalEndpoints, p.ClusterEndpoints)
+			}
+			if p.NodePort != 0 {
+				add(inspect.NodePortFrontend(p.Key.Family, p.Protocol, p.NodePort), p.ExternalEndpoints, p.ClusterEndpoints)
 			}
 		}
 		if edit != nil {
@@ -123,9 +131,10 @@ func TestExplainJSONFields(t *testing.T) {
 		Node struct {
 			Mode  string
 			Ports []struct {
-				Port   string
-				Kernel []string
-				InSync *bool `json:"inSync"`
+				Port, Kind string
+				NodePort   int `json:"nodePort"`
+				Kernel     []string
+				InSync     *bool `json:"inSync"`
 			}
 		} `json:"node"`
 	}
@@ -139,9 +148,15 @@ func TestExplainJSONFields(t *testing.T) {
 	if len(doc.Endpoints) != 3 || doc.Endpoints[0].Ready == nil || doc.Endpoints[0].Serving == nil || doc.Endpoints[0].Terminating == nil || doc.Endpoints[0].Node == "" {
 		t.Errorf("endpoints: %s", js)
 	}
-	if doc.Node.Mode != "iptables" || len(doc.Node.Ports) != 1 || doc.Node.Ports[0].Port != "80/TCP" || len(doc.Node.Ports[0].Kernel) != 3 ||
-		doc.Node.Ports[0].InSync == nil || !*doc.Node.Ports[0].InSync {
-		t.Errorf("node: %s", js)
+	// The Service's port on its cluster IP, then on the node port.
+	if doc.Node.Mode != "iptables" || len(doc.Node.Ports) != 2 {
+		t.Fatalf("node: %s", js)
+	}
+	for i, kind := range []string{"clusterIP", "nodePort"} {
+		p := doc.Node.Ports[i]
+		if p.Port != "80/TCP" || p.Kind != kind || len(p.Kernel) != 3 || p.InSync == nil || !*p.InSync || (kind == "nodePort") != (p.NodePort == 30002) {
+			t.Errorf("node port %d: %s", i, js)
+		}
 	}
 }
 
