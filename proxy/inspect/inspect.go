@@ -44,6 +44,15 @@ type Kernel struct {
 	// connection to it may reach, sorted. An empty list means the frontend is
 	// known and rejected (a Service port without endpoints).
 	Endpoints map[Frontend][]netip.AddrPort
+	// NoNodePorts is set by a read-back that cannot tell node ports from
+	// other frontends (IPVS: a virtual server per node address), so node
+	// ports are not compared.
+	NoNodePorts bool
+	// ExternalOwnList is set when the mode sends external traffic only to
+	// the external list (IPVS, whose short-circuit for the node's and
+	// pods' traffic under externalTrafficPolicy Local is in other rules),
+	// rather than behind the frontend to both lists.
+	ExternalOwnList bool
 }
 
 // Add records one endpoint (or, when ep is not valid, only the frontend)
@@ -161,14 +170,14 @@ func Compare(want []*proxy.ServicePort, addrs []netip.Addr, k *Kernel) []Port {
 		if !sp.External() {
 			continue
 		}
-		ext := externalWant(sp)
+		ext := externalWant(sp, k.ExternalOwnList)
 		for _, ip := range sp.ExternalIPs {
 			add(sp, Frontend{Addr: ip, Protocol: sp.Protocol, Port: sp.Port}, KindExternalIP, ext)
 		}
 		for _, ip := range sp.LoadBalancerIPs {
 			add(sp, Frontend{Addr: ip, Protocol: sp.Protocol, Port: sp.Port}, KindLoadBalancerIP, ext)
 		}
-		if sp.NodePort != 0 {
+		if sp.NodePort != 0 && !k.NoNodePorts {
 			add(sp, NodePortFrontend(sp.Key.Family, sp.Protocol, sp.NodePort), KindNodePort, ext)
 		}
 	}
@@ -196,9 +205,17 @@ func ForService(m *proxy.Model, svc zone.Key) []*proxy.ServicePort {
 
 // externalWant is where external traffic to sp may go from this node: the
 // external endpoints and, with externalTrafficPolicy Local, the cluster
-// ones its own and its pods' traffic goes to; sorted, each once.
-func externalWant(sp *proxy.ServicePort) []netip.AddrPort {
+// ones its own and its pods' traffic goes to; sorted, each once. With
+// ownList, only the external endpoints, or the cluster ones when the node
+// has none (the mode then drops outside traffic by other rules).
+func externalWant(sp *proxy.ServicePort, ownList bool) []netip.AddrPort {
 	eps := sp.ExternalEndpoints
+	if ownList {
+		if len(eps) == 0 && sp.HasEndpoints() {
+			return sp.ClusterEndpoints
+		}
+		return eps
+	}
 	if eps == nil && !sp.ExternalLocal {
 		// A port built by hand may leave the external list out.
 		eps = sp.Endpoints
