@@ -154,6 +154,9 @@ func explain(c *zone.Cluster, in explainInput) *explainReport {
 		r.Service = viewService(svc)
 		r.Endpoints = viewEndpoints(c.SlicesFor(svc.Key))
 		r.Problems = append(r.Problems, serviceProblems(svc, c.SlicesFor(svc.Key), r.Endpoints)...)
+		if isAddr && slices.ContainsFunc(svc.LoadBalancerIngress, func(ing zone.LoadBalancerIngress) bool { return ing.Proxy && ing.IP.Unmap() == addr }) {
+			r.Problems = append(r.Problems, fmt.Sprintf("%s is a load balancer IP of ipMode Proxy: nodes do not take its traffic, which goes to the load balancer", addr))
+		}
 		if hasPort && !hasServicePort(svc, port) {
 			r.Problems = append(r.Problems, fmt.Sprintf("%s has no port %d; its ports: %s", svc.Key, port, portList(svc)))
 		}

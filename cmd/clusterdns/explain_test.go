@@ -277,6 +277,9 @@ func TestExplainNodeView(t *testing.T) {
 			"203.0.113.50 80/TCP -> 172.16.1.50:80: in sync",
 			"node port 30050 (80/TCP) -> 172.16.1.50:80: in sync",
 			"Problems:  none"}},
+		{"proxy-lb-ip", "203.0.113.51", pt.NodeName, []string{
+			"Service:   dev/lb, LoadBalancer",
+			"203.0.113.51 is a load balancer IP of ipMode Proxy: nodes do not take its traffic"}},
 		{"other-node-view", "lb.dev", "node-b", []string{
 			"10.10.0.50 80/TCP -> 172.16.1.50:80: DIFFERS from the model, which wants 172.16.1.50:80, 172.16.2.50:80",
 			"203.0.113.50:80/TCP: the kernel does not send to 172.16.2.50:80",
