@@ -23,6 +23,8 @@ type explainView struct {
 		Mode  string `json:"mode"`
 		Ports []struct {
 			Port       string   `json:"port"`
+			Kind       string   `json:"kind"`
+			NodePort   int      `json:"nodePort"`
 			Kernel     []string `json:"kernel"`
 			InSync     bool     `json:"inSync"`
 			Missing    []string `json:"missing"`
@@ -104,6 +106,18 @@ func testExplain(t *testing.T, mode string) {
 			t.Errorf("DNS records %q lack the cluster IP's A record", v.DNS)
 		}
 		reachAll(t, node, proxyClusterIP, kernelIPs(v))
+	})
+	t.Run("a node port is read back and compared too", func(t *testing.T) {
+		v, out := f.explain(t, "service-nodeport.dev")
+		if len(v.Node.Ports) != 2 || len(v.Problems) != 0 {
+			t.Fatalf("want the cluster IP and the node port, no problems:\n%s", out)
+		}
+		for i, kind := range []string{"clusterIP", "nodePort"} {
+			p := v.Node.Ports[i]
+			if p.Kind != kind || p.Port != "80/TCP" || !p.InSync || len(p.Kernel) != len(proxyPodIPs) || (kind == "nodePort") != (p.NodePort == proxyNodePort) {
+				t.Errorf("port %d: want %s 80/TCP in sync to the three pods:\n%s", i, kind, out)
+			}
+		}
 	})
 	t.Run("a Service without endpoints is programmed as rejected", func(t *testing.T) {
 		v, out := f.explain(t, proxyNobody)

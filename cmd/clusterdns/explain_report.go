@@ -50,7 +50,12 @@ type serviceView struct {
 	AffinitySeconds       int32             `json:"affinitySeconds,omitempty"`
 	ExternalTrafficPolicy string            `json:"externalTrafficPolicy"`
 	ExternalIPs           []string          `json:"externalIPs"`
-	ExternalName          string            `json:"externalName,omitempty"`
+	// LoadBalancerIPs are the load balancer ingress IPs; ProxyLoadBalancerIPs
+	// (ipMode Proxy) are among them, and the node does not take their traffic.
+	LoadBalancerIPs       []string `json:"loadBalancerIPs"`
+	ProxyLoadBalancerIPs  []string `json:"proxyLoadBalancerIPs,omitempty"`
+	InternalTrafficPolicy string   `json:"internalTrafficPolicy"`
+	ExternalName          string   `json:"externalName,omitempty"`
 }
 
 type servicePortView struct {
@@ -81,10 +86,14 @@ type nodeView struct {
 }
 
 type nodePortView struct {
-	// Port is "80/TCP"; Address the cluster IP it is on.
-	Port    string `json:"port"`
-	Name    string `json:"name,omitempty"`
-	Address string `json:"address"`
+	// Port is the Service port, "80/TCP"; Address the cluster IP, external
+	// IP or load balancer IP it is on, as Kind says, or for a node port
+	// (Kind nodePort, NodePort set) 0.0.0.0 or "::": any local address.
+	Port     string `json:"port"`
+	Name     string `json:"name,omitempty"`
+	Address  string `json:"address"`
+	Kind     string `json:"kind,omitempty"`
+	NodePort uint16 `json:"nodePort,omitempty"`
 	// Want is what the model says this node should send to; Kernel what the
 	// kernel sends new connections to; both as IP:PORT.
 	Want    []string `json:"want"`
@@ -118,7 +127,7 @@ func explain(c *zone.Cluster, in explainInput) *explainReport {
 	if isAddr {
 		svc = serviceByAddr(c, addr)
 		if svc == nil {
-			msg := fmt.Sprintf("no Service has %s as a cluster IP or external IP", addr)
+			msg := fmt.Sprintf("no Service has %s as a cluster IP, external IP or load balancer IP", addr)
 			if owners := endpointOf(c, addr); len(owners) > 0 {
 				msg += "; it is an endpoint of " + joinComma(owners)
 			}
@@ -145,6 +154,9 @@ func explain(c *zone.Cluster, in explainInput) *explainReport {
 		r.Service = viewService(svc)
 		r.Endpoints = viewEndpoints(c.SlicesFor(svc.Key))
 		r.Problems = append(r.Problems, serviceProblems(svc, c.SlicesFor(svc.Key), r.Endpoints)...)
+		if isAddr && slices.ContainsFunc(svc.LoadBalancerIngress, func(ing zone.LoadBalancerIngress) bool { return ing.Proxy && ing.IP.Unmap() == addr }) {
+			r.Problems = append(r.Problems, fmt.Sprintf("%s is a load balancer IP of ipMode Proxy: nodes do not take its traffic, which goes to the load balancer", addr))
+		}
 		if hasPort && !hasServicePort(svc, port) {
 			r.Problems = append(r.Problems, fmt.Sprintf("%s has no port %d; its ports: %s", svc.Key, port, portList(svc)))
 		}
@@ -170,12 +182,11 @@ func explain(c *zone.Cluster, in explainInput) *explainReport {
 	return r
 }
 
-// wantedModel is the routing the model gives node. The model has no view
-// per node yet (traffic policies and topology); when it gets one, node goes
-// in here and explain shows that node's view.
+// wantedModel is the routing the model gives node, built as the agent on
+// that node builds it: its Local traffic policies pick its own endpoints and
+// its zone selects topology hints. An empty node is no node in particular.
 func wantedModel(c *zone.Cluster, node string) *proxy.Model {
-	_ = node
-	return proxy.BuildModel(nil, c)
+	return proxy.BuildNodeModel(nil, c, node)
 }
 
 // nodePorts compares the kernel with what the model wants for the Service
@@ -186,17 +197,28 @@ func nodePorts(c *zone.Cluster, node string, svc *zone.Service, addr netip.Addr,
 	if svc != nil {
 		want = inspect.ForService(wantedModel(c, node), svc.Key)
 		addrs = append(addrs, svc.ClusterIPs...)
+		addrs = append(addrs, svc.ExternalIPs...)
+		for _, ing := range svc.LoadBalancerIngress {
+			addrs = append(addrs, ing.IP)
+		}
 	}
 	if isAddr {
 		addrs = append(addrs, addr)
 	}
 	out := []nodePortView{}
 	for _, p := range inspect.Compare(want, addrs, k) {
-		if hasPort && p.Frontend.Port != port {
+		servicePort := p.ServicePort
+		if p.Stale {
+			servicePort = p.Frontend.Port
+		}
+		if hasPort && servicePort != port {
 			continue
 		}
-		v := nodePortView{Port: p.Label(), Name: p.Name, Address: p.Frontend.Addr.String(), Want: addrPorts(p.Want),
+		v := nodePortView{Port: strconv.Itoa(int(servicePort)) + "/" + string(p.Frontend.Protocol), Name: p.Name, Address: p.Frontend.Addr.String(), Kind: p.Kind, Want: addrPorts(p.Want),
 			Kernel: addrPorts(p.Kernel), InSync: p.InSync(), Missing: addrPorts(p.Missing), Extra: addrPorts(p.Extra), Programmed: p.Programmed, Stale: p.Stale}
+		if p.Kind == inspect.KindNodePort {
+			v.NodePort = p.Frontend.Port
+		}
 		if p.Stale {
 			v.Want = []string{}
 		}
@@ -261,8 +283,8 @@ func serviceKeyOf(name, zoneName string) (zone.Key, bool) {
 	return zone.Key{Namespace: labels[1], Name: labels[0]}, true
 }
 
-// serviceByAddr finds the Service with the address as a cluster IP or an
-// external IP; cluster IPs win.
+// serviceByAddr finds the Service with the address as a cluster IP, an
+// external IP or a load balancer IP; cluster IPs win.
 func serviceByAddr(c *zone.Cluster, a netip.Addr) *zone.Service {
 	var external *zone.Service
 	keys := make([]zone.Key, 0, len(c.Services))
@@ -277,7 +299,8 @@ func serviceByAddr(c *zone.Cluster, a netip.Addr) *zone.Service {
 				return svc
 			}
 		}
-		if external == nil && slices.ContainsFunc(svc.ExternalIPs, func(ip netip.Addr) bool { return ip.Unmap() == a }) {
+		if external == nil && (slices.ContainsFunc(svc.ExternalIPs, func(ip netip.Addr) bool { return ip.Unmap() == a }) ||
+			slices.ContainsFunc(svc.LoadBalancerIngress, func(ing zone.LoadBalancerIngress) bool { return ing.IP.Unmap() == a })) {
 			external = svc
 		}
 	}
@@ -358,7 +381,8 @@ func nonNilStrings(s []string) []string {
 
 func viewService(svc *zone.Service) *serviceView {
 	v := &serviceView{Namespace: svc.Namespace, Name: svc.Name, Type: string(svc.Type), ClusterIPs: []string{}, ExternalIPs: []string{},
-		SessionAffinity: "None", ExternalTrafficPolicy: "Cluster", ExternalName: svc.ExternalName, Ports: []servicePortView{}}
+		LoadBalancerIPs: []string{}, SessionAffinity: "None", ExternalTrafficPolicy: "Cluster", InternalTrafficPolicy: "Cluster",
+		ExternalName: svc.ExternalName, Ports: []servicePortView{}}
 	if svc.Headless {
 		v.ClusterIPs = append(v.ClusterIPs, "None")
 	}
@@ -371,8 +395,17 @@ func viewService(svc *zone.Service) *serviceView {
 	if svc.AffinityTimeout > 0 {
 		v.SessionAffinity, v.AffinitySeconds = "ClientIP", svc.AffinityTimeout
 	}
+	for _, ing := range svc.LoadBalancerIngress {
+		v.LoadBalancerIPs = append(v.LoadBalancerIPs, ing.IP.String())
+		if ing.Proxy {
+			v.ProxyLoadBalancerIPs = append(v.ProxyLoadBalancerIPs, ing.IP.String())
+		}
+	}
 	if svc.ExternalTrafficLocal {
 		v.ExternalTrafficPolicy = "Local"
+	}
+	if svc.InternalTrafficLocal {
+		v.InternalTrafficPolicy = "Local"
 	}
 	for _, p := range svc.Ports {
 		pv := servicePortView{Name: p.Name, Port: strconv.Itoa(int(p.Port)) + "/" + string(p.Protocol), NodePort: p.NodePort, TargetPort: p.TargetPortName}
@@ -395,7 +428,7 @@ func viewEndpoints(svcSlices []*zone.EndpointSlice) []endpointView {
 			}
 			seen[e.Addresses[0]] = true
 			out = append(out, endpointView{Address: e.Addresses[0].String(), Node: e.NodeName, Zone: endpointZone(e), Ready: e.Ready,
-				Serving: e.Serving, Terminating: e.Terminating, Hostname: e.Hostname, Pod: e.PodName})
+				Serving: e.Serving, Terminating: e.Terminating, Hints: endpointHints(e), Hostname: e.Hostname, Pod: e.PodName})
 		}
 	}
 	slices.SortFunc(out, func(a, b endpointView) int {
@@ -404,10 +437,24 @@ func viewEndpoints(svcSlices []*zone.EndpointSlice) []endpointView {
 	return out
 }
 
-// endpointZone is the endpoint's topology zone. The cluster model does not
-// carry zones yet, so it is empty; the field is in the output so that its
-// layout does not change when the model does.
-func endpointZone(zone.Endpoint) string { return "" }
+// endpointZone is the endpoint's topology zone, empty when unknown.
+func endpointZone(e zone.Endpoint) string { return e.Zone }
+
+// endpointHints lists the endpoint's topology hints as "zone:NAME" and
+// "node:NAME", zones first; nil when it has none.
+func endpointHints(e zone.Endpoint) []string {
+	if e.Hints == nil {
+		return nil
+	}
+	var out []string
+	for _, z := range e.Hints.ForZones {
+		out = append(out, "zone:"+z)
+	}
+	for _, n := range e.Hints.ForNodes {
+		out = append(out, "node:"+n)
+	}
+	return out
+}
 
 // routableService reports whether the agent programs rules for svc.
 func routableService(svc *zone.Service) bool {
@@ -541,9 +588,15 @@ func (r *explainReport) writeText(w io.Writer) error {
 		if s.AffinitySeconds > 0 {
 			affinity += " " + strconv.Itoa(int(s.AffinitySeconds)) + "s"
 		}
-		p("  affinity %s, external traffic policy %s", affinity, s.ExternalTrafficPolicy)
+		p("  affinity %s, traffic policy internal %s, external %s", affinity, s.InternalTrafficPolicy, s.ExternalTrafficPolicy)
 		if len(s.ExternalIPs) > 0 {
 			p(", external IPs %s", joinComma(s.ExternalIPs))
+		}
+		if len(s.LoadBalancerIPs) > 0 {
+			p(", load balancer IPs %s", joinComma(s.LoadBalancerIPs))
+			if len(s.ProxyLoadBalancerIPs) > 0 {
+				p(" (ipMode Proxy: %s)", joinComma(s.ProxyLoadBalancerIPs))
+			}
 		}
 		if s.ExternalName != "" {
 			p(", external name %s", s.ExternalName)
@@ -560,7 +613,11 @@ func (r *explainReport) writeText(w io.Writer) error {
 					state = append(state, f.name)
 				}
 			}
-			p("  %-16s node %s, zone %s: %s\n", e.Address, orDash(e.Node), orDash(e.Zone), joinComma(state))
+			hints := ""
+			if len(e.Hints) > 0 {
+				hints = ", hints " + joinComma(e.Hints)
+			}
+			p("  %-16s node %s, zone %s: %s%s\n", e.Address, orDash(e.Node), orDash(e.Zone), joinComma(state), hints)
 		}
 	}
 	if n := r.Node; n != nil {
@@ -580,7 +637,11 @@ func (r *explainReport) writeText(w io.Writer) error {
 			case kernel == "":
 				kernel = "nothing (rejected)"
 			}
-			p("  %s %s -> %s: %s\n", np.Address, np.Port, kernel, status)
+			front := np.Address + " " + np.Port
+			if np.Kind == inspect.KindNodePort {
+				front = "node port " + strconv.Itoa(int(np.NodePort)) + " (" + np.Port + ")"
+			}
+			p("  %s -> %s: %s\n", front, kernel, status)
 		}
 	}
 	if len(r.Problems) == 0 {

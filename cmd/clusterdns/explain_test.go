@@ -32,11 +32,19 @@ func exampleCluster(t *testing.T) *zone.Cluster {
 func kernelOf(m *proxy.Model, edit func(k *inspect.Kernel)) func() (*inspect.Kernel, error) {
 	return func() (*inspect.Kernel, error) {
 		k := &inspect.Kernel{Mode: "iptables"}
-		for _, p := range m.Ports {
-			f := inspect.Frontend{Addr: p.ClusterIP, Protocol: p.Protocol, Port: p.Port}
+		add := func(f inspect.Frontend, lists ...[]netip.AddrPort) {
 			k.Add(f, netip.AddrPort{})
-			for _, ep := range p.Endpoints {
+			for _, ep := range slices.Concat(lists...) {
 				k.Add(f, ep)
+			}
+		}
+		for _, p := range m.Ports {
+			add(inspect.Frontend{Addr: p.ClusterIP, Protocol: p.Protocol, Port: p.Port}, p.Endpoints)
+			for _, ip := range slices.Concat(p.ExternalIPs, p.LoadBalancerIPs) {
+				add(inspect.Frontend{Addr: ip, Protocol: p.Protocol, Port: p.Port}, p.ExternalEndpoints, p.ClusterEndpoints)
+			}
+			if p.NodePort != 0 {
+				add(inspect.NodePortFrontend(p.Key.Family, p.Protocol, p.NodePort), p.ExternalEndpoints, p.ClusterEndpoints)
 			}
 		}
 		if edit != nil {
@@ -123,9 +131,10 @@ func TestExplainJSONFields(t *testing.T) {
 		Node struct {
 			Mode  string
 			Ports []struct {
-				Port   string
-				Kernel []string
-				InSync *bool `json:"inSync"`
+				Port, Kind string
+				NodePort   int `json:"nodePort"`
+				Kernel     []string
+				InSync     *bool `json:"inSync"`
 			}
 		} `json:"node"`
 	}
@@ -139,9 +148,15 @@ func TestExplainJSONFields(t *testing.T) {
 	if len(doc.Endpoints) != 3 || doc.Endpoints[0].Ready == nil || doc.Endpoints[0].Serving == nil || doc.Endpoints[0].Terminating == nil || doc.Endpoints[0].Node == "" {
 		t.Errorf("endpoints: %s", js)
 	}
-	if doc.Node.Mode != "iptables" || len(doc.Node.Ports) != 1 || doc.Node.Ports[0].Port != "80/TCP" || len(doc.Node.Ports[0].Kernel) != 3 ||
-		doc.Node.Ports[0].InSync == nil || !*doc.Node.Ports[0].InSync {
-		t.Errorf("node: %s", js)
+	// The Service's port on its cluster IP, then on the node port.
+	if doc.Node.Mode != "iptables" || len(doc.Node.Ports) != 2 {
+		t.Fatalf("node: %s", js)
+	}
+	for i, kind := range []string{"clusterIP", "nodePort"} {
+		p := doc.Node.Ports[i]
+		if p.Port != "80/TCP" || p.Kind != kind || len(p.Kernel) != 3 || p.InSync == nil || !*p.InSync || (kind == "nodePort") != (p.NodePort == 30002) {
+			t.Errorf("node port %d: %s", i, js)
+		}
 	}
 }
 
@@ -229,5 +244,64 @@ func TestRunExplainFlags(t *testing.T) {
 		case !strings.Contains(stdout.String(), tc.wantOut):
 			t.Errorf("%q: output lacks %q:\n%s", tc.args, tc.wantOut, stdout.String())
 		}
+	}
+}
+
+// TestExplainNodeView holds that --node shows that node's view of a
+// LoadBalancer Service with externalTrafficPolicy Local and topology hints:
+// what the kernel of node-a holds is in sync for node-a and differs, exactly,
+// for node-b, whose own endpoint and (zone unknown) whole cluster it wants.
+func TestExplainNodeView(t *testing.T) {
+	b := zone.NewBuilder()
+	b.SetNode(&zone.Node{Name: pt.NodeName, Zone: pt.NodeZone})
+	pt.Service{Namespace: "dev", Name: "lb", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.50"}, LoadBalancerIPs: []string{"203.0.113.50"},
+		ProxyLoadBalancerIPs: []string{"203.0.113.51"}, Port: 80, NodePort: 30050, Ready: []string{"172.16.1.50", "172.16.2.50"}, ExternalLocal: true,
+		Local: []string{"172.16.1.50"}, ZoneHints: map[string][]string{"172.16.1.50": {pt.NodeZone}, "172.16.2.50": {"zone-b"}}}.Add(b)
+	c := b.Snapshot()
+	// The test's own snapshot: give the endpoints the zones their hints name.
+	for _, s := range c.Slices {
+		for i := range s.Endpoints {
+			s.Endpoints[i].Zone = s.Endpoints[i].Hints.ForZones[0]
+		}
+	}
+	kernel := kernelOf(proxy.BuildNodeModel(nil, c, pt.NodeName), nil)
+	for _, tc := range []struct {
+		name, query, node string
+		want              []string
+	}{
+		{"node-view", "203.0.113.50:80", pt.NodeName, []string{
+			"Service:   dev/lb, LoadBalancer, cluster IP 10.10.0.50",
+			"traffic policy internal Cluster, external Local, load balancer IPs 203.0.113.50, 203.0.113.51 (ipMode Proxy: 203.0.113.51)",
+			"172.16.1.50      node node-a, zone zone-a: ready, serving, hints zone:zone-a",
+			"10.10.0.50 80/TCP -> 172.16.1.50:80: in sync",
+			"203.0.113.50 80/TCP -> 172.16.1.50:80: in sync",
+			"node port 30050 (80/TCP) -> 172.16.1.50:80: in sync",
+			"Problems:  none"}},
+		{"proxy-lb-ip", "203.0.113.51", pt.NodeName, []string{
+			"Service:   dev/lb, LoadBalancer",
+			"203.0.113.51 is a load balancer IP of ipMode Proxy: nodes do not take its traffic"}},
+		{"other-node-view", "lb.dev", "node-b", []string{
+			"10.10.0.50 80/TCP -> 172.16.1.50:80: DIFFERS from the model, which wants 172.16.1.50:80, 172.16.2.50:80",
+			"203.0.113.50:80/TCP: the kernel does not send to 172.16.2.50:80",
+			"node port 30050/TCP: the kernel does not send to 172.16.2.50:80"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := explain(c, explainInput{query: tc.query, zone: "cluster.local", node: tc.node, readKernel: kernel})
+			var text bytes.Buffer
+			if err := r.writeText(&text); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(text.String(), w) {
+					t.Errorf("text output lacks %q:\n%s", w, text.String())
+				}
+			}
+			js, err := json.MarshalIndent(r, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pt.Golden(t, "explain-"+tc.name+".txt", text.Bytes())
+			pt.Golden(t, "explain-"+tc.name+".json", append(js, '\n'))
+		})
 	}
 }

@@ -17,16 +17,20 @@ import (
 	"github.com/clusterdns/clusterdns/zone"
 )
 
-// Frontend is an address and port clients send to: a cluster IP or an
-// external IP with a Service port.
+// Frontend is an address and port clients send to: a cluster IP, an
+// external IP or a load balancer IP with a Service port, or a node port on
+// the unspecified address of its family (0.0.0.0 or ::: any local address).
 type Frontend struct {
 	Addr     netip.Addr
 	Protocol zone.Protocol
 	Port     uint16
 }
 
-// String is "10.0.0.1:80/TCP".
+// String is "10.0.0.1:80/TCP", or "node port 30080/TCP".
 func (f Frontend) String() string {
+	if f.Addr.IsUnspecified() {
+		return "node port " + strconv.Itoa(int(f.Port)) + "/" + string(f.Protocol)
+	}
 	return netip.AddrPortFrom(f.Addr, f.Port).String() + "/" + string(f.Protocol)
 }
 
@@ -40,6 +44,15 @@ type Kernel struct {
 	// connection to it may reach, sorted. An empty list means the frontend is
 	// known and rejected (a Service port without endpoints).
 	Endpoints map[Frontend][]netip.AddrPort
+	// NoNodePorts is set by a read-back that cannot tell node ports from
+	// other frontends (IPVS: a virtual server per node address), so node
+	// ports are not compared.
+	NoNodePorts bool
+	// ExternalOwnList is set when the mode sends external traffic only to
+	// the external list (IPVS, whose short-circuit for the node's and
+	// pods' traffic under externalTrafficPolicy Local is in other rules),
+	// rather than behind the frontend to both lists.
+	ExternalOwnList bool
 }
 
 // Add records one endpoint (or, when ep is not valid, only the frontend)
@@ -56,10 +69,33 @@ func (k *Kernel) Add(f Frontend, ep netip.AddrPort) {
 	k.Endpoints[f] = eps
 }
 
-// Port is one Service port on one cluster IP: the endpoints the model wants
-// this node to send to, and those the kernel sends to.
+// NodePortFrontend is the frontend of a node port in family f.
+func NodePortFrontend(f proxy.Family, protocol zone.Protocol, port uint16) Frontend {
+	a := netip.IPv4Unspecified()
+	if f == proxy.IPv6 {
+		a = netip.IPv6Unspecified()
+	}
+	return Frontend{Addr: a, Protocol: protocol, Port: port}
+}
+
+// The kinds of frontend a Service port has.
+const (
+	KindClusterIP      = "clusterIP"
+	KindExternalIP     = "externalIP"
+	KindLoadBalancerIP = "loadBalancerIP"
+	KindNodePort       = "nodePort"
+)
+
+// Port is one Service port on one of its frontends: the endpoints the model
+// wants this node to send to, and those the kernel sends to.
 type Port struct {
 	Frontend Frontend
+	// Kind is KindClusterIP, KindExternalIP, KindLoadBalancerIP or
+	// KindNodePort; empty for a stale frontend.
+	Kind string
+	// ServicePort is the Service's port number (Frontend.Port but for a
+	// node port).
+	ServicePort uint16
 	// Name is the Service port's name, empty for a single unnamed port.
 	Name string
 	// Want is nil for a frontend the kernel routes but the Service no
@@ -106,23 +142,44 @@ func (p *Port) Differences() []string {
 	return out
 }
 
-// Compare lines up the model's ports of one Service with the kernel. addrs
-// are the addresses to look for stale frontends on: the Service's cluster
-// IPs, or the address asked about when the Service is gone. want may be
-// empty (a Service the model does not have). Ports come in the model's
-// order, then stale ones by frontend.
+// Compare lines up the model's ports of one Service with the kernel: each
+// port on its cluster IP, then its external IPs, load balancer IPs and node
+// port. addrs are the addresses to look for stale frontends on: the
+// Service's cluster IPs and external addresses, or the address asked about
+// when the Service is gone. want may be empty (a Service the model does not
+// have). Ports come in the model's order, then stale ones by frontend.
+//
+// External traffic may reach two lists (with externalTrafficPolicy Local,
+// the node's own endpoints for outside clients and the cluster's for the
+// node and its pods); the kernel holds both behind the frontend, so the
+// wanted list is their union.
 func Compare(want []*proxy.ServicePort, addrs []netip.Addr, k *Kernel) []Port {
 	var out []Port
 	seen := make(map[Frontend]bool)
-	for _, sp := range want {
-		f := Frontend{Addr: sp.ClusterIP, Protocol: sp.Protocol, Port: sp.Port}
+	add := func(sp *proxy.ServicePort, f Frontend, kind string, eps []netip.AddrPort) {
 		seen[f] = true
 		got, ok := k.Endpoints[f]
-		p := Port{Frontend: f, Name: sp.Key.Port, Want: nonNil(sp.Endpoints), Kernel: nonNil(got), Programmed: ok}
+		p := Port{Frontend: f, Kind: kind, ServicePort: sp.Port, Name: sp.Key.Port, Want: nonNil(eps), Kernel: nonNil(got), Programmed: ok}
 		if ok {
 			p.Missing, p.Extra = diff(p.Want, p.Kernel)
 		}
 		out = append(out, p)
+	}
+	for _, sp := range want {
+		add(sp, Frontend{Addr: sp.ClusterIP, Protocol: sp.Protocol, Port: sp.Port}, KindClusterIP, sp.Endpoints)
+		if !sp.External() {
+			continue
+		}
+		ext := externalWant(sp, k.ExternalOwnList)
+		for _, ip := range sp.ExternalIPs {
+			add(sp, Frontend{Addr: ip, Protocol: sp.Protocol, Port: sp.Port}, KindExternalIP, ext)
+		}
+		for _, ip := range sp.LoadBalancerIPs {
+			add(sp, Frontend{Addr: ip, Protocol: sp.Protocol, Port: sp.Port}, KindLoadBalancerIP, ext)
+		}
+		if sp.NodePort != 0 && !k.NoNodePorts {
+			add(sp, NodePortFrontend(sp.Key.Family, sp.Protocol, sp.NodePort), KindNodePort, ext)
+		}
 	}
 	var stale []Port
 	for f, got := range k.Endpoints {
@@ -144,6 +201,31 @@ func ForService(m *proxy.Model, svc zone.Key) []*proxy.ServicePort {
 		}
 	}
 	return out
+}
+
+// externalWant is where external traffic to sp may go from this node: the
+// external endpoints and, with externalTrafficPolicy Local, the cluster
+// ones its own and its pods' traffic goes to; sorted, each once. With
+// ownList, only the external endpoints, or the cluster ones when the node
+// has none (the mode then drops outside traffic by other rules).
+func externalWant(sp *proxy.ServicePort, ownList bool) []netip.AddrPort {
+	eps := sp.ExternalEndpoints
+	if ownList {
+		if len(eps) == 0 && sp.HasEndpoints() {
+			return sp.ClusterEndpoints
+		}
+		return eps
+	}
+	if eps == nil && !sp.ExternalLocal {
+		// A port built by hand may leave the external list out.
+		eps = sp.Endpoints
+	}
+	if len(sp.ClusterEndpoints) == 0 {
+		return eps
+	}
+	out := slices.Concat(eps, sp.ClusterEndpoints)
+	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return slices.Compact(out)
 }
 
 func compareFrontends(a, b Frontend) int {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clusterdns/clusterdns/proxy"
 	pt "github.com/clusterdns/clusterdns/proxy/proxytest"
 	"github.com/clusterdns/clusterdns/zone"
 )
@@ -71,6 +72,63 @@ func TestCompare(t *testing.T) {
 			}
 			if !slices.Equal(inSync, tc.inSync) {
 				t.Errorf("in sync %v, want %v", inSync, tc.inSync)
+			}
+			if !slices.Equal(diffs, tc.diffs) {
+				t.Errorf("differences:\n%s\nwant:\n%s", strings.Join(diffs, "\n"), strings.Join(tc.diffs, "\n"))
+			}
+		})
+	}
+}
+
+// TestCompareExternal checks that external IPs, load balancer IPs and node
+// ports are compared too, each with where external traffic may go.
+func TestCompareExternal(t *testing.T) {
+	lb := pt.Service{Namespace: "dev", Name: "lb", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.0.0.2"}, ExternalIPs: []string{"192.0.2.2"},
+		LoadBalancerIPs: []string{"203.0.113.2"}, Port: 80, NodePort: 30080, Ready: []string{"172.16.0.1", "172.16.0.2"}}
+	local := pt.With(lb, func(s *pt.Service) { s.ExternalLocal, s.Local = true, []string{"172.16.0.2"} })
+	cluster, ext, lbIP := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("203.0.113.2")
+	f := func(a netip.Addr) Frontend { return Frontend{Addr: a, Protocol: zone.ProtocolTCP, Port: 80} }
+	node := NodePortFrontend(proxy.IPv4, zone.ProtocolTCP, 30080)
+	both := eps("172.16.0.1:80", "172.16.0.2:80")
+	for _, tc := range []struct {
+		name   string
+		svc    pt.Service
+		kernel map[Frontend][]netip.AddrPort
+		kinds  []string
+		inSync []bool
+		diffs  []string
+	}{
+		{name: "in sync", svc: lb,
+			kernel: map[Frontend][]netip.AddrPort{f(cluster): both, f(ext): both, f(lbIP): both, node: both},
+			kinds:  []string{KindClusterIP, KindExternalIP, KindLoadBalancerIP, KindNodePort}, inSync: []bool{true, true, true, true}},
+		{name: "external Local: the union of the node's and the cluster's", svc: local,
+			kernel: map[Frontend][]netip.AddrPort{f(cluster): both, f(ext): both, f(lbIP): both, node: both},
+			kinds:  []string{KindClusterIP, KindExternalIP, KindLoadBalancerIP, KindNodePort}, inSync: []bool{true, true, true, true}},
+		{name: "load balancer IP and node port missing", svc: lb,
+			kernel: map[Frontend][]netip.AddrPort{f(cluster): both, f(ext): eps("172.16.0.1:80")},
+			kinds:  []string{KindClusterIP, KindExternalIP, KindLoadBalancerIP, KindNodePort}, inSync: []bool{true, false, false, false},
+			diffs: []string{"192.0.2.2:80/TCP: the kernel does not send to 172.16.0.2:80",
+				"the kernel has no rules for 203.0.113.2:80/TCP", "the kernel has no rules for node port 30080/TCP"}},
+		{name: "stale rules on an external IP", svc: pt.With(lb, func(s *pt.Service) { s.ExternalIPs = nil }),
+			kernel: map[Frontend][]netip.AddrPort{f(cluster): both, f(ext): both, f(lbIP): both, node: both},
+			kinds:  []string{KindClusterIP, KindLoadBalancerIP, KindNodePort, ""}, inSync: []bool{true, true, true, false},
+			diffs: []string{"the kernel still routes 192.0.2.2:80/TCP, which the model does not have (stale rules)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := ForService(pt.Model(nil, tc.svc), zone.Key{Namespace: "dev", Name: "lb"})
+			ports := Compare(want, []netip.Addr{cluster, ext, lbIP}, &Kernel{Mode: "test", Endpoints: tc.kernel})
+			var kinds, diffs []string
+			var inSync []bool
+			for _, p := range ports {
+				kinds = append(kinds, p.Kind)
+				inSync = append(inSync, p.InSync())
+				diffs = append(diffs, p.Differences()...)
+				if p.Kind != "" && p.ServicePort != 80 {
+					t.Errorf("%s: service port %d, want 80", p.Frontend, p.ServicePort)
+				}
+			}
+			if !slices.Equal(kinds, tc.kinds) || !slices.Equal(inSync, tc.inSync) {
+				t.Errorf("kinds %v in sync %v, want %v %v", kinds, inSync, tc.kinds, tc.inSync)
 			}
 			if !slices.Equal(diffs, tc.diffs) {
 				t.Errorf("differences:\n%s\nwant:\n%s", strings.Join(diffs, "\n"), strings.Join(tc.diffs, "\n"))

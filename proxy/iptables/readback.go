@@ -13,7 +13,8 @@ import (
 )
 
 // ReadKernel reads back, from iptables-save of the nat tables, where
-// iptables mode sends new connections to each cluster IP and external IP:
+// iptables mode sends new connections to each cluster IP, external IP, load
+// balancer IP and node port:
 // `clusterdns explain` compares it with the model. It returns nil when no
 // family has the mode's dispatch chain (the mode is not programmed here).
 //
@@ -32,7 +33,7 @@ func ReadKernel(ctx context.Context, r Runner, families []proxy.Family) (*inspec
 		if k == nil {
 			k = &inspect.Kernel{Mode: "iptables", Endpoints: map[inspect.Frontend][]netip.AddrPort{}}
 		}
-		parseNAT(data, k)
+		parseNAT(data, f, k)
 	}
 	return k, nil
 }
@@ -46,9 +47,9 @@ type savedRule struct {
 	dnat     string // --to-destination
 }
 
-// parseNAT adds to k the frontends of nat CDNS-SERVICES and the endpoints
-// their chains reach.
-func parseNAT(data []byte, k *inspect.Kernel) {
+// parseNAT adds to k the frontends of nat CDNS-SERVICES and CDNS-NODEPORTS
+// (in family f) and the endpoints their chains reach.
+func parseNAT(data []byte, f proxy.Family, k *inspect.Kernel) {
 	chains := map[string][]savedRule{}
 	for _, line := range strings.Split(string(data), "\n") {
 		if !strings.HasPrefix(line, "-A ") {
@@ -79,14 +80,26 @@ func parseNAT(data []byte, k *inspect.Kernel) {
 		if r.dst == "" || r.dport == "" || !strings.HasPrefix(r.jump, ChainPrefix) {
 			continue
 		}
-		f, ok := frontendOf(r)
+		fr, ok := frontendOf(r)
 		if !ok {
 			continue
 		}
-		k.Add(f, netip.AddrPort{})
-		for _, ep := range reachedDNAT(chains, r.jump) {
-			k.Add(f, ep)
+		addReached(k, chains, fr, r.jump)
+	}
+	for _, r := range chains[chainNodePorts] {
+		port, err := strconv.ParseUint(r.dport, 10, 16)
+		if r.dst != "" || err != nil || !strings.HasPrefix(r.jump, ChainPrefix) {
+			continue
 		}
+		addReached(k, chains, inspect.NodePortFrontend(f, zone.Protocol(strings.ToUpper(r.protocol)), uint16(port)), r.jump)
+	}
+}
+
+// addReached adds the frontend and the endpoints its chain reaches.
+func addReached(k *inspect.Kernel, chains map[string][]savedRule, f inspect.Frontend, chain string) {
+	k.Add(f, netip.AddrPort{})
+	for _, ep := range reachedDNAT(chains, chain) {
+		k.Add(f, ep)
 	}
 }
 

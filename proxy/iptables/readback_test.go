@@ -13,17 +13,26 @@ import (
 )
 
 // TestReadKernelMatchesWhatWasSynced programs clusters into the fake and
-// checks that reading the rules back finds, for every service port, the
-// model's endpoints: the read-back follows the same rules the tracer does.
+// checks that reading the rules back finds, for every frontend of every
+// service port (cluster IP, external and load balancer IPs, node port), the
+// model's endpoints, and no other frontend: the read-back follows the same
+// rules the tracer does.
 func TestReadKernelMatchesWhatWasSynced(t *testing.T) {
 	v6 := pt.Service{Namespace: "dev", Name: "v6", ClusterIPs: []string{"fd00::10"}, Port: 443, Ready: []string{"fd00:1::1", "fd00:1::2"}}
+	lb := pt.With(nodePortSvc, func(s *pt.Service) {
+		s.Type, s.LoadBalancerIPs, s.ExternalIPs = zone.TypeLoadBalancer, []string{"203.0.113.10"}, []string{"192.0.2.10"}
+	})
 	for name, services := range map[string][]pt.Service{
-		"cluster IP and node port": {clusterIPSvc, nodePortSvc},
-		"affinity":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Affinity = 10800 })},
-		"external IPs":             {pt.With(clusterIPSvc, func(s *pt.Service) { s.ExternalIPs = []string{"192.0.2.10"} })},
-		"no endpoints":             {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })},
-		"terminating fallback":     {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready, s.Draining = nil, nginxPods[:1] })},
-		"UDP and IPv6":             {pt.With(clusterIPSvc, func(s *pt.Service) { s.Protocol = zone.ProtocolUDP }), v6},
+		"cluster IP and node port":     {clusterIPSvc, nodePortSvc},
+		"affinity":                     {pt.With(clusterIPSvc, func(s *pt.Service) { s.Affinity = 10800 })},
+		"external IPs":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.ExternalIPs = []string{"192.0.2.10"} })},
+		"load balancer":                {lb},
+		"load balancer, source ranges": {pt.With(lb, func(s *pt.Service) { s.SourceRanges = []string{"198.51.100.0/24"} })},
+		"external traffic Local":       {pt.With(lb, func(s *pt.Service) { s.ExternalLocal, s.Local = true, s.Ready[:1] })},
+		"no endpoints":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })},
+		"node port, no endpoints":      {pt.With(nodePortSvc, func(s *pt.Service) { s.Ready = nil })},
+		"terminating fallback":         {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready, s.Draining = nil, nginxPods[:1] })},
+		"UDP and IPv6":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Protocol = zone.ProtocolUDP }), v6},
 	} {
 		t.Run(name, func(t *testing.T) {
 			fake := NewFakeRunner()
@@ -36,20 +45,17 @@ func TestReadKernelMatchesWhatWasSynced(t *testing.T) {
 			if err != nil || k == nil {
 				t.Fatalf("read back: %v, %v", k, err)
 			}
+			frontends := 0
 			for _, sp := range m.Ports {
-				ports := inspect.Compare([]*proxy.ServicePort{sp}, []netip.Addr{sp.ClusterIP}, k)
-				if len(ports) != 1 || !ports[0].InSync() {
-					t.Errorf("%s: %+v, want in sync with %v", sp.Key, ports, sp.Endpoints)
-				}
-				for _, ip := range sp.ExternalIPs {
-					f := inspect.Frontend{Addr: ip, Protocol: sp.Protocol, Port: sp.Port}
-					if got := k.Endpoints[f]; !slices.Equal(got, sp.Endpoints) {
-						t.Errorf("%s: external IP %s sends to %v, want %v", sp.Key, f, got, sp.Endpoints)
+				for _, p := range inspect.Compare([]*proxy.ServicePort{sp}, nil, k) {
+					frontends++
+					if !p.InSync() {
+						t.Errorf("%s %s: %+v, want in sync", sp.Key, p.Frontend, p)
 					}
 				}
 			}
-			if len(k.Endpoints) != len(m.Ports)+len(services[0].ExternalIPs) {
-				t.Errorf("read back %d frontends, want %d: %v", len(k.Endpoints), len(m.Ports), k.Endpoints)
+			if len(k.Endpoints) != frontends {
+				t.Errorf("read back %d frontends, want %d: %v", len(k.Endpoints), frontends, k.Endpoints)
 			}
 		})
 	}
@@ -68,6 +74,9 @@ func TestReadKernelParsesSavedRules(t *testing.T) {
 -A CDNS-SERVICES -d 10.10.97.97/32 -p tcp -m comment --comment "dev/web cluster IP" -m tcp --dport 80 -j CDNS-SVC-A
 -A CDNS-SERVICES -d 10.10.0.99/32 -p tcp -m comment --comment "dev/nobody cluster IP" -m tcp --dport 80 -j CDNS-SVC-B
 -A CDNS-SERVICES -m comment --comment "clusterdns node ports" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j CDNS-NODEPORTS
+-A CDNS-NODEPORTS -p tcp -m comment --comment "dev/web" -m tcp --dport 30080 -j CDNS-EXT-A
+-A CDNS-EXT-A -m comment --comment "masquerade traffic to a node port" -j CDNS-MARK-MASQ
+-A CDNS-EXT-A -j CDNS-SVC-A
 -A CDNS-SVC-A -m comment --comment "dev/web -> 172.16.0.1:80" -m statistic --mode random --probability 0.50000000000 -j CDNS-SEP-1
 -A CDNS-SVC-A -m comment --comment "dev/web -> 172.16.0.2:80" -j CDNS-SEP-2
 -A CDNS-SEP-1 -s 172.16.0.1/32 -m comment --comment "dev/web" -j CDNS-MARK-MASQ
@@ -76,12 +85,14 @@ func TestReadKernelParsesSavedRules(t *testing.T) {
 COMMIT
 `
 	k := &inspect.Kernel{}
-	parseNAT([]byte(saved), k)
+	parseNAT([]byte(saved), proxy.IPv4, k)
 	web := inspect.Frontend{Addr: netip.MustParseAddr("10.10.97.97"), Protocol: zone.ProtocolTCP, Port: 80}
 	nobody := inspect.Frontend{Addr: netip.MustParseAddr("10.10.0.99"), Protocol: zone.ProtocolTCP, Port: 80}
+	node := inspect.NodePortFrontend(proxy.IPv4, zone.ProtocolTCP, 30080)
 	want := map[inspect.Frontend][]netip.AddrPort{
 		web:    {netip.MustParseAddrPort("172.16.0.1:80"), netip.MustParseAddrPort("172.16.0.2:80")},
 		nobody: nil,
+		node:   {netip.MustParseAddrPort("172.16.0.1:80"), netip.MustParseAddrPort("172.16.0.2:80")},
 	}
 	if len(k.Endpoints) != len(want) {
 		t.Fatalf("frontends %v, want %v", k.Endpoints, want)

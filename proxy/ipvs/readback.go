@@ -20,7 +20,9 @@ func ReadKernel(k IPVS) (*inspect.Kernel, error) {
 	if len(table) == 0 {
 		return nil, nil
 	}
-	out := &inspect.Kernel{Mode: "ipvs", Endpoints: map[inspect.Frontend][]netip.AddrPort{}}
+	// Node ports are a virtual server on each node address, which the
+	// table does not tell from other addresses: they are not compared.
+	out := &inspect.Kernel{Mode: "ipvs", Endpoints: map[inspect.Frontend][]netip.AddrPort{}, NoNodePorts: true, ExternalOwnList: true}
 	for _, e := range table {
 		f := inspect.Frontend{Addr: e.Address.Addr().Unmap(), Protocol: zone.Protocol(e.Protocol), Port: e.Address.Port()}
 		out.Add(f, netip.AddrPort{})

@@ -52,3 +52,40 @@ func TestReadKernelEmptyTable(t *testing.T) {
 		t.Errorf("an empty table read as %v, %v; want nil, nil", k, err)
 	}
 }
+
+// TestReadKernelExternalInSync holds that external IPs and load balancer IPs
+// read back in sync with the model, externalTrafficPolicy Local included
+// (IPVS sends them to the node's own endpoints only, or to the cluster's
+// when it has none), and that node ports are left out of the comparison.
+func TestReadKernelExternalInSync(t *testing.T) {
+	lb := pt.With(nodePortSvc, func(s *pt.Service) {
+		s.Type, s.LoadBalancerIPs, s.ExternalIPs = zone.TypeLoadBalancer, []string{"203.0.113.10"}, []string{"192.0.2.10"}
+	})
+	for name, svc := range map[string]pt.Service{
+		"cluster":                  lb,
+		"external Local":           pt.With(lb, func(s *pt.Service) { s.ExternalLocal, s.Local = true, s.Ready[:1] }),
+		"external Local, no local": pt.With(lb, func(s *pt.Service) { s.ExternalLocal = true }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Config{})
+			m := pt.Model(nil, svc)
+			f.sync(t, m, true)
+			k, err := ReadKernel(f.kernel)
+			if err != nil || k == nil {
+				t.Fatalf("read back: %v, %v", k, err)
+			}
+			var kinds []string
+			for _, sp := range m.Ports {
+				for _, p := range inspect.Compare([]*proxy.ServicePort{sp}, nil, k) {
+					kinds = append(kinds, p.Kind)
+					if !p.InSync() {
+						t.Errorf("%s %s: %+v, want in sync", sp.Key, p.Frontend, p)
+					}
+				}
+			}
+			if want := []string{inspect.KindClusterIP, inspect.KindExternalIP, inspect.KindLoadBalancerIP}; !slices.Equal(kinds, want) {
+				t.Errorf("compared %v, want %v", kinds, want)
+			}
+		})
+	}
+}

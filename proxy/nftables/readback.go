@@ -42,12 +42,14 @@ func (f *Fake) ListTable(_ context.Context, fam proxy.Family) ([]byte, error) {
 }
 
 // ReadKernel reads back where nftables mode sends new connections to each
-// cluster IP and external IP, for `clusterdns explain`. It returns nil when
+// cluster IP, external IP, load balancer IP and node port, for `clusterdns
+// explain`. It returns nil when
 // neither family has the table (the mode is not programmed here).
 //
 // It follows the listing: each element of service-ips to its chain, and
 // through the chains that chain goes to, to the DNAT targets; elements of
-// no-endpoint-services are frontends without endpoints.
+// no-endpoint-services are frontends without endpoints; service-nodeports
+// and no-endpoint-nodeports are the same for node ports.
 func ReadKernel(ctx context.Context, r TableLister, families []proxy.Family) (*inspect.Kernel, error) {
 	tables, err := r.ListTables(ctx)
 	if err != nil {
@@ -65,13 +67,13 @@ func ReadKernel(ctx context.Context, r TableLister, families []proxy.Family) (*i
 		if k == nil {
 			k = &inspect.Kernel{Mode: "nftables", Endpoints: map[inspect.Frontend][]netip.AddrPort{}}
 		}
-		parseListing(listing, k)
+		parseListing(listing, f, k)
 	}
 	return k, nil
 }
 
-// parseListing adds the frontends of one table listing to k.
-func parseListing(listing []byte, k *inspect.Kernel) {
+// parseListing adds the frontends of one family's table listing to k.
+func parseListing(listing []byte, fam proxy.Family, k *inspect.Kernel) {
 	chains := map[string][]string{}
 	elements := map[string][]string{}
 	var block string // "map NAME" or "chain NAME" while inside one
@@ -97,14 +99,14 @@ func parseListing(listing []byte, k *inspect.Kernel) {
 			chains[name] = append(chains[name], line)
 		}
 	}
-	for _, m := range []string{mapServiceIPs, mapNoEndpointServices} {
+	for _, m := range []string{mapServiceIPs, mapNoEndpointServices, mapServiceNodePorts, mapNoEndpointNodePort} {
 		for _, e := range elements["map "+m] {
-			f, chain, ok := parseServiceElement(e)
+			f, chain, ok := parseServiceElement(e, fam)
 			if !ok {
 				continue
 			}
 			k.Add(f, netip.AddrPort{})
-			if m == mapServiceIPs {
+			if m == mapServiceIPs || m == mapServiceNodePorts {
 				for _, ep := range reachedDNAT(chains, chain) {
 					k.Add(f, ep)
 				}
@@ -113,19 +115,27 @@ func parseListing(listing []byte, k *inspect.Kernel) {
 	}
 }
 
-// parseServiceElement reads "10.0.0.1 . tcp . 80 : goto CHAIN".
-func parseServiceElement(e string) (inspect.Frontend, string, bool) {
+// parseServiceElement reads "10.0.0.1 . tcp . 80 : goto CHAIN", or a node
+// port's "tcp . 30080 : goto CHAIN" (in family fam).
+func parseServiceElement(e string, fam proxy.Family) (inspect.Frontend, string, bool) {
 	key, verdict, ok := strings.Cut(e, " : ")
 	parts := strings.Split(key, " . ")
-	if !ok || len(parts) != 3 {
+	if !ok || len(parts) < 2 || len(parts) > 3 {
 		return inspect.Frontend{}, "", false
 	}
-	a, err := netip.ParseAddr(parts[0])
-	port, perr := strconv.ParseUint(parts[2], 10, 16)
-	if err != nil || perr != nil {
+	a := inspect.NodePortFrontend(fam, "", 0).Addr
+	if len(parts) == 3 {
+		var err error
+		if a, err = netip.ParseAddr(parts[0]); err != nil {
+			return inspect.Frontend{}, "", false
+		}
+		parts = parts[1:]
+	}
+	port, err := strconv.ParseUint(parts[1], 10, 16)
+	if err != nil {
 		return inspect.Frontend{}, "", false
 	}
-	f := inspect.Frontend{Addr: a, Protocol: zone.Protocol(strings.ToUpper(parts[1])), Port: uint16(port)}
+	f := inspect.Frontend{Addr: a, Protocol: zone.Protocol(strings.ToUpper(parts[0])), Port: uint16(port)}
 	_, chain, _ := strings.Cut(verdict, " ")
 	return f, chain, true
 }
