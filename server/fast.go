@@ -23,17 +23,20 @@ import (
 // through miekg/dns and the chain, which stays the reference: the two
 // answer byte for byte alike (TestFastPathMatchesFullPath).
 
-// fastSafeLinks are the directives a block may use and still be answered on
-// the fast path, with what each does there: prometheus records the query as
+// fastSafeLink reports whether a block with directive name may still be
+// answered on the fast path. What each does there: prometheus records the query as
 // it would; errors has nothing to log (the fast path has no errors); cache
 // must keep nothing for the cluster zone (PassesThrough) and is counted as
 // it would count; loadbalance shuffles the address records the same way;
 // health only lends metrics; loop and forward sit below kubernetes and are
 // never reached by a query it answers. Any other link (log, autopath) keeps
 // the block on the full path.
-var fastSafeLinks = map[string]bool{
-	"prometheus": true, "errors": true, "cache": true, "loadbalance": true,
-	"health": true, "kubernetes": true, "loop": true, "forward": true,
+func fastSafeLink(name string) bool {
+	switch name {
+	case "prometheus", "errors", "cache", "loadbalance", "health", "kubernetes", "loop", "forward":
+		return true
+	}
+	return false
 }
 
 // fastPlan collects, while a block's chain is built, what the fast path
@@ -72,7 +75,7 @@ func (p *fastPlan) chain(b *Block) *fastChain {
 		return nil
 	}
 	for name := range b.links {
-		if !fastSafeLinks[name] {
+		if !fastSafeLink(name) {
 			return nil
 		}
 	}
