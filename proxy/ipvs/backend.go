@@ -215,6 +215,18 @@ func (b *Backend) plan(sp *proxy.ServicePort, st *state) *portPlan {
 		if !st.local[ip] {
 			p.addrs = append(p.addrs, ip)
 		}
+		if len(sp.SourceRanges) == 0 {
+			continue
+		}
+		m := Member{IP: ip, Protocol: proto, Port: sp.Port}
+		member(setLBFirewall, m)
+		for _, r := range sp.SourceRanges {
+			if r.Addr().Is4() == ip.Is4() {
+				m.Net = r.Masked()
+				member(setLBSourceCIDR, m)
+			}
+		}
+		member(setLBSourceIP, Member{IP: ip, Protocol: proto, Port: sp.Port, IP2: ip})
 	}
 	if sp.NodePort != 0 {
 		for _, a := range st.nodeAddrs[f] {
@@ -834,6 +846,7 @@ var policySets = []struct{ role, meaning string }{
 	{setExternalLocal, "externalTrafficPolicy Local: traffic from outside the node keeps its source"},
 	{setDrop, "dropped: no local endpoint (internalTrafficPolicy Local)"},
 	{setExternalDrop, "dropped unless from a pod or the node: no local endpoint (externalTrafficPolicy Local)"},
+	{setLBSourceCIDR, "loadBalancerSourceRanges: the only sources that reach the load balancer IP (and the IP itself)"},
 }
 
 // writePolicySets writes the members of the non-empty policy sets after the

@@ -78,6 +78,10 @@ func TestSyncGolden(t *testing.T) {
 		NodePort: 30030, LoadBalancerIPs: []string{"203.0.113.30"}, ProxyLoadBalancerIPs: []string{"203.0.113.31"}, ExternalLocal: true,
 		Ready: []string{"172.16.1.30", "172.16.2.30"}, Local: []string{"172.16.1.30"}}
 	lbNoLocal := pt.With(lbLocal, func(s *pt.Service) { s.Local = nil })
+	ranged := pt.Service{Namespace: "dev", Name: "ranged", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.50", "fd00:10::50"}, Port: 80,
+		NodePort: 30050, LoadBalancerIPs: []string{"203.0.113.50", "2001:db8::50"},
+		SourceRanges: []string{"198.51.100.0/24", "192.0.2.128/25", "2001:db8:1::/64"}, Ready: []string{"172.16.2.50", "fd00:172::50"}}
+	narrowed := pt.With(ranged, func(s *pt.Service) { s.SourceRanges = []string{"198.51.100.0/24", "2001:db8:2::/64"} })
 	internalNoLocal := pt.Service{Namespace: "dev", Name: "internal", ClusterIPs: []string{"10.10.0.40"}, Port: 80, InternalLocal: true,
 		Ready: []string{"172.16.2.40"}}
 
@@ -110,6 +114,29 @@ func TestSyncGolden(t *testing.T) {
 			steps: []step{
 				{specs: []pt.Service{lbLocal}, full: true},
 				{specs: []pt.Service{lbNoLocal}},
+			}},
+		// The second step changes the ranges in a partial sync: the dropped
+		// ranges leave the sets, the new one joins.
+		{name: "source-ranges", cfg: Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}},
+			steps: []step{
+				{specs: []pt.Service{ranged}, full: true},
+				{specs: []pt.Service{narrowed}},
+			},
+			check: func(t *testing.T, f *fixture) {
+				got, err := f.kernel.Members("CDNS-LB-SOURCE-CIDR")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != 1 || got[0].String() != "203.0.113.50,tcp:80,198.51.100.0/24" {
+					t.Errorf("CDNS-LB-SOURCE-CIDR after narrowing: %v", got)
+				}
+				v6, err := f.kernel.Members("CDNS6-LB-SOURCE-CIDR")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(v6) != 1 || v6[0].String() != "2001:db8::50,tcp:80,2001:db8:2::/64" {
+					t.Errorf("CDNS6-LB-SOURCE-CIDR after the change: %v", v6)
+				}
 			}},
 		{name: "internal-local-without-local-endpoints", steps: []step{{specs: []pt.Service{internalNoLocal}, full: true}}},
 		{name: "no-endpoints", steps: []step{{specs: []pt.Service{empty}, full: true}}},

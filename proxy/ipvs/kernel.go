@@ -88,15 +88,20 @@ type Links interface {
 }
 
 // Member is one ipset entry: an address; an address and protocol:port
-// (hash:ip,port); or both plus a second address (hash:ip,port,ip).
+// (hash:ip,port); or both plus a second address (hash:ip,port,ip) or a
+// network (hash:ip,port,net). At most one of IP2 and Net is set.
 type Member struct {
 	IP       netip.Addr
 	Protocol string // lower case, as ipset writes it; empty for hash:ip
 	Port     uint16
 	IP2      netip.Addr
+	// Net is masked: the kernel keeps only the network's bits.
+	Net netip.Prefix
 }
 
-// String is the member in ipset's own syntax: "10.0.0.1,tcp:80,10.0.0.1".
+// String is the member in ipset's own syntax: "10.0.0.1,tcp:80,10.0.0.1"
+// or "10.0.0.1,tcp:80,192.0.2.0/24". A network is always written with its
+// length, so that it reads back as a network.
 func (m Member) String() string {
 	s := m.IP.String()
 	if m.Protocol != "" {
@@ -105,10 +110,14 @@ func (m Member) String() string {
 	if m.IP2.IsValid() {
 		s += "," + m.IP2.String()
 	}
+	if m.Net.IsValid() {
+		s += "," + m.Net.String()
+	}
 	return s
 }
 
-// ParseMember reads a member in ipset's syntax.
+// ParseMember reads a member in ipset's syntax; a third part with a "/" is
+// a network.
 func ParseMember(s string) (Member, error) {
 	parts := strings.Split(s, ",")
 	var m Member
@@ -124,7 +133,15 @@ func ParseMember(s string) (Member, error) {
 		}
 		m.Protocol, m.Port = proto, uint16(n)
 	}
-	if len(parts) > 2 {
+	switch {
+	case len(parts) > 3:
+		return m, fmt.Errorf("ipset member %q: too many parts", s)
+	case len(parts) == 3 && strings.Contains(parts[2], "/"):
+		if m.Net, err = netip.ParsePrefix(parts[2]); err != nil {
+			return m, fmt.Errorf("ipset member %q: %w", s, err)
+		}
+		m.Net = m.Net.Masked()
+	case len(parts) == 3:
 		if m.IP2, err = netip.ParseAddr(parts[2]); err != nil {
 			return m, fmt.Errorf("ipset member %q: %w", s, err)
 		}
@@ -142,13 +159,20 @@ func (m Member) less(o Member) bool {
 	if m.Port != o.Port {
 		return m.Port < o.Port
 	}
-	return m.IP2.Less(o.IP2)
+	if m.IP2 != o.IP2 {
+		return m.IP2.Less(o.IP2)
+	}
+	if c := m.Net.Addr().Compare(o.Net.Addr()); c != 0 {
+		return c < 0
+	}
+	return m.Net.Bits() < o.Net.Bits()
 }
 
 // SetSpec declares an ipset.
 type SetSpec struct {
 	Name string
-	// Type is an ipset type: hash:ip, hash:ip,port or hash:ip,port,ip.
+	// Type is an ipset type: hash:ip, hash:ip,port, hash:ip,port,ip or
+	// hash:ip,port,net.
 	Type   string
 	Family uint8 // 4 or 6
 }
