@@ -458,7 +458,8 @@ func TestWriteTableLayout(t *testing.T) {
 }
 
 func TestParseMember(t *testing.T) {
-	for _, s := range []string{"10.0.0.1", "10.0.0.1,tcp:80", "10.0.0.1,udp:53,10.0.0.1", "fd00::1,sctp:9"} {
+	for _, s := range []string{"10.0.0.1", "10.0.0.1,tcp:80", "10.0.0.1,udp:53,10.0.0.1", "fd00::1,sctp:9",
+		"203.0.113.50,tcp:80,198.51.100.0/24", "2001:db8::50,tcp:80,2001:db8:1::/64", "203.0.113.50,tcp:80,192.0.2.9/32"} {
 		m, err := ParseMember(s)
 		if err != nil {
 			t.Errorf("%s: %v", s, err)
@@ -468,7 +469,12 @@ func TestParseMember(t *testing.T) {
 			t.Errorf("%s read back as %s", s, m)
 		}
 	}
-	for _, s := range []string{"", "10.0.0.1,tcp", "10.0.0.1,tcp:99999", "x"} {
+	// The kernel keeps a network masked, and so does the member.
+	if m, err := ParseMember("203.0.113.50,tcp:80,198.51.100.7/24"); err != nil || m.Net.String() != "198.51.100.0/24" {
+		t.Errorf("unmasked network read as %v, %v", m.Net, err)
+	}
+	for _, s := range []string{"", "10.0.0.1,tcp", "10.0.0.1,tcp:99999", "x", "10.0.0.1,tcp:80,10.0.0.0/33",
+		"10.0.0.1,tcp:80,10.0.0.1,10.0.0.2"} {
 		if _, err := ParseMember(s); err == nil {
 			t.Errorf("%q: want an error", s)
 		}
