@@ -173,7 +173,7 @@ func (c *contractTarget) inSet(name, dirs string, p iptablestest.Packet) bool {
 		if len(d) > 1 && (d[1] != "dst" || m.Protocol != p.Proto || m.Port != p.DPort) {
 			continue
 		}
-		if len(d) > 2 && !(m.IP2.IsValid() && m.IP2 == addr(d[2]) || m.Net.IsValid() && m.Net.Contains(addr(d[2]))) {
+		if len(d) > 2 && !(m.NetBits == 0 && m.IP2 == addr(d[2]) || m.NetBits != 0 && m.Net().Contains(addr(d[2]))) {
 			continue
 		}
 		return true

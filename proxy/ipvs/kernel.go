@@ -89,14 +89,34 @@ type Links interface {
 
 // Member is one ipset entry: an address; an address and protocol:port
 // (hash:ip,port); or both plus a second address (hash:ip,port,ip) or a
-// network (hash:ip,port,net). At most one of IP2 and Net is set.
+// network (hash:ip,port,net).
+//
+// A network is IP2 and NetBits rather than a netip.Prefix field, which
+// would make every member, and the maps of members a full sync builds,
+// a third larger for the sake of one set.
 type Member struct {
 	IP       netip.Addr
 	Protocol string // lower case, as ipset writes it; empty for hash:ip
 	Port     uint16
-	IP2      netip.Addr
-	// Net is masked: the kernel keeps only the network's bits.
-	Net netip.Prefix
+	// NetBits is the network's length in a hash:ip,port,net member, whose
+	// IP2 is then the network's address, masked as the kernel keeps it;
+	// zero for an address (ipset takes no /0 network).
+	NetBits uint8
+	IP2     netip.Addr
+}
+
+// NetMember is the hash:ip,port,net member of ip, proto:port and network n.
+func NetMember(ip netip.Addr, proto string, port uint16, n netip.Prefix) Member {
+	n = n.Masked()
+	return Member{IP: ip, Protocol: proto, Port: port, IP2: n.Addr(), NetBits: uint8(n.Bits())}
+}
+
+// Net is the network of a hash:ip,port,net member; invalid for others.
+func (m Member) Net() netip.Prefix {
+	if m.NetBits == 0 {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(m.IP2, int(m.NetBits))
 }
 
 // String is the member in ipset's own syntax: "10.0.0.1,tcp:80,10.0.0.1"
@@ -107,11 +127,11 @@ func (m Member) String() string {
 	if m.Protocol != "" {
 		s += "," + m.Protocol + ":" + strconv.Itoa(int(m.Port))
 	}
-	if m.IP2.IsValid() {
+	switch {
+	case m.NetBits != 0:
+		s += "," + m.Net().String()
+	case m.IP2.IsValid():
 		s += "," + m.IP2.String()
-	}
-	if m.Net.IsValid() {
-		s += "," + m.Net.String()
 	}
 	return s
 }
@@ -137,10 +157,14 @@ func ParseMember(s string) (Member, error) {
 	case len(parts) > 3:
 		return m, fmt.Errorf("ipset member %q: too many parts", s)
 	case len(parts) == 3 && strings.Contains(parts[2], "/"):
-		if m.Net, err = netip.ParsePrefix(parts[2]); err != nil {
+		n, err := netip.ParsePrefix(parts[2])
+		if err == nil && n.Bits() == 0 {
+			err = fmt.Errorf("a /0 network is no member")
+		}
+		if err != nil {
 			return m, fmt.Errorf("ipset member %q: %w", s, err)
 		}
-		m.Net = m.Net.Masked()
+		m = NetMember(m.IP, m.Protocol, m.Port, n)
 	case len(parts) == 3:
 		if m.IP2, err = netip.ParseAddr(parts[2]); err != nil {
 			return m, fmt.Errorf("ipset member %q: %w", s, err)
@@ -162,10 +186,7 @@ func (m Member) less(o Member) bool {
 	if m.IP2 != o.IP2 {
 		return m.IP2.Less(o.IP2)
 	}
-	if c := m.Net.Addr().Compare(o.Net.Addr()); c != 0 {
-		return c < 0
-	}
-	return m.Net.Bits() < o.Net.Bits()
+	return m.NetBits < o.NetBits
 }
 
 // SetSpec declares an ipset.

@@ -380,7 +380,7 @@ func fromEntry(e *netlink.IPSetEntry) Member {
 	}
 	switch {
 	case e.IP2 != nil && e.CIDR2 != 0:
-		m.Net = netip.PrefixFrom(addrOf(e.IP2), int(e.CIDR2)).Masked()
+		m = NetMember(m.IP, m.Protocol, m.Port, netip.PrefixFrom(addrOf(e.IP2), int(e.CIDR2)))
 	case e.IP2 != nil:
 		m.IP2 = addrOf(e.IP2)
 	}
@@ -397,8 +397,8 @@ func toEntry(m Member) *netlink.IPSetEntry {
 		e.Protocol, e.Port = &proto, &port
 	}
 	switch {
-	case m.Net.IsValid():
-		e.IP2, e.CIDR2 = m.Net.Masked().Addr().AsSlice(), uint8(m.Net.Bits())
+	case m.NetBits != 0:
+		e.IP2, e.CIDR2 = m.Net().Masked().Addr().AsSlice(), m.NetBits
 	case m.IP2.IsValid():
 		e.IP2 = m.IP2.AsSlice()
 	}

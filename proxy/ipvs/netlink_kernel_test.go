@@ -135,7 +135,7 @@ func TestEntryEncoding(t *testing.T) {
 		}
 	}
 	// An unmasked network goes to the kernel masked, as it would store it.
-	m := Member{IP: netip.MustParseAddr("203.0.113.50"), Protocol: "tcp", Port: 80, Net: netip.MustParsePrefix("198.51.100.7/24")}
+	m := Member{IP: netip.MustParseAddr("203.0.113.50"), Protocol: "tcp", Port: 80, IP2: netip.MustParseAddr("198.51.100.7"), NetBits: 24}
 	if e := toEntry(m); addrOf(e.IP2).String() != "198.51.100.0" {
 		t.Errorf("unmasked network sent as %s", e.IP2)
 	}
