@@ -18,7 +18,8 @@ import (
 )
 
 // The IPVS e2e cluster: one Service with a TCP and a UDP port behind node
-// ports, one with ClientIP affinity, over three pods.
+// ports, one with ClientIP affinity, and a LoadBalancer one whose source
+// ranges admit only the outside client, over three pods.
 var ipvsPodIPs = []string{"10.100.1.2", "10.100.2.2", "10.100.3.2"}
 
 const ipvsServices = `apiVersion: v1
@@ -44,6 +45,19 @@ spec:
   selector: {app: web}
   sessionAffinity: ClientIP
   ports: [{name: http, port: 80, targetPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ranged, namespace: e2e}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.12
+  selector: {app: web}
+  loadBalancerSourceRanges: [10.100.9.0/24]
+  ports: [{name: http, port: 80, targetPort: 80, nodePort: 30081}]
+status:
+  loadBalancer:
+    ingress: [{ip: 192.0.2.50}]
 `
 
 // ipvsPods renders the pods; the unready ones have Ready False.
@@ -84,7 +98,8 @@ func ipvsAssets(t *testing.T) vm.Assets {
 // TestProxyIPVS runs `clusterdns proxy --proxy-mode ipvs` on a real kernel
 // with IPVS, booted under qemu, and checks real packets through it: TCP and
 // UDP through a cluster IP and a node port, round robin over every pod,
-// ClientIP persistence, hairpin, the filter on service addresses, a pod
+// ClientIP persistence, hairpin, the filter on service addresses,
+// loadBalancerSourceRanges, a pod
 // turning unready, cleanup, and the switch to iptables mode.
 func TestProxyIPVS(t *testing.T) {
 	assets := ipvsAssets(t)
@@ -168,6 +183,16 @@ func TestProxyIPVS(t *testing.T) {
 	t.Run("service address refuses other ports", func(t *testing.T) {
 		if !strings.Contains(sec["filter"], "refused") {
 			t.Errorf("dial to a non-service port: %s", sec["filter"])
+		}
+	})
+	t.Run("source ranges: the listed client reaches the LB IP, a pod outside them is dropped", func(t *testing.T) {
+		if !strings.Contains(sec["source range allowed"], "reply:") {
+			t.Errorf("client in the range: %s", sec["source range allowed"])
+		}
+		// Dropped, so the dial times out: no reply and no refusal.
+		denied := sec["source range denied"]
+		if strings.Contains(denied, "reply:") || strings.Contains(denied, "refused") || !strings.Contains(denied, "exit 1") {
+			t.Errorf("pod outside the range: %s", denied)
 		}
 	})
 	t.Run("unready pod leaves rotation; TCP drains at weight 0, UDP goes", func(t *testing.T) {

@@ -75,6 +75,7 @@ clusterdns proxy --proxy-mode ipvs $AGENT_FLAGS >/tmp/agent.log 2>&1 &
 agent=$!
 wait_for "10.100.3.2:80" ipvsadm -Ln || fail "the agent never programmed the table"
 wait_for "persistent" ipvsadm -Ln || fail "no persistent virtual server"
+wait_for "192.0.2.50:80" ipvsadm -Ln || fail "no virtual server on the load balancer IP"
 wait_for '"lastUpdated"' vmprobe dial -addr 127.0.0.1:10256 -timeout 1s || true
 
 stamp "agent synced"
@@ -101,6 +102,11 @@ ip netns exec pod1 vmprobe spread -net tcp -addr 10.96.0.10:80 -n 30
 echo "== filter"
 ip netns exec client vmprobe dial -addr 10.96.0.10:22 -expect-refused -timeout 5s
 
+echo "== source range allowed"
+ip netns exec client vmprobe dial -addr 192.0.2.50:80 -timeout 10s 2>&1
+echo "== source range denied"
+ip netns exec pod1 vmprobe dial -addr 192.0.2.50:80 -timeout 3s 2>&1
+echo "exit $?"
 stamp "traffic checked"
 # pod3 turns unready: the manifests folder changes as a ConfigMap update
 # would, atomically.

@@ -215,6 +215,17 @@ func (b *Backend) plan(sp *proxy.ServicePort, st *state) *portPlan {
 		if !st.local[ip] {
 			p.addrs = append(p.addrs, ip)
 		}
+		if !limitsSources(sp.SourceRanges, ip) {
+			continue
+		}
+		m := Member{IP: ip, Protocol: proto, Port: sp.Port}
+		member(setLBFirewall, m)
+		for _, r := range sp.SourceRanges {
+			if r.Addr().Is4() == ip.Is4() {
+				member(setLBSourceCIDR, NetMember(ip, proto, sp.Port, r))
+			}
+		}
+		member(setLBSourceIP, Member{IP: ip, Protocol: proto, Port: sp.Port, IP2: ip})
 	}
 	if sp.NodePort != 0 {
 		for _, a := range st.nodeAddrs[f] {
@@ -231,6 +242,23 @@ func (b *Backend) plan(sp *proxy.ServicePort, st *state) *portPlan {
 		}
 	}
 	return p
+}
+
+// limitsSources reports whether ranges keep any source of lbIP's family
+// out. A /0 of the family admits every one, and ipset takes no /0 network,
+// so such a load balancer IP gets no firewall at all.
+func limitsSources(ranges []netip.Prefix, lbIP netip.Addr) bool {
+	limited := false
+	for _, r := range ranges {
+		if r.Addr().Is4() != lbIP.Is4() {
+			continue
+		}
+		if r.Bits() == 0 {
+			return false
+		}
+		limited = true
+	}
+	return limited
 }
 
 // readNodeAddrs lists the node's addresses off the dummy link, and those of
@@ -834,6 +862,7 @@ var policySets = []struct{ role, meaning string }{
 	{setExternalLocal, "externalTrafficPolicy Local: traffic from outside the node keeps its source"},
 	{setDrop, "dropped: no local endpoint (internalTrafficPolicy Local)"},
 	{setExternalDrop, "dropped unless from a pod or the node: no local endpoint (externalTrafficPolicy Local)"},
+	{setLBSourceCIDR, "loadBalancerSourceRanges: the only sources that reach the load balancer IP (and the IP itself)"},
 }
 
 // writePolicySets writes the members of the non-empty policy sets after the

@@ -78,6 +78,10 @@ func TestSyncGolden(t *testing.T) {
 		NodePort: 30030, LoadBalancerIPs: []string{"203.0.113.30"}, ProxyLoadBalancerIPs: []string{"203.0.113.31"}, ExternalLocal: true,
 		Ready: []string{"172.16.1.30", "172.16.2.30"}, Local: []string{"172.16.1.30"}}
 	lbNoLocal := pt.With(lbLocal, func(s *pt.Service) { s.Local = nil })
+	ranged := pt.Service{Namespace: "dev", Name: "ranged", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.50", "fd00:10::50"}, Port: 80,
+		NodePort: 30050, LoadBalancerIPs: []string{"203.0.113.50", "2001:db8::50"},
+		SourceRanges: []string{"198.51.100.0/24", "192.0.2.128/25", "2001:db8:1::/64"}, Ready: []string{"172.16.2.50", "fd00:172::50"}}
+	narrowed := pt.With(ranged, func(s *pt.Service) { s.SourceRanges = []string{"198.51.100.0/24", "2001:db8:2::/64"} })
 	internalNoLocal := pt.Service{Namespace: "dev", Name: "internal", ClusterIPs: []string{"10.10.0.40"}, Port: 80, InternalLocal: true,
 		Ready: []string{"172.16.2.40"}}
 
@@ -110,6 +114,29 @@ func TestSyncGolden(t *testing.T) {
 			steps: []step{
 				{specs: []pt.Service{lbLocal}, full: true},
 				{specs: []pt.Service{lbNoLocal}},
+			}},
+		// The second step changes the ranges in a partial sync: the dropped
+		// ranges leave the sets, the new one joins.
+		{name: "source-ranges", cfg: Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}},
+			steps: []step{
+				{specs: []pt.Service{ranged}, full: true},
+				{specs: []pt.Service{narrowed}},
+			},
+			check: func(t *testing.T, f *fixture) {
+				got, err := f.kernel.Members("CDNS-LB-SOURCE-CIDR")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != 1 || got[0].String() != "203.0.113.50,tcp:80,198.51.100.0/24" {
+					t.Errorf("CDNS-LB-SOURCE-CIDR after narrowing: %v", got)
+				}
+				v6, err := f.kernel.Members("CDNS6-LB-SOURCE-CIDR")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(v6) != 1 || v6[0].String() != "2001:db8::50,tcp:80,2001:db8:2::/64" {
+					t.Errorf("CDNS6-LB-SOURCE-CIDR after the change: %v", v6)
+				}
 			}},
 		{name: "internal-local-without-local-endpoints", steps: []step{{specs: []pt.Service{internalNoLocal}, full: true}}},
 		{name: "no-endpoints", steps: []step{{specs: []pt.Service{empty}, full: true}}},
@@ -430,8 +457,29 @@ func TestWriteTableLayout(t *testing.T) {
 	}
 }
 
+// A source range of /0 admits every source of its family, and ipset takes
+// no /0 network: the load balancer IP of that family gets no firewall,
+// while the other family's ranges still apply.
+func TestSourceRangeOfEverything(t *testing.T) {
+	ranged := pt.Service{Namespace: "dev", Name: "ranged", Type: zone.TypeLoadBalancer, ClusterIPs: []string{"10.10.0.50", "fd00:10::50"}, Port: 80,
+		LoadBalancerIPs: []string{"203.0.113.50", "2001:db8::50"}, SourceRanges: []string{"198.51.100.0/24", "0.0.0.0/0", "2001:db8:1::/64"},
+		Ready: []string{"172.16.2.50", "fd00:172::50"}}
+	f := newFixture(t, Config{Families: []proxy.Family{proxy.IPv4, proxy.IPv6}})
+	f.sync(t, pt.Model(nil, ranged), true)
+	for set, want := range map[string]int{"CDNS-LB-FW": 0, "CDNS-LB-SOURCE-CIDR": 0, "CDNS6-LB-FW": 1, "CDNS6-LB-SOURCE-CIDR": 1} {
+		got, err := f.kernel.Members(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != want {
+			t.Errorf("%s holds %v, want %d members", set, got, want)
+		}
+	}
+}
+
 func TestParseMember(t *testing.T) {
-	for _, s := range []string{"10.0.0.1", "10.0.0.1,tcp:80", "10.0.0.1,udp:53,10.0.0.1", "fd00::1,sctp:9"} {
+	for _, s := range []string{"10.0.0.1", "10.0.0.1,tcp:80", "10.0.0.1,udp:53,10.0.0.1", "fd00::1,sctp:9",
+		"203.0.113.50,tcp:80,198.51.100.0/24", "2001:db8::50,tcp:80,2001:db8:1::/64", "203.0.113.50,tcp:80,192.0.2.9/32"} {
 		m, err := ParseMember(s)
 		if err != nil {
 			t.Errorf("%s: %v", s, err)
@@ -441,7 +489,12 @@ func TestParseMember(t *testing.T) {
 			t.Errorf("%s read back as %s", s, m)
 		}
 	}
-	for _, s := range []string{"", "10.0.0.1,tcp", "10.0.0.1,tcp:99999", "x"} {
+	// The kernel keeps a network masked, and so does the member.
+	if m, err := ParseMember("203.0.113.50,tcp:80,198.51.100.7/24"); err != nil || m.Net().String() != "198.51.100.0/24" {
+		t.Errorf("unmasked network read as %v, %v", m.Net(), err)
+	}
+	for _, s := range []string{"", "10.0.0.1,tcp", "10.0.0.1,tcp:99999", "x", "10.0.0.1,tcp:80,10.0.0.0/33",
+		"10.0.0.1,tcp:80,10.0.0.1,10.0.0.2", "10.0.0.1,tcp:80,0.0.0.0/0"} {
 		if _, err := ParseMember(s); err == nil {
 			t.Errorf("%q: want an error", s)
 		}

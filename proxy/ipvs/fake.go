@@ -362,7 +362,12 @@ func (s *fakeSet) fits(m Member) bool {
 	case "hash:ip,port":
 		return m.Protocol != "" && !m.IP2.IsValid()
 	case "hash:ip,port,ip":
-		return m.Protocol != "" && m.IP2.IsValid()
+		return m.Protocol != "" && m.IP2.IsValid() && m.NetBits == 0 && m.IP2.Is4() == m.IP.Is4()
+	case "hash:ip,port,net":
+		// The kernel keeps a network masked; an unmasked one would be a
+		// member the fake holds and the kernel does not.
+		n := m.Net()
+		return m.Protocol != "" && n.IsValid() && n == n.Masked() && n.Addr().Is4() == m.IP.Is4()
 	}
 	return false
 }

@@ -88,27 +88,56 @@ type Links interface {
 }
 
 // Member is one ipset entry: an address; an address and protocol:port
-// (hash:ip,port); or both plus a second address (hash:ip,port,ip).
+// (hash:ip,port); or both plus a second address (hash:ip,port,ip) or a
+// network (hash:ip,port,net).
+//
+// A network is IP2 and NetBits rather than a netip.Prefix field, which
+// would make every member, and the maps of members a full sync builds,
+// a third larger for the sake of one set.
 type Member struct {
 	IP       netip.Addr
 	Protocol string // lower case, as ipset writes it; empty for hash:ip
 	Port     uint16
-	IP2      netip.Addr
+	// NetBits is the network's length in a hash:ip,port,net member, whose
+	// IP2 is then the network's address, masked as the kernel keeps it;
+	// zero for an address (ipset takes no /0 network).
+	NetBits uint8
+	IP2     netip.Addr
 }
 
-// String is the member in ipset's own syntax: "10.0.0.1,tcp:80,10.0.0.1".
+// NetMember is the hash:ip,port,net member of ip, proto:port and network n.
+func NetMember(ip netip.Addr, proto string, port uint16, n netip.Prefix) Member {
+	n = n.Masked()
+	return Member{IP: ip, Protocol: proto, Port: port, IP2: n.Addr(), NetBits: uint8(n.Bits())}
+}
+
+// Net is the network of a hash:ip,port,net member; invalid for others.
+func (m Member) Net() netip.Prefix {
+	if m.NetBits == 0 {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(m.IP2, int(m.NetBits))
+}
+
+// String is the member in ipset's own syntax: "10.0.0.1,tcp:80,10.0.0.1"
+// or "10.0.0.1,tcp:80,192.0.2.0/24". A network is always written with its
+// length, so that it reads back as a network.
 func (m Member) String() string {
 	s := m.IP.String()
 	if m.Protocol != "" {
 		s += "," + m.Protocol + ":" + strconv.Itoa(int(m.Port))
 	}
-	if m.IP2.IsValid() {
+	switch {
+	case m.NetBits != 0:
+		s += "," + m.Net().String()
+	case m.IP2.IsValid():
 		s += "," + m.IP2.String()
 	}
 	return s
 }
 
-// ParseMember reads a member in ipset's syntax.
+// ParseMember reads a member in ipset's syntax; a third part with a "/" is
+// a network.
 func ParseMember(s string) (Member, error) {
 	parts := strings.Split(s, ",")
 	var m Member
@@ -124,7 +153,19 @@ func ParseMember(s string) (Member, error) {
 		}
 		m.Protocol, m.Port = proto, uint16(n)
 	}
-	if len(parts) > 2 {
+	switch {
+	case len(parts) > 3:
+		return m, fmt.Errorf("ipset member %q: too many parts", s)
+	case len(parts) == 3 && strings.Contains(parts[2], "/"):
+		n, err := netip.ParsePrefix(parts[2])
+		if err == nil && n.Bits() == 0 {
+			err = fmt.Errorf("a /0 network is no member")
+		}
+		if err != nil {
+			return m, fmt.Errorf("ipset member %q: %w", s, err)
+		}
+		m = NetMember(m.IP, m.Protocol, m.Port, n)
+	case len(parts) == 3:
 		if m.IP2, err = netip.ParseAddr(parts[2]); err != nil {
 			return m, fmt.Errorf("ipset member %q: %w", s, err)
 		}
@@ -142,13 +183,17 @@ func (m Member) less(o Member) bool {
 	if m.Port != o.Port {
 		return m.Port < o.Port
 	}
-	return m.IP2.Less(o.IP2)
+	if m.IP2 != o.IP2 {
+		return m.IP2.Less(o.IP2)
+	}
+	return m.NetBits < o.NetBits
 }
 
 // SetSpec declares an ipset.
 type SetSpec struct {
 	Name string
-	// Type is an ipset type: hash:ip, hash:ip,port or hash:ip,port,ip.
+	// Type is an ipset type: hash:ip, hash:ip,port, hash:ip,port,ip or
+	// hash:ip,port,net.
 	Type   string
 	Family uint8 // 4 or 6
 }

@@ -361,22 +361,34 @@ func (NetlinkIPSets) Members(name string) ([]Member, error) {
 		return nil, fmt.Errorf("ipset: list %s: %w", name, err)
 	}
 	out := make([]Member, 0, len(res.Entries))
-	for _, e := range res.Entries {
-		m := Member{IP: addrOf(e.IP)}
-		if e.Port != nil {
-			m.Port = *e.Port
-			if e.Protocol != nil {
-				m.Protocol = strings.ToLower(protocolName(uint16(*e.Protocol)))
-			}
-		}
-		if e.IP2 != nil {
-			m.IP2 = addrOf(e.IP2)
-		}
-		out = append(out, m)
+	for i := range res.Entries {
+		out = append(out, fromEntry(&res.Entries[i]))
 	}
 	return out, nil
 }
 
+// fromEntry reads a listed entry. The kernel lists the network of a
+// hash:ip,port,net member as the second address with its length (CIDR2),
+// which no other set type sends.
+func fromEntry(e *netlink.IPSetEntry) Member {
+	m := Member{IP: addrOf(e.IP)}
+	if e.Port != nil {
+		m.Port = *e.Port
+		if e.Protocol != nil {
+			m.Protocol = strings.ToLower(protocolName(uint16(*e.Protocol)))
+		}
+	}
+	switch {
+	case e.IP2 != nil && e.CIDR2 != 0:
+		m = NetMember(m.IP, m.Protocol, m.Port, netip.PrefixFrom(addrOf(e.IP2), int(e.CIDR2)))
+	case e.IP2 != nil:
+		m.IP2 = addrOf(e.IP2)
+	}
+	return m
+}
+
+// toEntry is the entry that adds or deletes m: a network goes as the
+// second address and its length, as the kernel's hash:ip,port,net wants.
 func toEntry(m Member) *netlink.IPSetEntry {
 	e := &netlink.IPSetEntry{IP: m.IP.AsSlice()}
 	if m.Protocol != "" {
@@ -384,7 +396,10 @@ func toEntry(m Member) *netlink.IPSetEntry {
 		port := m.Port
 		e.Protocol, e.Port = &proto, &port
 	}
-	if m.IP2.IsValid() {
+	switch {
+	case m.NetBits != 0:
+		e.IP2, e.CIDR2 = m.Net().Masked().Addr().AsSlice(), m.NetBits
+	case m.IP2.IsValid():
 		e.IP2 = m.IP2.AsSlice()
 	}
 	return e

@@ -18,6 +18,9 @@ const (
 	chainPostrouting = iptables.IPVSChainPrefix + "POSTROUTING"
 	chainMarkMasq    = iptables.IPVSChainPrefix + "MARK-MASQ"
 	chainFilter      = iptables.IPVSChainPrefix + "FILTER"
+	// chainSourceRanges drops what reaches a load balancer IP with
+	// loadBalancerSourceRanges from a source outside them.
+	chainSourceRanges = iptables.IPVSChainPrefix + "SOURCE-RANGES"
 )
 
 // The sets, by role. Each family has its own (ipsets hold one family).
@@ -37,6 +40,16 @@ const (
 	// (setExternalDrop).
 	setDrop         = "DROP"
 	setExternalDrop = "EXTERNAL-DROP"
+	// loadBalancerSourceRanges: the load balancer IP,proto:port of each
+	// port that has them (setLBFirewall); the sources allowed to reach it,
+	// as IP,proto:port,network (setLBSourceCIDR); and the load balancer IP
+	// itself as a source (setLBSourceIP), both for a load balancer that
+	// forwards with its own address and for the node, whose traffic to a
+	// local address leaves from that address. iptables and nftables modes
+	// allow the load balancer IP as a source the same way.
+	setLBFirewall   = "LB-FW"
+	setLBSourceCIDR = "LB-SOURCE-CIDR"
+	setLBSourceIP   = "LB-SOURCE-IP"
 )
 
 var setTypes = []struct{ role, typ string }{
@@ -48,6 +61,9 @@ var setTypes = []struct{ role, typ string }{
 	{setExternalLocal, "hash:ip,port"},
 	{setDrop, "hash:ip,port"},
 	{setExternalDrop, "hash:ip,port"},
+	{setLBFirewall, "hash:ip,port"},
+	{setLBSourceCIDR, "hash:ip,port,net"},
+	{setLBSourceIP, "hash:ip,port,ip"},
 }
 
 // setName is the kernel name of a role's set in a family.
@@ -112,6 +128,7 @@ func renderRules(f proxy.Family, cfg *Config) []byte {
 	b.WriteString("COMMIT\n")
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", chainFilter)
+	fmt.Fprintf(&b, ":%s - [0:0]\n", chainSourceRanges)
 	fmt.Fprintf(&b, "-A %s -m comment --comment \"no local endpoints\" -m set --match-set %s dst,dst -j DROP\n", chainFilter, set(setDrop))
 	// Pods and the node still reach an externalTrafficPolicy Local
 	// Service through its external addresses when this node has no
@@ -121,6 +138,10 @@ func renderRules(f proxy.Family, cfg *Config) []byte {
 		pods = " ! -s " + cidr.String()
 	}
 	fmt.Fprintf(&b, "-A %s -m comment --comment \"no local endpoints for external traffic\" -m set --match-set %s dst,dst%s -m addrtype ! --src-type LOCAL -j DROP\n", chainFilter, set(setExternalDrop), pods)
+	fmt.Fprintf(&b, "-A %s -m comment --comment \"loadbalancer source ranges\" -m set --match-set %s dst,dst -j %s\n", chainFilter, set(setLBFirewall), chainSourceRanges)
+	fmt.Fprintf(&b, "-A %s -m set --match-set %s dst,dst,src -j RETURN\n", chainSourceRanges, set(setLBSourceCIDR))
+	fmt.Fprintf(&b, "-A %s -m comment --comment \"loadbalancer IP as source\" -m set --match-set %s dst,dst,src -j RETURN\n", chainSourceRanges, set(setLBSourceIP))
+	fmt.Fprintf(&b, "-A %s -m comment --comment \"loadbalancer source not allowed\" -j DROP\n", chainSourceRanges)
 	fmt.Fprintf(&b, "-A %s -m set --match-set %s dst,dst -j RETURN\n", chainFilter, set(setClusterIP))
 	fmt.Fprintf(&b, "-A %s -m set --match-set %s dst,dst -j RETURN\n", chainFilter, set(setExternalIP))
 	fmt.Fprintf(&b, "-A %s -m comment --comment \"service addresses answer only on service ports\" -m conntrack --ctstate NEW -m set --match-set %s dst -j REJECT\n", chainFilter, set(setIPVSIPs))
