@@ -12,14 +12,19 @@ import (
 // (GOGC=100) lets the heap grow to twice what is live before collecting, and
 // the resident memory follows the heap's peaks, not the live set: the
 // index of a large cluster is most of what is live, so the process would
-// hold about twice its size. The tuner sets a soft memory limit a margin
-// above what is live once a snapshot is loaded, so the collector runs
-// sooner instead; the answer path of the cluster zone allocates nothing,
-// so this costs it nothing, and the margin keeps collections of the
-// forwarding path's garbage far apart. The limit follows the cluster as it
-// grows or shrinks. While the first snapshot loads (listing the cluster
-// makes garbage several times what stays), the collector runs more often,
-// so that this peak stays near the final size.
+// hold about twice its size. Once a snapshot is loaded the tuner lowers the
+// GC percentage so that the heap may grow a margin above what is live
+// (half of it, at least memoryMinMargin) instead, so the collector runs
+// sooner; the answer path of the cluster zone allocates nothing, so this
+// costs it nothing, and the margin keeps collections of the forwarding
+// path's garbage far apart. A percentage, unlike a soft memory limit,
+// scales by itself as the forward cache fills between snapshots: a limit
+// fixed at one snapshot's live set would have the collector run without
+// pause once the caches outgrew it. It is derived again after every
+// snapshot. While the first snapshot loads (listing the cluster makes
+// garbage several times what stays), the collector runs more often still,
+// so that this peak stays near the final size. A server with no cluster
+// zone (the node cache) is never tuned.
 //
 // A limit or GC percentage the operator set (GOMEMLIMIT, GOGC) is left
 // alone.
@@ -27,14 +32,14 @@ type memoryTuner struct {
 	log *slog.Logger
 
 	mu       sync.Mutex // protects the fields below
+	started  bool       // start was called
 	loading  bool       // the first snapshot has not been loaded yet
-	oldGC    int
 	disabled bool
 }
 
-// Tuning constants: the margin is memoryMargin of what the runtime holds
-// live, at least memoryMinMargin; loadingGCPercent applies until the first
-// snapshot is loaded.
+// Tuning constants: the margin is memoryMargin of the live heap, at least
+// memoryMinMargin, and never more than Go's default (GOGC=100);
+// loadingGCPercent applies until the first snapshot is loaded.
 const (
 	memoryMargin     = 0.5
 	memoryMinMargin  = 16 << 20
@@ -47,22 +52,24 @@ func newMemoryTuner(log *slog.Logger) *memoryTuner {
 }
 
 // start makes the collector run at loadingGCPercent until loaded is called.
+// Only the first call counts: a source added by a reload loads beside the
+// serving one, under the percentage already fitted.
 func (t *memoryTuner) start() {
 	if t == nil {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.disabled || t.loading {
+	if t.disabled || t.started {
 		return
 	}
-	t.loading = true
-	t.oldGC = debug.SetGCPercent(loadingGCPercent)
+	t.started, t.loading = true, true
+	debug.SetGCPercent(loadingGCPercent)
 }
 
 // loaded is called after each snapshot has been applied (and, after the
-// first, the memory of loading handed back): it sets the limit from what is
-// live now.
+// first, the memory of loading handed back): it sets the GC percentage from
+// the heap live now.
 func (t *memoryTuner) loaded() {
 	if t == nil {
 		return
@@ -72,41 +79,31 @@ func (t *memoryTuner) loaded() {
 	if t.disabled {
 		return
 	}
-	if t.loading {
-		t.loading = false
-		debug.SetGCPercent(t.oldGC)
-	}
-	live := liveMemory()
-	if live == 0 {
-		return
-	}
-	limit := live + max(uint64(float64(live)*memoryMargin), memoryMinMargin)
-	debug.SetMemoryLimit(int64(limit))
-	t.log.Debug("memory limit", "live_bytes", live, "limit_bytes", limit)
+	t.loading = false
+	live := liveHeap()
+	percent := gcPercentFor(live)
+	debug.SetGCPercent(percent)
+	t.log.Debug("gc percent fitted", "live_heap_bytes", live, "gc_percent", percent)
 }
 
-// liveMemory is what the runtime holds that the next collection cannot
-// free: the heap live at the last collection, plus everything outside the
-// heap (stacks, runtime structures), which the memory limit counts too.
-func liveMemory() uint64 {
-	s := []metrics.Sample{
-		{Name: "/gc/heap/live:bytes"},
-		{Name: "/memory/classes/total:bytes"},
-		{Name: "/memory/classes/heap/released:bytes"},
-		{Name: "/memory/classes/heap/free:bytes"},
-		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/memory/classes/heap/unused:bytes"},
+// gcPercentFor is the GC percentage that lets a heap of live bytes grow by
+// memoryMargin of itself, or by memoryMinMargin when that is more, up to
+// Go's default of 100 (also when nothing has been collected yet, live 0).
+func gcPercentFor(live uint64) int {
+	if live == 0 {
+		return 100
 	}
+	margin := max(uint64(float64(live)*memoryMargin), memoryMinMargin)
+	return int(min(100, (margin*100+live-1)/live))
+}
+
+// liveHeap is the heap live at the last collection, zero when the runtime
+// does not say.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
-	for _, x := range s {
-		if x.Value.Kind() != metrics.KindUint64 {
-			return 0
-		}
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
 	}
-	live, total := s[0].Value.Uint64(), s[1].Value.Uint64()
-	heap := s[2].Value.Uint64() + s[3].Value.Uint64() + s[4].Value.Uint64() + s[5].Value.Uint64()
-	if heap > total {
-		return live
-	}
-	return live + total - heap
+	return s[0].Value.Uint64()
 }

@@ -101,7 +101,6 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.Shared.Memory.start()
 	// Services (sources, health checks) outlive the signal: queries are still
 	// answered during lameduck, and shutdown stops them last.
 	svcCtx := context.WithoutCancel(ctx)

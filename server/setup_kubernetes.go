@@ -242,6 +242,9 @@ func (h *kubernetesHolder) link(env *Env, next resolver.Handler) resolver.Handle
 // memoryTuner).
 func (h *kubernetesHolder) Run(ctx context.Context) error {
 	first := true
+	if h.env != nil {
+		h.env.memory.start()
+	}
 	return h.source.Run(ctx, func(c *zone.Cluster) {
 		start := time.Now()
 		ix := h.handler.Update(c)
