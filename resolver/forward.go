@@ -185,12 +185,13 @@ func (f *Forward) Resolve(ctx context.Context, req *Request) (*dns.Msg, error) {
 			return Reply(req, dns.RcodeRefused), nil
 		}
 	}
-	if !f.wait.take() {
+	ok, pooled := f.wait.take()
+	if !ok {
 		f.stats.Shed()
 		Answered(ctx, "forward")
 		return Reply(req, dns.RcodeRefused), nil
 	}
-	defer f.wait.give()
+	defer f.wait.give(pooled)
 	if w := WaiterOf(ctx); w != nil {
 		w.Wait()
 		defer w.DoneWaiting()

@@ -43,36 +43,37 @@ func (b *WaitBudget) share() *waitShare {
 // waitShare is one forward's use of a WaitBudget: its first reserve waiting
 // queries are its own, the rest come from the shared pool.
 type waitShare struct {
-	budget  *WaitBudget
-	waiting atomic.Int64 // this forward's, reserve and pool together
+	budget   *WaitBudget
+	reserved atomic.Int64 // places of the reserve taken
 }
 
-// take reserves a place, or says there is none. A nil share is unbounded.
-func (s *waitShare) take() bool {
+// take reserves a place, or says there is none; pooled says where it came
+// from, to be given back there. A nil share is unbounded.
+func (s *waitShare) take() (ok, pooled bool) {
 	if s == nil {
-		return true
+		return true, false
 	}
-	// Places beyond the reserve are counted in the pool. Attribution is by
-	// count, so that a give pairs with whichever take is above the reserve
-	// at the time; the pool's total stays exact once the two settle.
-	if s.waiting.Add(1) <= s.budget.reserve {
-		return true
+	if s.reserved.Add(1) <= s.budget.reserve {
+		return true, false
 	}
+	s.reserved.Add(-1)
 	if s.budget.waiting.Add(1) > s.budget.max {
 		s.budget.waiting.Add(-1)
-		s.waiting.Add(-1)
-		return false
+		return false, false
 	}
-	return true
+	return true, true
 }
 
-// give returns a place taken.
-func (s *waitShare) give() {
-	if s == nil {
-		return
-	}
-	if s.waiting.Add(-1) >= s.budget.reserve {
+// give returns a place taken, to where take said it came from. Each counter
+// gets back exactly what was added to it, so concurrent takes and gives
+// never drift the pool's count.
+func (s *waitShare) give(pooled bool) {
+	switch {
+	case s == nil:
+	case pooled:
 		s.budget.waiting.Add(-1)
+	default:
+		s.reserved.Add(-1)
 	}
 }
 
