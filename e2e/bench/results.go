@@ -195,7 +195,7 @@ func (r *Results) Markdown() string {
 		{"p99 latency at fixed load, external names (ms)", MetricP99External, total, 0, false, "%.3f"},
 		{"CPU per query at fixed load, cluster names (µs)", MetricCPUCluster, total, 0, false, "%.1f"},
 		{"CPU per query at fixed load, external names (µs)", MetricCPUExternal, total, 0, false, "%.1f"},
-		{"RSS after sync, " + r.Settings["rss after sync"] + " (MiB)", MetricRSS, total, 0.5, false, "%.1f"},
+		{rssAfterSyncLabel(r.Settings["rss after sync"]), MetricRSS, total, 0.5, false, "%.1f"},
 		{"Go heap in use at that moment (MiB)", MetricHeap, total, 0, false, "%.1f"},
 		{"RSS right after the saturation runs (MiB)", MetricRSSLoad, total, 0.5, false, "%.1f"},
 		{"peak RSS (VmHWM) at that moment (MiB)", MetricPeakRSS, total, 0.5, false, "%.1f"},
@@ -356,4 +356,13 @@ func LoadAverage() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// rssAfterSyncLabel names the RSS row with when it was sampled, when the
+// run says so.
+func rssAfterSyncLabel(when string) string {
+	if when == "" {
+		return "RSS after sync (MiB)"
+	}
+	return "RSS after sync, " + when + " (MiB)"
 }

@@ -39,6 +39,10 @@ func TestMarkdownAndCharts(t *testing.T) {
 	}
 	r.Settings["fixed load"] = "10000"
 	md := r.Markdown()
+	r.Settings["rss after sync"] = "2s after /ready"
+	if md2 := r.Markdown(); !strings.Contains(md2, "| RSS after sync, 2s after /ready (MiB) | 40.0") {
+		t.Errorf("the RSS row does not say when it was sampled:\n%s", md2)
+	}
 	for _, want := range []string{
 		"| QPS at saturation, cluster names | 72000 [70000–75000] | 20571 [20000–21429] | 3.50 | ≥ 3.0× met |",
 		"| RSS after sync (MiB) | 40.0 [40.0–40.0] | 60.0 [60.0–60.0] | 0.67 | ≤ 0.5× **not met** |",
