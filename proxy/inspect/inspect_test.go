@@ -151,3 +151,23 @@ func TestKernelAdd(t *testing.T) {
 		t.Errorf("endpoints %v, want %v (sorted, each once)", got, want)
 	}
 }
+
+// FollowDNAT collects DNAT targets in rule order through jumps, visits each
+// chain once, and stops at cycles and at its depth bound.
+func TestFollowDNAT(t *testing.T) {
+	ep := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+	chains := map[string][]Step{
+		"svc":   {{Jump: "sep-a"}, {DNAT: ep("10.0.0.9:80")}, {Jump: "sep-b"}, {Jump: "sep-a"}},
+		"sep-a": {{DNAT: ep("10.0.0.1:80")}, {Jump: "svc"}}, // a cycle back
+		"sep-b": {{DNAT: ep("10.0.0.2:80")}},
+	}
+	got := FollowDNAT("svc", func(c string) []Step { return chains[c] })
+	want := []netip.AddrPort{ep("10.0.0.1:80"), ep("10.0.0.9:80"), ep("10.0.0.2:80")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("FollowDNAT = %v, want %v", got, want)
+	}
+	deep := func(c string) []Step { return []Step{{DNAT: ep("10.0.0.3:80")}, {Jump: c + "x"}} }
+	if n := len(FollowDNAT("c", deep)); n != maxChainDepth+1 {
+		t.Fatalf("an endless chain of jumps gave %d targets, want %d", n, maxChainDepth+1)
+	}
+}

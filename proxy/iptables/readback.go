@@ -119,31 +119,20 @@ func frontendOf(r savedRule) (inspect.Frontend, bool) {
 	return inspect.Frontend{Addr: a, Protocol: zone.Protocol(strings.ToUpper(r.protocol)), Port: uint16(port)}, true
 }
 
-// reachedDNAT follows jumps from chain (at most maxDepth deep, each chain
-// once) and returns the DNAT targets on the way, in rule order.
+// reachedDNAT returns the DNAT targets reached from chain, in rule order.
 func reachedDNAT(chains map[string][]savedRule, chain string) []netip.AddrPort {
-	const maxDepth = 8
-	var out []netip.AddrPort
-	seen := map[string]bool{}
-	var walk func(c string, depth int)
-	walk = func(c string, depth int) {
-		if seen[c] || depth > maxDepth {
-			return
-		}
-		seen[c] = true
+	return inspect.FollowDNAT(chain, func(c string) []inspect.Step {
+		var steps []inspect.Step
 		for _, r := range chains[c] {
-			if r.dnat != "" {
-				if ep, err := netip.ParseAddrPort(r.dnat); err == nil {
-					out = append(out, ep)
-				}
+			if ep, err := netip.ParseAddrPort(r.dnat); r.dnat != "" && err == nil {
+				steps = append(steps, inspect.Step{DNAT: ep})
 			}
 			if strings.HasPrefix(r.jump, ChainPrefix) && r.jump != chainMarkMasq {
-				walk(r.jump, depth+1)
+				steps = append(steps, inspect.Step{Jump: r.jump})
 			}
 		}
-	}
-	walk(chain, 0)
-	return out
+		return steps
+	})
 }
 
 // splitArgs splits a saved rule into words, keeping quoted comments whole.

@@ -140,36 +140,26 @@ func parseServiceElement(e string, fam proxy.Family) (inspect.Frontend, string, 
 	return f, chain, true
 }
 
-// reachedDNAT follows goto and jump from chain (each chain once, at most
-// maxDepth deep) and returns the DNAT targets on the way.
+// reachedDNAT returns the DNAT targets reached from chain through goto and
+// jump, in rule order.
 func reachedDNAT(chains map[string][]string, chain string) []netip.AddrPort {
-	const maxDepth = 8
-	var out []netip.AddrPort
-	seen := map[string]bool{}
-	var walk func(c string, depth int)
-	walk = func(c string, depth int) {
-		if seen[c] || depth > maxDepth {
-			return
-		}
-		seen[c] = true
+	return inspect.FollowDNAT(chain, func(c string) []inspect.Step {
+		var steps []inspect.Step
 		for _, rule := range chains[c] {
 			words := strings.Fields(rule)
 			for i := 0; i+1 < len(words); i++ {
 				switch words[i] {
 				case "goto", "jump":
 					if words[i+1] != chainMarkMasq {
-						walk(words[i+1], depth+1)
+						steps = append(steps, inspect.Step{Jump: words[i+1]})
 					}
 				case "to":
-					if i > 0 && words[i-1] == "dnat" {
-						if ep, err := netip.ParseAddrPort(words[i+1]); err == nil {
-							out = append(out, ep)
-						}
+					if ep, err := netip.ParseAddrPort(words[i+1]); i > 0 && words[i-1] == "dnat" && err == nil {
+						steps = append(steps, inspect.Step{DNAT: ep})
 					}
 				}
 			}
 		}
-	}
-	walk(chain, 0)
-	return out
+		return steps
+	})
 }
