@@ -633,5 +633,28 @@ func startLab(t *testing.T, api *kubeapi.APIServer, impl labImpl, kubeProxy stri
 		}
 	}
 	t.Logf("%s programmed both nodes within %s", impl.name, time.Since(started).Round(time.Millisecond))
+	l.settleZones(t)
 	return l
+}
+
+// settleZones waits, at most labPatience, until a pod on each node reaches
+// the zone-hinted Service only in its own zone. An agent may sync before it
+// has read its Node's zone label, and then routes to every endpoint until a
+// later sync: kube-proxy did so once in CI, its first sync 1.2 s after start
+// and the topology row run at once. Waiting here does not weaken that row:
+// an agent that never applies hints still fails it after the wait.
+func (l *labRun) settleZones(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(labPatience)
+	for _, c := range []struct{ pod, want string }{{labA1, labA0}, {labB1, labB0}} {
+		for inZone := 0; inZone < labAttempts && time.Now().Before(deadline); {
+			who, _, err := exchange(l.pod(c.pod), "tcp", noSrc, hostPort("10.96.10.10", labHTTP))
+			if err == nil && who == c.want {
+				inZone++
+				continue
+			}
+			inZone = 0
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }
