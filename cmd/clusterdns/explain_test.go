@@ -93,21 +93,7 @@ func TestExplainGolden(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := explain(c, explainInput{query: tc.query, zone: "cluster.local", node: "k8s-worker01", readKernel: tc.kernel})
-			var text bytes.Buffer
-			if err := r.writeText(&text); err != nil {
-				t.Fatal(err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(text.String(), w) {
-					t.Errorf("text output lacks %q:\n%s", w, text.String())
-				}
-			}
-			js, err := json.MarshalIndent(r, "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			pt.Golden(t, "explain-"+tc.name+".txt", text.Bytes())
-			pt.Golden(t, "explain-"+tc.name+".json", append(js, '\n'))
+			checkReport(t, r, tc.name, tc.want)
 		})
 	}
 }
@@ -287,21 +273,29 @@ func TestExplainNodeView(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := explain(c, explainInput{query: tc.query, zone: "cluster.local", node: tc.node, readKernel: kernel})
-			var text bytes.Buffer
-			if err := r.writeText(&text); err != nil {
-				t.Fatal(err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(text.String(), w) {
-					t.Errorf("text output lacks %q:\n%s", w, text.String())
-				}
-			}
-			js, err := json.MarshalIndent(r, "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			pt.Golden(t, "explain-"+tc.name+".txt", text.Bytes())
-			pt.Golden(t, "explain-"+tc.name+".json", append(js, '\n'))
+			checkReport(t, r, tc.name, tc.want)
 		})
 	}
+}
+
+// checkReport holds a report's text and JSON to the golden files named
+// explain-NAME, and requires the text to contain each of want, so that a
+// careless -update cannot hide a wrong output.
+func checkReport(t *testing.T, r *explainReport, name string, want []string) {
+	t.Helper()
+	var text bytes.Buffer
+	if err := r.writeText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want {
+		if !strings.Contains(text.String(), w) {
+			t.Errorf("text output lacks %q:\n%s", w, text.String())
+		}
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt.Golden(t, "explain-"+name+".txt", text.Bytes())
+	pt.Golden(t, "explain-"+name+".json", append(js, '\n'))
 }
