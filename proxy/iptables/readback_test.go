@@ -18,22 +18,7 @@ import (
 // model's endpoints, and no other frontend: the read-back follows the same
 // rules the tracer does.
 func TestReadKernelMatchesWhatWasSynced(t *testing.T) {
-	v6 := pt.Service{Namespace: "dev", Name: "v6", ClusterIPs: []string{"fd00::10"}, Port: 443, Ready: []string{"fd00:1::1", "fd00:1::2"}}
-	lb := pt.With(nodePortSvc, func(s *pt.Service) {
-		s.Type, s.LoadBalancerIPs, s.ExternalIPs = zone.TypeLoadBalancer, []string{"203.0.113.10"}, []string{"192.0.2.10"}
-	})
-	for name, services := range map[string][]pt.Service{
-		"cluster IP and node port":     {clusterIPSvc, nodePortSvc},
-		"affinity":                     {pt.With(clusterIPSvc, func(s *pt.Service) { s.Affinity = 10800 })},
-		"external IPs":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.ExternalIPs = []string{"192.0.2.10"} })},
-		"load balancer":                {lb},
-		"load balancer, source ranges": {pt.With(lb, func(s *pt.Service) { s.SourceRanges = []string{"198.51.100.0/24"} })},
-		"external traffic Local":       {pt.With(lb, func(s *pt.Service) { s.ExternalLocal, s.Local = true, s.Ready[:1] })},
-		"no endpoints":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready = nil })},
-		"node port, no endpoints":      {pt.With(nodePortSvc, func(s *pt.Service) { s.Ready = nil })},
-		"terminating fallback":         {pt.With(clusterIPSvc, func(s *pt.Service) { s.Ready, s.Draining = nil, nginxPods[:1] })},
-		"UDP and IPv6":                 {pt.With(clusterIPSvc, func(s *pt.Service) { s.Protocol = zone.ProtocolUDP }), v6},
-	} {
+	for name, services := range pt.ReadBackClusters() {
 		t.Run(name, func(t *testing.T) {
 			fake := NewFakeRunner()
 			b := New(Config{Runner: fake})

@@ -220,3 +220,29 @@ func NodePortService() Service {
 	return Service{Namespace: "dev", Name: "service-nodeport", Type: zone.TypeNodePort, ClusterIPs: []string{"10.10.97.98"},
 		Port: 80, NodePort: 30002, Ready: NginxPods()}
 }
+
+// ReadBackClusters are the clusters a backend's kernel read-back is checked
+// on after a sync: every kind of frontend (cluster IP, node port, external
+// and load balancer IPs), affinity, source ranges, Local policy, no
+// endpoints, terminating fallback, UDP and IPv6. Both backends that read
+// rules back hold themselves to the same list.
+func ReadBackClusters() map[string][]Service {
+	nginx := NginxPods()
+	svc := ClusterIPService()
+	v6 := Service{Namespace: "dev", Name: "v6", ClusterIPs: []string{"fd00::10"}, Port: 443, Ready: []string{"fd00:1::1", "fd00:1::2"}}
+	lb := With(NodePortService(), func(s *Service) {
+		s.Type, s.LoadBalancerIPs, s.ExternalIPs = zone.TypeLoadBalancer, []string{"203.0.113.10"}, []string{"192.0.2.10"}
+	})
+	return map[string][]Service{
+		"cluster IP and node port":     {svc, NodePortService()},
+		"affinity":                     {With(svc, func(s *Service) { s.Affinity = 10800 })},
+		"external IPs":                 {With(svc, func(s *Service) { s.ExternalIPs = []string{"192.0.2.10"} })},
+		"load balancer":                {lb},
+		"load balancer, source ranges": {With(lb, func(s *Service) { s.SourceRanges = []string{"198.51.100.0/24"} })},
+		"external traffic Local":       {With(lb, func(s *Service) { s.ExternalLocal, s.Local = true, s.Ready[:1] })},
+		"no endpoints":                 {With(svc, func(s *Service) { s.Ready = nil })},
+		"node port, no endpoints":      {With(NodePortService(), func(s *Service) { s.Ready = nil })},
+		"terminating fallback":         {With(svc, func(s *Service) { s.Ready, s.Draining = nil, nginx[:1] })},
+		"UDP and IPv6":                 {With(svc, func(s *Service) { s.Protocol = zone.ProtocolUDP }), v6},
+	}
+}
