@@ -268,6 +268,13 @@ func startLoad(t *testing.T, ns *netns.NS, server, name string, n, qps int) func
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// A receive buffer for a second of answers: a test process descheduled
+	// for a moment on a busy machine must not drop answers itself.
+	if raw, err := conn.(*net.UDPConn).SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 4<<20)
+		})
+	}
 	seen := make([]bool, n)
 	recvDone := make(chan int)
 	go func() {
