@@ -140,6 +140,10 @@ func testNodecacheLab(t *testing.T, api *kubeapi.APIServer, mode, upstreamIP str
 	dir := t.TempDir()
 	bin := clusterdnsBinary(t)
 
+	// Each stage logs when it starts, so a slow run shows where it waited.
+	began := time.Now()
+	stage := func(name string) { t.Logf("%v: %s", time.Since(began).Round(time.Millisecond), name) }
+
 	// The DNS pod.
 	serveConf := writeFile(t, dir, "serve.Corefile", fmt.Sprintf(ncServeCorefile, api.RelayKubeconfig(t, dnsPod, dir)))
 	startServe := func() *netns.Process { return dnsPod.Start(bin, "serve", "--conf", serveConf) }
@@ -154,9 +158,11 @@ func testNodecacheLab(t *testing.T, api *kubeapi.APIServer, mode, upstreamIP str
 			t.Logf("agent:\n%s\nserve:\n%s", tail(agent.Output()), tail(serve.Output()))
 		}
 	})
+	stage("agent and DNS pod")
 	// Until the cache runs, kube-dns is the DNS pod through the agent.
 	waitLabAnswer(t, client, ncKubeDNS, "udp", 90*time.Second, agent)
 
+	stage("cache start")
 	// The cache, with the stock Corefile; the node's resolv.conf names
 	// nothing that answers (no name outside the cluster is asked).
 	base := writeFile(t, dir, "Corefile.base", stockNodecacheCorefile(t))
@@ -191,6 +197,25 @@ func testNodecacheLab(t *testing.T, api *kubeapi.APIServer, mode, upstreamIP str
 	}
 	waitCache()
 
+	stage("node lease")
+	// The node's own queries skip conntrack too once the cache holds its
+	// lease (renewed every 250 ms from when it has bound).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		node.MustRun("conntrack", "-F")
+		for _, ip := range []string{ncLinkLocal, ncKubeDNS} {
+			if m, err := labAsk(node, ip, "udp"); err != nil || !answersWeb(m) {
+				t.Fatalf("the node asking %s: %v, %v", ip, m, err)
+			}
+		}
+		table := node.MustRun("conntrack", "-L")
+		if !strings.Contains(table, "dst="+ncLinkLocal) && !strings.Contains(table, "dst="+ncKubeDNS) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node's own queries stay in conntrack with the cache alive:\n%s", table)
+		}
+	}
+	stage("pod queries")
 	// Both addresses, both protocols, then glibc through the search path.
 	node.MustRun("conntrack", "-F")
 	tcpBefore := promSum(t, dnsPod, ncServeProm, "coredns_dns_requests_total", `proto="tcp"`)
@@ -231,6 +256,7 @@ func testNodecacheLab(t *testing.T, api *kubeapi.APIServer, mode, upstreamIP str
 		t.Errorf("the DNS pod got %d queries, %d of them over TCP; want some, all TCP", served, tcp)
 	}
 
+	stage("DNS pod down")
 	// Cached names outlive the DNS pod.
 	if err := serve.Stop(); err != nil {
 		t.Logf("serve: %v", err)
@@ -243,6 +269,7 @@ func testNodecacheLab(t *testing.T, api *kubeapi.APIServer, mode, upstreamIP str
 	serve = startServe()
 	waitPromUp(t, dnsPod, serve)
 
+	stage("SIGKILL")
 	// SIGKILL: the pod's queries to either address, and the node's own,
 	// are answered by kube-dns through the agent, until a new cache binds.
 	_ = syscall.Kill(-cache.Cmd.Process.Pid, syscall.SIGKILL)
@@ -258,6 +285,7 @@ func testNodecacheLab(t *testing.T, api *kubeapi.APIServer, mode, upstreamIP str
 	cache = startCache()
 	waitCache()
 
+	stage("restart under load")
 	// A restart under load from the pod loses no query, on either address.
 	const n, qps = 6000, 2000
 	loads := []func() (int, int){
@@ -286,6 +314,7 @@ func testNodecacheLab(t *testing.T, api *kubeapi.APIServer, mode, upstreamIP str
 	}
 	waitCache()
 
+	stage("SIGTERM")
 	// SIGTERM tears down, and DNS keeps working through kube-dns.
 	if err := cache.Stop(); err != nil {
 		t.Errorf("nodecache exited with %v:\n%s", err, cache.Output())
