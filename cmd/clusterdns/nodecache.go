@@ -97,7 +97,7 @@ func parseNodecacheFlags(args []string, stderr io.Writer) (*nodecacheFlags, erro
 	fs.StringVar(&f.pidFile, "pidfile", "", "write the process id here")
 	fs.IntVar(&f.dnsPort, "dns.port", 53, "the DNS port the rules match")
 	fs.StringVar(&f.rules, "rules", "iptables", "rule set when -setupiptables: iptables or nftables (a table of its own)")
-	fs.BoolVar(&f.followSocket, "follow-socket", true, "skip conntrack for queries from pods only while the cache's socket is bound, so they fall back to kube-dns through the Service rules when it dies")
+	fs.BoolVar(&f.followSocket, "follow-socket", true, "skip conntrack for queries from pods only while the cache's socket is bound, and for the node's own only while the cache renews its 1 s lease, so both fall back to kube-dns through the Service rules when it dies")
 	fs.StringVar(&f.resolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf, which fills __PILLAR__UPSTREAM__SERVERS__")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// Accepted so the stock arguments parse; they configure parts of
