@@ -76,6 +76,9 @@ func testNodecacheNodeSide(t *testing.T, bin, rules string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// As large a receive buffer as the real server's: a test process
+	// descheduled for a moment must not drop the queries of a restart.
+	forceReadBuffer(clusterPC.(*net.UDPConn))
 	clusterDNS := &dns.Server{PacketConn: clusterPC, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
@@ -227,6 +230,10 @@ func testNodecacheNodeSide(t *testing.T, bin, rules string) {
 	t.Logf("restart under load: %d queries sent, %d answered", sent, answered)
 	if sent != 10000 || answered != sent {
 		t.Errorf("restart under load: %d of %d queries sent, %d answered", sent, 10000, answered)
+		for _, ns := range []*netns.NS{pod, node} {
+			out, _ := ns.Run(t.Context(), "nstat", "-asz", "UdpInErrors", "UdpRcvbufErrors", "UdpNoPorts")
+			t.Logf("%s:\n%s", ns.Name, out)
+		}
 	}
 
 	if err := cache.Stop(); err != nil {
@@ -238,6 +245,16 @@ func testNodecacheNodeSide(t *testing.T, bin, rules string) {
 	nft := node.MustRun("nft", "list", "ruleset")
 	if strings.Contains(nft, "clusterdns-nodecache") || strings.Contains(nft, "CLUSTERDNS-NODECACHE") {
 		t.Errorf("SIGTERM left rules behind:\n%s", nft)
+	}
+}
+
+// forceReadBuffer gives a test's UDP socket a 4 MiB receive buffer, past
+// rmem_max (the tests run as root).
+func forceReadBuffer(c *net.UDPConn) {
+	if raw, err := c.SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 4<<20)
+		})
 	}
 }
 
@@ -268,6 +285,9 @@ func startLoad(t *testing.T, ns *netns.NS, server, name string, n, qps int) func
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// A receive buffer for a second of answers: a test process descheduled
+	// for a moment on a busy machine must not drop answers itself.
+	forceReadBuffer(conn.(*net.UDPConn))
 	seen := make([]bool, n)
 	recvDone := make(chan int)
 	go func() {

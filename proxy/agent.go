@@ -27,6 +27,9 @@ type Config struct {
 	// Local traffic policies, and its Node object's zone selects topology
 	// hints.
 	NodeName string
+	// DNSAlias, when set, routes the node-local DNS cache's address to
+	// kube-dns while no cache holds it (see ServiceAlias).
+	DNSAlias ServiceAlias
 	// Conntrack, when set, forgets UDP flows to endpoints that went away.
 	Conntrack Conntrack
 	// MinSyncPeriod batches changes: syncs are at least this far apart.
@@ -255,7 +258,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	start, began := time.Now(), a.cfg.Clock.Now()
 	model := programmed
 	if latest != modelOf || model == nil {
-		model = BuildNodeModel(programmed, latest, a.cfg.NodeName)
+		model = BuildNodeModelAlias(programmed, latest, a.cfg.NodeName, a.cfg.DNSAlias)
 	}
 	modelTook := time.Since(start)
 	res, err := a.cfg.Backend.Sync(ctx, model, full)

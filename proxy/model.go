@@ -172,6 +172,9 @@ type Model struct {
 	// node and zone are the node the model routes for and its topology
 	// zone; a model for another node or zone shares nothing with this one.
 	node, zone string
+	// alias is the node-local DNS address the model routes (see
+	// BuildNodeModelAlias); a model with another shares nothing either.
+	alias ServiceAlias
 
 	// ID identifies the model; BaseID is the ID of the model Changes is
 	// relative to, zero when there is none.
@@ -289,11 +292,28 @@ func BuildModel(prev *Model, c *zone.Cluster) *Model { return BuildNodeModel(pre
 // local ones of the Local traffic policies, and its zone (from its Node
 // object) selects topology hints.
 func BuildNodeModel(prev *Model, c *zone.Cluster, node string) *Model {
+	return BuildNodeModelAlias(prev, c, node, ServiceAlias{})
+}
+
+// ServiceAlias is one more address of a Service on this node only, routed
+// as an external IP of the Service's ports. It exists for the node-local DNS
+// cache's link-local address (169.254.20.10): while the cache is alive, its
+// NOTRACK rules keep queries to that address out of conntrack and so out of
+// these DNAT rules; once it is dead, the queries are tracked and reach the
+// Service's endpoints (kube-dns) through this alias instead of a closed port.
+type ServiceAlias struct {
+	Service zone.Key
+	Addr    netip.Addr
+}
+
+// BuildNodeModelAlias is BuildNodeModel with alias added to its Service's
+// ports of the same family; a zero alias adds nothing.
+func BuildNodeModelAlias(prev *Model, c *zone.Cluster, node string, alias ServiceAlias) *Model {
 	if c == nil {
 		return NewModel(prev, nil)
 	}
-	here := locality{node: node, zone: c.NodeZone(node)}
-	if prev != nil && (prev.node != here.node || prev.zone != here.zone) {
+	here := locality{node: node, zone: c.NodeZone(node), alias: alias}
+	if prev != nil && (prev.node != here.node || prev.zone != here.zone || prev.alias != here.alias) {
 		// Every Service's endpoints may differ: rebuild them all, and let
 		// NewModel find which ports changed.
 		m := buildAll(prev, nil, c, here)
@@ -314,7 +334,10 @@ func BuildNodeModel(prev *Model, c *zone.Cluster, node string) *Model {
 }
 
 // locality is the node a model routes for.
-type locality struct{ node, zone string }
+type locality struct {
+	node, zone string
+	alias      ServiceAlias
+}
 
 // buildAll builds the model from every Service of c, reusing the ports of
 // the Services that reuse lists with the same object and slices.
@@ -348,7 +371,7 @@ func buildAll(prev *Model, reuse *sourceMap, c *zone.Cluster, here locality) *Mo
 		}
 	}
 	m := NewModel(prev, ports)
-	m.sources, m.generation, m.node, m.zone = sources, c.Generation, here.node, here.zone
+	m.sources, m.generation, m.node, m.zone, m.alias = sources, c.Generation, here.node, here.zone, here.alias
 	// NewModel swapped unchanged ports for prev's objects; the sources must
 	// hold the same objects for the next comparison by pointer.
 	for _, s := range rebuilt {
@@ -375,7 +398,7 @@ func patchModel(prev *Model, sources *sourceMap, rebuilt []*portSource, generati
 		}
 	}
 	m := &Model{Ports: slices.Clone(prev.Ports), index: prev.index, sources: sources, generation: generation,
-		node: prev.node, zone: prev.zone, ID: rand.Uint64() | 1, BaseID: prev.ID}
+		node: prev.node, zone: prev.zone, alias: prev.alias, ID: rand.Uint64() | 1, BaseID: prev.ID}
 	for _, s := range rebuilt {
 		for i, p := range s.ports {
 			at := prev.index[p.Key]
@@ -492,6 +515,10 @@ func servicePorts(svc *zone.Service, svcSlices []*zone.EndpointSlice, here local
 	for _, ip := range svc.ClusterIPs {
 		family := FamilyOf(ip)
 		external := externalIPs(svc.ExternalIPs, family)
+		if here.alias.Service == svc.Key && here.alias.Addr.IsValid() && FamilyOf(here.alias.Addr) == family && !slices.Contains(external, here.alias.Addr.Unmap()) {
+			external = append(external, here.alias.Addr.Unmap())
+			slices.SortFunc(external, netip.Addr.Compare)
+		}
 		lbIPs := loadBalancerIPs(svc.LoadBalancerIngress, family)
 		var ranges []netip.Prefix
 		if len(lbIPs) > 0 {

@@ -266,3 +266,38 @@ func TestIncrementalModelMatchesFullBuild(t *testing.T) {
 		prev = inc
 	}
 }
+
+// TestServiceAlias checks that the node-local DNS address becomes an
+// external IP of the named Service's ports of its family, and of no other
+// Service's, and that a model with another alias is rebuilt.
+func TestServiceAlias(t *testing.T) {
+	dnsKey := zone.Key{Namespace: "kube-system", Name: "kube-dns"}
+	svc := func(k zone.Key, ips ...string) *zone.Service {
+		s := &zone.Service{Key: k, Ports: []zone.ServicePort{{Name: "dns", Protocol: zone.ProtocolUDP, Port: 53, TargetPort: 53}}}
+		for _, ip := range ips {
+			s.ClusterIPs = append(s.ClusterIPs, netip.MustParseAddr(ip))
+		}
+		return s
+	}
+	c := snapshot([]*zone.Service{svc(dnsKey, "10.96.0.10", "fd00::a"), svc(zone.Key{Namespace: "dev", Name: "web"}, "10.96.0.20")})
+	alias := ServiceAlias{Service: dnsKey, Addr: netip.MustParseAddr("169.254.20.10")}
+	plain := BuildNodeModel(nil, c, "n1")
+	m := BuildNodeModelAlias(plain, c, "n1", alias)
+	got := map[string][]netip.Addr{}
+	for _, p := range m.Ports {
+		got[p.Key.String()] = p.ExternalIPs
+	}
+	want := map[string][]netip.Addr{
+		PortKey{Service: dnsKey, Port: "dns", Family: IPv4}.String():                                  {alias.Addr},
+		PortKey{Service: dnsKey, Port: "dns", Family: IPv6}.String():                                  nil,
+		PortKey{Service: zone.Key{Namespace: "dev", Name: "web"}, Port: "dns", Family: IPv4}.String(): nil,
+	}
+	for k, w := range want {
+		if g, ok := got[k]; !ok || !slices.Equal(g, w) {
+			t.Errorf("%s: external IPs %v, want %v (have %v)", k, g, w, got)
+		}
+	}
+	if again := BuildNodeModel(m, c, "n1"); len(again.Lookup(PortKey{Service: dnsKey, Port: "dns", Family: IPv4}).ExternalIPs) != 0 {
+		t.Error("a model built without the alias kept it from the previous one")
+	}
+}

@@ -97,7 +97,7 @@ func parseNodecacheFlags(args []string, stderr io.Writer) (*nodecacheFlags, erro
 	fs.StringVar(&f.pidFile, "pidfile", "", "write the process id here")
 	fs.IntVar(&f.dnsPort, "dns.port", 53, "the DNS port the rules match")
 	fs.StringVar(&f.rules, "rules", "iptables", "rule set when -setupiptables: iptables or nftables (a table of its own)")
-	fs.BoolVar(&f.followSocket, "follow-socket", true, "skip conntrack for queries from pods only while the cache's socket is bound, so they fall back to kube-dns through the Service rules when it dies")
+	fs.BoolVar(&f.followSocket, "follow-socket", true, "skip conntrack for queries from pods only while the cache's socket is bound, and for the node's own only while the cache renews its 1 s lease, so both fall back to kube-dns through the Service rules when it dies")
 	fs.StringVar(&f.resolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf, which fills __PILLAR__UPSTREAM__SERVERS__")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	// Accepted so the stock arguments parse; they configure parts of
@@ -227,7 +227,7 @@ func runNodecache(ctx context.Context, args []string, _, stderr io.Writer) error
 	if err := f.renderCorefile(logger); err != nil {
 		return err
 	}
-	agent, err := nodelocal.NewAgent(nodeCfg, nodelocal.ExecRunner{}, nodelocal.NetlinkLinks{}, logger)
+	agent, err := nodelocal.NewAgent(nodeCfg, nodelocal.ExecRunner{}, nodelocal.NetlinkLinks{}, nodelocal.NetlinkSets{}, logger)
 	if err != nil {
 		return err
 	}
@@ -242,6 +242,7 @@ func runNodecache(ctx context.Context, args []string, _, stderr io.Writer) error
 	// queries goes first and the server stops after drainDelay, so that new
 	// queries already take the Service path while those queued on its
 	// sockets are answered; the rest of the rules and the link go last.
+	srv := server.NewServer(f.conf, logger)
 	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServe()
 	agentCtx, stopAgent := context.WithCancel(ctx)
@@ -249,7 +250,9 @@ func runNodecache(ctx context.Context, args []string, _, stderr io.Writer) error
 	agentWG.Add(1)
 	go func() {
 		defer agentWG.Done()
-		agent.Run(agentCtx, f.syncInterval.d)
+		// The lease of the node's own queries is renewed only once the
+		// server has bound its sockets (it has a runtime from then on).
+		agent.Run(agentCtx, f.syncInterval.d, func() bool { return srv.Runtime() != nil })
 	}()
 	serveDone := make(chan struct{})
 	wg.Add(2)
@@ -287,7 +290,7 @@ func runNodecache(ctx context.Context, args []string, _, stderr io.Writer) error
 		}
 		stopServe()
 	}()
-	serveErr := server.NewServer(f.conf, logger).Run(serveCtx)
+	serveErr := srv.Run(serveCtx)
 	close(serveDone)
 	stopAgent()
 	agentWG.Wait()

@@ -48,6 +48,8 @@ type proxyOptions struct {
 	dryRun            bool
 	iptablesVariant   string
 	verbosity         int
+	nodeLocalDNS      string
+	nodeLocalDNSSvc   string
 	ipvs              ipvsOptions
 }
 
@@ -72,8 +74,31 @@ func proxyFlags(stderr io.Writer) (*pflag.FlagSet, *proxyOptions) {
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be programmed (iptables: the iptables-restore input; nftables: the nft script; ipvs: the table as ipvsadm -Ln shows it), change nothing, and exit")
 	fs.StringVar(&o.iptablesVariant, "iptables-variant", "", "which iptables tools to run: empty for the system's iptables, nft or legacy")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 4 and more debug")
+	fs.StringVar(&o.nodeLocalDNS, "node-local-dns", "", "the node-local DNS cache's link-local address (169.254.20.10): routed to --node-local-dns-service while no cache on the node is bound to it (iptables and nftables modes)")
+	fs.StringVar(&o.nodeLocalDNSSvc, "node-local-dns-service", "kube-system/kube-dns", "namespace/name of the Service --node-local-dns falls back to")
 	o.ipvs.addFlags(fs)
 	return fs, o
+}
+
+// dnsAlias reads --node-local-dns. IPVS mode refuses it: IPVS takes every
+// packet to an address it serves at input, whether or not the cache's socket
+// is bound, so the alias would always steal the cache's queries.
+func (o *proxyOptions) dnsAlias() (proxy.ServiceAlias, error) {
+	if o.nodeLocalDNS == "" {
+		return proxy.ServiceAlias{}, nil
+	}
+	addr, err := netip.ParseAddr(o.nodeLocalDNS)
+	if err != nil {
+		return proxy.ServiceAlias{}, fmt.Errorf("--node-local-dns: %w", err)
+	}
+	if o.mode == "ipvs" {
+		return proxy.ServiceAlias{}, errors.New("--node-local-dns: IPVS mode would take the cache's queries even while it is alive; use it in iptables or nftables mode")
+	}
+	ns, name, ok := strings.Cut(o.nodeLocalDNSSvc, "/")
+	if !ok || ns == "" || name == "" {
+		return proxy.ServiceAlias{}, fmt.Errorf("--node-local-dns-service %q: want namespace/name", o.nodeLocalDNSSvc)
+	}
+	return proxy.ServiceAlias{Service: zone.Key{Namespace: ns, Name: name}, Addr: addr.Unmap()}, nil
 }
 
 // runProxy is the node agent; see proxy/.
@@ -103,6 +128,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := o.ipvs.validate(); err != nil {
+		return err
+	}
+	alias, err := o.dnsAlias()
+	if err != nil {
 		return err
 	}
 	// Every mode's backend is built: the one chosen runs, the others clean
@@ -149,7 +178,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return backend.DryRun(proxy.BuildNodeModel(nil, c, o.nodeName()), stdout)
+		return backend.DryRun(proxy.BuildNodeModelAlias(nil, c, o.nodeName(), alias), stdout)
 	}
 
 	cleanupOtherModes(ctx, backend, all, log)
@@ -170,6 +199,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Source:         source,
 		Backend:        backend,
 		NodeName:       node,
+		DNSAlias:       alias,
 		Conntrack:      proxy.NetlinkConntrack{},
 		MinSyncPeriod:  minSyncPeriod,
 		SyncPeriod:     syncPeriod,

@@ -49,6 +49,9 @@ func TestProxyFlagErrors(t *testing.T) {
 		{[]string{"--iptables-min-sync-period", "1m", "--iptables-sync-period", "30s", "--dry-run"}, "--iptables-min-sync-period"},
 		{[]string{"--iptables-variant", "xt", "--dry-run"}, "--iptables-variant"},
 		{[]string{"--manifests", ".", "--kubeconfig", "x", "--dry-run"}, "excludes"},
+		{[]string{"--node-local-dns", "169.254.20", "--dry-run"}, "--node-local-dns"},
+		{[]string{"--node-local-dns", "169.254.20.10", "--node-local-dns-service", "kube-dns", "--dry-run"}, "--node-local-dns-service"},
+		{[]string{"--node-local-dns", "169.254.20.10", "--proxy-mode", "ipvs", "--dry-run"}, "IPVS mode"},
 		{[]string{"stray"}, "unexpected arguments"},
 	}
 	for _, tc := range cases {
@@ -123,6 +126,43 @@ endpoints:
 		// Zone hints leave the other zone's endpoint to its own nodes.
 		if strings.Contains(out, "172.16.2.30") {
 			t.Errorf("%s dry run routes to the endpoint hinted for another zone:\n%s", mode, out)
+		}
+	}
+}
+
+// With --node-local-dns, the dry run of each rule mode routes the cache's
+// address to kube-dns's endpoint, as an external IP of kube-dns only.
+func TestProxyDryRunNodeLocalDNS(t *testing.T) {
+	dir := t.TempDir()
+	manifests := `apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: kube-dns-1, namespace: kube-system, labels: {kubernetes.io/service-name: kube-dns}}
+addressType: IPv4
+ports: [{name: dns, port: 53, protocol: UDP}]
+endpoints:
+- {addresses: [172.16.1.53]}
+`
+	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(manifests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for mode, want := range map[string]string{
+		"iptables": `"kube-system/kube-dns:dns external IP" -d 169.254.20.10/32 -p udp -m udp --dport 53 -j CDNS-EXT-`,
+		"nftables": "169.254.20.10 . udp . 53 : goto external-",
+	} {
+		var stdout, stderr bytes.Buffer
+		args := []string{"--proxy-mode", mode, "--manifests", dir, "--dry-run", "--cluster-cidr", "172.16.0.0/16", "--node-local-dns", "169.254.20.10"}
+		if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
+			t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
+		}
+		if out := stdout.String(); !strings.Contains(out, want) || !strings.Contains(out, "172.16.1.53:53") {
+			t.Errorf("%s dry run lacks %q or the endpoint:\n%s", mode, want, out)
 		}
 	}
 }

@@ -4,6 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
+)
+
+// The lease of the node's own queries (see Config.FollowSocket). The TTL
+// bounds how long after the cache's death the node's queries still go to
+// its closed port; renewing four times per TTL rides out a slow rule tool.
+// ipset timeouts count whole seconds, so the TTL is one.
+const (
+	LeaseTTL   = time.Second
+	LeaseRenew = LeaseTTL / 4
 )
 
 // Rules says which rule set keeps the local addresses out of conntrack.
@@ -36,8 +46,14 @@ type Config struct {
 	// local address and port: while the cache is dead the queries stay
 	// tracked, so kube-proxy's DNAT of the kube-dns ClusterIP sends them to
 	// the cluster DNS pods; the moment a cache binds again, they are its.
+	//
 	// Queries from the node itself (OUTPUT) cannot be told apart this way:
-	// in that hook the kernel's socket lookup does not find the listener.
+	// in that hook the socket a rule sees is the sender's, and iptables'
+	// socket match is not allowed there. Their NOTRACK follows a lease
+	// instead: a kernel set with a timeout (an nftables set, or an ipset
+	// for iptables) that the running cache renews every LeaseRenew. A dead
+	// cache renews nothing, its addresses leave the set within LeaseTTL,
+	// and the node's queries are tracked and DNATed like the pods'.
 	FollowSocket bool
 }
 

@@ -10,8 +10,11 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // Runner runs the rule tools. ExecRunner runs them; tests record calls.
@@ -160,6 +163,68 @@ func (NetlinkLinks) Delete(name string) error {
 	}
 	if err := netlink.LinkDel(link); err != nil {
 		return fmt.Errorf("delete link %s: %w", name, err)
+	}
+	return nil
+}
+
+// LeaseSets keeps the ipset that holds the lease of the node's own queries
+// in iptables mode (see Config.FollowSocket). NetlinkSets is the real one.
+type LeaseSets interface {
+	// Ensure creates the set, with entries that time out, if it is missing.
+	Ensure(name string, ipv6 bool) error
+	// Renew adds ips or restarts their timeout at ttl.
+	Renew(name string, ips []netip.Addr, ttl time.Duration) error
+	// Clear empties the set; a missing set is not an error.
+	Clear(name string) error
+	// Destroy removes the set; a missing set is not an error.
+	Destroy(name string) error
+}
+
+// NetlinkSets is LeaseSets over the ipset netlink protocol, in the caller's
+// network namespace.
+type NetlinkSets struct{}
+
+// Ensure implements LeaseSets.
+func (NetlinkSets) Ensure(name string, ipv6 bool) error {
+	family := uint8(unix.NFPROTO_IPV4)
+	if ipv6 {
+		family = unix.NFPROTO_IPV6
+	}
+	if _, err := netlink.IpsetList(name); err == nil {
+		return nil
+	}
+	timeout := uint32(1)
+	err := netlink.IpsetCreate(name, "hash:ip", netlink.IpsetCreateOptions{Family: family, Timeout: &timeout})
+	var exists nl.IPSetError
+	if err != nil && !(errors.As(err, &exists) && exists == nl.IPSET_ERR_EXIST) {
+		return fmt.Errorf("ipset %s: create: %w", name, err)
+	}
+	return nil
+}
+
+// Renew implements LeaseSets; ttl is rounded up to whole seconds.
+func (NetlinkSets) Renew(name string, ips []netip.Addr, ttl time.Duration) error {
+	secs := uint32((ttl + time.Second - 1) / time.Second)
+	for _, ip := range ips {
+		if err := netlink.IpsetAdd(name, &netlink.IPSetEntry{IP: ip.AsSlice(), Timeout: &secs, Replace: true}); err != nil {
+			return fmt.Errorf("ipset %s: add %v: %w", name, ip, err)
+		}
+	}
+	return nil
+}
+
+// Clear implements LeaseSets.
+func (NetlinkSets) Clear(name string) error {
+	if err := netlink.IpsetFlush(name); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("ipset %s: flush: %w", name, err)
+	}
+	return nil
+}
+
+// Destroy implements LeaseSets.
+func (NetlinkSets) Destroy(name string) error {
+	if err := netlink.IpsetDestroy(name); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("ipset %s: destroy: %w", name, err)
 	}
 	return nil
 }

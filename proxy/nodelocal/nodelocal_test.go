@@ -3,11 +3,14 @@ package nodelocal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clusterdns/clusterdns/proxy/proxytest"
 )
@@ -102,6 +105,89 @@ func (f *fakeLinks) Delete(name string) error {
 	return nil
 }
 
+// fakeSets records what is done to the lease ipset.
+type fakeSets struct {
+	ops []string
+	err error
+}
+
+func (f *fakeSets) Ensure(name string, ipv6 bool) error {
+	f.ops = append(f.ops, "ensure "+name)
+	return f.err
+}
+
+func (f *fakeSets) Renew(name string, ips []netip.Addr, ttl time.Duration) error {
+	f.ops = append(f.ops, fmt.Sprintf("renew %s %v %v", name, ips, ttl))
+	return f.err
+}
+
+func (f *fakeSets) Clear(name string) error {
+	f.ops = append(f.ops, "clear "+name)
+	return f.err
+}
+
+func (f *fakeSets) Destroy(name string) error {
+	f.ops = append(f.ops, "destroy "+name)
+	return f.err
+}
+
+// TestLease follows the lease of the node's own queries through a cache's
+// life in each rule set: created with the rules, renewed while alive, kept
+// by a periodic sync, ended by StopSteering, removed by Teardown.
+func TestLease(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := stockConfig(RulesIPTables)
+	cfg.FollowSocket = true
+	sets := &fakeSets{}
+	a, err := NewAgent(cfg, &recorder{}, &fakeLinks{links: map[string][]netip.Addr{}}, sets, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, step := range []func(context.Context) error{a.Sync, a.Renew, a.StopSteering, a.Teardown} {
+		if err := step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		"ensure " + leaseSet,
+		"renew " + leaseSet + " [169.254.20.10 10.96.0.10] 1s",
+		"clear " + leaseSet,
+		"destroy " + leaseSet,
+	}
+	if !slices.Equal(sets.ops, want) {
+		t.Errorf("iptables: ipset ops\n%q\nwant\n%q", sets.ops, want)
+	}
+
+	cfg.Rules = RulesNFTables
+	r := &recorder{}
+	a, err = NewAgent(cfg, r, &fakeLinks{links: map[string][]netip.Addr{}}, &fakeSets{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	renew := string(nftRenewLease(cfg))
+	if want := "add element inet clusterdns-nodecache clusterdns-nodecache-alive { 169.254.20.10, 10.96.0.10 }\n"; !strings.HasPrefix(renew, want) || strings.Count(renew, "\n") != 3 {
+		t.Errorf("nft renewal:\n%s", renew)
+	}
+	const elems = "elements = { 169.254.20.10, 10.96.0.10 }"
+	if !strings.Contains(string(renderNFTables(cfg, true, a.leased)), elems) {
+		t.Error("a sync after a renewal drops the lease")
+	}
+	if err := a.StopSteering(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a.leased || strings.Contains(string(renderNFTables(cfg, true, a.leased)), elems) {
+		t.Error("the lease outlives StopSteering")
+	}
+	r.fail = map[string]bool{"nft": true}
+	if err := a.Renew(ctx); err == nil || a.leased {
+		t.Errorf("a failed renewal: error %v, leased %v", err, a.leased)
+	}
+}
+
 func TestSyncAndTeardownCommands(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cases := []struct {
@@ -161,7 +247,7 @@ func TestSyncAndTeardownCommands(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &recorder{fail: tc.fail}
 			links := &fakeLinks{links: map[string][]netip.Addr{}}
-			a, err := NewAgent(stockConfig(tc.rules), r, links, logger)
+			a, err := NewAgent(stockConfig(tc.rules), r, links, &fakeSets{}, logger)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +282,7 @@ func TestSyncAndTeardownCommands(t *testing.T) {
 func TestSyncTriesEveryStep(t *testing.T) {
 	r := &recorder{}
 	links := &fakeLinks{err: errors.New("no link for you")}
-	a, err := NewAgent(stockConfig(RulesNFTables), r, links, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := NewAgent(stockConfig(RulesNFTables), r, links, &fakeSets{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +300,7 @@ func TestSyncTriesEveryStep(t *testing.T) {
 func TestStopSteering(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := &recorder{fail: map[string]bool{" -D ": true}}
-	a, err := NewAgent(stockConfig(RulesIPTables), r, &fakeLinks{links: map[string][]netip.Addr{}}, logger)
+	a, err := NewAgent(stockConfig(RulesIPTables), r, &fakeLinks{links: map[string][]netip.Addr{}}, &fakeSets{}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +312,7 @@ func TestStopSteering(t *testing.T) {
 	}
 	cfg := stockConfig(RulesNFTables)
 	cfg.FollowSocket = true
-	script := string(renderNFTables(cfg, false))
+	script := string(renderNFTables(cfg, false, true))
 	pre := script[strings.Index(script, "chain prerouting"):strings.Index(script, "chain output")]
 	if strings.Contains(pre, "notrack") {
 		t.Errorf("draining table still steers:\n%s", pre)

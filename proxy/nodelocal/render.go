@@ -14,6 +14,9 @@ const (
 	chainFilterIn  = "CLUSTERDNS-NODECACHE-IN"
 	chainFilterOut = "CLUSTERDNS-NODECACHE-OUT"
 	nftTable       = "clusterdns-nodecache"
+	// leaseSet holds the local IPs while the cache is alive: an nftables
+	// set in our table, or an ipset of that name in iptables mode.
+	leaseSet = "clusterdns-nodecache-alive"
 )
 
 // jump is the rule in a built-in chain that sends packets to ours.
@@ -47,16 +50,17 @@ func hostPrefix(c Config) string {
 func RenderIPTables(c Config) []byte {
 	var b bytes.Buffer
 	suffix := hostPrefix(c)
-	follow := ""
+	follow, lease := "", ""
 	if c.FollowSocket {
 		follow = " -m socket --nowildcard"
+		lease = " -m set --match-set " + leaseSet + " dst"
 	}
 	b.WriteString("*raw\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", chainRawPre, chainRawOut)
 	for _, ip := range c.LocalIPs {
 		for _, proto := range []string{"udp", "tcp"} {
 			fmt.Fprintf(&b, "-A %s -d %s%s -p %s -m %s --dport %d%s -j NOTRACK\n", chainRawPre, ip, suffix, proto, proto, c.DNSPort, follow)
-			fmt.Fprintf(&b, "-A %s -d %s%s -p %s -m %s --dport %d -j NOTRACK\n", chainRawOut, ip, suffix, proto, proto, c.DNSPort)
+			fmt.Fprintf(&b, "-A %s -d %s%s -p %s -m %s --dport %d%s -j NOTRACK\n", chainRawOut, ip, suffix, proto, proto, c.DNSPort, lease)
 			fmt.Fprintf(&b, "-A %s -s %s%s -p %s -m %s --sport %d -j NOTRACK\n", chainRawOut, ip, suffix, proto, proto, c.DNSPort)
 		}
 	}
@@ -84,11 +88,13 @@ func RenderIPTables(c Config) []byte {
 // any DNAT of the kube-dns ClusterIP. The accept chains only help against a
 // drop policy in this table's hooks; a drop in another table still drops,
 // which is how nftables composes tables.
-func RenderNFTables(c Config) []byte { return renderNFTables(c, true) }
+func RenderNFTables(c Config) []byte { return renderNFTables(c, true, false) }
 
 // renderNFTables leaves the prerouting notrack out when !steer: the table
-// of a cache that is draining (see Agent.StopSteering).
-func renderNFTables(c Config, steer bool) []byte {
+// of a cache that is draining (see Agent.StopSteering). With leased, the
+// lease set starts out holding the local IPs, so that a periodic sync does
+// not drop a live cache's lease until the next renewal.
+func renderNFTables(c Config, steer, leased bool) []byte {
 	addr := "ip"
 	if c.ipv6() {
 		addr = "ip6"
@@ -101,6 +107,17 @@ func renderNFTables(c Config, steer bool) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", nftTable, nftTable)
 	fmt.Fprintf(&b, "table inet %s {\n", nftTable)
+	if c.FollowSocket {
+		typ := "ipv4_addr"
+		if c.ipv6() {
+			typ = "ipv6_addr"
+		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s; flags timeout; timeout %dms;\n", leaseSet, typ, LeaseTTL.Milliseconds())
+		if leased && steer {
+			fmt.Fprintf(&b, "\t\telements = %s\n", set)
+		}
+		b.WriteString("\t}\n")
+	}
 	fmt.Fprintf(&b, "\tchain prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n")
 	if !steer {
 		b.WriteString("\t}\n")
@@ -116,7 +133,11 @@ func renderNFTables(c Config, steer bool) []byte {
 		fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d notrack\n\t}\n", addr, set, c.DNSPort)
 	}
 	fmt.Fprintf(&b, "\tchain output {\n\t\ttype filter hook output priority raw; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d notrack\n", addr, set, c.DNSPort)
+	if c.FollowSocket {
+		fmt.Fprintf(&b, "\t\t%s daddr @%s meta l4proto { tcp, udp } th dport %d notrack\n", addr, leaseSet, c.DNSPort)
+	} else {
+		fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d notrack\n", addr, set, c.DNSPort)
+	}
 	fmt.Fprintf(&b, "\t\t%s saddr %s meta l4proto { tcp, udp } th sport %d notrack\n\t}\n", addr, set, c.DNSPort)
 	fmt.Fprintf(&b, "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
 	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto { tcp, udp } th dport %d accept\n", addr, set, c.DNSPort)
@@ -135,4 +156,20 @@ func renderNFTables(c Config, steer bool) []byte {
 // nftTeardown deletes our table whether or not it exists.
 func nftTeardown() []byte {
 	return []byte(fmt.Sprintf("table inet %s\ndelete table inet %s\n", nftTable, nftTable))
+}
+
+// nftRenewLease renews the lease of every local IP: an element that exists
+// keeps its old expiry when added again, so it is added (in case it
+// expired), deleted and added fresh, in one transaction.
+func nftRenewLease(c Config) []byte {
+	ips := make([]string, len(c.LocalIPs))
+	for i, ip := range c.LocalIPs {
+		ips[i] = ip.String()
+	}
+	elems := "{ " + strings.Join(ips, ", ") + " }"
+	var b bytes.Buffer
+	for _, op := range []string{"add", "delete", "add"} {
+		fmt.Fprintf(&b, "%s element inet %s %s %s\n", op, nftTable, leaseSet, elems)
+	}
+	return b.Bytes()
 }

@@ -11,6 +11,7 @@
 //	vmprobe serve -listen 10.100.2.2:8080 -name pod-a -for 60s
 //	vmprobe dial  -addr 10.96.0.10:80 -timeout 20s
 //	vmprobe spread -net udp -addr 10.96.0.10:53 -n 30
+//	vmprobe dns -net tcp -addr 169.254.20.10:53 -name web.default.svc.cluster.local
 package main
 
 import (
@@ -27,13 +28,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: vmprobe ipvs|serve|dial|spread [flags]")
+		fmt.Fprintln(os.Stderr, "usage: vmprobe ipvs|serve|dial|spread|dns [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -46,6 +48,8 @@ func main() {
 		err = runDial(args)
 	case "spread":
 		err = runSpread(args)
+	case "dns":
+		err = runDNS(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -280,4 +284,39 @@ func exchange(network, addr string, timeout time.Duration) (string, error) {
 		return "", errors.New("empty reply")
 	}
 	return fields[0], nil
+}
+
+// runDNS asks one A question, retrying until -timeout, and prints the
+// answers on one line:
+//
+//	dns udp 169.254.20.10:53 web.default.svc.cluster.local.: A 10.96.0.80
+func runDNS(args []string) error {
+	fs := flag.NewFlagSet("dns", flag.ExitOnError)
+	network := fs.String("net", "udp", "udp or tcp")
+	addr := fs.String("addr", "", "server ip:port")
+	name := fs.String("name", "", "name to ask for (A)")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	fs.Parse(args)
+
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(*name), dns.TypeA)
+	c := &dns.Client{Net: *network, Timeout: time.Second}
+	deadline := time.Now().Add(*timeout)
+	for {
+		m, _, err := c.Exchange(q, *addr)
+		if err == nil {
+			var out []string
+			for _, rr := range m.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					out = append(out, "A "+a.A.String())
+				}
+			}
+			fmt.Printf("dns %s %s %s: %s %s\n", *network, *addr, q.Question[0].Name, dns.RcodeToString[m.Rcode], strings.Join(out, " "))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dns %s %s: %w", *network, *addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
