@@ -271,3 +271,26 @@ func parseGoTestResults(out string) map[string]string {
 // goTestName is a test's name as go test prints it: spaces become
 // underscores.
 func goTestName(name string) string { return strings.ReplaceAll(name, " ", "_") }
+
+func TestParseGoTestResults(t *testing.T) {
+	out := `=== RUN   TestProxyLabVMGuest
+        --- PASS: TestProxyLabVMGuest/kube-proxy/ipvs/LoadBalancer:_the_node_reaches_the_LB_IP (0.02s)
+            --- FAIL: TestProxyLabVMGuest/clusterdns/ipvs/eTP_Local:_dropped,_not_rejected (1.50s)
+    proxy_lab_test.go:451: --- PASS: not a verdict (0.1s)
+--- FAIL: TestProxyLabVMGuest (188.43s)
+`
+	got := parseGoTestResults(out)
+	want := map[string]string{
+		goTestName("TestProxyLabVMGuest/kube-proxy/ipvs/LoadBalancer: the node reaches the LB IP"): "PASS",
+		goTestName("TestProxyLabVMGuest/clusterdns/ipvs/eTP Local: dropped, not rejected"):         "FAIL",
+		"TestProxyLabVMGuest": "FAIL",
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for name, v := range want {
+		if got[name] != v {
+			t.Errorf("%s: %q, want %q (all: %v)", name, got[name], v, got)
+		}
+	}
+}
