@@ -236,6 +236,7 @@ func writeLabObjects(t *testing.T, c kubernetes.Interface) {
 type labRun struct {
 	lab    *netns.Lab
 	agents []*netns.Process
+	mode   string // the agents' --proxy-mode, for rows whose expectation depends on it
 }
 
 func (l *labRun) node(i int) *netns.LabNode { return l.lab.Nodes[i] }
@@ -447,6 +448,10 @@ var labRows = []labRow{
 		l.reach(t, l.lab.Client, noSrc, "tcp", hostPort(labNodes[1].IP, 30301), clientPeer, labB0)
 	}},
 	{"eTP Local: pods and the node still reach every endpoint", func(t *testing.T, l *labRun) {
+		if l.mode == "ipvs" {
+			l.ipvsLocalFromInside(t)
+			return
+		}
 		l.reach(t, l.pod(labB1), noSrc, "tcp", hostPort("203.0.113.3", labHTTP), anyPeer, labA0, labA1, labB0)
 		l.reach(t, l.node(1).NS, noSrc, "tcp", hostPort("203.0.113.4", labHTTP), anyPeer, labA0)
 	}},
@@ -501,6 +506,12 @@ var labRows = []labRow{
 	// internalTrafficPolicy: Local.
 	{"iTP Local: pods reach only their node's endpoints, dropped without", func(t *testing.T, l *labRun) {
 		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort("10.96.10.8", labHTTP), fromCluster, labA0)
+		if l.mode == "ipvs" {
+			// kube-proxy leaves the virtual server without real servers,
+			// and IPVS refuses.
+			l.refused(t, l.pod(labB1), noSrc, hostPort("10.96.10.8", labHTTP))
+			return
+		}
 		l.dropped(t, l.pod(labB1), noSrc, hostPort("10.96.10.8", labHTTP))
 	}},
 	// loadBalancerSourceRanges.
@@ -533,6 +544,16 @@ type labImpl struct {
 	name, mode string
 }
 
+// labEnv is where the lab runs: the binaries it starts and how a node
+// namespace reaches the API server (on this machine, or from inside the e2e
+// VM through its forward).
+type labEnv struct {
+	kubeProxy, clusterdns, podServer string
+	kubeconfig                       func(t testing.TB, ns *netns.NS, dir string) string
+	// patience bounds an agent's first sync; zero means labPatience.
+	patience time.Duration
+}
+
 // TestProxyLab runs the lab's checks against kube-proxy v1.37.2 (the
 // reference) and against `clusterdns proxy`, each in iptables and nftables
 // mode, on two nodes fed by one API server.
@@ -544,6 +565,7 @@ func TestProxyLab(t *testing.T) {
 	}
 	api := kubeapi.Start(t)
 	writeLabObjects(t, mustAdmin(t, api))
+	env := labEnv{kubeProxy: kubeProxy, clusterdns: clusterdnsBinary(t), podServer: podServerBinary(t), kubeconfig: api.RelayKubeconfig}
 	for _, impl := range []labImpl{
 		{name: "kube-proxy", mode: "iptables"},
 		{name: "kube-proxy", mode: "nftables"},
@@ -551,7 +573,7 @@ func TestProxyLab(t *testing.T) {
 		{name: "clusterdns", mode: "nftables"},
 	} {
 		t.Run(impl.name+"/"+impl.mode, func(t *testing.T) {
-			l := startLab(t, api, impl, kubeProxy)
+			l := startLab(t, env, impl)
 			for _, row := range labRows {
 				t.Run(row.name, func(t *testing.T) { row.check(t, l) })
 			}
@@ -561,11 +583,11 @@ func TestProxyLab(t *testing.T) {
 
 // startLab builds the lab and starts impl's agent on every node, and waits
 // until each has programmed the cluster.
-func startLab(t *testing.T, api *kubeapi.APIServer, impl labImpl, kubeProxy string) *labRun {
+func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 	t.Helper()
 	spec := netns.LabSpec{LAN: netip.MustParsePrefix(labLAN), ClientIPs: []string{labClient, labStranger}, Nodes: labNodes}
-	l := &labRun{lab: netns.NewLab(t, spec)}
-	podServer := podServerBinary(t)
+	l := &labRun{lab: netns.NewLab(t, spec), mode: impl.mode}
+	podServer := env.podServer
 	for _, n := range l.lab.Nodes {
 		for i, pod := range n.Pods {
 			ip := n.PodIPs[i].String()
@@ -585,11 +607,11 @@ func startLab(t *testing.T, api *kubeapi.APIServer, impl labImpl, kubeProxy stri
 	}
 	dir := t.TempDir()
 	for _, n := range l.lab.Nodes {
-		kubeconfig := api.RelayKubeconfig(t, n.NS, dir)
+		kubeconfig := env.kubeconfig(t, n.NS, dir)
 		var args []string
 		switch impl.name {
 		case "kube-proxy":
-			args = []string{kubeProxy, "--kubeconfig", kubeconfig, "--hostname-override", n.Name, "--proxy-mode", impl.mode,
+			args = []string{env.kubeProxy, "--kubeconfig", kubeconfig, "--hostname-override", n.Name, "--proxy-mode", impl.mode,
 				"--cluster-cidr", labCIDR, "--nodeport-addresses", labLAN,
 				"--healthz-bind-address", proxyHealthz, "--metrics-bind-address", proxyMetrics,
 				// Leave the conntrack table's size and timeouts alone: some
@@ -597,7 +619,7 @@ func startLab(t *testing.T, api *kubeapi.APIServer, impl labImpl, kubeProxy stri
 				"--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
 				"--v", "2"}
 		default:
-			args = []string{clusterdnsBinary(t), "proxy", "--kubeconfig", kubeconfig, "--hostname-override", n.Name, "--proxy-mode", impl.mode,
+			args = []string{env.clusterdns, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", n.Name, "--proxy-mode", impl.mode,
 				"--cluster-cidr", labCIDR, "--nodeport-addresses", labLAN,
 				"--healthz-bind-address", proxyHealthz, "--metrics-bind-address", proxyMetrics,
 				"--iptables-variant", proxyIPTablesVariant, "-v", "4"}
@@ -616,9 +638,13 @@ func startLab(t *testing.T, api *kubeapi.APIServer, impl labImpl, kubeProxy stri
 	}
 	// Each node has synced once the cluster IP of the last Service answers
 	// from it: the agents read every object before their first sync.
+	patience := env.patience
+	if patience == 0 {
+		patience = labPatience
+	}
 	started := time.Now()
 	for i, n := range l.lab.Nodes {
-		deadline := time.Now().Add(labPatience)
+		deadline := time.Now().Add(patience)
 		for {
 			if _, _, err := exchange(n.NS, "tcp", noSrc, hostPort("10.96.10.12", labHTTP)); err == nil {
 				break
@@ -627,7 +653,7 @@ func startLab(t *testing.T, api *kubeapi.APIServer, impl labImpl, kubeProxy stri
 				t.Fatalf("%s on %s exited: %v\n%s", impl.name, n.Name, err, l.agents[i].Output())
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s on %s: nothing programmed after %s\n%s", impl.name, n.Name, labPatience, l.agents[i].Output())
+				t.Fatalf("%s on %s: nothing programmed after %s\n%s", impl.name, n.Name, patience, l.agents[i].Output())
 			}
 			time.Sleep(200 * time.Millisecond)
 		}

@@ -3,7 +3,8 @@
 #
 #   $CACHE/vmlinuz            Debian cloud kernel
 #   $CACHE/base.cpio          initramfs base: busybox, kernel modules for IPVS,
-#                             netfilter, veth and dummy links and virtio_net,
+#                             netfilter, veth, dummy and bridge links and
+#                             virtio_net,
 #                             real iptables,
 #                             iproute2 ip, ipset, ipvsadm, conntrack, and
 #                             init.sh as /init
@@ -124,13 +125,14 @@ cp "$bb" "$stage/bin/busybox"
 done
 
 # Kernel modules: all of netfilter (iptables legacy and nft, conntrack, NAT,
-# IPVS, ipset), veth and dummy, the virtio network card (loaded only when a
-# run asks for its one forwarded port), plus whatever those depend on.
+# IPVS, ipset), veth, dummy and bridge (the LAN of the proxy lab, loaded on
+# demand), the virtio network card (loaded only when a run asks for its one
+# forwarded port), plus whatever those depend on.
 "$bb" depmod -b "$root" "$kver"
 (
 	cd "$root/$mdir"
 	find kernel/net/netfilter kernel/net/ipv4/netfilter kernel/net/ipv6/netfilter \
-		kernel/drivers/net/veth.ko kernel/drivers/net/dummy.ko \
+		kernel/drivers/net/veth.ko kernel/drivers/net/dummy.ko kernel/net/bridge/bridge.ko \
 		kernel/drivers/virtio kernel/drivers/net/virtio_net.ko -name '*.ko'
 ) >"$work/wanted"
 # Close over modules.dep: keep adding dependencies until nothing new appears.

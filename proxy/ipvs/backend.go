@@ -860,7 +860,7 @@ func (b *Backend) DryRun(m *proxy.Model, w io.Writer) error {
 // the IPVS table alone does not show it.
 var policySets = []struct{ role, meaning string }{
 	{setExternalLocal, "externalTrafficPolicy Local: traffic from outside the node keeps its source"},
-	{setDrop, "dropped: no local endpoint (internalTrafficPolicy Local)"},
+	{setDrop, "refused: no local endpoint (internalTrafficPolicy Local)"},
 	{setExternalDrop, "dropped unless from a pod or the node: no local endpoint (externalTrafficPolicy Local)"},
 	{setLBSourceCIDR, "loadBalancerSourceRanges: the only sources that reach the load balancer IP (and the IP itself)"},
 }

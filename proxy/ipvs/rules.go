@@ -33,11 +33,12 @@ const (
 	// External addresses (IP,proto:port) of externalTrafficPolicy Local
 	// ports: traffic from outside the node keeps its source.
 	setExternalLocal = "EXTERNAL-LOCAL"
-	// Addresses whose traffic is dropped: cluster IPs of
-	// internalTrafficPolicy Local ports without a local endpoint
-	// (setDrop); external addresses of externalTrafficPolicy Local ports
-	// without one, for traffic from outside the pods and the node
-	// (setExternalDrop).
+	// Addresses whose new connections are refused: cluster IPs of
+	// internalTrafficPolicy Local ports without a local endpoint (setDrop,
+	// named for what iptables and nftables modes do). Addresses whose
+	// traffic is dropped: external addresses of externalTrafficPolicy
+	// Local ports without one, for traffic from outside the pods and the
+	// node (setExternalDrop).
 	setDrop         = "DROP"
 	setExternalDrop = "EXTERNAL-DROP"
 	// loadBalancerSourceRanges: the load balancer IP,proto:port of each
@@ -129,7 +130,11 @@ func renderRules(f proxy.Family, cfg *Config) []byte {
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", chainFilter)
 	fmt.Fprintf(&b, ":%s - [0:0]\n", chainSourceRanges)
-	fmt.Fprintf(&b, "-A %s -m comment --comment \"no local endpoints\" -m set --match-set %s dst,dst -j DROP\n", chainFilter, set(setDrop))
+	// kube-proxy's IPVS mode leaves such a virtual server without real
+	// servers, and IPVS answers a packet to it with ICMP port unreachable:
+	// the client is refused at once where iptables and nftables modes
+	// drop. Rejecting here (before IPVS sees the packet) does the same.
+	fmt.Fprintf(&b, "-A %s -m comment --comment \"no local endpoints\" -m set --match-set %s dst,dst -j REJECT\n", chainFilter, set(setDrop))
 	// Pods and the node still reach an externalTrafficPolicy Local
 	// Service through its external addresses when this node has no
 	// endpoint of it; traffic from elsewhere is dropped.

@@ -251,8 +251,28 @@ type Target interface {
 // leave the list.
 type Gaps map[string]string
 
+// Deviations are questions a backend answers otherwise on purpose, keyed
+// "scenario/question", with the answer it must give instead: where the
+// reference behaves differently in that mode (kube-proxy's IPVS mode refuses
+// what its iptables mode drops).
+type Deviations map[string]Want
+
 // Run runs every scenario against fresh targets.
 func Run(t *testing.T, newTarget func(t *testing.T, r proxy.Routing) Target, gaps Gaps) {
+	RunDeviating(t, newTarget, gaps, nil)
+}
+
+// RunDeviating is Run with deviations. A deviation no question matches
+// fails the run, so that none outlives its question.
+func RunDeviating(t *testing.T, newTarget func(t *testing.T, r proxy.Routing) Target, gaps Gaps, deviations Deviations) {
+	used := map[string]bool{}
+	defer func() {
+		for key := range deviations {
+			if !used[key] {
+				t.Errorf("deviation %q matches no question", key)
+			}
+		}
+	}()
 	unanswered := 0
 	for _, sc := range Scenarios() {
 		t.Run(sc.Name, func(t *testing.T) {
@@ -262,6 +282,9 @@ func Run(t *testing.T, newTarget func(t *testing.T, r proxy.Routing) Target, gap
 			for i, m := range sc.Models() {
 				target.Sync(t, m, i == 0)
 				for _, q := range sc.Steps[i].Questions {
+					if w, ok := deviations[sc.Name+"/"+q.Name]; ok {
+						q.Want, used[sc.Name+"/"+q.Name] = w, true
+					}
 					got, ok := target.Route(t, q.Packet)
 					if !ok {
 						unanswered++

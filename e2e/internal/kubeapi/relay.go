@@ -24,6 +24,26 @@ import (
 // Everything stops when the test ends.
 func (a *APIServer) RelayKubeconfig(t testing.TB, ns *netns.NS, dir string) string {
 	t.Helper()
+	return RelayKubeconfigTo(t, ns, dir, Remote{Addr: strings.TrimPrefix(a.URL, "https://"), CAFile: a.CAFile, Token: a.AdminToken()})
+}
+
+// Remote is an API server as a process elsewhere reaches it: from inside
+// the e2e VM, through the VM's one forwarded port.
+type Remote struct {
+	// Addr is the host:port to dial.
+	Addr string
+	// CAFile verifies the server's certificate; ServerName, when set, is
+	// the name it is checked against (the e2e API server's certificate is
+	// for 127.0.0.1, whatever address reaches it).
+	CAFile, ServerName string
+	// Token authenticates the agent.
+	Token string
+}
+
+// RelayKubeconfigTo is RelayKubeconfig for an API server this process
+// reaches at r.Addr.
+func RelayKubeconfigTo(t testing.TB, ns *netns.NS, dir string, r Remote) string {
+	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() error {
 		var err error
@@ -32,7 +52,7 @@ func (a *APIServer) RelayKubeconfig(t testing.TB, ns *netns.NS, dir string) stri
 	}); err != nil {
 		t.Fatalf("relay listener in %s: %v", ns.Name, err)
 	}
-	target := strings.TrimPrefix(a.URL, "https://")
+	target := r.Addr
 	var wg sync.WaitGroup
 	var mu sync.Mutex // protects conns
 	var conns []net.Conn
@@ -70,8 +90,8 @@ func (a *APIServer) RelayKubeconfig(t testing.TB, ns *netns.NS, dir string) stri
 		}
 	})
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: "https://" + ln.Addr().String(), CertificateAuthority: a.CAFile}
-	cfg.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{Token: a.AdminToken()}
+	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: "https://" + ln.Addr().String(), CertificateAuthority: r.CAFile, TLSServerName: r.ServerName}
+	cfg.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{Token: r.Token}
 	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
 	cfg.CurrentContext = "e2e"
 	path := filepath.Join(dir, ns.Name+".kubeconfig")
