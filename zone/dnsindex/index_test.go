@@ -28,7 +28,7 @@ func dump(ix *Index) []string {
 		}
 	}
 	for _, m := range ix.ptrs {
-		for a := range m {
+		for a := range m.one {
 			rev, err := dns.ReverseAddr(a.String())
 			if err != nil {
 				panic(err)
