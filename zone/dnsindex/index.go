@@ -85,7 +85,7 @@ type ptrTarget struct {
 	i int32
 }
 
-func (t ptrTarget) name() string { return t.p.eps[t.i].host + "." + t.p.ptrBase }
+func (t ptrTarget) name() string { return t.p.eps[t.i].label() + "." + t.p.ptrBase }
 
 // ptrShard is one shard of the endpoint addresses. Nearly every address
 // belongs to one endpoint name, kept in one; the rare others (an address
@@ -153,16 +153,20 @@ func (ix *Index) Lookup(name string) *Node {
 // endpointName makes HOST.NAME's node from NAME's endpoints, or returns nil.
 func (ix *Index) endpointName(name string) *Node {
 	host, parent, ok := strings.Cut(name, ".")
-	if !ok {
+	if !ok || host == "" {
 		return nil
 	}
 	p := ix.shards[uint8(maphash.String(ix.seed, parent))][parent]
 	if p == nil || p.hosts == nil {
 		return nil
 	}
+	// An endpoint without a name of its own is named by its address:
+	// compare addresses rather than spell every endpoint's label.
+	dashed, isDashed := ParseDashedAddr(host)
+	isDashed = isDashed && DashedAddr(dashed) == host
 	var n *Node
 	for _, ep := range *p.hosts {
-		if ep.host == host {
+		if ep.host == host || ep.host == "" && isDashed && ep.addr == dashed {
 			if n == nil {
 				n = &Node{Name: name}
 			}

@@ -22,7 +22,7 @@ func dump(ix *Index) []string {
 			names[name] = true
 			if n.hosts != nil {
 				for _, ep := range *n.hosts {
-					names[ep.host+"."+name] = true
+					names[ep.label()+"."+name] = true
 				}
 			}
 		}
