@@ -119,8 +119,7 @@ func (s *ptrShard) targets(dst []ptrTarget, a netip.Addr) []ptrTarget {
 func (p *part) place(seed maphash.Seed) {
 	for _, n := range p.nodes {
 		n.prepare()
-		n.shard = uint8(maphash.String(seed, n.Name))
-		p.shards.add(n.shard)
+		p.shards.add(uint8(maphash.String(seed, n.Name)))
 	}
 	if p.ptrBase != "" {
 		for _, ep := range p.eps {
@@ -369,8 +368,10 @@ func (ix *Index) fill(p *part, dirty shardSet) {
 		return
 	}
 	for _, n := range p.nodes {
-		if dirty.has(n.shard) {
-			merge(ix.shards[n.shard], n)
+		// The shard is hashed again rather than kept in the node: a
+		// byte more would take the node to a larger size class.
+		if s := uint8(maphash.String(ix.seed, n.Name)); dirty.has(s) {
+			merge(ix.shards[s], n)
 		}
 	}
 }
