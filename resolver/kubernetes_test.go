@@ -127,6 +127,8 @@ func TestKubernetesRecords(t *testing.T) {
 			rcode: dns.RcodeNameError, ns: soa},
 		{name: "endpoint of a ClusterIP Service, by address", qname: "10-1-0-1.web.dev.svc." + z, qtype: dns.TypeA,
 			answer: []string{"10-1-0-1.web.dev.svc.cluster.local. A 10.1.0.1"}},
+		{name: "endpoint of a ClusterIP Service, address spelled otherwise: no such name", qname: "010-1-0-1.web.dev.svc." + z, qtype: dns.TypeA,
+			rcode: dns.RcodeNameError, ns: soa},
 		{name: "endpoint of a ClusterIP Service keeps the case asked", qname: "10-1-0-1.WEB.dev.svc." + z, qtype: dns.TypeA,
 			answer: []string{"10-1-0-1.WEB.dev.svc.cluster.local. A 10.1.0.1"}},
 		{name: "endpoint of a ClusterIP Service, other type: NODATA", qname: "10-1-0-1.web.dev.svc." + z, qtype: dns.TypeAAAA, ns: soa},

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -58,11 +59,44 @@ type udpServer struct {
 // readers, when upstreams are slow, to a few megabytes.
 const udpBufferSize = dns.DefaultMsgSize
 
+// udpMaxReaders bounds the readers of an address, most of them waiting on
+// upstreams, across its sockets.
+const udpMaxReaders = 4096
+
+// listenUDP binds n UDP sockets to addr in one SO_REUSEPORT group, so that
+// the kernel spreads datagrams over them by flow and each reader has a
+// socket of its own instead of all contending for one. A port of 0 is
+// chosen by the first bind and taken by the rest.
+func listenUDP(addr string, n int) ([]*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	var conns []*net.UDPConn
+	for range n {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		conns = append(conns, pc.(*net.UDPConn))
+		addr = pc.LocalAddr().String()
+	}
+	return conns, nil
+}
+
 // oobSize holds one IPv4 or IPv6 packet-info control message.
 var oobSize = max(unix.CmsgSpace(unix.SizeofInet4Pktinfo), unix.CmsgSpace(unix.SizeofInet6Pktinfo))
 
 func newUDPServer(conn *net.UDPConn, answer func(context.Context, *dns.Msg, netip.AddrPort) *dns.Msg, log *slog.Logger, readers int) (*udpServer, error) {
-	s := &udpServer{conn: conn, answer: answer, log: log, base: int32(readers), max: 4096}
+	s := &udpServer{conn: conn, answer: answer, log: log, base: int32(readers), max: udpMaxReaders}
 	if err := enlargeReceiveBuffer(conn); err != nil {
 		log.Debug("udp receive buffer", "addr", conn.LocalAddr().String(), "err", err)
 	}

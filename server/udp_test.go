@@ -324,3 +324,79 @@ func TestPackReplyFallsBackToServfail(t *testing.T) {
 		})
 	}
 }
+
+// listenUDP binds every socket of the group to the one port, the first
+// choosing it when the address asks for port 0, and a port another socket
+// holds without SO_REUSEPORT stays busy: start-up must fail there rather
+// than share the port.
+func TestListenUDPGroup(t *testing.T) {
+	conns, err := listenUDP("127.0.0.1:0", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if len(conns) != 3 {
+		t.Fatalf("%d sockets, want 3", len(conns))
+	}
+	addr := conns[0].LocalAddr().String()
+	for _, c := range conns[1:] {
+		if got := c.LocalAddr().String(); got != addr {
+			t.Errorf("socket bound to %s, want %s", got, addr)
+		}
+	}
+
+	plain, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if extra, err := listenUDP(plain.LocalAddr().String(), 2); err == nil {
+		for _, c := range extra {
+			c.Close()
+		}
+		t.Errorf("listenUDP took %s, which a socket without SO_REUSEPORT holds", plain.LocalAddr())
+	}
+}
+
+// Every socket of a listener's group answers: the kernel hands each
+// client's flow to one of them, by its addresses and ports.
+func TestListenerAnswersOnEverySocket(t *testing.T) {
+	l, err := listen("127.0.0.1:0", slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.udp) < 2 {
+		t.Fatalf("%d UDP sockets, want at least 2", len(l.udp))
+	}
+	for i, u := range l.udp {
+		u.fast = nil
+		u.answer = func(_ context.Context, r *dns.Msg, _ netip.AddrPort) *dns.Msg {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			m.Id = uint16(i)
+			return m
+		}
+		go u.serve()
+	}
+	defer func() {
+		for _, u := range l.udp {
+			u.shutdown(time.Second)
+		}
+		l.tcp.ln.Close()
+	}()
+	server := l.udp[0].conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	seen := make(map[uint16]bool)
+	// Each client is a new source port, hashed afresh; a few hundred make
+	// missing a socket out of a handful practically impossible.
+	for range 300 {
+		seen[exchange(t, server, query("a.example.", 9999)).Id] = true
+		if len(seen) == len(l.udp) {
+			return
+		}
+	}
+	t.Errorf("answers came from sockets %v of %d", seen, len(l.udp))
+}

@@ -370,7 +370,7 @@ func slimming(f func(any) any) cache.TransformFunc {
 }
 
 func newCached(m *metav1.ObjectMeta, value any) *cachedObject {
-	return &cachedObject{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion, value: value}
+	return &cachedObject{resourceVersion: m.ResourceVersion, value: value}
 }
 
 // observedUpdate estimates when an object was written, for the latency
@@ -433,11 +433,11 @@ func (st *apiState) set(k apiKind, obj any) {
 		k.set(st.builder, o.value)
 	} else if k.name == "namespaces" {
 		k.set(st.builder, o.value)
-		if st.allowed != nil && !st.allowed[o.name] {
-			st.allowed[o.name] = true
-			st.replayNamespace(o.name, true)
+		if name := o.key().Name; st.allowed != nil && !st.allowed[name] {
+			st.allowed[name] = true
+			st.replayNamespace(name, true)
 		}
-	} else if st.allowed == nil || st.allowed[o.namespace] {
+	} else if st.allowed == nil || st.allowed[o.key().Namespace] {
 		k.set(st.builder, o.value)
 	}
 	st.mu.Unlock()
@@ -475,7 +475,7 @@ func (st *apiState) replayNamespace(ns string, add bool) {
 			if add {
 				k.set(st.builder, o.value)
 			} else {
-				k.del(st.builder, Key{Namespace: o.namespace, Name: o.name})
+				k.del(st.builder, o.key())
 			}
 		}
 	}
@@ -495,7 +495,7 @@ func deletedKey(obj any) (Key, bool) {
 	if !ok {
 		return Key{}, false
 	}
-	return Key{Namespace: o.namespace, Name: o.name}, true
+	return o.key(), true
 }
 
 func (st *apiState) poke() {

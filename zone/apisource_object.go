@@ -8,20 +8,38 @@ import (
 )
 
 // cachedObject is what the API source's informer caches hold instead of the
-// full API objects: the slim model value and the three pieces of metadata the
-// cache itself uses (namespace and name for its keys, resource version to tell
-// a real update from a relist of the same object). A full Service or
-// EndpointSlice costs kilobytes once managed fields and annotations are
-// counted; this costs a few dozen bytes beside the model value.
+// full API objects: the slim model value and the resource version, which
+// tells a real update from a relist of the same object. The namespace and
+// name the cache keys objects by are read from the value, which has them
+// already: tens of thousands of cached objects then cost 32 bytes each
+// beside their values. A full Service or EndpointSlice costs kilobytes once
+// managed fields and annotations are counted.
 //
 // It satisfies metav1.Object and runtime.Object because client-go reads keys
 // and versions through those interfaces. Everything else reads as empty and
 // every setter is ignored: the cache never needs them.
 type cachedObject struct {
-	namespace, name, resourceVersion string
-	// value is one of *Service, *EndpointSlice, *Pod or *Namespace, and is
-	// never changed after the object is cached.
+	resourceVersion string
+	// value is one of *Service, *EndpointSlice, *Pod, *Namespace or *Node,
+	// and is never changed after the object is cached.
 	value any
+}
+
+// key is the namespace and name of the cached object.
+func (o *cachedObject) key() Key {
+	switch v := o.value.(type) {
+	case *Service:
+		return v.Key
+	case *EndpointSlice:
+		return v.Key
+	case *Pod:
+		return v.Key
+	case *Namespace:
+		return Key{Name: v.Name}
+	case *Node:
+		return Key{Name: v.Name}
+	}
+	return Key{}
 }
 
 var (
@@ -34,9 +52,9 @@ func (o *cachedObject) GetObjectKind() schema.ObjectKind { return schema.EmptyOb
 // DeepCopyObject copies the wrapper; the value is immutable and is shared.
 func (o *cachedObject) DeepCopyObject() runtime.Object { c := *o; return &c }
 
-func (o *cachedObject) GetNamespace() string                                       { return o.namespace }
+func (o *cachedObject) GetNamespace() string                                       { return o.key().Namespace }
 func (o *cachedObject) SetNamespace(string)                                        {}
-func (o *cachedObject) GetName() string                                            { return o.name }
+func (o *cachedObject) GetName() string                                            { return o.key().Name }
 func (o *cachedObject) SetName(string)                                             {}
 func (o *cachedObject) GetGenerateName() string                                    { return "" }
 func (o *cachedObject) SetGenerateName(string)                                     {}

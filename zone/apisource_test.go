@@ -321,8 +321,8 @@ func TestTransformSlimsAndIsIdempotent(t *testing.T) {
 	if !ok {
 		t.Fatalf("transform returned %T, want *cachedObject", out)
 	}
-	if o.namespace != "shop" || o.name != "web" || o.resourceVersion != "1" {
-		t.Errorf("cached metadata = %q/%q@%q, want shop/web@1", o.namespace, o.name, o.resourceVersion)
+	if o.GetNamespace() != "shop" || o.GetName() != "web" || o.GetResourceVersion() != "1" {
+		t.Errorf("cached metadata = %q/%q@%q, want shop/web@1", o.GetNamespace(), o.GetName(), o.GetResourceVersion())
 	}
 	if key, err := cache.MetaNamespaceKeyFunc(o); err != nil || key != "shop/web" {
 		t.Errorf("cache key = %q, %v; want shop/web", key, err)

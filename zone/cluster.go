@@ -107,9 +107,13 @@ type Builder struct {
 	dirty      bool
 
 	// last is the previous snapshot; changedMaps says which of the maps
-	// above differ from its.
+	// above differ from its. sharedMaps says which of them the last
+	// snapshot holds itself: the builder copies such a map before its next
+	// write to it, so that between changes one copy of each map exists, not
+	// two (at 10,000 Services each is about a megabyte).
 	last        *Cluster
 	changedMaps uint8
+	sharedMaps  uint8
 	// sliceKeys lists each Service's slices (most have one, so a list, not
 	// a set); touched holds the Services
 	// whose list or slices changed since the last snapshot.
@@ -153,6 +157,27 @@ func (b *Builder) touch(t time.Time, m uint8) {
 	}
 }
 
+// own makes the builder's maps of the given kinds its own again, copying
+// those the last snapshot holds, before it writes to them.
+func (b *Builder) own(m uint8) {
+	if b.sharedMaps&m == 0 {
+		return
+	}
+	switch m {
+	case changedServices:
+		b.services = maps.Clone(b.services)
+	case changedSlices:
+		b.slices = maps.Clone(b.slices)
+	case changedPods:
+		b.pods = maps.Clone(b.pods)
+	case changedNamespaces:
+		b.namespaces = maps.Clone(b.namespaces)
+	case changedNodes:
+		b.nodes = maps.Clone(b.nodes)
+	}
+	b.sharedMaps &^= m
+}
+
 // count adds d to the objects of a namespace.
 func (b *Builder) count(ns string, d int) {
 	if b.objectsIn[ns] += d; b.objectsIn[ns] == 0 {
@@ -169,6 +194,7 @@ func (b *Builder) SetService(s *Service) {
 	if _, ok := b.services[s.Key]; !ok {
 		b.count(s.Namespace, 1)
 	}
+	b.own(changedServices)
 	b.services[s.Key] = s
 	b.edited[s.Key] = struct{}{}
 	b.touch(s.Updated, changedServices)
@@ -177,6 +203,7 @@ func (b *Builder) SetService(s *Service) {
 // DeleteService removes a Service; removing an unknown one is not an error.
 func (b *Builder) DeleteService(k Key) {
 	if _, ok := b.services[k]; ok {
+		b.own(changedServices)
 		delete(b.services, k)
 		b.edited[k] = struct{}{}
 		b.count(k.Namespace, -1)
@@ -191,6 +218,7 @@ func (b *Builder) SetSlice(s *EndpointSlice) {
 	} else {
 		b.count(s.Namespace, 1)
 	}
+	b.own(changedSlices)
 	b.slices[s.Key] = s
 	if s.Service != "" {
 		svc := Key{Namespace: s.Namespace, Name: s.Service}
@@ -203,6 +231,7 @@ func (b *Builder) SetSlice(s *EndpointSlice) {
 // DeleteSlice removes an EndpointSlice.
 func (b *Builder) DeleteSlice(k Key) {
 	if old, ok := b.slices[k]; ok {
+		b.own(changedSlices)
 		delete(b.slices, k)
 		b.unlist(old)
 		b.count(k.Namespace, -1)
@@ -230,6 +259,7 @@ func (b *Builder) SetPod(p *Pod) {
 	if _, ok := b.pods[p.Key]; !ok {
 		b.count(p.Namespace, 1)
 	}
+	b.own(changedPods)
 	b.pods[p.Key] = p
 	b.touch(time.Time{}, changedPods)
 }
@@ -237,6 +267,7 @@ func (b *Builder) SetPod(p *Pod) {
 // DeletePod removes a Pod.
 func (b *Builder) DeletePod(k Key) {
 	if _, ok := b.pods[k]; ok {
+		b.own(changedPods)
 		delete(b.pods, k)
 		b.count(k.Namespace, -1)
 		b.touch(time.Time{}, changedPods)
@@ -245,6 +276,7 @@ func (b *Builder) DeletePod(k Key) {
 
 // SetNamespace adds or replaces a Namespace.
 func (b *Builder) SetNamespace(n *Namespace) {
+	b.own(changedNamespaces)
 	b.namespaces[n.Name] = n
 	b.touch(time.Time{}, changedNamespaces)
 }
@@ -252,6 +284,7 @@ func (b *Builder) SetNamespace(n *Namespace) {
 // DeleteNamespace removes a Namespace.
 func (b *Builder) DeleteNamespace(name string) {
 	if _, ok := b.namespaces[name]; ok {
+		b.own(changedNamespaces)
 		delete(b.namespaces, name)
 		b.touch(time.Time{}, changedNamespaces)
 	}
@@ -259,6 +292,7 @@ func (b *Builder) DeleteNamespace(name string) {
 
 // SetNode adds or replaces a Node.
 func (b *Builder) SetNode(n *Node) {
+	b.own(changedNodes)
 	b.nodes[n.Name] = n
 	b.touch(time.Time{}, changedNodes)
 }
@@ -266,22 +300,23 @@ func (b *Builder) SetNode(n *Node) {
 // DeleteNode removes a Node.
 func (b *Builder) DeleteNode(name string) {
 	if _, ok := b.nodes[name]; ok {
+		b.own(changedNodes)
 		delete(b.nodes, name)
 		b.touch(time.Time{}, changedNodes)
 	}
 }
 
 // Snapshot cuts an immutable Cluster from the current state and clears the
-// dirty mark. Its cost is a copy of the maps that changed, not of the objects.
+// dirty mark. The snapshot takes the maps that changed as they are; the
+// builder copies each (the maps, not the objects) when it next writes to it.
 func (b *Builder) Snapshot() *Cluster {
 	b.generation++
 	c := &Cluster{Generation: b.generation, Changed: b.changed}
 	last, all := b.last, b.last == nil
-	c.Services = shareOrClone(all || b.changedMaps&changedServices != 0, b.services, last, func(l *Cluster) map[Key]*Service { return l.Services })
-	c.Slices = shareOrClone(all || b.changedMaps&changedSlices != 0, b.slices, last, func(l *Cluster) map[Key]*EndpointSlice { return l.Slices })
-	c.Pods = shareOrClone(all || b.changedMaps&changedPods != 0, b.pods, last, func(l *Cluster) map[Key]*Pod { return l.Pods })
-	c.Namespaces = shareOrClone(all || b.changedMaps&changedNamespaces != 0, b.namespaces, last, func(l *Cluster) map[string]*Namespace { return l.Namespaces })
-	c.Nodes = shareOrClone(all || b.changedMaps&changedNodes != 0, b.nodes, last, func(l *Cluster) map[string]*Node { return l.Nodes })
+	// A map that did not change is the builder's and the last snapshot's
+	// alike (shared, or an equal copy): either serves.
+	b.sharedMaps = changedServices | changedSlices | changedPods | changedNamespaces | changedNodes
+	c.Services, c.Slices, c.Pods, c.Namespaces, c.Nodes = b.services, b.slices, b.pods, b.namespaces, b.nodes
 
 	switch {
 	case all:
@@ -339,15 +374,6 @@ func (b *Builder) Snapshot() *Cluster {
 	b.dirty = false
 	b.changed = time.Time{}
 	return c
-}
-
-// shareOrClone returns a copy of the builder's map when it changed since the
-// last snapshot, else the last snapshot's (equal, and never written).
-func shareOrClone[M ~map[K]V, K comparable, V any](changed bool, current M, last *Cluster, of func(*Cluster) M) M {
-	if changed {
-		return maps.Clone(current)
-	}
-	return of(last)
 }
 
 // slicesOf is a Service's slices, sorted by name.

@@ -19,8 +19,8 @@ const ServiceNameLabel = discoveryv1.LabelServiceName
 // API server would never have accepted them.
 func ServiceFromAPI(in *corev1.Service) *Service {
 	s := &Service{
-		Key:                      Key{Namespace: in.Namespace, Name: in.Name},
-		Type:                     ServiceType(in.Spec.Type),
+		Key:                      Key{Namespace: intern(in.Namespace), Name: in.Name},
+		Type:                     ServiceType(intern(string(in.Spec.Type))),
 		ExternalName:             in.Spec.ExternalName,
 		PublishNotReadyAddresses: in.Spec.PublishNotReadyAddresses,
 		ExternalTrafficLocal:     in.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
@@ -76,7 +76,7 @@ func ServiceFromAPI(in *corev1.Service) *Service {
 		}
 	}
 	for _, p := range in.Spec.Ports {
-		sp := ServicePort{Name: p.Name, Protocol: protocolOf(p.Protocol), Port: p.Port, NodePort: p.NodePort}
+		sp := ServicePort{Name: intern(p.Name), Protocol: protocolOf(p.Protocol), Port: p.Port, NodePort: p.NodePort}
 		switch {
 		case p.TargetPort.Type == intstr.String && p.TargetPort.StrVal != "":
 			sp.TargetPortName = p.TargetPort.StrVal
@@ -99,9 +99,9 @@ func ServiceFromAPI(in *corev1.Service) *Service {
 // SliceFromAPI converts a discovery/v1 EndpointSlice.
 func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
 	s := &EndpointSlice{
-		Key:         Key{Namespace: in.Namespace, Name: in.Name},
+		Key:         Key{Namespace: intern(in.Namespace), Name: in.Name},
 		Service:     in.Labels[ServiceNameLabel],
-		AddressType: AddressType(in.AddressType),
+		AddressType: AddressType(intern(string(in.AddressType))),
 		Updated:     lastUpdate(&in.ObjectMeta),
 		Ports:       make([]EndpointPort, 0, len(in.Ports)),
 		Endpoints:   make([]Endpoint, 0, len(in.Endpoints)),
@@ -116,7 +116,7 @@ func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
 	for _, p := range in.Ports {
 		ep := EndpointPort{Protocol: ProtocolTCP}
 		if p.Name != nil {
-			ep.Name = *p.Name
+			ep.Name = intern(*p.Name)
 		}
 		if p.Protocol != nil {
 			ep.Protocol = protocolOf(*p.Protocol)
@@ -169,7 +169,7 @@ func SliceFromAPI(in *discoveryv1.EndpointSlice) *EndpointSlice {
 // PodFromAPI converts a core/v1 Pod.
 func PodFromAPI(in *corev1.Pod) *Pod {
 	p := &Pod{
-		Key:         Key{Namespace: in.Namespace, Name: in.Name},
+		Key:         Key{Namespace: intern(in.Namespace), Name: in.Name},
 		Labels:      in.Labels,
 		Hostname:    in.Spec.Hostname,
 		Subdomain:   in.Spec.Subdomain,
@@ -211,8 +211,13 @@ func protocolOf(p corev1.Protocol) Protocol {
 	if p == "" {
 		return ProtocolTCP
 	}
-	return Protocol(p)
+	return Protocol(intern(string(p)))
 }
+
+// intern returns the one copy of a string that many objects repeat
+// (namespaces, types, protocols, port names): each decoded object otherwise
+// holds its own, tens of thousands of small allocations in a large cluster.
+func intern(s string) string { return unique.Make(s).Value() }
 
 func parseAddrs(in []string) []netip.Addr {
 	if len(in) == 0 {

@@ -25,8 +25,8 @@ type dnsPeer struct {
 
 // corefile is the kubeadm Corefile with loopback addresses and a kubeconfig:
 // the same text for both servers.
-func corefile(dnsPort, healthPort, readyPort, metricsPort int, upstream, source string) string {
-	return fmt.Sprintf(`.:%d {
+func corefile(dnsPort, healthPort, readyPort, metricsPort int, upstream, source, extra string) string {
+	return fmt.Sprintf(`.:%d {%s
     bind 127.0.0.1
     errors
     health 127.0.0.1:%d {
@@ -51,7 +51,7 @@ func corefile(dnsPort, healthPort, readyPort, metricsPort int, upstream, source 
     reload
     loadbalance
 }
-`, dnsPort, healthPort, readyPort, source, metricsPort, upstream)
+`, dnsPort, extra, healthPort, readyPort, source, metricsPort, upstream)
 }
 
 // runningDNS is a started DNS peer.
@@ -66,6 +66,30 @@ type runningDNS struct {
 	heap int64
 	// rss samples the process's RSS from its start.
 	rss0 *RSSSampler
+	// pprof is the base URL of the peer's pprof listener, empty without
+	// -profile.
+	pprof string
+}
+
+// saveProfile writes the peer's pprof profile kind (with query, e.g.
+// "?seconds=5") to the -profile folder as name; without -profile it does
+// nothing.
+func saveProfile(t *testing.T, ctx context.Context, r *runningDNS, kind, query, name string) {
+	t.Helper()
+	if r.pprof == "" {
+		return
+	}
+	// A CPU profile takes its seconds to answer.
+	client := HTTPGetter(nil)
+	client.Timeout = time.Minute
+	_, body, err := Get(ctx, client, r.pprof+"/debug/pprof/"+kind+query)
+	if err != nil {
+		t.Errorf("profile %s: %v", kind, err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(*flagProfile, name), body, 0o644); err != nil {
+		t.Error(err)
+	}
 }
 
 // rssInterval is how often a DNS peer's RSS is sampled for the time series.
@@ -103,6 +127,16 @@ func (e *env) fixedLoad(t *testing.T, ctx context.Context, peer string, r *runni
 	if err != nil {
 		t.Fatal(err)
 	}
+	profiled := make(chan struct{})
+	if seconds := int(e.cfg.perf/time.Second) - 1; seconds > 0 {
+		go func() {
+			defer close(profiled)
+			saveProfile(t, ctx, r, "profile", fmt.Sprintf("?seconds=%d", seconds), "cpu-"+mix+".pprof")
+		}()
+	} else {
+		close(profiled)
+	}
+	defer func() { <-profiled }()
 	p, err := RunPerf(ctx, PerfRun{CPU: loadCPU, Server: r.server, DataFile: file, Clients: 64,
 		Outstanding: 1000, Duration: e.cfg.perf, Rate: rate, Verbose: true})
 	if err != nil {
@@ -131,7 +165,7 @@ func (e *env) fixedLoad(t *testing.T, ctx context.Context, peer string, r *runni
 // when manifests is set (clusterdns only).
 func (e *env) startDNS(t *testing.T, ctx context.Context, peer dnsPeer, upstream string, round int, manifests string) *runningDNS {
 	t.Helper()
-	var ports [4]int
+	var ports [5]int
 	for i := range ports {
 		p, err := FreePort()
 		if err != nil {
@@ -144,7 +178,12 @@ func (e *env) startDNS(t *testing.T, ctx context.Context, peer dnsPeer, upstream
 	if manifests != "" {
 		source = "manifests " + manifests
 	}
-	if err := os.WriteFile(path, []byte(corefile(ports[0], ports[1], ports[2], ports[3], upstream, source)), 0o644); err != nil {
+	extra, pprofURL := "", ""
+	if *flagProfile != "" && peer.name == PeerClusterDNS && (round == 0 || round == e.cfg.rounds) {
+		extra = fmt.Sprintf("\n    pprof 127.0.0.1:%d", ports[4])
+		pprofURL = fmt.Sprintf("http://127.0.0.1:%d", ports[4])
+	}
+	if err := os.WriteFile(path, []byte(corefile(ports[0], ports[1], ports[2], ports[3], upstream, source, extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	argv := append([]string{"taskset", "-c", strconv.Itoa(peerCPU)}, peer.argv(path)...)
@@ -157,7 +196,8 @@ func (e *env) startDNS(t *testing.T, ctx context.Context, peer dnsPeer, upstream
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runningDNS{proc: p, server: fmt.Sprintf("127.0.0.1:%d", ports[0]), ready: readyAt.Sub(p.Started), rss0: SampleRSS(p, rssInterval)}
+	r := &runningDNS{proc: p, server: fmt.Sprintf("127.0.0.1:%d", ports[0]), ready: readyAt.Sub(p.Started),
+		rss0: SampleRSS(p, rssInterval), pprof: pprofURL}
 	time.Sleep(e.cfg.settle)
 	if r.rss, err = p.RSS(); err != nil {
 		t.Fatal(err)
@@ -168,6 +208,8 @@ func (e *env) startDNS(t *testing.T, ctx context.Context, peer dnsPeer, upstream
 	}
 	heap, _ := promtext.Value(string(body), "go_memstats_heap_inuse_bytes")
 	r.heap = int64(heap)
+	saveProfile(t, ctx, r, "heap", "", "heap-sync.pprof")
+	saveProfile(t, ctx, r, "heap", "?debug=1", "heap-sync.txt")
 	return r
 }
 
@@ -232,6 +274,11 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 				t.Logf("%s round %d %s: %.0f qps, %d lost, avg %s", peer.name, round, m.Name, p.QPS, p.Lost, p.AverageLatency)
 			}
 			e.afterLoad(t, peer.name, r, round)
+			saveProfile(t, ctx, r, "heap", "", "heap-load.pprof")
+			saveProfile(t, ctx, r, "allocs", "", "allocs-load.pprof")
+			// The text form ends with the runtime's memory statistics:
+			// stacks, idle and released heap.
+			saveProfile(t, ctx, r, "heap", "?debug=1", "heap-load.txt")
 			r.proc.Stop(time.Second)
 			t.Logf("%s round %d: ready after %s, RSS %.1f MiB", peer.name, round, r.ready.Round(time.Millisecond), float64(r.rss)/(1<<20))
 		}

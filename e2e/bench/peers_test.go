@@ -38,6 +38,9 @@ var (
 	// kube-proxy reads only the API: with a folder clusterdns proxy runs alone.
 	flagChanges     = flag.Int("changes", 0, "endpoint changes timed per rule peer run (default 5 with -full, 2 otherwise)")
 	flagRulesSource = flag.String("rules-source", "api", "where clusterdns proxy reads the cluster in the rules part: api, or manifests (a folder it watches; kube-proxy is then left out)")
+	// Profiles are for finding where bytes and time go; a pprof listener
+	// costs a little memory, so runs whose figures are published leave it out.
+	flagProfile = flag.String("profile", "", "folder for clusterdns's pprof profiles in the first round of the DNS part: heap after sync and after the load, CPU over the first fixed-load run")
 )
 
 // config is the size and length of one benchmark run.

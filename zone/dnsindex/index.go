@@ -40,7 +40,7 @@ type Index struct {
 	// ptrs maps endpoint addresses to the endpoint names that point back at
 	// them; their PTR records are made when asked. Spread over shards by
 	// address, and rebuilt only where a change falls, like the names.
-	ptrs [shardCount]map[netip.Addr][]ptrTarget
+	ptrs [shardCount]ptrShard
 	seed maphash.Seed
 	soa  map[string]*dns.SOA
 	// soaWire holds each zone's SOA packed, by the zone's place in
@@ -75,15 +75,51 @@ type part struct {
 	ptrShards shardSet
 }
 
-// ptrTarget is the endpoint name HOST.BASE a reverse name points at.
-type ptrTarget struct{ host, base string }
+// ptrTarget is the endpoint name a reverse name points at: endpoint i of
+// part p, named HOST.BASE from p.eps[i].host and p.ptrBase. It refers to
+// the part rather than copying the two strings, so that an entry of the
+// ptrs maps (one per endpoint address, tens of thousands) holds no
+// allocation of its own.
+type ptrTarget struct {
+	p *part
+	i int32
+}
+
+func (t ptrTarget) name() string { return t.p.eps[t.i].label() + "." + t.p.ptrBase }
+
+// ptrShard is one shard of the endpoint addresses. Nearly every address
+// belongs to one endpoint name, kept in one; the rare others (an address
+// behind several Services) go to more, in the order the parts were filled.
+type ptrShard struct {
+	one  map[netip.Addr]ptrTarget
+	more map[netip.Addr][]ptrTarget
+}
+
+func (s *ptrShard) add(a netip.Addr, t ptrTarget) {
+	if _, taken := s.one[a]; !taken {
+		s.one[a] = t
+		return
+	}
+	if s.more == nil {
+		s.more = make(map[netip.Addr][]ptrTarget)
+	}
+	s.more[a] = append(s.more[a], t)
+}
+
+// targets appends the endpoint names at address a to dst.
+func (s *ptrShard) targets(dst []ptrTarget, a netip.Addr) []ptrTarget {
+	t, ok := s.one[a]
+	if !ok {
+		return dst
+	}
+	return append(append(dst, t), s.more[a]...)
+}
 
 // place assigns each node its shard and records the part's shards.
 func (p *part) place(seed maphash.Seed) {
 	for _, n := range p.nodes {
 		n.prepare()
-		n.shard = uint8(maphash.String(seed, n.Name))
-		p.shards.add(n.shard)
+		p.shards.add(uint8(maphash.String(seed, n.Name)))
 	}
 	if p.ptrBase != "" {
 		for _, ep := range p.eps {
@@ -116,16 +152,20 @@ func (ix *Index) Lookup(name string) *Node {
 // endpointName makes HOST.NAME's node from NAME's endpoints, or returns nil.
 func (ix *Index) endpointName(name string) *Node {
 	host, parent, ok := strings.Cut(name, ".")
-	if !ok {
+	if !ok || host == "" {
 		return nil
 	}
 	p := ix.shards[uint8(maphash.String(ix.seed, parent))][parent]
 	if p == nil || p.hosts == nil {
 		return nil
 	}
+	// An endpoint without a name of its own is named by its address:
+	// compare addresses rather than spell every endpoint's label.
+	dashed, isDashed := ParseDashedAddr(host)
+	isDashed = isDashed && DashedAddr(dashed) == host
 	var n *Node
 	for _, ep := range *p.hosts {
-		if ep.host == host {
+		if ep.host == host || ep.host == "" && isDashed && ep.addr == dashed {
 			if n == nil {
 				n = &Node{Name: name}
 			}
@@ -145,7 +185,8 @@ func (ix *Index) withEndpointPTRs(n *Node, name string) *Node {
 	if !ok {
 		return n
 	}
-	targets := ix.ptrs[addrShard(ix.seed, a)][a]
+	shard := &ix.ptrs[addrShard(ix.seed, a)]
+	targets := shard.targets(nil, a)
 	if len(targets) == 0 {
 		return n
 	}
@@ -154,7 +195,7 @@ func (ix *Index) withEndpointPTRs(n *Node, name string) *Node {
 		out.add(n.rrs...)
 	}
 	for _, t := range targets {
-		out.add(&dns.PTR{Hdr: ix.options.hdr(name, dns.TypePTR), Ptr: t.host + "." + t.base})
+		out.add(&dns.PTR{Hdr: ix.options.hdr(name, dns.TypePTR), Ptr: t.name()})
 	}
 	out.group()
 	return out
@@ -293,7 +334,7 @@ func Build(c *zone.Cluster, opts Options, prev *Index) *Index {
 	}
 	for s := range ix.ptrs {
 		if dirtyPTRs.has(uint8(s)) {
-			ix.ptrs[s] = make(map[netip.Addr][]ptrTarget)
+			ix.ptrs[s] = ptrShard{one: make(map[netip.Addr]ptrTarget)}
 		} else {
 			ix.ptrs[s] = prev.ptrs[s]
 		}
@@ -313,11 +354,10 @@ func (ix *Index) fillPTRs(p *part, dirty shardSet) {
 	if p.ptrBase == "" || !p.ptrShards.intersects(dirty) {
 		return
 	}
-	for _, ep := range p.eps {
+	for i, ep := range p.eps {
 		s := addrShard(ix.seed, ep.addr)
 		if dirty.has(s) {
-			m := ix.ptrs[s]
-			m[ep.addr] = append(m[ep.addr], ptrTarget{ep.host, p.ptrBase})
+			ix.ptrs[s].add(ep.addr, ptrTarget{p, int32(i)})
 		}
 	}
 }
@@ -328,8 +368,10 @@ func (ix *Index) fill(p *part, dirty shardSet) {
 		return
 	}
 	for _, n := range p.nodes {
-		if dirty.has(n.shard) {
-			merge(ix.shards[n.shard], n)
+		// The shard is hashed again rather than kept in the node: a
+		// byte more would take the node to a larger size class.
+		if s := uint8(maphash.String(ix.seed, n.Name)); dirty.has(s) {
+			merge(ix.shards[s], n)
 		}
 	}
 }

@@ -22,13 +22,13 @@ func dump(ix *Index) []string {
 			names[name] = true
 			if n.hosts != nil {
 				for _, ep := range *n.hosts {
-					names[ep.host+"."+name] = true
+					names[ep.label()+"."+name] = true
 				}
 			}
 		}
 	}
 	for _, m := range ix.ptrs {
-		for a := range m {
+		for a := range m.one {
 			rev, err := dns.ReverseAddr(a.String())
 			if err != nil {
 				panic(err)

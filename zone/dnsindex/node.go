@@ -22,8 +22,6 @@ type Node struct {
 	hosts *[]endpointRecord
 	// wire holds the node's answers packed, per type (see prepare).
 	wire []byte
-	// shard is where the index keeps the node.
-	shard uint8
 }
 
 // NewNode returns a node holding rrs, for answers made outside an index.
@@ -82,7 +80,7 @@ func merge(m map[string]*Node, n *Node) {
 		m[n.Name] = n
 		return
 	}
-	c := &Node{Name: n.Name, shard: n.shard, hosts: old.hosts}
+	c := &Node{Name: n.Name, hosts: old.hosts}
 	if c.hosts == nil {
 		c.hosts = n.hosts
 	}

@@ -79,9 +79,20 @@ func buildNames(c *zone.Cluster, forward []string, namespaces map[string]bool, o
 }
 
 // endpointRecord is one ready endpoint address with its DNS host label.
+// host is empty when the label is the address with dashes, as it is for
+// nearly every endpoint: the label is then spelled when a name is made
+// (label), not kept for each of tens of thousands of endpoints.
 type endpointRecord struct {
 	host string
 	addr netip.Addr
+}
+
+// label is the endpoint's DNS host label.
+func (e endpointRecord) label() string {
+	if e.host != "" {
+		return e.host
+	}
+	return DashedAddr(e.addr)
 }
 
 // buildServicePart renders one Service's records under every forward zone.
@@ -133,7 +144,7 @@ func buildServicePart(svc *zone.Service, svcSlices []*zone.EndpointSlice, zones 
 			}
 			if svc.Headless {
 				for _, ep := range eps {
-					host := ep.host + "." + base
+					host := ep.label() + "." + base
 					addAddress(get(host), o, host, ep.addr)
 				}
 			} else {
@@ -183,7 +194,7 @@ func addSRV(get func(string) *Node, svc *zone.Service, slices []*zone.EndpointSl
 				continue
 			}
 			for _, ep := range eps {
-				target := ep.host + "." + base
+				target := ep.label() + "." + base
 				srv = append(srv, &dns.SRV{Hdr: o.hdr("", dns.TypeSRV), Priority: 0, Weight: weight(len(eps)), Port: uint16(port), Target: target})
 				extra = append(extra, addressRR(o, target, ep.addr))
 			}
@@ -262,7 +273,7 @@ func readyEndpoints(svc *zone.Service, slices []*zone.EndpointSlice, o Options) 
 					continue
 				}
 				seen[a] = true
-				out = append(out, endpointRecord{host: endpointHost(e, a, o), addr: a})
+				out = append(out, endpointRecord{host: endpointHost(e, o), addr: a})
 			}
 		}
 	}
@@ -275,13 +286,14 @@ func sortEndpoints(eps []endpointRecord) {
 }
 
 // endpointHost is the DNS label of an endpoint: its hostname, else (with
-// endpoint_pod_names) its Pod's name, else its address with dashes.
-func endpointHost(e zone.Endpoint, a netip.Addr, o Options) string {
+// endpoint_pod_names) its Pod's name, else empty for its address with
+// dashes (see endpointRecord).
+func endpointHost(e zone.Endpoint, o Options) string {
 	switch {
 	case e.Hostname != "":
 		return strings.ToLower(e.Hostname)
 	case o.EndpointPodNames && e.PodName != "":
 		return strings.ToLower(e.PodName)
 	}
-	return DashedAddr(a)
+	return ""
 }
