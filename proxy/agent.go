@@ -99,16 +99,21 @@ type agentMetrics struct {
 	ports   *prometheus.GaugeVec
 }
 
-// setModelMetrics publishes what the programmed model holds.
-func (a *Agent) setModelMetrics(c PortCounts) {
-	a.metrics.noLocal.WithLabelValues("internal").Set(float64(c.NoLocalInternal))
-	a.metrics.noLocal.WithLabelValues("external").Set(float64(c.NoLocalExternal))
-	for feature, n := range map[string]int{
-		"node_port": c.NodePorts, "external_ip": c.ExternalIPs, "load_balancer_ip": c.LoadBalancerIPs,
-		"source_ranges": c.SourceRanges, "external_traffic_local": c.ExternalLocal,
-		"internal_traffic_local": c.InternalLocal, "topology": c.Topology,
-	} {
-		a.metrics.ports.WithLabelValues(feature).Set(float64(n))
+// setModelMetrics publishes what the programmed model holds, per family
+// (the ip_family label, "IPv4" or "IPv6", as kube-proxy labels its
+// per-family metrics).
+func (a *Agent) setModelMetrics(m *Model) {
+	for _, f := range []Family{IPv4, IPv6} {
+		c, family := m.Counts(f), f.String()
+		a.metrics.noLocal.WithLabelValues("internal", family).Set(float64(c.NoLocalInternal))
+		a.metrics.noLocal.WithLabelValues("external", family).Set(float64(c.NoLocalExternal))
+		for feature, n := range map[string]int{
+			"node_port": c.NodePorts, "external_ip": c.ExternalIPs, "load_balancer_ip": c.LoadBalancerIPs,
+			"source_ranges": c.SourceRanges, "external_traffic_local": c.ExternalLocal,
+			"internal_traffic_local": c.InternalLocal, "topology": c.Topology,
+		} {
+			a.metrics.ports.WithLabelValues(feature, family).Set(float64(n))
+		}
 	}
 }
 
@@ -189,12 +194,12 @@ func NewAgent(cfg Config) *Agent {
 		}),
 		noLocal: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total",
-			Help: "Service ports (per family) with endpoints but none on this node, whose traffic of the Local traffic_policy (internal or external) is dropped; kube-proxy's name for the same.",
-		}, []string{"traffic_policy"}),
+			Help: "Service ports with endpoints but none on this node, whose traffic of the Local traffic_policy (internal or external) is dropped, by ip_family; kube-proxy's name for the same.",
+		}, []string{"traffic_policy", "ip_family"}),
 		ports: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "clusterdns_proxy_service_ports",
-			Help: "Service ports (per family) programmed, by feature they use: node_port, external_ip, load_balancer_ip, source_ranges, external_traffic_local, internal_traffic_local, topology.",
-		}, []string{"feature"}),
+			Help: "Service ports programmed, by ip_family and by feature they use: node_port, external_ip, load_balancer_ip, source_ranges, external_traffic_local, internal_traffic_local, topology.",
+		}, []string{"feature", "ip_family"}),
 	}
 	a.registry.MustRegister(a.metrics.syncDuration, a.metrics.lastSuccess, a.metrics.lastQueued, a.metrics.rules,
 		a.metrics.syncErrors, a.metrics.healthz, a.metrics.livez, a.metrics.programming, a.metrics.noLocal, a.metrics.ports,
@@ -293,7 +298,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	a.metrics.syncDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
 	a.metrics.rules.Set(float64(res.Rules))
 	if model != programmed {
-		a.setModelMetrics(model.Counts())
+		a.setModelMetrics(model)
 	}
 	a.mu.Lock()
 	a.programmed, a.modelOf = model, latest

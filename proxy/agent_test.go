@@ -491,8 +491,9 @@ func TestSyncedFollowsSuccessfulSyncs(t *testing.T) {
 	}
 }
 
-// The agent builds the model for its node, and the metrics say which
-// Services have endpoints but none on it, and which features are in use.
+// The agent builds the model for its node, and the metrics say, per family,
+// which Services have endpoints but none on it, and which features are in
+// use.
 func TestAgentRoutesForItsNode(t *testing.T) {
 	clk := newLoopClock()
 	backend := &fakeBackend{clock: clk}
@@ -501,8 +502,9 @@ func TestAgentRoutesForItsNode(t *testing.T) {
 	runAgent(t, a)
 
 	lb := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "lb"}, Type: zone.TypeLoadBalancer, ExternalTrafficLocal: true,
-		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.20")}, LoadBalancerIngress: []zone.LoadBalancerIngress{{IP: netip.MustParseAddr("203.0.113.9")}},
-		Ports: []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80, NodePort: 30080}}}
+		ClusterIPs:          []netip.Addr{netip.MustParseAddr("10.0.0.20"), netip.MustParseAddr("fd00::20")},
+		LoadBalancerIngress: []zone.LoadBalancerIngress{{IP: netip.MustParseAddr("203.0.113.9")}, {IP: netip.MustParseAddr("fd00:203::9")}},
+		Ports:               []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80, NodePort: 30080}}}
 	internal := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "internal"}, InternalTrafficLocal: true,
 		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.21")}, Ports: []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80}}}
 	slice := func(svc, node string) *zone.EndpointSlice {
@@ -511,7 +513,10 @@ func TestAgentRoutesForItsNode(t *testing.T) {
 		return &zone.EndpointSlice{Key: zone.Key{Namespace: "dev", Name: svc + "-a"}, Service: svc, AddressType: zone.AddressIPv4,
 			Ports: []zone.EndpointPort{{Protocol: zone.ProtocolTCP, Port: 80}}, Endpoints: e}
 	}
-	src.send(snapshot([]*zone.Service{lb, internal}, slice("lb", "n1"), slice("internal", "n2")))
+	lb6 := &zone.EndpointSlice{Key: zone.Key{Namespace: "dev", Name: "lb-6"}, Service: "lb", AddressType: zone.AddressIPv6,
+		Ports: []zone.EndpointPort{{Protocol: zone.ProtocolTCP, Port: 80}}, Endpoints: ep("fd00:1::9")}
+	lb6.Endpoints[0].NodeName = "n2"
+	src.send(snapshot([]*zone.Service{lb, internal}, slice("lb", "n1"), lb6, slice("internal", "n2")))
 	clk.waitArmed(t)
 	calls := backend.snapshot()
 	if len(calls) != 1 {
@@ -523,11 +528,16 @@ func TestAgentRoutesForItsNode(t *testing.T) {
 	}
 	m := metricsText(a)
 	for _, want := range []string{
-		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"} 1`,
-		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"} 0`,
-		`clusterdns_proxy_service_ports{feature="load_balancer_ip"} 1`,
-		`clusterdns_proxy_service_ports{feature="external_traffic_local"} 1`,
-		`clusterdns_proxy_service_ports{feature="internal_traffic_local"} 1`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"} 1`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"} 0`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv6",traffic_policy="internal"} 0`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv6",traffic_policy="external"} 1`,
+		`clusterdns_proxy_service_ports{feature="load_balancer_ip",ip_family="IPv4"} 1`,
+		`clusterdns_proxy_service_ports{feature="load_balancer_ip",ip_family="IPv6"} 1`,
+		`clusterdns_proxy_service_ports{feature="external_traffic_local",ip_family="IPv4"} 1`,
+		`clusterdns_proxy_service_ports{feature="external_traffic_local",ip_family="IPv6"} 1`,
+		`clusterdns_proxy_service_ports{feature="internal_traffic_local",ip_family="IPv4"} 1`,
+		`clusterdns_proxy_service_ports{feature="internal_traffic_local",ip_family="IPv6"} 0`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)

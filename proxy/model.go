@@ -197,8 +197,8 @@ type PortCounts struct {
 	NoLocalInternal, NoLocalExternal int
 }
 
-// Counts counts the model's ports by what they use.
-func (m *Model) Counts() PortCounts {
+// Counts counts the model's ports of one family by what they use.
+func (m *Model) Counts(f Family) PortCounts {
 	var c PortCounts
 	count := func(n *int, yes bool) {
 		if yes {
@@ -206,6 +206,9 @@ func (m *Model) Counts() PortCounts {
 		}
 	}
 	for _, p := range m.Ports {
+		if p.Key.Family != f {
+			continue
+		}
 		count(&c.NodePorts, p.NodePort != 0)
 		count(&c.ExternalIPs, len(p.ExternalIPs) > 0)
 		count(&c.LoadBalancerIPs, len(p.LoadBalancerIPs) > 0)
