@@ -587,17 +587,23 @@ var labRows4 = []labRow{
 		}
 	}},
 	{"healthz and livez: 200 with lastUpdated on every node", func(t *testing.T, l *labRun) {
+		family := "IPv4"
 		if l.six {
-			t.Skip("one healthz server per node, checked by the IPv4 row")
+			family = "IPv6"
 		}
 		for _, n := range l.lab.Nodes {
 			for _, path := range []string{"/healthz", "/livez"} {
 				code, data := labGet(t, n.NS, proxyHealthz, path)
 				var body struct {
 					LastUpdated string `json:"lastUpdated"`
+					Status      map[string]struct {
+						LastUpdated string `json:"lastUpdated"`
+						Healthy     bool   `json:"healthy"`
+					} `json:"status"`
 				}
-				if err := json.Unmarshal(data, &body); err != nil || code != http.StatusOK || body.LastUpdated == "" {
-					t.Errorf("%s %s: %d %q (%v)", n.Name, path, code, data, err)
+				err := json.Unmarshal(data, &body)
+				if st := body.Status[family]; err != nil || code != http.StatusOK || body.LastUpdated == "" || st.LastUpdated == "" || !st.Healthy {
+					t.Errorf("%s %s: %d %q (%v), want 200 with lastUpdated, and %s healthy and updated", n.Name, path, code, data, err, family)
 				}
 			}
 		}

@@ -355,7 +355,8 @@ func (a *Agent) Healthy() (bool, time.Time, error) {
 // HealthHandler serves /healthz with kube-proxy's semantics (see Healthy):
 // 200, or 503 once a change has waited longer than the health timeout. The
 // body says when the rules were last programmed (absent before the first
-// sync) and the last sync's error.
+// sync) and the last sync's error, and, in kube-proxy's shape, the same per
+// family under "status": one sync programs both families, so they agree.
 func (a *Agent) HealthHandler() http.Handler { return a.healthHandler(a.metrics.healthz) }
 
 // LiveHandler serves /livez. kube-proxy's /livez is its /healthz without the
@@ -372,14 +373,22 @@ func (a *Agent) healthHandler(answers *prometheus.CounterVec) http.Handler {
 			code = http.StatusServiceUnavailable
 		}
 		answers.WithLabelValues(strconv.Itoa(code)).Inc()
-		body := struct {
+		type familyHealth struct {
 			LastUpdated string `json:"lastUpdated,omitempty"`
-			CurrentTime string `json:"currentTime"`
-			Error       string `json:"error,omitempty"`
-		}{CurrentTime: a.cfg.Clock.Now().UTC().Format(time.RFC3339Nano)}
+			Healthy     bool   `json:"healthy"`
+		}
+		body := struct {
+			LastUpdated string                  `json:"lastUpdated,omitempty"`
+			CurrentTime string                  `json:"currentTime"`
+			Healthy     bool                    `json:"healthy"`
+			Status      map[string]familyHealth `json:"status"`
+			Error       string                  `json:"error,omitempty"`
+		}{CurrentTime: a.cfg.Clock.Now().UTC().Format(time.RFC3339Nano), Healthy: ok}
 		if !last.IsZero() {
 			body.LastUpdated = last.UTC().Format(time.RFC3339Nano)
 		}
+		family := familyHealth{LastUpdated: body.LastUpdated, Healthy: ok}
+		body.Status = map[string]familyHealth{IPv4.String(): family, IPv6.String(): family}
 		if err != nil {
 			body.Error = err.Error()
 		}

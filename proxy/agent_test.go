@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -239,6 +240,24 @@ func TestAgentSyncLoop(t *testing.T) {
 	}
 	if code, body := health(a); code != http.StatusOK || !strings.Contains(body, "lastUpdated") {
 		t.Errorf("healthz after the retry succeeded: %d %s, want 200 with lastUpdated", code, body)
+	} else {
+		// kube-proxy's per-family status: both families were programmed.
+		var b struct {
+			LastUpdated string `json:"lastUpdated"`
+			Healthy     bool   `json:"healthy"`
+			Status      map[string]struct {
+				LastUpdated string `json:"lastUpdated"`
+				Healthy     bool   `json:"healthy"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal([]byte(body), &b); err != nil {
+			t.Fatalf("healthz body %s: %v", body, err)
+		}
+		for _, f := range []string{"IPv4", "IPv6"} {
+			if st := b.Status[f]; !b.Healthy || !st.Healthy || st.LastUpdated != b.LastUpdated {
+				t.Errorf("healthz %s status %+v in %s, want healthy and updated at %s", f, st, body, b.LastUpdated)
+			}
+		}
 	}
 
 	// A burst of changes within the minimum period is batched: nothing
