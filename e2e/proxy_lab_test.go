@@ -147,7 +147,9 @@ type labService struct {
 	nodePort  int32 // TCP; UDP is the next port
 	itpLocal  bool
 	ranges    []string
+	ranges4   bool   // ranges has no IPv6 twin: the Service lists IPv4 ranges only
 	traffic   string // trafficDistribution
+	only4     bool   // the IPv6 slice has no endpoints
 	endpoints []labEndpoint
 }
 
@@ -165,6 +167,9 @@ var labServices = []labService{
 	{name: "itp", clusterIP: "10.96.10.8", itpLocal: true, endpoints: []labEndpoint{epReady(labA0)}},
 	{name: "ranges", clusterIP: "10.96.10.9", lb: "203.0.113.9", lbNode: 0, nodePort: 30901, ranges: []string{labClient + "/32"},
 		endpoints: []labEndpoint{epReady(labA0)}},
+	{name: "ranges-v4", clusterIP: "10.96.10.14", lb: "203.0.113.14", lbNode: 0, nodePort: 31401, ranges: []string{labClient + "/32"}, ranges4: true,
+		endpoints: []labEndpoint{epReady(labA0)}},
+	{name: "half", clusterIP: "10.96.10.15", only4: true, endpoints: []labEndpoint{epReady(labB0)}},
 	{name: "proxied", clusterIP: "10.96.10.13", lb: labProxiedLB, lbProxy: true, nodePort: 31301, endpoints: []labEndpoint{epReady(labA0)}},
 	{name: "zone", clusterIP: "10.96.10.10", traffic: "PreferSameZone", endpoints: []labEndpoint{
 		epHinted(labA0, []string{"zone-a"}, nil), epHinted(labB0, []string{"zone-b"}, nil)}},
@@ -222,7 +227,10 @@ func writeLabObjects(t *testing.T, c kubernetes.Interface) {
 			},
 		}
 		if len(s.ranges) > 0 {
-			svc.Spec.LoadBalancerSourceRanges = append(slices.Clone(s.ranges), sixes(s.ranges)...)
+			svc.Spec.LoadBalancerSourceRanges = slices.Clone(s.ranges)
+			if !s.ranges4 {
+				svc.Spec.LoadBalancerSourceRanges = append(svc.Spec.LoadBalancerSourceRanges, sixes(s.ranges)...)
+			}
 		}
 		if s.external != "" {
 			svc.Spec.ExternalIPs = []string{s.external, six(s.external)}
@@ -275,6 +283,9 @@ func labSlice(s labService, family discoveryv1.AddressType) *discoveryv1.Endpoin
 		},
 	}
 	for _, e := range s.endpoints {
+		if s.only4 && family == discoveryv1.AddressTypeIPv6 {
+			break
+		}
 		addr := e.pod
 		if family == discoveryv1.AddressTypeIPv6 {
 			addr = six(e.pod)
@@ -477,6 +488,20 @@ func (l *labRun) dropped(t *testing.T, ns *netns.NS, src netip.Addr, addr string
 	}
 }
 
+// refused checks that a TCP connection from ns to addr is refused at once,
+// as kube-proxy rejects traffic to a Service without endpoints.
+func (l *labRun) refused(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	conn, err := ns.Dial("tcp", addr, labDropWait)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("tcp %s from %s: connected, want refused", addr, ns.Name)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("tcp %s from %s: %v, want refused", addr, ns.Name, err)
+	}
+}
+
 // get fetches http://addr/path from inside ns.
 func labGet(t *testing.T, ns *netns.NS, addr, path string) (int, []byte) {
 	t.Helper()
@@ -629,11 +654,29 @@ var labRows4 = []labRow{
 		l.reach(t, l.lab.Client, l.addr(labClient), "tcp", l.at("203.0.113.9", labHTTP), anyPeer, labA0)
 		l.dropped(t, l.lab.Client, l.addr(labStranger), l.at("203.0.113.9", labHTTP))
 	}},
+	{"source ranges: ranges of one family only leave the other family's LB IP open", func(t *testing.T, l *labRun) {
+		// A dual-stack Service whose loadBalancerSourceRanges are all IPv4:
+		// kube-proxy filters its IPv4 LB IP and lets every source reach the
+		// IPv6 one.
+		if l.six {
+			l.reach(t, l.lab.Client, l.addr(labStranger), "tcp", l.at("203.0.113.14", labHTTP), anyPeer, labA0)
+		} else {
+			l.dropped(t, l.lab.Client, l.addr(labStranger), l.at("203.0.113.14", labHTTP))
+		}
+	}},
 	{"LoadBalancer: an LB IP with ipMode Proxy is left to the load balancer", func(t *testing.T, l *labRun) {
 		// KEP-1860: traffic from inside the cluster to such an IP goes to
 		// the load balancer (the client here) instead of the Service.
 		l.reach(t, l.pod(labA1), noSrc, "tcp", l.at(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
 		l.reach(t, l.node(1).NS, noSrc, "tcp", l.at(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
+	}},
+	// Dual stack: each family is routed on its own.
+	{"dual stack: a family without endpoints rejects, the other still routes", func(t *testing.T, l *labRun) {
+		if l.six {
+			l.refused(t, l.pod(labA1), l.at("10.96.10.15", labHTTP))
+		} else {
+			l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("10.96.10.15", labHTTP), fromCluster, labB0)
+		}
 	}},
 	// Topology.
 	{"topology: zone hints keep traffic in the zone", func(t *testing.T, l *labRun) {
