@@ -103,8 +103,9 @@ type agentMetrics struct {
 // (the ip_family label, "IPv4" or "IPv6", as kube-proxy labels its
 // per-family metrics).
 func (a *Agent) setModelMetrics(m *Model) {
-	for _, f := range []Family{IPv4, IPv6} {
-		c, family := m.Counts(f), f.String()
+	ipv4, ipv6 := m.Counts()
+	for f, c := range map[Family]PortCounts{IPv4: ipv4, IPv6: ipv6} {
+		family := f.String()
 		a.metrics.noLocal.WithLabelValues("internal", family).Set(float64(c.NoLocalInternal))
 		a.metrics.noLocal.WithLabelValues("external", family).Set(float64(c.NoLocalExternal))
 		for feature, n := range map[string]int{
