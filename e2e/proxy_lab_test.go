@@ -56,9 +56,8 @@ const (
 	labLBAnswer  = "load-balancer"         // what the client answers on it
 
 	// The IPv6 ranges; the addresses in them are the IPv4 ones' twins.
-	labLAN6       = "fd00:50::/64"
-	labCIDR6      = "fd00:10:244::/48"
-	labServiceIPs = kubeapi.ServiceClusterIPRange + ",fd00:10:96::/112"
+	labLAN6  = "fd00:50::/64"
+	labCIDR6 = "fd00:10:244::/48"
 )
 
 // labSix maps the lab's IPv4 networks to IPv6 ones: an address's twin keeps
@@ -488,15 +487,23 @@ func (l *labRun) dropped(t *testing.T, ns *netns.NS, src netip.Addr, addr string
 	}
 }
 
-// refused checks that a TCP connection from ns to addr is refused at once,
-// as kube-proxy rejects traffic to a Service without endpoints.
-func (l *labRun) refused(t *testing.T, ns *netns.NS, addr string) {
+// rejected checks that a TCP connection from ns (from src when valid) to
+// addr is refused at once, as kube-proxy rejects traffic to a Service
+// without endpoints.
+func (l *labRun) rejected(t *testing.T, ns *netns.NS, src netip.Addr, addr string) {
 	t.Helper()
-	conn, err := ns.Dial("tcp", addr, labDropWait)
-	if err == nil {
-		conn.Close()
-		t.Fatalf("tcp %s from %s: connected, want refused", addr, ns.Name)
-	}
+	err := ns.Do(func() error {
+		d := net.Dialer{Timeout: labDropWait}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		conn, err := d.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+			return errors.New("connected")
+		}
+		return err
+	})
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("tcp %s from %s: %v, want refused", addr, ns.Name, err)
 	}
@@ -673,7 +680,7 @@ var labRows4 = []labRow{
 	// Dual stack: each family is routed on its own.
 	{"dual stack: a family without endpoints rejects, the other still routes", func(t *testing.T, l *labRun) {
 		if l.six {
-			l.refused(t, l.pod(labA1), l.at("10.96.10.15", labHTTP))
+			l.rejected(t, l.pod(labA1), noSrc, l.at("10.96.10.15", labHTTP))
 		} else {
 			l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("10.96.10.15", labHTTP), fromCluster, labB0)
 		}
@@ -715,7 +722,8 @@ func TestProxyLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := kubeapi.StartWithOptions(t, kubeapi.Options{ExtraArgs: []string{"--service-cluster-ip-range=" + labServiceIPs}})
+	// The API server's ranges are dual-stack (kubeapi.ServiceClusterIPRange).
+	api := kubeapi.Start(t)
 	writeLabObjects(t, mustAdmin(t, api))
 	for _, impl := range []labImpl{
 		{name: "kube-proxy", mode: "iptables"},
