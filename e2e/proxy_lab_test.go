@@ -34,6 +34,10 @@ import (
 // live in a real API server; each node runs its own agent with its own
 // --hostname-override; the outside client stands for a router or a cloud
 // load balancer and sends each load balancer or external IP to one node.
+//
+// The lab is dual-stack: every address below has an IPv6 twin (six), the
+// Services are RequireDualStack with one EndpointSlice per family, and
+// every row runs again over IPv6 in the same lab.
 
 const (
 	labNamespace = "lab"
@@ -50,15 +54,58 @@ const (
 	labPatience  = 90 * time.Second        // bound on an agent's first sync
 	labProxiedLB = "203.0.113.13"          // an LB IP with ipMode: Proxy, held by the client
 	labLBAnswer  = "load-balancer"         // what the client answers on it
+
+	// The IPv6 ranges; the addresses in them are the IPv4 ones' twins.
+	labLAN6  = "fd00:50::/64"
+	labCIDR6 = "fd00:10:244::/48"
 )
+
+// labSix maps the lab's IPv4 networks to IPv6 ones: an address's twin keeps
+// its last octet's digits as its last group, so 10.244.1.10 is
+// fd00:10:244:1::10. All are unique local addresses, routed nowhere.
+var labSix = []struct{ v4, v6 string }{
+	{"192.168.50.", "fd00:50::"},
+	{"10.244.1.", "fd00:10:244:1::"},
+	{"10.244.2.", "fd00:10:244:2::"},
+	{"10.96.10.", "fd00:10:96::"},
+	{"203.0.113.", "fd00:203:113::"},
+	{"198.51.100.", "fd00:198:51:100::"},
+}
+
+// six returns the IPv6 twin of a lab IPv4 address, or of a /32 prefix.
+func six(v4 string) string {
+	addr, bits, prefix := strings.Cut(v4, "/")
+	for _, m := range labSix {
+		if host, ok := strings.CutPrefix(addr, m.v4); ok {
+			switch {
+			case !prefix:
+				return m.v6 + host
+			case bits == "32":
+				return m.v6 + host + "/128"
+			}
+		}
+	}
+	panic("no IPv6 twin for " + v4)
+}
+
+func sixes(v4s []string) []string {
+	out := make([]string, len(v4s))
+	for i, a := range v4s {
+		out[i] = six(a)
+	}
+	return out
+}
 
 // The nodes and their pods; pods answer with their IP.
 var labNodes = []netns.LabNodeSpec{
-	{Name: "node-a", Zone: "zone-a", IP: "192.168.50.1", PodCIDR: "10.244.1.0/24", PodIPs: []string{"10.244.1.10", "10.244.1.11"}},
-	{Name: "node-b", Zone: "zone-b", IP: "192.168.50.2", PodCIDR: "10.244.2.0/24", PodIPs: []string{"10.244.2.10", "10.244.2.11"}},
+	{Name: "node-a", Zone: "zone-a", IP: "192.168.50.1", PodCIDR: "10.244.1.0/24", PodIPs: []string{"10.244.1.10", "10.244.1.11"},
+		IP6: six("192.168.50.1"), PodCIDR6: "fd00:10:244:1::/64", PodIPs6: sixes([]string{"10.244.1.10", "10.244.1.11"})},
+	{Name: "node-b", Zone: "zone-b", IP: "192.168.50.2", PodCIDR: "10.244.2.0/24", PodIPs: []string{"10.244.2.10", "10.244.2.11"},
+		IP6: six("192.168.50.2"), PodCIDR6: "fd00:10:244:2::/64", PodIPs6: sixes([]string{"10.244.2.10", "10.244.2.11"})},
 }
 
-// Pods by short name: aN on node-a, bN on node-b.
+// Pods by short name: aN on node-a, bN on node-b. A pod's name is its IPv4
+// address: it answers with it whichever family it was reached in.
 const (
 	labA0 = "10.244.1.10"
 	labA1 = "10.244.1.11"
@@ -85,7 +132,8 @@ func epHinted(pod string, zones, nodes []string) labEndpoint {
 	return e
 }
 
-// labService is one Service of the lab.
+// labService is one Service of the lab. Its addresses are IPv4 ones; it
+// has their twins (six) as well.
 type labService struct {
 	name      string
 	clusterIP string
@@ -98,7 +146,9 @@ type labService struct {
 	nodePort  int32 // TCP; UDP is the next port
 	itpLocal  bool
 	ranges    []string
+	ranges4   bool   // ranges has no IPv6 twin: the Service lists IPv4 ranges only
 	traffic   string // trafficDistribution
+	only4     bool   // the IPv6 slice has no endpoints
 	endpoints []labEndpoint
 }
 
@@ -116,6 +166,9 @@ var labServices = []labService{
 	{name: "itp", clusterIP: "10.96.10.8", itpLocal: true, endpoints: []labEndpoint{epReady(labA0)}},
 	{name: "ranges", clusterIP: "10.96.10.9", lb: "203.0.113.9", lbNode: 0, nodePort: 30901, ranges: []string{labClient + "/32"},
 		endpoints: []labEndpoint{epReady(labA0)}},
+	{name: "ranges-v4", clusterIP: "10.96.10.14", lb: "203.0.113.14", lbNode: 0, nodePort: 31401, ranges: []string{labClient + "/32"}, ranges4: true,
+		endpoints: []labEndpoint{epReady(labA0)}},
+	{name: "half", clusterIP: "10.96.10.15", only4: true, endpoints: []labEndpoint{epReady(labB0)}},
 	{name: "proxied", clusterIP: "10.96.10.13", lb: labProxiedLB, lbProxy: true, nodePort: 31301, endpoints: []labEndpoint{epReady(labA0)}},
 	{name: "zone", clusterIP: "10.96.10.10", traffic: "PreferSameZone", endpoints: []labEndpoint{
 		epHinted(labA0, []string{"zone-a"}, nil), epHinted(labB0, []string{"zone-b"}, nil)}},
@@ -144,13 +197,14 @@ func writeLabObjects(t *testing.T, c kubernetes.Interface) {
 	for _, n := range labNodes {
 		node := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{corev1.LabelTopologyZone: n.Zone, corev1.LabelHostname: n.Name}},
-			Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR}},
+			Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR, n.PodCIDR6}},
 		}
 		created, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("create node %s: %v", n.Name, err)
 		}
-		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.IP}, {Type: corev1.NodeHostName, Address: n.Name}}
+		created.Status.Addresses = []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: n.IP}, {Type: corev1.NodeInternalIP, Address: n.IP6}, {Type: corev1.NodeHostName, Address: n.Name}}
 		created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 		if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 			t.Fatalf("node %s status: %v", n.Name, err)
@@ -160,18 +214,25 @@ func writeLabObjects(t *testing.T, c kubernetes.Interface) {
 		svc := &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: labNamespace, Name: s.name},
 			Spec: corev1.ServiceSpec{
-				Type:       corev1.ServiceTypeClusterIP,
-				ClusterIP:  s.clusterIP,
-				ClusterIPs: []string{s.clusterIP},
+				Type:           corev1.ServiceTypeClusterIP,
+				ClusterIP:      s.clusterIP,
+				ClusterIPs:     []string{s.clusterIP, six(s.clusterIP)},
+				IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicyRequireDualStack),
+				IPFamilies:     []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol},
 				Ports: []corev1.ServicePort{
 					{Name: "http", Protocol: corev1.ProtocolTCP, Port: labHTTP, TargetPort: intstr.FromInt32(labHTTP)},
 					{Name: "dns", Protocol: corev1.ProtocolUDP, Port: labDNS, TargetPort: intstr.FromInt32(labPodUDP)},
 				},
-				LoadBalancerSourceRanges: s.ranges,
 			},
 		}
+		if len(s.ranges) > 0 {
+			svc.Spec.LoadBalancerSourceRanges = slices.Clone(s.ranges)
+			if !s.ranges4 {
+				svc.Spec.LoadBalancerSourceRanges = append(svc.Spec.LoadBalancerSourceRanges, sixes(s.ranges)...)
+			}
+		}
 		if s.external != "" {
-			svc.Spec.ExternalIPs = []string{s.external}
+			svc.Spec.ExternalIPs = []string{s.external, six(s.external)}
 		}
 		if s.lb != "" {
 			svc.Spec.Type = corev1.ServiceTypeLoadBalancer
@@ -196,40 +257,55 @@ func writeLabObjects(t *testing.T, c kubernetes.Interface) {
 			if s.lbProxy {
 				mode = corev1.LoadBalancerIPModeProxy
 			}
-			created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: s.lb, IPMode: ptr.To(mode)}}
+			created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: s.lb, IPMode: ptr.To(mode)}, {IP: six(s.lb), IPMode: ptr.To(mode)}}
 			if _, err := c.CoreV1().Services(labNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 				t.Fatalf("service %s status: %v", s.name, err)
 			}
 		}
-		slice := &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Namespace: labNamespace, Name: s.name + "-a", Labels: map[string]string{discoveryv1.LabelServiceName: s.name}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports: []discoveryv1.EndpointPort{
-				{Name: ptr.To("http"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To[int32](labHTTP)},
-				{Name: ptr.To("dns"), Protocol: ptr.To(corev1.ProtocolUDP), Port: ptr.To[int32](labPodUDP)},
-			},
-		}
-		for _, e := range s.endpoints {
-			ep := discoveryv1.Endpoint{
-				Addresses:  []string{e.pod},
-				NodeName:   ptr.To(podNode(e.pod)),
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(e.ready), Serving: ptr.To(e.serving), Terminating: ptr.To(e.terminating)},
+		for _, family := range []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6} {
+			if _, err := c.DiscoveryV1().EndpointSlices(labNamespace).Create(ctx, labSlice(s, family), metav1.CreateOptions{}); err != nil {
+				t.Fatalf("create %s slice of %s: %v", family, s.name, err)
 			}
-			if len(e.zones) > 0 || len(e.nodes) > 0 {
-				ep.Hints = &discoveryv1.EndpointHints{}
-				for _, z := range e.zones {
-					ep.Hints.ForZones = append(ep.Hints.ForZones, discoveryv1.ForZone{Name: z})
-				}
-				for _, n := range e.nodes {
-					ep.Hints.ForNodes = append(ep.Hints.ForNodes, discoveryv1.ForNode{Name: n})
-				}
-			}
-			slice.Endpoints = append(slice.Endpoints, ep)
-		}
-		if _, err := c.DiscoveryV1().EndpointSlices(labNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("create slice of %s: %v", s.name, err)
 		}
 	}
+}
+
+// labSlice is a Service's EndpointSlice of one family.
+func labSlice(s labService, family discoveryv1.AddressType) *discoveryv1.EndpointSlice {
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: labNamespace, Name: s.name + "-" + strings.ToLower(string(family)),
+			Labels: map[string]string{discoveryv1.LabelServiceName: s.name}},
+		AddressType: family,
+		Ports: []discoveryv1.EndpointPort{
+			{Name: ptr.To("http"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To[int32](labHTTP)},
+			{Name: ptr.To("dns"), Protocol: ptr.To(corev1.ProtocolUDP), Port: ptr.To[int32](labPodUDP)},
+		},
+	}
+	for _, e := range s.endpoints {
+		if s.only4 && family == discoveryv1.AddressTypeIPv6 {
+			break
+		}
+		addr := e.pod
+		if family == discoveryv1.AddressTypeIPv6 {
+			addr = six(e.pod)
+		}
+		ep := discoveryv1.Endpoint{
+			Addresses:  []string{addr},
+			NodeName:   ptr.To(podNode(e.pod)),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(e.ready), Serving: ptr.To(e.serving), Terminating: ptr.To(e.terminating)},
+		}
+		if len(e.zones) > 0 || len(e.nodes) > 0 {
+			ep.Hints = &discoveryv1.EndpointHints{}
+			for _, z := range e.zones {
+				ep.Hints.ForZones = append(ep.Hints.ForZones, discoveryv1.ForZone{Name: z})
+			}
+			for _, n := range e.nodes {
+				ep.Hints.ForNodes = append(ep.Hints.ForNodes, discoveryv1.ForNode{Name: n})
+			}
+		}
+		slice.Endpoints = append(slice.Endpoints, ep)
+	}
+	return slice
 }
 
 // labRun is the lab with one implementation's agents running.
@@ -237,9 +313,49 @@ type labRun struct {
 	lab    *netns.Lab
 	agents []*netns.Process
 	mode   string // the agents' --proxy-mode, for rows whose expectation depends on it
+	// six makes the rows send in IPv6: the addresses they name (IPv4 ones)
+	// are read as their twins.
+	six bool
 }
 
 func (l *labRun) node(i int) *netns.LabNode { return l.lab.Nodes[i] }
+
+// inIPv6 is the lab seen by a row in IPv6. A lab built without IPv6 skips
+// the row.
+func (l *labRun) inIPv6(t *testing.T) *labRun {
+	t.Helper()
+	if !l.lab.Nodes[0].IP6.IsValid() {
+		t.Skip("the lab has no IPv6")
+	}
+	six := *l
+	six.six = true
+	return &six
+}
+
+// ip returns a lab address, read in the row's family.
+func (l *labRun) ip(v4 string) string {
+	if l.six {
+		return six(v4)
+	}
+	return v4
+}
+
+// addr is ip as a netip.Addr, for a source address.
+func (l *labRun) addr(v4 string) netip.Addr { return netip.MustParseAddr(l.ip(v4)) }
+
+// at is the lab address ip and port in the row's family.
+func (l *labRun) at(v4 string, port int) string { return hostPort(l.ip(v4), port) }
+
+// nodeIP is node i's address in the row's family.
+func (l *labRun) nodeIP(i int) string { return l.ip(labNodes[i].IP) }
+
+// podRange is the pods' range in the row's family.
+func (l *labRun) podRange() netip.Prefix {
+	if l.six {
+		return netip.MustParsePrefix(labCIDR6)
+	}
+	return netip.MustParsePrefix(labCIDR)
+}
 
 // pod returns the namespace of a pod by its IP.
 func (l *labRun) pod(ip string) *netns.NS {
@@ -288,12 +404,12 @@ func exchange(ns *netns.NS, network string, src netip.Addr, addr string) (who, p
 			if src.IsValid() {
 				local.IP = src.AsSlice()
 			}
-			conn, err := net.ListenUDP("udp4", local)
+			conn, err := net.ListenUDP("udp", local)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			dst, err := net.ResolveUDPAddr("udp4", addr)
+			dst, err := net.ResolveUDPAddr("udp", addr)
 			if err != nil {
 				return err
 			}
@@ -327,14 +443,14 @@ func (l *labRun) reach(t *testing.T, ns *netns.NS, src netip.Addr, network, addr
 		}
 		sender := src.String()
 		if !src.IsValid() {
-			sender = labClient
+			sender = l.ip(labClient)
 		}
 		switch {
 		case rule == clientPeer && peer != sender:
 			t.Fatalf("%s %s: the pod saw %s, want the client's %s (not masqueraded)", network, addr, peer, sender)
-		case rule == masqueraded && !slices.ContainsFunc(labNodes, func(n netns.LabNodeSpec) bool { return n.IP == peer }):
+		case rule == masqueraded && !slices.ContainsFunc(labNodes, func(n netns.LabNodeSpec) bool { return l.ip(n.IP) == peer }):
 			t.Fatalf("%s %s: the pod saw %s, want it masqueraded to a node's address", network, addr, peer)
-		case rule == fromCluster && !netip.MustParsePrefix(labCIDR).Contains(netip.MustParseAddr(peer)):
+		case rule == fromCluster && !l.podRange().Contains(netip.MustParseAddr(peer)):
 			t.Fatalf("%s %s: the pod saw %s, want the sending pod's address", network, addr, peer)
 		}
 		seen[who]++
@@ -372,6 +488,28 @@ func (l *labRun) dropped(t *testing.T, ns *netns.NS, src netip.Addr, addr string
 	}
 }
 
+// rejected checks that a TCP connection from ns (from src when valid) to
+// addr is refused at once, as kube-proxy rejects traffic to a Service
+// without endpoints.
+func (l *labRun) rejected(t *testing.T, ns *netns.NS, src netip.Addr, addr string) {
+	t.Helper()
+	err := ns.Do(func() error {
+		d := net.Dialer{Timeout: labDropWait}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		conn, err := d.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+			return errors.New("connected")
+		}
+		return err
+	})
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("tcp %s from %s: %v, want refused", addr, ns.Name, err)
+	}
+}
+
 // get fetches http://addr/path from inside ns.
 func labGet(t *testing.T, ns *netns.NS, addr, path string) (int, []byte) {
 	t.Helper()
@@ -394,13 +532,14 @@ func labGet(t *testing.T, ns *netns.NS, addr, path string) (int, []byte) {
 	return resp.StatusCode, data
 }
 
-// health asks a node's health check port from the client.
-func (l *labRun) health(t *testing.T, node *netns.LabNode, port int32) (int, healthcheck.Body) {
+// health asks node i's health check port from the client.
+func (l *labRun) health(t *testing.T, i int, port int32) (int, healthcheck.Body) {
 	t.Helper()
-	code, data := labGet(t, l.lab.Client, hostPort(node.IP.String(), int(port)), "/")
+	addr := l.at(labNodes[i].IP, int(port))
+	code, data := labGet(t, l.lab.Client, addr, "/")
 	var b healthcheck.Body
 	if err := json.Unmarshal(data, &b); err != nil {
-		t.Fatalf("health check %s:%d: body %q: %v", node.IP, port, data, err)
+		t.Fatalf("health check %s: body %q: %v", addr, data, err)
 	}
 	return code, b
 }
@@ -415,49 +554,54 @@ type labRow struct {
 	check func(t *testing.T, l *labRun)
 }
 
-var labRows = []labRow{
+// labRows are the checks in IPv4 and then again in IPv6.
+var labRows = dualStackRows(labRows4)
+
+// labRows4 are the checks, written with the lab's IPv4 addresses; each
+// reads them through the labRun (l.at, l.ip) so that it runs in IPv6 too.
+var labRows4 = []labRow{
 	// LoadBalancer: the LB IP reaches the Service from outside (node A
 	// forwards to node B's pod), from a pod and from the node.
 	{"LoadBalancer: client reaches the LB IP over TCP, masqueraded (eTP Cluster)", func(t *testing.T, l *labRun) {
-		l.reach(t, l.lab.Client, noSrc, "tcp", hostPort("203.0.113.1", labHTTP), masqueraded, labB0)
+		l.reach(t, l.lab.Client, noSrc, "tcp", l.at("203.0.113.1", labHTTP), masqueraded, labB0)
 	}},
 	{"LoadBalancer: client reaches the LB IP over UDP", func(t *testing.T, l *labRun) {
-		l.reach(t, l.lab.Client, noSrc, "udp", hostPort("203.0.113.1", labDNS), masqueraded, labB0)
+		l.reach(t, l.lab.Client, noSrc, "udp", l.at("203.0.113.1", labDNS), masqueraded, labB0)
 	}},
 	{"LoadBalancer: a pod reaches the LB IP, masqueraded as external traffic is", func(t *testing.T, l *labRun) {
 		// kube-proxy treats a packet to an LB IP as external whoever sends
 		// it: with eTP Cluster it is masqueraded, a pod's too.
-		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort("203.0.113.1", labHTTP), masqueraded, labB0)
+		l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("203.0.113.1", labHTTP), masqueraded, labB0)
 	}},
 	{"LoadBalancer: the node reaches the LB IP", func(t *testing.T, l *labRun) {
-		l.reach(t, l.node(0).NS, noSrc, "tcp", hostPort("203.0.113.1", labHTTP), anyPeer, labB0)
-		l.reach(t, l.node(1).NS, noSrc, "udp", hostPort("203.0.113.1", labDNS), anyPeer, labB0)
+		l.reach(t, l.node(0).NS, noSrc, "tcp", l.at("203.0.113.1", labHTTP), anyPeer, labB0)
+		l.reach(t, l.node(1).NS, noSrc, "udp", l.at("203.0.113.1", labDNS), anyPeer, labB0)
 	}},
 	// externalIPs.
 	{"externalIPs: client reaches every endpoint over TCP and UDP", func(t *testing.T, l *labRun) {
-		l.reach(t, l.lab.Client, noSrc, "tcp", hostPort("198.51.100.2", labHTTP), anyPeer, labA0, labB0)
-		l.reach(t, l.lab.Client, noSrc, "udp", hostPort("198.51.100.2", labDNS), anyPeer, labA0, labB0)
+		l.reach(t, l.lab.Client, noSrc, "tcp", l.at("198.51.100.2", labHTTP), anyPeer, labA0, labB0)
+		l.reach(t, l.lab.Client, noSrc, "udp", l.at("198.51.100.2", labDNS), anyPeer, labA0, labB0)
 	}},
 	// externalTrafficPolicy: Local.
 	{"eTP Local: the LB IP reaches only the node's endpoints, client address kept", func(t *testing.T, l *labRun) {
-		l.reach(t, l.lab.Client, noSrc, "tcp", hostPort("203.0.113.3", labHTTP), clientPeer, labB0)
-		l.reach(t, l.lab.Client, noSrc, "udp", hostPort("203.0.113.3", labDNS), clientPeer, labB0)
+		l.reach(t, l.lab.Client, noSrc, "tcp", l.at("203.0.113.3", labHTTP), clientPeer, labB0)
+		l.reach(t, l.lab.Client, noSrc, "udp", l.at("203.0.113.3", labDNS), clientPeer, labB0)
 	}},
 	{"eTP Local: a node port reaches only that node's endpoints, client address kept", func(t *testing.T, l *labRun) {
-		l.reach(t, l.lab.Client, noSrc, "tcp", hostPort(labNodes[0].IP, 30301), clientPeer, labA0, labA1)
-		l.reach(t, l.lab.Client, noSrc, "tcp", hostPort(labNodes[1].IP, 30301), clientPeer, labB0)
+		l.reach(t, l.lab.Client, noSrc, "tcp", l.at(labNodes[0].IP, 30301), clientPeer, labA0, labA1)
+		l.reach(t, l.lab.Client, noSrc, "tcp", l.at(labNodes[1].IP, 30301), clientPeer, labB0)
 	}},
 	{"eTP Local: pods and the node still reach every endpoint", func(t *testing.T, l *labRun) {
 		if l.mode == "ipvs" {
 			l.ipvsLocalFromInside(t)
 			return
 		}
-		l.reach(t, l.pod(labB1), noSrc, "tcp", hostPort("203.0.113.3", labHTTP), anyPeer, labA0, labA1, labB0)
-		l.reach(t, l.node(1).NS, noSrc, "tcp", hostPort("203.0.113.4", labHTTP), anyPeer, labA0)
+		l.reach(t, l.pod(labB1), noSrc, "tcp", l.at("203.0.113.3", labHTTP), anyPeer, labA0, labA1, labB0)
+		l.reach(t, l.node(1).NS, noSrc, "tcp", l.at("203.0.113.4", labHTTP), anyPeer, labA0)
 	}},
 	{"eTP Local: dropped, not rejected, on a node without local endpoints", func(t *testing.T, l *labRun) {
-		l.dropped(t, l.lab.Client, noSrc, hostPort("203.0.113.4", labHTTP))
-		l.dropped(t, l.lab.Client, noSrc, hostPort(labNodes[1].IP, 30401))
+		l.dropped(t, l.lab.Client, noSrc, l.at("203.0.113.4", labHTTP))
+		l.dropped(t, l.lab.Client, noSrc, l.at(labNodes[1].IP, 30401))
 	}},
 	// healthCheckNodePort.
 	{"healthCheckNodePort: 200 with the local endpoint count, 503 without", func(t *testing.T, l *labRun) {
@@ -473,70 +617,106 @@ var labRows = []labRow{
 			{0, 32003, "local", http.StatusOK, 2},
 			{1, 32003, "local", http.StatusOK, 1},
 		} {
-			code, b := l.health(t, l.node(c.node), c.port)
+			code, b := l.health(t, c.node, c.port)
 			if code != c.code || b.LocalEndpoints != c.local || b.Service.Namespace != labNamespace || b.Service.Name != c.name || !b.ServiceProxyHealthy {
-				t.Errorf("%s:%d: %d %+v, want %d with %d local endpoints of %s/%s", l.node(c.node).IP, c.port, code, b, c.code, c.local, labNamespace, c.name)
+				t.Errorf("%s:%d: %d %+v, want %d with %d local endpoints of %s/%s", l.nodeIP(c.node), c.port, code, b, c.code, c.local, labNamespace, c.name)
 			}
 		}
 	}},
 	{"healthz and livez: 200 with lastUpdated on every node", func(t *testing.T, l *labRun) {
+		family := "IPv4"
+		if l.six {
+			family = "IPv6"
+		}
 		for _, n := range l.lab.Nodes {
 			for _, path := range []string{"/healthz", "/livez"} {
 				code, data := labGet(t, n.NS, proxyHealthz, path)
 				var body struct {
 					LastUpdated string `json:"lastUpdated"`
+					Status      map[string]struct {
+						LastUpdated string `json:"lastUpdated"`
+						Healthy     bool   `json:"healthy"`
+					} `json:"status"`
 				}
-				if err := json.Unmarshal(data, &body); err != nil || code != http.StatusOK || body.LastUpdated == "" {
-					t.Errorf("%s %s: %d %q (%v)", n.Name, path, code, data, err)
+				err := json.Unmarshal(data, &body)
+				if st := body.Status[family]; err != nil || code != http.StatusOK || body.LastUpdated == "" || st.LastUpdated == "" || !st.Healthy {
+					t.Errorf("%s %s: %d %q (%v), want 200 with lastUpdated, and %s healthy and updated", n.Name, path, code, data, err, family)
 				}
 			}
 		}
 	}},
 	// Terminating endpoints.
 	{"terminating: eTP Local falls back to the node's serving-terminating endpoints", func(t *testing.T, l *labRun) {
-		l.reach(t, l.lab.Client, noSrc, "tcp", hostPort("203.0.113.5", labHTTP), clientPeer, labB0)
-		if code, b := l.health(t, l.node(1), 32005); code != http.StatusServiceUnavailable || b.LocalEndpoints != 0 {
+		l.reach(t, l.lab.Client, noSrc, "tcp", l.at("203.0.113.5", labHTTP), clientPeer, labB0)
+		if code, b := l.health(t, 1, 32005); code != http.StatusServiceUnavailable || b.LocalEndpoints != 0 {
 			t.Errorf("health check of a node with only terminating endpoints: %d %+v, want 503 with none", code, b)
 		}
 	}},
 	{"terminating: serving-terminating endpoints are used only when none is ready", func(t *testing.T, l *labRun) {
-		l.reach(t, l.pod(labB1), noSrc, "tcp", hostPort("10.96.10.6", labHTTP), fromCluster, labA1)
-		l.reach(t, l.pod(labB1), noSrc, "tcp", hostPort("10.96.10.7", labHTTP), fromCluster, labA0)
+		l.reach(t, l.pod(labB1), noSrc, "tcp", l.at("10.96.10.6", labHTTP), fromCluster, labA1)
+		l.reach(t, l.pod(labB1), noSrc, "tcp", l.at("10.96.10.7", labHTTP), fromCluster, labA0)
 	}},
 	// internalTrafficPolicy: Local.
 	{"iTP Local: pods reach only their node's endpoints, dropped without", func(t *testing.T, l *labRun) {
-		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort("10.96.10.8", labHTTP), fromCluster, labA0)
+		l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("10.96.10.8", labHTTP), fromCluster, labA0)
 		if l.mode == "ipvs" {
 			// kube-proxy leaves the virtual server without real servers,
 			// and IPVS refuses.
-			l.refused(t, l.pod(labB1), noSrc, hostPort("10.96.10.8", labHTTP))
+			l.rejected(t, l.pod(labB1), noSrc, l.at("10.96.10.8", labHTTP))
 			return
 		}
-		l.dropped(t, l.pod(labB1), noSrc, hostPort("10.96.10.8", labHTTP))
+		l.dropped(t, l.pod(labB1), noSrc, l.at("10.96.10.8", labHTTP))
 	}},
 	// loadBalancerSourceRanges.
 	{"source ranges: a listed source reaches the LB IP, another is dropped", func(t *testing.T, l *labRun) {
-		l.reach(t, l.lab.Client, netip.MustParseAddr(labClient), "tcp", hostPort("203.0.113.9", labHTTP), anyPeer, labA0)
-		l.dropped(t, l.lab.Client, netip.MustParseAddr(labStranger), hostPort("203.0.113.9", labHTTP))
+		l.reach(t, l.lab.Client, l.addr(labClient), "tcp", l.at("203.0.113.9", labHTTP), anyPeer, labA0)
+		l.dropped(t, l.lab.Client, l.addr(labStranger), l.at("203.0.113.9", labHTTP))
+	}},
+	{"source ranges: ranges of one family only leave the other family's LB IP open", func(t *testing.T, l *labRun) {
+		// A dual-stack Service whose loadBalancerSourceRanges are all IPv4:
+		// kube-proxy filters its IPv4 LB IP and lets every source reach the
+		// IPv6 one.
+		if l.six {
+			l.reach(t, l.lab.Client, l.addr(labStranger), "tcp", l.at("203.0.113.14", labHTTP), anyPeer, labA0)
+		} else {
+			l.dropped(t, l.lab.Client, l.addr(labStranger), l.at("203.0.113.14", labHTTP))
+		}
 	}},
 	{"LoadBalancer: an LB IP with ipMode Proxy is left to the load balancer", func(t *testing.T, l *labRun) {
 		// KEP-1860: traffic from inside the cluster to such an IP goes to
 		// the load balancer (the client here) instead of the Service.
-		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
-		l.reach(t, l.node(1).NS, noSrc, "tcp", hostPort(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
+		l.reach(t, l.pod(labA1), noSrc, "tcp", l.at(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
+		l.reach(t, l.node(1).NS, noSrc, "tcp", l.at(labProxiedLB, labHTTP), anyPeer, labLBAnswer)
+	}},
+	// Dual stack: each family is routed on its own.
+	{"dual stack: a family without endpoints rejects, the other still routes", func(t *testing.T, l *labRun) {
+		if l.six {
+			l.rejected(t, l.pod(labA1), noSrc, l.at("10.96.10.15", labHTTP))
+		} else {
+			l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("10.96.10.15", labHTTP), fromCluster, labB0)
+		}
 	}},
 	// Topology.
 	{"topology: zone hints keep traffic in the zone", func(t *testing.T, l *labRun) {
-		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort("10.96.10.10", labHTTP), fromCluster, labA0)
-		l.reach(t, l.pod(labB1), noSrc, "tcp", hostPort("10.96.10.10", labHTTP), fromCluster, labB0)
+		l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("10.96.10.10", labHTTP), fromCluster, labA0)
+		l.reach(t, l.pod(labB1), noSrc, "tcp", l.at("10.96.10.10", labHTTP), fromCluster, labB0)
 	}},
 	{"topology: node hints keep traffic on the node", func(t *testing.T, l *labRun) {
-		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort("10.96.10.11", labHTTP), fromCluster, labA0)
-		l.reach(t, l.pod(labB1), noSrc, "tcp", hostPort("10.96.10.11", labHTTP), fromCluster, labB0)
+		l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("10.96.10.11", labHTTP), fromCluster, labA0)
+		l.reach(t, l.pod(labB1), noSrc, "tcp", l.at("10.96.10.11", labHTTP), fromCluster, labB0)
 	}},
 	{"topology: an endpoint without hints means every endpoint", func(t *testing.T, l *labRun) {
-		l.reach(t, l.pod(labA1), noSrc, "tcp", hostPort("10.96.10.12", labHTTP), fromCluster, labA0, labB0)
+		l.reach(t, l.pod(labA1), noSrc, "tcp", l.at("10.96.10.12", labHTTP), fromCluster, labA0, labB0)
 	}},
+}
+
+// dualStackRows returns rows followed by each of them again in IPv6.
+func dualStackRows(rows []labRow) []labRow {
+	out := slices.Clone(rows)
+	for _, r := range rows {
+		out = append(out, labRow{"IPv6: " + r.name, func(t *testing.T, l *labRun) { r.check(t, l.inIPv6(t)) }})
+	}
+	return out
 }
 
 // labImpl is an agent to run on every node: kube-proxy or ours, in a mode.
@@ -552,17 +732,21 @@ type labEnv struct {
 	kubeconfig                       func(t testing.TB, ns *netns.NS, dir string) string
 	// patience bounds an agent's first sync; zero means labPatience.
 	patience time.Duration
+	// ipv4Only builds the lab without its IPv6 half, where the agents
+	// cannot program IPv6 (kube-proxy in the e2e VM has no ip6tables).
+	ipv4Only bool
 }
 
 // TestProxyLab runs the lab's checks against kube-proxy v1.37.2 (the
 // reference) and against `clusterdns proxy`, each in iptables and nftables
-// mode, on two nodes fed by one API server.
+// mode, on two nodes fed by one API server, in IPv4 and IPv6.
 func TestProxyLab(t *testing.T) {
 	netns.Require(t, "iptables-"+proxyIPTablesVariant+"-restore", "ip6tables-"+proxyIPTablesVariant+"-restore", "nft", "etcd")
 	kubeProxy, err := kubeapi.Binary("kube-proxy")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The API server's ranges are dual-stack (kubeapi.ServiceClusterIPRange).
 	api := kubeapi.Start(t)
 	writeLabObjects(t, mustAdmin(t, api))
 	env := labEnv{kubeProxy: kubeProxy, clusterdns: clusterdnsBinary(t), podServer: podServerBinary(t), kubeconfig: api.RelayKubeconfig}
@@ -586,8 +770,15 @@ func TestProxyLab(t *testing.T) {
 func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 	t.Helper()
 	spec := netns.LabSpec{LAN: netip.MustParsePrefix(labLAN), ClientIPs: []string{labClient, labStranger}, Nodes: labNodes}
+	if !env.ipv4Only {
+		spec.LAN6, spec.ClientIPs6 = netip.MustParsePrefix(labLAN6), sixes([]string{labClient, labStranger})
+	}
 	l := &labRun{lab: netns.NewLab(t, spec), mode: impl.mode}
 	podServer := env.podServer
+	cidrs, nodePortAddrs := labCIDR+","+labCIDR6, labLAN+","+labLAN6
+	if env.ipv4Only {
+		cidrs, nodePortAddrs = labCIDR, labLAN
+	}
 	for _, n := range l.lab.Nodes {
 		for i, pod := range n.Pods {
 			ip := n.PodIPs[i].String()
@@ -595,13 +786,16 @@ func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 		}
 	}
 	// The client is the proxying load balancer of labProxiedLB: it holds
-	// the address and answers on it itself.
-	l.lab.Client.MustRun("ip", "addr", "add", labProxiedLB+"/32", "dev", "lo")
-	l.lab.Client.Start(podServer, "-name", labLBAnswer, "-peer", "-tcp", hostPort(labProxiedLB, labHTTP), "-udp", "", "-lifetime", "10m")
+	// the address and its twin and answers on them itself.
+	for _, ip := range []string{labProxiedLB, six(labProxiedLB)} {
+		l.lab.Client.MustRun("ip", "addr", "add", ip, "dev", "lo")
+		l.lab.Client.Start(podServer, "-name", labLBAnswer, "-peer", "-tcp", hostPort(ip, labHTTP), "-udp", "", "-lifetime", "10m")
+	}
 	for _, s := range labServices {
 		for _, ip := range []string{s.lb, s.external} {
 			if ip != "" && !s.lbProxy {
 				l.lab.Route(netip.MustParseAddr(ip), l.lab.Nodes[s.lbNode])
+				l.lab.Route(netip.MustParseAddr(six(ip)), l.lab.Nodes[s.lbNode])
 			}
 		}
 	}
@@ -612,7 +806,7 @@ func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 		switch impl.name {
 		case "kube-proxy":
 			args = []string{env.kubeProxy, "--kubeconfig", kubeconfig, "--hostname-override", n.Name, "--proxy-mode", impl.mode,
-				"--cluster-cidr", labCIDR, "--nodeport-addresses", labLAN,
+				"--cluster-cidr", cidrs, "--nodeport-addresses", nodePortAddrs,
 				"--healthz-bind-address", proxyHealthz, "--metrics-bind-address", proxyMetrics,
 				// Leave the conntrack table's size and timeouts alone: some
 				// are not per namespace.
@@ -620,7 +814,7 @@ func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 				"--v", "2"}
 		default:
 			args = []string{env.clusterdns, "proxy", "--kubeconfig", kubeconfig, "--hostname-override", n.Name, "--proxy-mode", impl.mode,
-				"--cluster-cidr", labCIDR, "--nodeport-addresses", labLAN,
+				"--cluster-cidr", cidrs, "--nodeport-addresses", nodePortAddrs,
 				"--healthz-bind-address", proxyHealthz, "--metrics-bind-address", proxyMetrics,
 				"--iptables-variant", proxyIPTablesVariant, "-v", "4"}
 		}
@@ -637,25 +831,32 @@ func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 		})
 	}
 	// Each node has synced once the cluster IP of the last Service answers
-	// from it: the agents read every object before their first sync.
+	// from it in each family: the agents read every object before their
+	// first sync, and kube-proxy syncs each family on its own.
 	patience := env.patience
 	if patience == 0 {
 		patience = labPatience
 	}
+	families := []string{"10.96.10.12", six("10.96.10.12")}
+	if env.ipv4Only {
+		families = families[:1]
+	}
 	started := time.Now()
 	for i, n := range l.lab.Nodes {
 		deadline := time.Now().Add(patience)
-		for {
-			if _, _, err := exchange(n.NS, "tcp", noSrc, hostPort("10.96.10.12", labHTTP)); err == nil {
-				break
+		for _, ip := range families {
+			for {
+				if _, _, err := exchange(n.NS, "tcp", noSrc, hostPort(ip, labHTTP)); err == nil {
+					break
+				}
+				if exited, err := l.agents[i].Exited(); exited {
+					t.Fatalf("%s on %s exited: %v\n%s", impl.name, n.Name, err, l.agents[i].Output())
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s on %s: %s not programmed after %s\n%s", impl.name, n.Name, ip, patience, l.agents[i].Output())
+				}
+				time.Sleep(200 * time.Millisecond)
 			}
-			if exited, err := l.agents[i].Exited(); exited {
-				t.Fatalf("%s on %s exited: %v\n%s", impl.name, n.Name, err, l.agents[i].Output())
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s on %s: nothing programmed after %s\n%s", impl.name, n.Name, patience, l.agents[i].Output())
-			}
-			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	t.Logf("%s programmed both nodes within %s", impl.name, time.Since(started).Round(time.Millisecond))
@@ -672,9 +873,11 @@ func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 func (l *labRun) settleZones(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(labPatience)
-	for _, c := range []struct{ pod, want string }{{labA1, labA0}, {labB1, labB0}} {
+	for _, c := range []struct{ pod, want, ip string }{
+		{labA1, labA0, "10.96.10.10"}, {labB1, labB0, "10.96.10.10"}, {labA1, labA0, six("10.96.10.10")}, {labB1, labB0, six("10.96.10.10")},
+	} {
 		for inZone := 0; inZone < labAttempts && time.Now().Before(deadline); {
-			who, _, err := exchange(l.pod(c.pod), "tcp", noSrc, hostPort("10.96.10.10", labHTTP))
+			who, _, err := exchange(l.pod(c.pod), "tcp", noSrc, hostPort(c.ip, labHTTP))
 			if err == nil && who == c.want {
 				inZone++
 				continue

@@ -102,16 +102,22 @@ type agentMetrics struct {
 	ports   *prometheus.GaugeVec
 }
 
-// setModelMetrics publishes what the programmed model holds.
-func (a *Agent) setModelMetrics(c PortCounts) {
-	a.metrics.noLocal.WithLabelValues("internal").Set(float64(c.NoLocalInternal))
-	a.metrics.noLocal.WithLabelValues("external").Set(float64(c.NoLocalExternal))
-	for feature, n := range map[string]int{
-		"node_port": c.NodePorts, "external_ip": c.ExternalIPs, "load_balancer_ip": c.LoadBalancerIPs,
-		"source_ranges": c.SourceRanges, "external_traffic_local": c.ExternalLocal,
-		"internal_traffic_local": c.InternalLocal, "topology": c.Topology,
-	} {
-		a.metrics.ports.WithLabelValues(feature).Set(float64(n))
+// setModelMetrics publishes what the programmed model holds, per family
+// (the ip_family label, "IPv4" or "IPv6", as kube-proxy labels its
+// per-family metrics).
+func (a *Agent) setModelMetrics(m *Model) {
+	ipv4, ipv6 := m.Counts()
+	for f, c := range map[Family]PortCounts{IPv4: ipv4, IPv6: ipv6} {
+		family := f.String()
+		a.metrics.noLocal.WithLabelValues("internal", family).Set(float64(c.NoLocalInternal))
+		a.metrics.noLocal.WithLabelValues("external", family).Set(float64(c.NoLocalExternal))
+		for feature, n := range map[string]int{
+			"node_port": c.NodePorts, "external_ip": c.ExternalIPs, "load_balancer_ip": c.LoadBalancerIPs,
+			"source_ranges": c.SourceRanges, "external_traffic_local": c.ExternalLocal,
+			"internal_traffic_local": c.InternalLocal, "topology": c.Topology,
+		} {
+			a.metrics.ports.WithLabelValues(feature, family).Set(float64(n))
+		}
 	}
 }
 
@@ -192,12 +198,12 @@ func NewAgent(cfg Config) *Agent {
 		}),
 		noLocal: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total",
-			Help: "Service ports (per family) with endpoints but none on this node, whose traffic of the Local traffic_policy (internal or external) is dropped; kube-proxy's name for the same.",
-		}, []string{"traffic_policy"}),
+			Help: "Service ports with endpoints but none on this node, whose traffic of the Local traffic_policy (internal or external) is dropped, by ip_family; kube-proxy's name for the same.",
+		}, []string{"traffic_policy", "ip_family"}),
 		ports: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "clusterdns_proxy_service_ports",
-			Help: "Service ports (per family) programmed, by feature they use: node_port, external_ip, load_balancer_ip, source_ranges, external_traffic_local, internal_traffic_local, topology.",
-		}, []string{"feature"}),
+			Help: "Service ports programmed, by ip_family and by feature they use: node_port, external_ip, load_balancer_ip, source_ranges, external_traffic_local, internal_traffic_local, topology.",
+		}, []string{"feature", "ip_family"}),
 	}
 	a.registry.MustRegister(a.metrics.syncDuration, a.metrics.lastSuccess, a.metrics.lastQueued, a.metrics.rules,
 		a.metrics.syncErrors, a.metrics.healthz, a.metrics.livez, a.metrics.programming, a.metrics.noLocal, a.metrics.ports,
@@ -296,7 +302,7 @@ func (a *Agent) syncOnce(ctx context.Context, full bool) error {
 	a.metrics.syncDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
 	a.metrics.rules.Set(float64(res.Rules))
 	if model != programmed {
-		a.setModelMetrics(model.Counts())
+		a.setModelMetrics(model)
 	}
 	a.mu.Lock()
 	a.programmed, a.modelOf = model, latest
@@ -353,7 +359,8 @@ func (a *Agent) Healthy() (bool, time.Time, error) {
 // HealthHandler serves /healthz with kube-proxy's semantics (see Healthy):
 // 200, or 503 once a change has waited longer than the health timeout. The
 // body says when the rules were last programmed (absent before the first
-// sync) and the last sync's error.
+// sync) and the last sync's error, and, in kube-proxy's shape, the same per
+// family under "status": one sync programs both families, so they agree.
 func (a *Agent) HealthHandler() http.Handler { return a.healthHandler(a.metrics.healthz) }
 
 // LiveHandler serves /livez. kube-proxy's /livez is its /healthz without the
@@ -370,14 +377,22 @@ func (a *Agent) healthHandler(answers *prometheus.CounterVec) http.Handler {
 			code = http.StatusServiceUnavailable
 		}
 		answers.WithLabelValues(strconv.Itoa(code)).Inc()
-		body := struct {
+		type familyHealth struct {
 			LastUpdated string `json:"lastUpdated,omitempty"`
-			CurrentTime string `json:"currentTime"`
-			Error       string `json:"error,omitempty"`
-		}{CurrentTime: a.cfg.Clock.Now().UTC().Format(time.RFC3339Nano)}
+			Healthy     bool   `json:"healthy"`
+		}
+		body := struct {
+			LastUpdated string                  `json:"lastUpdated,omitempty"`
+			CurrentTime string                  `json:"currentTime"`
+			Healthy     bool                    `json:"healthy"`
+			Status      map[string]familyHealth `json:"status"`
+			Error       string                  `json:"error,omitempty"`
+		}{CurrentTime: a.cfg.Clock.Now().UTC().Format(time.RFC3339Nano), Healthy: ok}
 		if !last.IsZero() {
 			body.LastUpdated = last.UTC().Format(time.RFC3339Nano)
 		}
+		family := familyHealth{LastUpdated: body.LastUpdated, Healthy: ok}
+		body.Status = map[string]familyHealth{IPv4.String(): family, IPv6.String(): family}
 		if err != nil {
 			body.Error = err.Error()
 		}

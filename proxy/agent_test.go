@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -239,6 +240,24 @@ func TestAgentSyncLoop(t *testing.T) {
 	}
 	if code, body := health(a); code != http.StatusOK || !strings.Contains(body, "lastUpdated") {
 		t.Errorf("healthz after the retry succeeded: %d %s, want 200 with lastUpdated", code, body)
+	} else {
+		// kube-proxy's per-family status: both families were programmed.
+		var b struct {
+			LastUpdated string `json:"lastUpdated"`
+			Healthy     bool   `json:"healthy"`
+			Status      map[string]struct {
+				LastUpdated string `json:"lastUpdated"`
+				Healthy     bool   `json:"healthy"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal([]byte(body), &b); err != nil {
+			t.Fatalf("healthz body %s: %v", body, err)
+		}
+		for _, f := range []string{"IPv4", "IPv6"} {
+			if st := b.Status[f]; !b.Healthy || !st.Healthy || st.LastUpdated != b.LastUpdated {
+				t.Errorf("healthz %s status %+v in %s, want healthy and updated at %s", f, st, body, b.LastUpdated)
+			}
+		}
 	}
 
 	// A burst of changes within the minimum period is batched: nothing
@@ -491,8 +510,9 @@ func TestSyncedFollowsSuccessfulSyncs(t *testing.T) {
 	}
 }
 
-// The agent builds the model for its node, and the metrics say which
-// Services have endpoints but none on it, and which features are in use.
+// The agent builds the model for its node, and the metrics say, per family,
+// which Services have endpoints but none on it, and which features are in
+// use.
 func TestAgentRoutesForItsNode(t *testing.T) {
 	clk := newLoopClock()
 	backend := &fakeBackend{clock: clk}
@@ -501,8 +521,9 @@ func TestAgentRoutesForItsNode(t *testing.T) {
 	runAgent(t, a)
 
 	lb := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "lb"}, Type: zone.TypeLoadBalancer, ExternalTrafficLocal: true,
-		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.20")}, LoadBalancerIngress: []zone.LoadBalancerIngress{{IP: netip.MustParseAddr("203.0.113.9")}},
-		Ports: []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80, NodePort: 30080}}}
+		ClusterIPs:          []netip.Addr{netip.MustParseAddr("10.0.0.20"), netip.MustParseAddr("fd00::20")},
+		LoadBalancerIngress: []zone.LoadBalancerIngress{{IP: netip.MustParseAddr("203.0.113.9")}, {IP: netip.MustParseAddr("fd00:203::9")}},
+		Ports:               []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80, NodePort: 30080}}}
 	internal := &zone.Service{Key: zone.Key{Namespace: "dev", Name: "internal"}, InternalTrafficLocal: true,
 		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.0.0.21")}, Ports: []zone.ServicePort{{Protocol: zone.ProtocolTCP, Port: 80, TargetPort: 80}}}
 	slice := func(svc, node string) *zone.EndpointSlice {
@@ -511,7 +532,10 @@ func TestAgentRoutesForItsNode(t *testing.T) {
 		return &zone.EndpointSlice{Key: zone.Key{Namespace: "dev", Name: svc + "-a"}, Service: svc, AddressType: zone.AddressIPv4,
 			Ports: []zone.EndpointPort{{Protocol: zone.ProtocolTCP, Port: 80}}, Endpoints: e}
 	}
-	src.send(snapshot([]*zone.Service{lb, internal}, slice("lb", "n1"), slice("internal", "n2")))
+	lb6 := &zone.EndpointSlice{Key: zone.Key{Namespace: "dev", Name: "lb-6"}, Service: "lb", AddressType: zone.AddressIPv6,
+		Ports: []zone.EndpointPort{{Protocol: zone.ProtocolTCP, Port: 80}}, Endpoints: ep("fd00:1::9")}
+	lb6.Endpoints[0].NodeName = "n2"
+	src.send(snapshot([]*zone.Service{lb, internal}, slice("lb", "n1"), lb6, slice("internal", "n2")))
 	clk.waitArmed(t)
 	calls := backend.snapshot()
 	if len(calls) != 1 {
@@ -523,11 +547,16 @@ func TestAgentRoutesForItsNode(t *testing.T) {
 	}
 	m := metricsText(a)
 	for _, want := range []string{
-		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"} 1`,
-		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"} 0`,
-		`clusterdns_proxy_service_ports{feature="load_balancer_ip"} 1`,
-		`clusterdns_proxy_service_ports{feature="external_traffic_local"} 1`,
-		`clusterdns_proxy_service_ports{feature="internal_traffic_local"} 1`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"} 1`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"} 0`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv6",traffic_policy="internal"} 0`,
+		`clusterdns_proxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv6",traffic_policy="external"} 1`,
+		`clusterdns_proxy_service_ports{feature="load_balancer_ip",ip_family="IPv4"} 1`,
+		`clusterdns_proxy_service_ports{feature="load_balancer_ip",ip_family="IPv6"} 1`,
+		`clusterdns_proxy_service_ports{feature="external_traffic_local",ip_family="IPv4"} 1`,
+		`clusterdns_proxy_service_ports{feature="external_traffic_local",ip_family="IPv6"} 1`,
+		`clusterdns_proxy_service_ports{feature="internal_traffic_local",ip_family="IPv4"} 1`,
+		`clusterdns_proxy_service_ports{feature="internal_traffic_local",ip_family="IPv6"} 0`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)

@@ -200,15 +200,19 @@ type PortCounts struct {
 	NoLocalInternal, NoLocalExternal int
 }
 
-// Counts counts the model's ports by what they use.
-func (m *Model) Counts() PortCounts {
-	var c PortCounts
+// Counts counts the model's ports of each family by what they use, in one
+// pass.
+func (m *Model) Counts() (ipv4, ipv6 PortCounts) {
 	count := func(n *int, yes bool) {
 		if yes {
 			*n++
 		}
 	}
 	for _, p := range m.Ports {
+		c := &ipv4
+		if p.Key.Family == IPv6 {
+			c = &ipv6
+		}
 		count(&c.NodePorts, p.NodePort != 0)
 		count(&c.ExternalIPs, len(p.ExternalIPs) > 0)
 		count(&c.LoadBalancerIPs, len(p.LoadBalancerIPs) > 0)
@@ -219,7 +223,7 @@ func (m *Model) Counts() PortCounts {
 		count(&c.NoLocalInternal, p.AnyEndpoints && len(p.Endpoints) == 0)
 		count(&c.NoLocalExternal, p.AnyEndpoints && p.External() && len(p.ExternalEndpoints) == 0)
 	}
-	return c
+	return ipv4, ipv6
 }
 
 // Lookup returns the service port with the key, or nil.

@@ -130,6 +130,90 @@ endpoints:
 	}
 }
 
+// A dual-stack load balancer with externalTrafficPolicy Local, external IPs
+// and source ranges of both families: the dry run of each rule mode shows
+// the IPv6 half beside the IPv4 one.
+func TestProxyDryRunDualStack(t *testing.T) {
+	dir := t.TempDir()
+	manifests := `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: lab}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.10.3
+  clusterIPs: [10.96.10.3, "fd00:10:96::3"]
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32003
+  externalIPs: [198.51.100.2, "fd00:198:51:100::2"]
+  loadBalancerSourceRanges: [192.168.50.100/32, "fd00:50::100/128"]
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 80, nodePort: 30301}]
+status:
+  loadBalancer:
+    ingress: [{ip: 203.0.113.3}, {ip: "fd00:203:113::3"}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-ipv4, namespace: lab, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 80}]
+endpoints:
+- {addresses: [10.244.1.10], nodeName: node-a}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-ipv6, namespace: lab, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+ports: [{name: http, protocol: TCP, port: 80}]
+endpoints:
+- {addresses: ["fd00:10:244:1::10"], nodeName: node-a}
+`
+	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(manifests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for mode, wants := range map[string][]string{
+		"iptables": {
+			"# iptables-restore --noflush input (IPv4)",
+			`"lab/web:http loadbalancer source range" -s 192.168.50.100/32 -j CDNS-EXT-`,
+			"# ip6tables-restore --noflush input (IPv6)",
+			`"lab/web:http cluster IP" -d fd00:10:96::3/128 -p tcp -m tcp --dport 80 -j CDNS-SVC-`,
+			`"lab/web:http external IP" -d fd00:198:51:100::2/128 -p tcp -m tcp --dport 80 -j CDNS-EXT-`,
+			`"lab/web:http loadbalancer source range" -s fd00:50::100/128 -j CDNS-EXT-`,
+			`"lab/web:http loadbalancer source not allowed" -d fd00:203:113::3/128 -p tcp -m tcp --dport 80 -j DROP`,
+			`! -s fd00:10:244::/48`,
+			"-j DNAT --to-destination [fd00:10:244:1::10]:80",
+		},
+		"nftables": {
+			"add element ip clusterdns service-ips { 203.0.113.3 . tcp . 80 : goto firewall-",
+			"add element ip6 clusterdns service-ips { fd00:10:96::3 . tcp . 80 : goto service-",
+			"add element ip6 clusterdns service-ips { fd00:198:51:100::2 . tcp . 80 : goto external-",
+			"add element ip6 clusterdns service-ips { fd00:203:113::3 . tcp . 80 : goto firewall-",
+			"ip6 saddr fd00:50::100 goto external-",
+			"dnat to [fd00:10:244:1::10]:80",
+		},
+		"ipvs": {
+			"TCP  203.0.113.3:80 rr",
+			"TCP  [fd00:203:113::3]:80 rr",
+			"TCP  [fd00:198:51:100::2]:80 rr",
+			"-> [fd00:10:244:1::10]:80",
+			"fd00:203:113::3,tcp:80,fd00:50::100/128",
+		},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := []string{"--proxy-mode", mode, "--manifests", dir, "--dry-run", "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/48", "--hostname-override", "node-a"}
+		if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
+			t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
+		}
+		out := stdout.String()
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s dry run lacks %q:\n%s", mode, want, out)
+			}
+		}
+	}
+}
+
 // With --node-local-dns, the dry run of each rule mode routes the cache's
 // address to kube-dns's endpoint, as an external IP of kube-dns only.
 func TestProxyDryRunNodeLocalDNS(t *testing.T) {

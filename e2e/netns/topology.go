@@ -28,8 +28,12 @@ type Topology struct {
 	ClientIP netip.Addr
 }
 
-// GatewayIP is the node's address on every pod link.
-const GatewayIP = "169.254.1.1"
+// GatewayIP is the node's address on every pod link; GatewayIP6 is its
+// IPv6 one, link-local like the gateways of CNI plugins.
+const (
+	GatewayIP  = "169.254.1.1"
+	GatewayIP6 = "fe80::1"
+)
 
 // TopologySpec lists the addresses to use.
 type TopologySpec struct {
@@ -78,4 +82,16 @@ func addPod(t testing.TB, node *NS, prefix, hostSide, ip string) *NS {
 	pod.MustRun("ip", "route", "add", GatewayIP+"/32", "dev", "eth0")
 	pod.MustRun("ip", "route", "add", "default", "via", GatewayIP, "dev", "eth0")
 	return pod
+}
+
+// addPod6 gives a pod made by addPod the IPv6 address ip on the same link:
+// the pod reaches everything through GatewayIP6, the node reaches the pod
+// by a /128 route.
+func addPod6(node *NS, hostSide string, pod *NS, ip string) {
+	// nodad: both addresses are usable at once instead of after duplicate
+	// address detection; nothing else on the link holds them.
+	node.MustRun("ip", "addr", "add", GatewayIP6+"/64", "dev", hostSide, "nodad")
+	node.MustRun("ip", "-6", "route", "add", ip+"/128", "dev", hostSide)
+	pod.MustRun("ip", "addr", "add", ip+"/128", "dev", "eth0", "nodad")
+	pod.MustRun("ip", "-6", "route", "add", "default", "via", GatewayIP6, "dev", "eth0")
 }

@@ -47,9 +47,11 @@ const (
 	buildTimeout          = 20 * time.Minute
 )
 
-// ServiceClusterIPRange is the range the API server allocates ClusterIPs from.
-// No traffic is ever sent to it: there is no proxy behind this API server.
-const ServiceClusterIPRange = "10.96.0.0/12"
+// ServiceClusterIPRange is the ranges the API server allocates ClusterIPs
+// from: IPv4 first, the primary family, which a Service that asks for no
+// family gets; the IPv6 one (unique local) serves dual-stack Services. No
+// traffic is ever sent to them by the API server itself.
+const ServiceClusterIPRange = "10.96.0.0/12,fd00:10:96::/112"
 
 // adminUser is the static token user; system:masters bypasses RBAC.
 const adminUser = "e2e-admin"
