@@ -130,7 +130,9 @@ func freeLoopbackPort(t *testing.T) int {
 }
 
 // tcpUpstream is the cluster DNS as the cache sees it: TCP only, so that a
-// query the cache forwarded over UDP would go unanswered.
+// query the cache forwarded over UDP would go unanswered. queries counts the
+// A queries only: the loop plugin's HINFO probes arrive whenever it sends
+// them, and are not cache misses.
 type tcpUpstream struct {
 	addr    string
 	queries atomic.Int64
@@ -145,10 +147,12 @@ func startTCPUpstream(t *testing.T) *tcpUpstream {
 	}
 	u.addr = l.Addr().String()
 	srv := &dns.Server{Listener: l, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		u.queries.Add(1)
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
+		if q.Qtype == dns.TypeA {
+			u.queries.Add(1)
+		}
 		if q.Qtype == dns.TypeA && strings.HasSuffix(q.Name, ".svc.cluster.local.") {
 			rr, _ := dns.NewRR(q.Name + " 30 IN A 10.0.0.7")
 			m.Answer = append(m.Answer, rr)
