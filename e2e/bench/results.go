@@ -232,6 +232,23 @@ func (r *Results) Markdown() string {
 			}
 		}
 	}
+	if r.hasPeer(PeerNodecache) || r.hasPeer(PeerNodecacheCoreDNS) {
+		const n = nodecacheNames
+		b.WriteString("\n### Node cache: clusterdns nodecache vs CoreDNS, NodeLocal DNSCache's stock Corefile, cache hits, one core each\n\n")
+		r.table(&b, "clusterdns nodecache", "CoreDNS", PeerNodecache, PeerNodecacheCoreDNS, []row{
+			{"cache-hit QPS at saturation, cluster-zone names", MetricQPSCluster, n, 3, true, "%.0f"},
+			{"cache-hit QPS at saturation, external names", MetricQPSExternal, n, 3, true, "%.0f"},
+			{"CPU per query at fixed load, cluster-zone names (µs)", MetricCPUCluster, n, 0, false, "%.1f"},
+			{"CPU per query at fixed load, external names (µs)", MetricCPUExternal, n, 0, false, "%.1f"},
+			{"p50 latency at fixed load, cluster-zone names (ms)", MetricP50Cluster, n, 0, false, "%.3f"},
+			{"p99 latency at fixed load, cluster-zone names (ms)", MetricP99Cluster, n, 0, false, "%.3f"},
+			{"p50 latency at fixed load, external names (ms)", MetricP50External, n, 0, false, "%.3f"},
+			{"p99 latency at fixed load, external names (ms)", MetricP99External, n, 0, false, "%.3f"},
+			{"RSS right after the saturation runs (MiB)", MetricRSSLoad, n, 0.5, false, "%.1f"},
+			{"peak RSS (VmHWM) at that moment (MiB)", MetricPeakRSS, n, 0, false, "%.1f"},
+			{"start to first answer (s)", MetricReady, n, 0, false, "%.2f"},
+		})
+	}
 	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
 		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, iptables mode, one network namespace each\n\n")
 		var rows []row
