@@ -186,6 +186,15 @@ func runNodecache(t *testing.T, ctx context.Context, e *env) {
 			e.afterLoad(t, peer.name, r, size, round)
 			r.proc.Stop(time.Second)
 		}
+		// The ceiling: dnsperf against a responder that does no work.
+		bare := e.startBare(t, round)
+		for _, m := range mixes {
+			saturate(bare.server, m.Name, cfg.warmup)
+			p := saturate(bare.server, m.Name, cfg.perf)
+			e.res.Add(PeerBareUDP, qpsMetric[m.Name], size, round, p.QPS)
+		}
+		bare.rss0.Stop()
+		bare.proc.Stop(time.Second)
 	}
 
 	// The fixed load: half of the lower median saturation of the two.

@@ -248,6 +248,12 @@ func (r *Results) Markdown() string {
 			{"peak RSS (VmHWM) at that moment (MiB)", MetricPeakRSS, n, 0, false, "%.1f"},
 			{"start to first answer (s)", MetricReady, n, 0, false, "%.2f"},
 		})
+		if bare, ok := r.Median(PeerBareUDP, MetricQPSCluster, n); ok {
+			ours, _ := r.Median(PeerNodecache, MetricQPSCluster, n)
+			theirs, _ := r.Median(PeerNodecacheCoreDNS, MetricQPSCluster, n)
+			fmt.Fprintf(&b, "\nThe ceiling, a bare UDP responder on the same core under the same dnsperf: %.0f qps (cluster-zone mix); "+
+				"clusterdns nodecache reaches %s of it, CoreDNS %s.\n", bare, ratio(ours, bare), ratio(theirs, bare))
+		}
 	}
 	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
 		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, iptables mode, one network namespace each\n\n")
