@@ -16,7 +16,7 @@ GO ?= go
 
 # The fuzz targets, as package:name. FUZZFLAGS passes more flags to each
 # run, e.g. FUZZFLAGS=-parallel=1 on a shared machine.
-FUZZ_TARGETS = ./server:FuzzAnswer ./server:FuzzFastPath ./server:FuzzTCPStream ./server:FuzzParseTCPQuery ./server:FuzzParseConfig \
+FUZZ_TARGETS = ./server:FuzzAnswer ./server:FuzzFastPath ./server:FuzzFastPathCacheHit ./server:FuzzTCPStream ./server:FuzzParseTCPQuery ./server:FuzzParseConfig \
 	./resolver:FuzzRoundTrip \
 	./zone:FuzzManifests ./zone:FuzzDeriveSlices ./proxy/iptables:FuzzRestoreInput ./proxy/nftables:FuzzScript
 FUZZTIME ?= 1m

@@ -285,6 +285,7 @@ func (c *Cache) store(key cacheKey, name string, m *dns.Msg, now time.Time) {
 		ttl:           ttl,
 		expires:       now.Add(ttl),
 	}
+	e.packWire()
 	// A name cached as one kind is no longer the other.
 	if target == c.success {
 		c.denial.Remove(key)
@@ -363,10 +364,15 @@ type cacheEntry struct {
 	answer, ns, extra     []dns.RR
 	ttl                   time.Duration
 	expires               time.Time
-	view                  atomic.Pointer[cacheView]
-	hits                  atomic.Int32
-	lastHit               atomic.Int64 // unix nanoseconds
-	refreshing            atomic.Bool
+	// wire is the records packed for the wire-level fast path, with the
+	// offsets of their TTLs; nil when the entry is answered on the full
+	// path only.
+	wire       []byte
+	ttlAt      []uint16
+	view       atomic.Pointer[cacheView]
+	hits       atomic.Int32
+	lastHit    atomic.Int64 // unix nanoseconds
+	refreshing atomic.Bool
 }
 
 // cacheView is an entry's records with the TTL one moment shows. Views are

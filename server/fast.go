@@ -66,18 +66,34 @@ type fastChain struct {
 	// zones marks the cluster zones (by their place in k.Zones()) answered
 	// on the fast path: those every cache passes through.
 	zones []bool
+	// hits, when set, answers other names from the block's one cache when
+	// they are hits there.
+	hits *resolver.Cache
 }
 
 // chain returns the fast path for a block built with this plan, or nil when
 // one of its links needs the full path.
 func (p *fastPlan) chain(b *Block) *fastChain {
-	if p == nil || p.k == nil {
+	if p == nil {
 		return nil
 	}
 	for name := range b.links {
 		if !fastSafeLink(name) {
 			return nil
 		}
+	}
+	// Cache hits: one cache (two would each count the query) and no
+	// loadbalance, whose shuffle of cached records the fast path does not
+	// repeat.
+	var hits *resolver.Cache
+	if len(p.caches) == 1 && !p.shuffle {
+		hits = p.caches[0]
+	}
+	if p.k == nil {
+		if hits == nil {
+			return nil
+		}
+		return &fastChain{rec: p.rec, recZones: p.recZones, hits: hits}
 	}
 	zones := p.k.Zones()
 	fc := &fastChain{rec: p.rec, recZones: p.recZones, shuffle: p.shuffle, k: p.k, zones: make([]bool, len(zones))}
@@ -93,7 +109,8 @@ func (p *fastPlan) chain(b *Block) *fastChain {
 		}
 		fc.caches = append(fc.caches, fcc)
 	}
-	if !slices.Contains(fc.zones, true) {
+	fc.hits = hits
+	if !slices.Contains(fc.zones, true) && hits == nil {
 		return nil
 	}
 	return fc
@@ -259,9 +276,14 @@ func (f *fastChain) answer(q fastQuery, in, out []byte, client netip.AddrPort) [
 	if f.rec != nil {
 		start = time.Now()
 	}
-	zi := resolver.MatchZoneBytes(q.name, f.k.Zones())
+	zi := -1
+	if f.k != nil {
+		zi = resolver.MatchZoneBytes(q.name, f.k.Zones())
+	}
 	if zi < 0 || !f.zones[zi] {
-		return nil
+		// The cluster zone's answers are not the fast path's here; a name
+		// the cache holds may be.
+		return f.cacheHit(q, in, out, client, start)
 	}
 	w, ok := f.k.AnswerWire(q.name, q.qtype, zi)
 	if !ok {
@@ -297,15 +319,7 @@ func (f *fastChain) answer(q fastQuery, in, out []byte, client netip.AddrPort) [
 		shuffleRecords(b[question:size], q.nameLen, int(w.Answers))
 	}
 	if q.edns {
-		o := b[size:]
-		o[0] = 0
-		binary.BigEndian.PutUint16(o[1:], dns.TypeOPT)
-		binary.BigEndian.PutUint16(o[3:], advertisedUDPSize)
-		o[5], o[6], o[7], o[8] = 0, 0, 0, 0
-		if q.do {
-			o[7] = 0x80
-		}
-		binary.BigEndian.PutUint16(o[9:], 0)
+		writeReplyOPT(b[size:], q.do)
 	}
 	for _, c := range f.caches {
 		if c.counted[zi] {
@@ -320,6 +334,79 @@ func (f *fastChain) answer(q fastQuery, in, out []byte, client netip.AddrPort) [
 		f.rec.observe(zone, client, false, q.qtype, len(in), w.Rcode, "kubernetes", size, time.Since(start))
 	}
 	return b
+}
+
+// cacheHit answers a query the block's cache holds, as the cache's reply
+// fitted to the client's buffer would be packed: the full path packs it
+// uncompressed when it fits, so the stored records are the reply's bytes
+// once their TTLs are set. A reply that does not fit is the full path's.
+func (f *fastChain) cacheHit(q fastQuery, in, out []byte, client netip.AddrPort, start time.Time) []byte {
+	if f.hits == nil {
+		return nil
+	}
+	question := 12 + q.nameLen + 4
+	limit := min(q.udpSize, len(out))
+	if q.edns {
+		limit -= replyOPTSize
+	}
+	if limit < question {
+		return nil
+	}
+	flags := binary.BigEndian.Uint16(in[2:])
+	w, ok := f.hits.AnswerWire(q.name, q.qtype, q.do, flags&(1<<4) != 0, flags&(1<<5) != 0, out[question:limit])
+	if !ok {
+		return nil
+	}
+	size := question + w.Len
+	total := size
+	if q.edns {
+		total += replyOPTSize
+	}
+	b := out[:total]
+	copy(b[:2], in[:2])
+	reply := uint16(1<<15) | flags&(1<<8|1<<4) | uint16(w.Rcode)
+	if w.Authoritative {
+		reply |= 1 << 10
+	}
+	if w.RecursionAvailable {
+		reply |= 1 << 7
+	}
+	if w.AuthenticatedData {
+		reply |= 1 << 5
+	}
+	binary.BigEndian.PutUint16(b[2:], reply)
+	binary.BigEndian.PutUint16(b[4:], 1)
+	binary.BigEndian.PutUint16(b[6:], w.Answers)
+	binary.BigEndian.PutUint16(b[8:], w.Ns)
+	arcount := w.Extra
+	if q.edns {
+		arcount++
+	}
+	binary.BigEndian.PutUint16(b[10:], arcount)
+	copy(b[12:question], in[12:question])
+	if q.edns {
+		writeReplyOPT(b[size:], q.do)
+	}
+	if f.rec != nil {
+		zone := ""
+		if i := resolver.MatchZoneBytes(q.name, f.recZones); i >= 0 {
+			zone = f.recZones[i]
+		}
+		f.rec.observe(zone, client, false, q.qtype, len(in), w.Rcode, "cache", size, time.Since(start))
+	}
+	return b
+}
+
+// writeReplyOPT writes the OPT record replies carry.
+func writeReplyOPT(o []byte, do bool) {
+	o[0] = 0
+	binary.BigEndian.PutUint16(o[1:], dns.TypeOPT)
+	binary.BigEndian.PutUint16(o[3:], advertisedUDPSize)
+	o[5], o[6], o[7], o[8] = 0, 0, 0, 0
+	if do {
+		o[7] = 0x80
+	}
+	binary.BigEndian.PutUint16(o[9:], 0)
 }
 
 // spellOwners writes the question's spelling of the name over the owner of

@@ -141,6 +141,41 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 			written = append(written, "dns-rss.png")
 		}
 	}
+	if r.hasPeer(PeerNodecache) || r.hasPeer(PeerNodecacheCoreDNS) {
+		const n = nodecacheNames
+		per := func(peer string, metrics ...string) series {
+			s := series{name: peer}
+			for _, m := range metrics {
+				s.values = append(s.values, med(peer, m, n))
+			}
+			return s
+		}
+		peers := []string{PeerNodecache, PeerNodecacheCoreDNS}
+		var qps, mem []series
+		for _, p := range peers {
+			qps = append(qps, per(p, MetricQPSCluster, MetricQPSExternal))
+			mem = append(mem, per(p, MetricRSSLoad, MetricPeakRSS))
+		}
+		if err := draw("nodecache-qps.png", "Node cache: cache-hit queries per second at saturation, one core", "queries/s",
+			[]string{"cluster-zone names", "external names"}, qps); err != nil {
+			return written, err
+		}
+		if err := draw("nodecache-memory.png", "Node cache: memory after the saturation runs", "MiB",
+			[]string{"RSS after load", "peak RSS (VmHWM)"}, mem); err != nil {
+			return written, err
+		}
+		series := map[string][][2]float64{}
+		for _, p := range peers {
+			series[p] = r.RSSSeries[p]
+		}
+		if len(series[PeerNodecache])+len(series[PeerNodecacheCoreDNS]) > 0 {
+			if err := lineChart(filepath.Join(dir, "nodecache-rss.png"), "Node cache: RSS over the first saturation round (warm-up, then the load)",
+				"seconds since start", "MiB", series, peers); err != nil {
+				return written, err
+			}
+			written = append(written, "nodecache-rss.png")
+		}
+	}
 	// Rule charts: one group per cluster size, a bar per peer.
 	rules := func(sizeMetric, ours, theirs, prefix, what string) error {
 		sizes := r.Sizes(sizeMetric, ours, theirs)

@@ -97,7 +97,7 @@ const rssInterval = 250 * time.Millisecond
 
 // afterLoad records RSS and peak RSS right after the saturation runs, and
 // for the first round the RSS series up to then.
-func (e *env) afterLoad(t *testing.T, peer string, r *runningDNS, round int) {
+func (e *env) afterLoad(t *testing.T, peer string, r *runningDNS, size, round int) {
 	t.Helper()
 	rss, err := r.proc.RSS()
 	if err != nil {
@@ -107,9 +107,8 @@ func (e *env) afterLoad(t *testing.T, peer string, r *runningDNS, round int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := e.cfg.spec.Services()
-	e.res.Add(peer, MetricRSSLoad, total, round, float64(rss)/(1<<20))
-	e.res.Add(peer, MetricPeakRSS, total, round, float64(peak)/(1<<20))
+	e.res.Add(peer, MetricRSSLoad, size, round, float64(rss)/(1<<20))
+	e.res.Add(peer, MetricPeakRSS, size, round, float64(peak)/(1<<20))
 	if pts := r.rss0.Stop(); round == 0 {
 		e.res.RSSSeries[peer] = pts
 	}
@@ -118,11 +117,10 @@ func (e *env) afterLoad(t *testing.T, peer string, r *runningDNS, round int) {
 
 // fixedLoad runs dnsperf at a fixed rate against r and records latency and
 // the CPU time r's process spent per query answered.
-func (e *env) fixedLoad(t *testing.T, ctx context.Context, peer string, r *runningDNS, mix, file string, rate, round int) {
+func (e *env) fixedLoad(t *testing.T, ctx context.Context, peer string, r *runningDNS, mix, file string, rate, size, round int) {
 	t.Helper()
 	latency := map[string][2]string{"cluster": {MetricP50Cluster, MetricP99Cluster}, "external": {MetricP50External, MetricP99External}}
 	cpuMetric := map[string]string{"cluster": MetricCPUCluster, "external": MetricCPUExternal}
-	total := e.cfg.spec.Services()
 	before, err := r.proc.CPUTime()
 	if err != nil {
 		t.Fatal(err)
@@ -150,12 +148,12 @@ func (e *env) fixedLoad(t *testing.T, ctx context.Context, peer string, r *runni
 		checkRcodes(t, mix, p)
 	}
 	p50, p99 := p.Percentile(0.50), p.Percentile(0.99)
-	e.res.Add(peer, latency[mix][0], total, round, ms(p50))
-	e.res.Add(peer, latency[mix][1], total, round, ms(p99))
+	e.res.Add(peer, latency[mix][0], size, round, ms(p50))
+	e.res.Add(peer, latency[mix][1], size, round, ms(p99))
 	cpu := 0.0
 	if p.Completed > 0 {
 		cpu = float64(after-before) / float64(time.Microsecond) / float64(p.Completed)
-		e.res.Add(peer, cpuMetric[mix], total, round, cpu)
+		e.res.Add(peer, cpuMetric[mix], size, round, cpu)
 	}
 	t.Logf("%s round %d %s at %d qps: p50 %s p99 %s, %.1f µs CPU per query (%d answers, %d lost)", peer, round, mix, rate,
 		p50, p99, cpu, len(p.Latencies), p.Lost)
@@ -273,7 +271,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 				e.res.Add(peer.name, qpsMetric[m.Name], total, round, p.QPS)
 				t.Logf("%s round %d %s: %.0f qps, %d lost, avg %s", peer.name, round, m.Name, p.QPS, p.Lost, p.AverageLatency)
 			}
-			e.afterLoad(t, peer.name, r, round)
+			e.afterLoad(t, peer.name, r, total, round)
 			saveProfile(t, ctx, r, "heap", "", "heap-load.pprof")
 			saveProfile(t, ctx, r, "allocs", "", "allocs-load.pprof")
 			// The text form ends with the runtime's memory statistics:
@@ -290,7 +288,7 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 			e.res.Add(PeerBareUDP, qpsMetric[m.Name], total, round, p.QPS)
 			t.Logf("bare round %d %s: %.0f qps", round, m.Name, p.QPS)
 		}
-		e.afterLoad(t, PeerBareUDP, bare, round)
+		e.afterLoad(t, PeerBareUDP, bare, total, round)
 		bare.proc.Stop(time.Second)
 	}
 
@@ -316,14 +314,14 @@ func runDNS(t *testing.T, ctx context.Context, e *env, manifests string) {
 			e.res.Add(peer.name, MetricHeap, total, cfg.rounds+round, float64(r.heap)/(1<<20))
 			for _, m := range mixes {
 				saturate(r.server, m.Name, cfg.warmup)
-				e.fixedLoad(t, ctx, peer.name, r, m.Name, files[m.Name], rate[m.Name], round)
+				e.fixedLoad(t, ctx, peer.name, r, m.Name, files[m.Name], rate[m.Name], total, round)
 			}
 			r.proc.Stop(time.Second)
 		}
 		bare := e.startBare(t, cfg.rounds+round)
 		for _, m := range mixes {
 			saturate(bare.server, m.Name, cfg.warmup)
-			e.fixedLoad(t, ctx, PeerBareUDP, bare, m.Name, files[m.Name], rate[m.Name], round)
+			e.fixedLoad(t, ctx, PeerBareUDP, bare, m.Name, files[m.Name], rate[m.Name], total, round)
 		}
 		bare.proc.Stop(time.Second)
 	}

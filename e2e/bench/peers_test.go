@@ -25,7 +25,7 @@ var (
 	flagFull         = flag.Bool("full", false, "measure at the published size (10,000 ClusterIP + 1,000 headless Services, 3 rounds) and write the results folder")
 	flagOut          = flag.String("out", "", "folder for results.md, results.json and the charts (default: ./results with -full, a temporary folder otherwise)")
 	flagRounds       = flag.Int("rounds", 0, "runs of each peer, alternated (default 3 with -full, 1 otherwise)")
-	flagParts        = flag.String("parts", "", "comparisons to run, comma-separated: dns, rules, ipvs (default dns,rules,ipvs; dns,rules with -full, where ipvs is a run of its own)")
+	flagParts        = flag.String("parts", "", "comparisons to run, comma-separated: dns, rules, ipvs, nodecache (default dns,rules,ipvs,nodecache; dns,rules,nodecache with -full, where ipvs is a run of its own)")
 	flagSizes        = flag.String("rule-sizes", "", "ClusterIP Service counts to compare the rule peers at, comma-separated, ascending (default 1000,10000 with -full)")
 	flagIPVSOursOnly = flag.String("ipvs-ours-only", "", "ClusterIP Service counts, comma-separated, at which the IPVS part runs clusterdns proxy alone (kube-proxy would take hours there under emulation)")
 	flagIPVSSizes    = flag.String("ipvs-sizes", "", "ClusterIP Service counts to compare the IPVS peers at, in the VM, comma-separated, ascending (default 50; with -full 1000,3000 and clusterdns proxy alone at 10000)")
@@ -67,6 +67,9 @@ type config struct {
 	// queryLines is the length of each dnsperf data file.
 	queryLines       int
 	dns, rules, ipvs bool
+	// nodecache compares `clusterdns nodecache` with CoreDNS on
+	// NodeLocal DNSCache's stock Corefile.
+	nodecache bool
 }
 
 func newConfig() config {
@@ -132,9 +135,9 @@ func newConfig() config {
 	}
 	parts := *flagParts
 	if parts == "" {
-		parts = "dns,rules,ipvs"
+		parts = "dns,rules,ipvs,nodecache"
 		if *flagFull {
-			parts = "dns,rules"
+			parts = "dns,rules,nodecache"
 		}
 	}
 	for _, part := range strings.Split(parts, ",") {
@@ -145,6 +148,8 @@ func newConfig() config {
 			c.rules = true
 		case "ipvs":
 			c.ipvs = true
+		case "nodecache":
+			c.nodecache = true
 		}
 	}
 	return c
@@ -251,8 +256,8 @@ func TestPeers(t *testing.T) {
 		e.vm, cfg.ipvs = ipvsVM(t)
 		e.cfg.ipvs = cfg.ipvs
 	}
-	ours := cfg.dns || cfg.ipvs || slices.Contains(cfg.rulePeers, PeerOurProxy)
-	e.bins = buildBinaries(t, e.work, ours, cfg.dns, cfg.rules || cfg.ipvs)
+	ours := cfg.dns || cfg.ipvs || cfg.nodecache || slices.Contains(cfg.rulePeers, PeerOurProxy)
+	e.bins = buildBinaries(t, e.work, ours, cfg.dns || cfg.nodecache, cfg.rules || cfg.ipvs)
 	if cfg.ipvs {
 		bins, err := vm.BuildStatic(ctx, e.work, "github.com/clusterdns/clusterdns/e2e/bench/cmd/ipvsnode")
 		if err != nil {
@@ -261,18 +266,21 @@ func TestPeers(t *testing.T) {
 		e.bins.ipvsNode = bins[0]
 	}
 
-	e.api = kubeapi.StartWithOptions(t, kubeapi.Options{ExtraArgs: []string{
-		"--max-requests-inflight=2000",
-		"--max-mutating-requests-inflight=1000",
-	}})
-	admin, err := kubernetes.NewForConfig(e.api.AdminConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.admin = admin
-	e.kubeconfig = filepath.Join(e.work, "kubeconfig")
-	if err := e.api.WriteKubeconfig(e.kubeconfig, ""); err != nil {
-		t.Fatal(err)
+	// The node cache part alone needs no API server.
+	if cfg.dns || cfg.rules || cfg.ipvs {
+		e.api = kubeapi.StartWithOptions(t, kubeapi.Options{ExtraArgs: []string{
+			"--max-requests-inflight=2000",
+			"--max-mutating-requests-inflight=1000",
+		}})
+		admin, err := kubernetes.NewForConfig(e.api.AdminConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.admin = admin
+		e.kubeconfig = filepath.Join(e.work, "kubeconfig")
+		if err := e.api.WriteKubeconfig(e.kubeconfig, ""); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	loaded := Spec{}
@@ -312,6 +320,9 @@ func TestPeers(t *testing.T) {
 		}
 		runDNS(t, ctx, e, manifests)
 	}
+	if cfg.nodecache {
+		runNodecache(t, ctx, e)
+	}
 
 	e.res.Finished = time.Now().UTC()
 	e.res.LoadAvg = append(e.res.LoadAvg, LoadAverage())
@@ -326,6 +337,10 @@ func requireTools(t *testing.T, cfg config) {
 	t.Helper()
 	tools := []string{"taskset", "dnsperf", "etcd"}
 	var needs []testenv.Need
+	if cfg.nodecache {
+		// The stock Corefile's port 53.
+		needs = append(needs, testenv.Root())
+	}
 	if cfg.rules {
 		needs = append(needs, testenv.Root())
 		tools = append(tools, "ip", "iptables-save", "iptables-restore")
@@ -428,6 +443,14 @@ func checkResults(t *testing.T, e *env) {
 			}
 		}
 		wants = append(wants, want{PeerBareUDP, MetricQPSCluster, total})
+	}
+	if e.cfg.nodecache {
+		for _, peer := range []string{PeerNodecache, PeerNodecacheCoreDNS} {
+			for _, m := range []string{MetricQPSCluster, MetricQPSExternal, MetricP50Cluster, MetricP99Cluster,
+				MetricP50External, MetricP99External, MetricRSSLoad, MetricPeakRSS, MetricReady} {
+				wants = append(wants, want{peer, m, nodecacheNames})
+			}
+		}
 	}
 	if e.cfg.rules {
 		for _, mode := range e.cfg.ruleModes {

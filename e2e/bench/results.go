@@ -232,6 +232,31 @@ func (r *Results) Markdown() string {
 			}
 		}
 	}
+	if r.hasPeer(PeerNodecache) || r.hasPeer(PeerNodecacheCoreDNS) {
+		const n = nodecacheNames
+		b.WriteString("\n### Node cache: clusterdns nodecache vs CoreDNS, NodeLocal DNSCache's stock Corefile, cache hits, one core each\n\n")
+		r.table(&b, "clusterdns nodecache", "CoreDNS", PeerNodecache, PeerNodecacheCoreDNS, []row{
+			{"cache-hit QPS at saturation, cluster-zone names", MetricQPSCluster, n, 3, true, "%.0f"},
+			{"cache-hit QPS at saturation, external names", MetricQPSExternal, n, 3, true, "%.0f"},
+			{"CPU per query at fixed load, cluster-zone names (µs)", MetricCPUCluster, n, 0, false, "%.1f"},
+			{"CPU per query at fixed load, external names (µs)", MetricCPUExternal, n, 0, false, "%.1f"},
+			{"p50 latency at fixed load, cluster-zone names (ms)", MetricP50Cluster, n, 0, false, "%.3f"},
+			{"p99 latency at fixed load, cluster-zone names (ms)", MetricP99Cluster, n, 0, false, "%.3f"},
+			{"p50 latency at fixed load, external names (ms)", MetricP50External, n, 0, false, "%.3f"},
+			{"p99 latency at fixed load, external names (ms)", MetricP99External, n, 0, false, "%.3f"},
+			{"RSS right after the saturation runs (MiB)", MetricRSSLoad, n, 0.5, false, "%.1f"},
+			{"peak RSS (VmHWM) at that moment (MiB)", MetricPeakRSS, n, 0, false, "%.1f"},
+			{"start to first answer (s)", MetricReady, n, 0, false, "%.2f"},
+		})
+		if bare, ok := r.Median(PeerBareUDP, MetricQPSCluster, n); ok {
+			ours, _ := r.Median(PeerNodecache, MetricQPSCluster, n)
+			theirs, _ := r.Median(PeerNodecacheCoreDNS, MetricQPSCluster, n)
+			// cmd/bareudp reads with one goroutine: a scale for dnsperf's
+			// own reach, not a bound a server with several readers keeps to.
+			fmt.Fprintf(&b, "\nFor scale, the bare UDP responder (`cmd/bareudp`, one reader) on the same core under the same dnsperf: %.0f qps (cluster-zone mix); "+
+				"clusterdns nodecache answers %s times that, CoreDNS %s.\n", bare, ratio(ours, bare), ratio(theirs, bare))
+		}
+	}
 	if r.hasPeer(PeerOurProxy) || r.hasPeer(PeerKubeProxy) {
 		b.WriteString("\n### Rules: clusterdns proxy vs kube-proxy, iptables mode, one network namespace each\n\n")
 		var rows []row

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
@@ -11,26 +13,45 @@ import (
 // Upstream is the DNS server both peers forward names outside the cluster
 // to: it answers every A question with one address and a long TTL, so after
 // the first question the peers answer from their caches. It listens on
-// loopback only.
+// loopback only, over UDP and TCP on one port: the node cache's Corefile
+// forwards the cluster zone with force_tcp.
 type Upstream struct {
 	Addr string
 	// Queries counts what reached it, to check the cache did its work.
-	Queries atomic.Int64
-	server  *dns.Server
+	Queries  atomic.Int64
+	udp, tcp *dns.Server
 }
 
-// StartUpstream listens on a free loopback UDP port.
+// StartUpstream listens on a free loopback port, UDP and TCP.
 func StartUpstream() (*Upstream, error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	port, err := FreePort()
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	u := &Upstream{Addr: pc.LocalAddr().String()}
-	started := make(chan struct{})
-	u.server = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(u.serve), NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = u.server.ActivateAndServe() }()
-	<-started
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	u := &Upstream{Addr: addr}
+	u.udp = u.start(&dns.Server{PacketConn: pc})
+	u.tcp = u.start(&dns.Server{Listener: ln})
 	return u, nil
+}
+
+// start serves s and returns it once it runs.
+func (u *Upstream) start(s *dns.Server) *dns.Server {
+	started := make(chan struct{})
+	s.Handler = dns.HandlerFunc(u.serve)
+	s.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = s.ActivateAndServe() }()
+	<-started
+	return s
 }
 
 func (u *Upstream) serve(w dns.ResponseWriter, q *dns.Msg) {
@@ -48,4 +69,4 @@ func (u *Upstream) serve(w dns.ResponseWriter, q *dns.Msg) {
 }
 
 // Close stops the server.
-func (u *Upstream) Close() error { return u.server.Shutdown() }
+func (u *Upstream) Close() error { return errors.Join(u.udp.Shutdown(), u.tcp.Shutdown()) }
