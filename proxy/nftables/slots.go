@@ -1,0 +1,72 @@
+package nftables
+
+import "math/bits"
+
+// The endpoints map holds the endpoints of every list a service port
+// chooses from without affinity, each list in a block of consecutive slots
+// (keys); its rule draws `numgen random mod n offset <block start>`. A block
+// holds a power of two slots, at least as many as the list has endpoints,
+// so that a list growing or shrinking within its block changes only map
+// elements and its one rule, never the block.
+
+// block is a run of slots of the endpoints map.
+type block struct {
+	offset uint32
+	size   uint32
+}
+
+// roleBlock is the block of one of a port's lists: "service", "external"
+// or "cluster".
+type roleBlock struct {
+	role string
+	block
+}
+
+// slotAlloc hands out blocks of slots. Freed blocks are kept by size and
+// handed out again before new slots are taken. It belongs to one family's
+// table and starts over whenever the map is emptied (a full sync).
+type slotAlloc struct {
+	next uint32
+	free map[uint32][]uint32 // offsets of free blocks, by size
+}
+
+// get returns a block of at least n slots.
+func (a *slotAlloc) get(n int) block {
+	size := uint32(1)
+	if n > 1 {
+		size = 1 << bits.Len32(uint32(n-1))
+	}
+	if l := a.free[size]; len(l) > 0 {
+		off := l[len(l)-1]
+		a.free[size] = l[:len(l)-1]
+		return block{off, size}
+	}
+	b := block{a.next, size}
+	a.next += size
+	return b
+}
+
+// put frees a block.
+func (a *slotAlloc) put(b block) {
+	if a.free == nil {
+		a.free = make(map[uint32][]uint32)
+	}
+	a.free[b.size] = append(a.free[b.size], b.offset)
+}
+
+// reset forgets every block: the map was emptied.
+func (a *slotAlloc) reset() {
+	a.next = 0
+	clear(a.free)
+}
+
+// blockFor returns the block of prev for role when it holds n slots, or a
+// new one from a.
+func blockFor(prev []roleBlock, role string, n int, a *slotAlloc) block {
+	for _, b := range prev {
+		if b.role == role && int(b.size) >= n {
+			return b.block
+		}
+	}
+	return a.get(n)
+}
