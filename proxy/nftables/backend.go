@@ -154,7 +154,17 @@ func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
 			if fresh {
 				s.head = append(s.head, Op{Delete, table}, Op{Add, table})
 			}
-			p.baseRules = r.baseObjects(s, !fresh)
+			if fresh {
+				st.slots.shards = 0 // the table is new: its maps too
+			}
+			ports := 0
+			for _, sp := range m.Ports {
+				if sp.Key.Family == r.Family {
+					ports++
+				}
+			}
+			st.slots.setShards(ports)
+			p.baseRules = r.baseObjects(s, !fresh, st.slots.shards)
 			// The hairpin set was emptied; every port adds its pairs.
 			st.hairpin = make(map[netip.Addr]int, len(st.hairpin))
 			st.claims = make(map[claimKey]proxy.PortKey, len(st.claims))

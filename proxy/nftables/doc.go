@@ -17,9 +17,9 @@
 // local to the node look up protocol and port in `service-nodeports`, which
 // leads to the port's external chain (it marks the packet for masquerading
 // and goes on to the service chain). A service chain picks an endpoint with
-// one rule, `numgen random mod n offset b map @endpoints-tcp`: the
-// port's endpoints are the elements b to b+n-1 of a data map shared by all
-// Services (one map per protocol), each a DNAT target. With ClientIP
+// one rule, `numgen random mod n offset b map @endpoints-tcp-0`: the
+// port's endpoints are the elements b to b+n-1 of a data map shared with
+// other Services (per protocol, a few shards), each a DNAT target. With ClientIP
 // affinity it instead sends clients found in an endpoint's affinity set to
 // that endpoint's chain, and picks among endpoint chains (one numgen rule
 // each), which record the client and DNAT. Hairpin traffic (a pod reaching

@@ -106,8 +106,8 @@ type Set struct {
 	// Timeout, in seconds, makes a dynamic set whose entries expire (the
 	// ClientIP affinity sets, filled by the packet path).
 	Timeout uint32
-	// Endpoints, a protocol ("tcp"), makes Map the data map of the slots
-	// of that protocol's endpoints (Key unused): a number, as numgen draws
+	// Endpoints, a protocol ("tcp"), makes Map a data map of the slots of
+	// that protocol's endpoints (Key unused): a number, as numgen draws
 	// it, to an endpoint address and port. A map per protocol, because
 	// nft 1.0.6 reads a map whose data is a port of any transport protocol
 	// ("th dport") back as conflicting with the rules that use it.

@@ -28,8 +28,8 @@ const (
 	mapNoEndpointServices = "no-endpoint-services"
 	mapNoEndpointNodePort = "no-endpoint-nodeports"
 	setHairpin            = "hairpin"
-	// mapEndpoints is the prefix of the endpoints maps' names, one map per
-	// protocol: "endpoints-tcp".
+	// mapEndpoints is the prefix of the endpoints maps' names, by protocol
+	// and shard: "endpoints-tcp-0".
 	mapEndpoints = "endpoints-"
 
 	// maxNameLen is the kernel's limit on chain and set names (NFT_NAME_MAXLEN
@@ -65,9 +65,14 @@ var baseSets = []Set{
 	{Name: mapNoEndpointServices, Key: []KeyType{KeyAddr, KeyProto, KeyPort}, Map: true},
 	{Name: mapNoEndpointNodePort, Key: []KeyType{KeyProto, KeyPort}, Map: true},
 	{Name: setHairpin, Key: []KeyType{KeyAddr, KeyAddr}},
-	{Name: mapEndpoints + "tcp", Map: true, Endpoints: "tcp"},
-	{Name: mapEndpoints + "udp", Map: true, Endpoints: "udp"},
-	{Name: mapEndpoints + "sctp", Map: true, Endpoints: "sctp"},
+}
+
+// protocols are the protocols of the endpoints maps.
+var protocols = []string{"tcp", "udp", "sctp"}
+
+// endpointsMap names shard k of a protocol's endpoints maps.
+func endpointsMap(proto string, k int) string {
+	return mapEndpoints + proto + "-" + strconv.Itoa(k)
 }
 
 // family holds what differs between the ip and ip6 tables.
@@ -320,10 +325,11 @@ func (r *renderer) render(p *proxy.ServicePort, prev []roleBlock, alloc *slotAll
 		if epChain == nil {
 			b := blockFor(prev, role, n, alloc)
 			o.blocks = append(o.blocks, roleBlock{role, b})
+			m := endpointsMap(proto, alloc.shard(id))
 			for i, ep := range eps {
-				o.slots = append(o.slots, Element{Family: f, Set: mapEndpoints + proto, Slot: b.offset + uint32(i), To: ep})
+				o.slots = append(o.slots, Element{Family: f, Set: m, Slot: b.offset + uint32(i), To: ep})
 			}
-			return append(rules, rule(chain, DNATSlot{Proto: proto, Mod: n, Offset: b.offset, Map: mapEndpoints + proto}))
+			return append(rules, rule(chain, DNATSlot{Proto: proto, Mod: n, Offset: b.offset, Map: m}))
 		}
 		for _, ep := range eps {
 			rules = append(rules, rule(chain, SaddrIn{epSet[ep]}, Goto{epChain[ep]}))
@@ -426,8 +432,8 @@ func (r *renderer) render(p *proxy.ServicePort, prev []roleBlock, alloc *slotAll
 
 // baseObjects adds the objects that do not depend on the Services, emptied
 // (with flush), followed by their rules; it returns how many rules that is.
-// The table must exist.
-func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
+// The table must exist. shards is the number of endpoints maps per protocol.
+func (r *renderer) baseObjects(tx *txBuilder, flush bool, shards int) int {
 	f := r.Family
 	add := func(verb Verb, o Object) { tx.head = append(tx.head, Op{verb, o}) }
 	for _, c := range baseChains {
@@ -436,8 +442,14 @@ func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
 	for _, c := range regularChains {
 		add(Add, &Chain{Family: f, Name: c})
 	}
-	for i := range baseSets {
-		s := baseSets[i]
+	sets := slices.Clone(baseSets)
+	for _, p := range protocols {
+		for k := range shards {
+			sets = append(sets, Set{Name: endpointsMap(p, k), Map: true, Endpoints: p})
+		}
+	}
+	for i := range sets {
+		s := sets[i]
 		s.Family = f
 		add(Add, &s)
 	}
@@ -448,8 +460,8 @@ func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
 		for _, c := range regularChains {
 			add(Flush, &Chain{Family: f, Name: c})
 		}
-		for i := range baseSets {
-			s := baseSets[i]
+		for i := range sets {
+			s := sets[i]
 			s.Family = f
 			add(Flush, &s)
 		}

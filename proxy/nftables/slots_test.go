@@ -8,7 +8,7 @@ import (
 )
 
 // drawRule matches a rule's draw from the endpoints map as nft lists it.
-var drawRule = regexp.MustCompile(`numgen random mod (\d+)(?: offset (\d+))? map @` + mapEndpoints + `(\w+)`)
+var drawRule = regexp.MustCompile(`numgen random mod (\d+)(?: offset (\d+))? map @` + mapEndpoints + `([\w-]+)`)
 
 // resolveSlots rewrites a table listing (the fake's dump, or the kernel's
 // put in its order) so that it no longer depends on which slots of the
@@ -101,5 +101,26 @@ func TestSlotAllocReusesFreedBlocks(t *testing.T) {
 	a.reset()
 	if got := a.get(1); got != (block{0, 1}) {
 		t.Errorf("after reset get(1) = %+v, want slot 0", got)
+	}
+}
+
+func TestSlotAllocShards(t *testing.T) {
+	var a slotAlloc
+	for _, tc := range []struct{ ports, want int }{{0, 1}, {512, 1}, {513, 2}, {3000, 8}, {100, 8}} {
+		a.setShards(tc.ports)
+		if a.shards != tc.want {
+			t.Errorf("after setShards(%d): %d shards, want %d (never fewer than before)", tc.ports, a.shards, tc.want)
+		}
+	}
+	seen := map[int]bool{}
+	for i := range 200 {
+		k := a.shard("ns/svc-" + strconv.Itoa(i) + "/80/tcp/IPv4")
+		if k < 0 || k >= a.shards {
+			t.Fatalf("shard %d of %d", k, a.shards)
+		}
+		seen[k] = true
+	}
+	if len(seen) != a.shards {
+		t.Errorf("200 ports used %d of %d shards", len(seen), a.shards)
 	}
 }
