@@ -65,7 +65,8 @@ func TestNFTablesDryRunOfTheExampleCluster(t *testing.T) {
 		"add table ip clusterdns\n",
 		"add table ip6 clusterdns\n",
 		"add element ip clusterdns service-ips { 10.10.97.97 . tcp . 80 : goto service-",
-		" meta l4proto tcp dnat to 172.16.79.83:80\n",
+		" meta l4proto tcp dnat ip to numgen random mod 3 map @endpoints-tcp-0\n",
+		" : 172.16.79.83 . 80 }\n",
 		" ip saddr != 172.16.0.0/16 jump mark-for-masquerade\n",
 	} {
 		if !strings.Contains(stdout.String(), want) {

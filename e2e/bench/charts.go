@@ -214,3 +214,29 @@ func (r *Results) WriteCharts(dir string) ([]string, error) {
 	}
 	return written, nil
 }
+
+// ChangeBySizeChart draws, for each labelled run, the median time of one
+// endpoint change of each rule peer against the cluster size, as lines:
+// what a flat change cost looks like next to one that grows. Runs are
+// drawn in order's order.
+func ChangeBySizeChart(path, title string, runs map[string]*Results, order []string) error {
+	lines := map[string][][2]float64{}
+	var names []string
+	for _, label := range order {
+		r := runs[label]
+		peers := map[string]bool{}
+		for _, s := range r.Samples {
+			if s.Metric == MetricChange && !peers[s.Peer] {
+				peers[s.Peer] = true
+				name := s.Peer + ", " + label
+				names = append(names, name)
+				for _, size := range r.Sizes(MetricChange, s.Peer) {
+					if m, ok := r.Median(s.Peer, MetricChange, size); ok {
+						lines[name] = append(lines[name], [2]float64{float64(size), m})
+					}
+				}
+			}
+		}
+	}
+	return lineChart(path, title, "ClusterIP Services", "one endpoint change (ms, median)", lines, names)
+}

@@ -160,7 +160,7 @@ func runRules(t *testing.T, ctx context.Context, e *env, mode string, size int) 
 	}
 	var peers []rulePeer
 	for _, p := range rulePeersFor(mode) {
-		if folder != "" && p.base != PeerOurProxy {
+		if (folder != "" || *flagKubeProxyMax > 0 && size > *flagKubeProxyMax) && p.base != PeerOurProxy {
 			continue
 		}
 		if slices.Contains(e.cfg.rulePeers, p.base) {

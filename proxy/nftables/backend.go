@@ -60,6 +60,9 @@ type familyState struct {
 	claims map[claimKey]proxy.PortKey
 	// conflicts lists the claims refused while planning, for the log.
 	conflicts []string
+	// slots hands out the blocks of the endpoints map. Like hairpin, it is
+	// updated while a transaction is planned and starts over with the maps.
+	slots slotAlloc
 }
 
 // New returns the backend. Nothing touches the kernel until the first Sync.
@@ -151,10 +154,21 @@ func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
 			if fresh {
 				s.head = append(s.head, Op{Delete, table}, Op{Add, table})
 			}
-			p.baseRules = r.baseObjects(s, !fresh)
+			if fresh {
+				st.slots.shards = 0 // the table is new: its maps too
+			}
+			ports := 0
+			for _, sp := range m.Ports {
+				if sp.Key.Family == r.Family {
+					ports++
+				}
+			}
+			st.slots.setShards(ports)
+			p.baseRules = r.baseObjects(s, !fresh, st.slots.shards)
 			// The hairpin set was emptied; every port adds its pairs.
 			st.hairpin = make(map[netip.Addr]int, len(st.hairpin))
 			st.claims = make(map[claimKey]proxy.PortKey, len(st.claims))
+			st.slots.reset()
 		}
 		old := st.ports
 		if fresh {
@@ -172,7 +186,11 @@ func (b *Backend) plan(m *proxy.Model, full, fresh bool) []*familyPlan {
 			if !full && prev != nil && (prev.sp == sp || prev.sp.Equal(sp)) {
 				return
 			}
-			cur := r.render(sp)
+			var blocks []roleBlock
+			if prev != nil && !full {
+				blocks = prev.blocks
+			}
+			cur := r.render(sp, blocks, &st.slots)
 			st.write(s, prev, cur, full)
 			p.updates = append(p.updates, cur)
 		}
@@ -256,6 +274,7 @@ func (st *familyState) write(s *txBuilder, prev, cur *portObjects, full bool) {
 			s.mapAdd = append(s.mapAdd, Op{Add, &curElements[i]})
 		}
 	}
+	st.writeSlots(s, prev, cur, full)
 	st.writeHairpin(s, prev, cur, full)
 	for i := range prevChains {
 		if c := &prevChains[i]; findChain(curChains, c.Name) == nil {
@@ -266,6 +285,35 @@ func (st *familyState) write(s *txBuilder, prev, cur *portObjects, full bool) {
 	for i := range prevSets {
 		if !hasSet(curSets, prevSets[i].Name) {
 			s.dropSets = append(s.dropSets, Op{Delete, &prevSets[i]})
+		}
+	}
+}
+
+// writeSlots replaces the endpoints map elements that changed between prev
+// and cur (with full, the map was emptied: all of cur's are added) and
+// frees the blocks prev had and cur does not keep.
+func (st *familyState) writeSlots(s *txBuilder, prev, cur *portObjects, full bool) {
+	var had, has []Element
+	var blocks []roleBlock
+	if prev != nil && !full {
+		had, blocks = prev.slots, prev.blocks
+	}
+	if cur != nil {
+		has = cur.slots
+	}
+	for i := range had {
+		if !hasSlot(has, &had[i]) {
+			s.unmap = append(s.unmap, Op{Delete, &had[i]})
+		}
+	}
+	for i := range has {
+		if !hasSlot(had, &has[i]) {
+			s.mapAdd = append(s.mapAdd, Op{Add, &has[i]})
+		}
+	}
+	for _, b := range blocks {
+		if cur == nil || !slices.ContainsFunc(cur.blocks, func(c roleBlock) bool { return c.block == b.block }) {
+			st.slots.put(b.block)
 		}
 	}
 }
@@ -355,6 +403,15 @@ func hasElementKey(elements []Element, e *Element) bool {
 func hasElement(elements []Element, e *Element) bool {
 	for i := range elements {
 		if o := &elements[i]; o.Set == e.Set && o.Goto == e.Goto && keyEqual(o.Key, e.Key) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasSlot(elements []Element, e *Element) bool {
+	for i := range elements {
+		if o := &elements[i]; o.Slot == e.Slot && o.To == e.To {
 			return true
 		}
 	}

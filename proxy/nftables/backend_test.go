@@ -259,16 +259,17 @@ func TestRuleCount(t *testing.T) {
 		steps [][]pt.Service
 		// want counts the rules and set elements: 17 base rules (6 hooks,
 		// 2 dispatch, 2 node port dispatch, 4 masquerading, 1 mark, 1
-		// reject, 1 drop), per endpoint 1 rule in the service chain and one
-		// hairpin element per address (shared between Services), per
-		// external chain 2, one map element per address and node port.
+		// reject, 1 drop), per service chain 1 rule and per endpoint one
+		// endpoints map element, one hairpin element per address (shared
+		// between Services), per external chain 2, one map element per
+		// address and node port.
 		want int
 	}{
 		{"empty", [][]pt.Service{nil}, 17},
-		{"clusterip", [][]pt.Service{{clusterIPSvc}}, 17 + 3 + 3 + 1},
-		{"nodeport", [][]pt.Service{{nodePortSvc}}, 17 + 3 + 3 + 2 + 2},
-		{"shared endpoints counted once", [][]pt.Service{{clusterIPSvc, nodePortSvc}}, 17 + 3 + 3 + 1 + 3 + 2 + 2},
-		{"after removal", [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, 17 + 3 + 3 + 1},
+		{"clusterip", [][]pt.Service{{clusterIPSvc}}, 17 + 1 + 3 + 3 + 1},
+		{"nodeport", [][]pt.Service{{nodePortSvc}}, 17 + 1 + 3 + 3 + 2 + 2},
+		{"shared endpoints counted once", [][]pt.Service{{clusterIPSvc, nodePortSvc}}, 17 + 1 + 3 + 3 + 1 + 1 + 3 + 2 + 2},
+		{"after removal", [][]pt.Service{{clusterIPSvc, nodePortSvc}, {clusterIPSvc}}, 17 + 1 + 3 + 3 + 1},
 		{"no endpoints", [][]pt.Service{{emptySvc}}, 17 + 2},
 	}
 	for _, tc := range cases {
@@ -309,7 +310,7 @@ func TestObjectNamesAreValidAndBounded(t *testing.T) {
 		s.ClusterIPs, s.Ready = []string{"fd00:10::1"}, []string{"fd00:172:1234:5678:9abc:def0:1234:5678"}
 	})
 	m := pt.Model(nil, sp)
-	o := newRenderer(proxy.IPv6, &Config{}).render(m.Ports[0])
+	o := newRenderer(proxy.IPv6, &Config{}).render(m.Ports[0], nil, &slotAlloc{})
 	var names []string
 	for _, c := range o.chains {
 		names = append(names, c.Name)

@@ -36,7 +36,9 @@ func (c *contractTarget) Route(t *testing.T, p pt.Packet) (pt.Route, bool) {
 	return pt.Route{Outcomes: out, Affinity: affinity}, true
 }
 
-func (c *contractTarget) State(*testing.T) string { return c.fake.Dump() }
+// State leaves out which slots of the endpoints map each list took: partial
+// syncs take other slots than one full sync does.
+func (c *contractTarget) State(t *testing.T) string { return resolveSlots(t, c.fake.Dump()) }
 
 func TestContract(t *testing.T) {
 	pt.Run(t, newContractTarget, nil)

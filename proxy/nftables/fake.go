@@ -219,6 +219,8 @@ func stmtSet(s Stmt) (name string, want Set, ok bool) {
 		return s.Set, Set{Key: []KeyType{KeyAddr, KeyAddr}}, true
 	case UpdateSaddr:
 		return s.Set, Set{Key: []KeyType{KeyAddr}}, true
+	case DNATSlot:
+		return s.Map, Set{Map: true, Endpoints: s.Proto}, true
 	case VMap:
 		if s.Addr {
 			return s.Map, Set{Key: []KeyType{KeyAddr, KeyProto, KeyPort}, Map: true}, true
@@ -259,7 +261,7 @@ func (t *fakeTable) addRule(verb Verb, r *Rule) error {
 			switch {
 			case have == nil:
 				return fmt.Errorf("set %s: %w", name, errNotFound)
-			case have.Map != want.Map || !slices.Equal(have.Key, want.Key):
+			case have.Map != want.Map || have.Endpoints != want.Endpoints || !slices.Equal(have.Key, want.Key):
 				return fmt.Errorf("set %s has another type: %w", name, errInvalid)
 			}
 		}
@@ -299,7 +301,7 @@ func (t *fakeTable) setOp(verb Verb, s *Set) error {
 			t.sets[s.Name] = &fakeSet{Set: *s, elements: map[string]*Element{}}
 			return nil
 		}
-		if have.Map != s.Map || have.Timeout != s.Timeout || !slices.Equal(have.Key, s.Key) {
+		if have.Map != s.Map || have.Endpoints != s.Endpoints || have.Timeout != s.Timeout || !slices.Equal(have.Key, s.Key) {
 			return fmt.Errorf("set %s exists with another type: %w", s.Name, errExists)
 		}
 		return nil
@@ -333,6 +335,12 @@ func (t *fakeTable) elementOp(verb Verb, e *Element) error {
 	if s == nil {
 		return fmt.Errorf("set %s: %w", e.Set, errNotFound)
 	}
+	if (s.Endpoints != "") != e.To.IsValid() {
+		return fmt.Errorf("element of set %s: endpoints map and target do not match: %w", e.Set, errInvalid)
+	}
+	if e.To.IsValid() && proxy.FamilyOf(e.To.Addr()) != t.family {
+		return fmt.Errorf("target %s in map %s: %w", e.To, e.Set, errInvalid)
+	}
 	if len(e.Key) != len(s.Key) {
 		return fmt.Errorf("key of %d fields in set %s of %d: %w", len(e.Key), e.Set, len(s.Key), errInvalid)
 	}
@@ -357,7 +365,7 @@ func (t *fakeTable) elementOp(verb Verb, e *Element) error {
 	have := s.elements[k]
 	switch verb {
 	case Add:
-		if s.Map != (e.Goto != "") {
+		if s.Endpoints == "" && s.Map != (e.Goto != "") {
 			return fmt.Errorf("element %s of %s: map and verdict do not match: %w", k, e.Set, errInvalid)
 		}
 		if e.Goto != "" {
@@ -365,8 +373,8 @@ func (t *fakeTable) elementOp(verb Verb, e *Element) error {
 				return err
 			}
 		}
-		if have != nil && have.Goto != e.Goto {
-			return fmt.Errorf("element %s of %s exists with another verdict: %w", k, e.Set, errBusy)
+		if have != nil && (have.Goto != e.Goto || have.To != e.To) {
+			return fmt.Errorf("element %s of %s exists with another value: %w", k, e.Set, errBusy)
 		}
 		cp := *e // the fake keeps its own, whatever the caller does later
 		s.elements[k] = &cp
@@ -429,7 +437,7 @@ func (t *fakeTable) walk(h *Hook, c *fakeChain, stack []string) error {
 func allowed(h *Hook, s Stmt) error {
 	ok := true
 	switch s.(type) {
-	case DNAT:
+	case DNAT, DNATSlot:
 		ok = h.Type == "nat" && (h.Hook == "prerouting" || h.Hook == "output")
 	case Masquerade:
 		ok = h.Type == "nat" && h.Hook == "postrouting"
@@ -497,8 +505,8 @@ func (t *fakeTable) dump(w *textWriter) {
 		if s.Map {
 			kind = "map"
 		}
-		w.str("\t", kind, " ", name, " {\n\t\ttype ")
-		w.keyType(&s.Set)
+		w.str("\t", kind, " ", name, " {\n\t\t")
+		w.setType(&s.Set)
 		w.str("\n")
 		if s.Timeout > 0 {
 			w.str("\t\tsize ", strconv.Itoa(affinitySetSize), "\n\t\tflags dynamic,timeout\n\t\ttimeout ", duration(s.Timeout), "\n")

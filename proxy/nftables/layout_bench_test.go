@@ -15,9 +15,11 @@ import (
 
 // BenchmarkKernelLayout asks the kernel what an endpoint change costs in
 // two layouts of a table of n services, each reached from a hooked verdict
-// map: rewriting a service chain of DNAT rules (today's layout), against
-// replacing one element of a shared data map that a single rule per service
-// would read with "dnat to numgen random mod K offset B map @endpoints".
+// map: rewriting a service chain of DNAT rules (the layout before the
+// endpoints maps), against replacing one element of a shared data map that
+// a single rule per service reads with "dnat to numgen random mod K offset
+// B map @endpoints" (the backend's layout; BenchmarkKernelEndpointChange
+// measures the backend itself).
 // A DNAT rule makes the kernel validate the whole table at commit, every
 // chain reachable from the hooks, so the first grows with n; an element of
 // a data map (no verdict) does not. Issue 15 measured, loaded machine,

@@ -122,7 +122,7 @@ func queue(conn *nft.Conn, o Op) error {
 		}
 		return fmt.Errorf("%s of this set", o.Verb)
 	case *Element:
-		set := &nft.Set{Name: obj.Set, Table: table, IsMap: obj.Goto != ""}
+		set := &nft.Set{Name: obj.Set, Table: table, IsMap: obj.Goto != "" || obj.To.IsValid()}
 		elem, err := encodeElement(obj)
 		if err != nil {
 			return err
@@ -144,8 +144,20 @@ const affinitySetSize = 65535
 // encodeElement encodes an element's key and verdict. A concatenated key is
 // its fields in network order, each padded with zeros to a multiple of four
 // bytes.
+//
+// An element of the endpoints map has the slot as key, in host order as
+// numgen writes it, and the target as data: the address, then the port in
+// network order padded to four bytes.
 func encodeElement(e *Element) (nft.SetElement, error) {
 	var out nft.SetElement
+	if e.To.IsValid() {
+		if e.To.Addr().Is4() != (e.Family == proxy.IPv4) {
+			return out, fmt.Errorf("endpoint %s in a table of %s", e.To, e.Family)
+		}
+		out.Key = binaryutil.NativeEndian.PutUint32(e.Slot)
+		out.Val = append(e.To.Addr().AsSlice(), byte(e.To.Port()>>8), byte(e.To.Port()), 0, 0)
+		return out, nil
+	}
 	if e.Goto != "" {
 		out.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Goto}
 	}
@@ -230,6 +242,25 @@ func compileRule(f family, stmts []Stmt) ([]expr.Any, error) {
 				&expr.Immediate{Register: 1, Data: s.To.Addr().AsSlice()},
 				&expr.Immediate{Register: 2, Data: port},
 				&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFamily, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+		case DNATSlot:
+			p, err := protocolNumber(s.Proto)
+			if err != nil {
+				return nil, err
+			}
+			// The map's data lands in register 1 and the next: the port
+			// follows the address, in the 32-bit register after it (9 after
+			// an IPv4 address, the 128-bit register 2 after an IPv6 one), as
+			// nft sets it.
+			natFamily, portReg := uint32(unix.NFPROTO_IPV4), uint32(9)
+			if f.Family == proxy.IPv6 {
+				natFamily, portReg = unix.NFPROTO_IPV6, 2
+			}
+			out = append(out,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
+				&expr.Numgen{Register: 1, Modulus: uint32(s.Mod), Type: unix.NFT_NG_RANDOM, Offset: s.Offset},
+				&expr.Lookup{SourceRegister: 1, SetName: s.Map, DestRegister: 1, IsDestRegSet: true},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFamily, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: portReg, RegProtoMax: portReg, Specified: true})
 		case UpdateSaddr:
 			out = append(out, saddr(f, addrLen(f)), &expr.Dynset{SrcRegKey: 1, SetName: s.Set, Operation: unix.NFT_DYNSET_OP_UPDATE})
 		case SaddrIn:

@@ -106,6 +106,12 @@ type Set struct {
 	// Timeout, in seconds, makes a dynamic set whose entries expire (the
 	// ClientIP affinity sets, filled by the packet path).
 	Timeout uint32
+	// Endpoints, a protocol ("tcp"), makes Map a data map of the slots of
+	// that protocol's endpoints (Key unused): a number, as numgen draws
+	// it, to an endpoint address and port. A map per protocol, because
+	// nft 1.0.6 reads a map whose data is a port of any transport protocol
+	// ("th dport") back as conflicting with the rules that use it.
+	Endpoints string
 }
 
 // Value is one field of an element's key: an address, a protocol or a port,
@@ -116,12 +122,15 @@ type Value struct {
 	Port  uint16
 }
 
-// Element is an element of a set or, with a Goto, of a verdict map.
+// Element is an element of a set or, with a Goto, of a verdict map or,
+// with To, of the endpoints map (then Slot is its key and Key is unused).
 type Element struct {
 	Family proxy.Family
 	Set    string
 	Key    []Value
 	Goto   string // the chain a map element goes to
+	Slot   uint32
+	To     netip.AddrPort
 }
 
 func (t *Table) family() proxy.Family   { return t.Family }
@@ -179,6 +188,15 @@ type (
 	DNAT struct {
 		Proto string
 		To    netip.AddrPort
+	}
+	// DNATSlot translates the destination of a Proto packet to one of Mod
+	// endpoints, drawn at random: `numgen random mod Mod offset Offset`
+	// picks a slot of the endpoints map Map, whose element is the target.
+	DNATSlot struct {
+		Proto  string
+		Mod    int
+		Offset uint32
+		Map    string
 	}
 	// Masquerade translates the source to the outgoing interface's address.
 	Masquerade struct{}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,6 +100,19 @@ func parseListing(listing []byte, fam proxy.Family, k *inspect.Kernel) {
 			chains[name] = append(chains[name], line)
 		}
 	}
+	slots := map[string]map[uint64]netip.AddrPort{} // by map name
+	for block, list := range elements {
+		name, ok := strings.CutPrefix(block, "map ")
+		if !ok || !strings.HasPrefix(name, mapEndpoints) {
+			continue
+		}
+		slots[name] = map[uint64]netip.AddrPort{}
+		for _, e := range list {
+			if slot, to, ok := parseSlotElement(e); ok {
+				slots[name][slot] = to
+			}
+		}
+	}
 	for _, m := range []string{mapServiceIPs, mapNoEndpointServices, mapServiceNodePorts, mapNoEndpointNodePort} {
 		for _, e := range elements["map "+m] {
 			f, chain, ok := parseServiceElement(e, fam)
@@ -107,7 +121,7 @@ func parseListing(listing []byte, fam proxy.Family, k *inspect.Kernel) {
 			}
 			k.Add(f, netip.AddrPort{})
 			if m == mapServiceIPs || m == mapServiceNodePorts {
-				for _, ep := range reachedDNAT(chains, chain) {
+				for _, ep := range reachedDNAT(chains, slots, chain) {
 					k.Add(f, ep)
 				}
 			}
@@ -140,13 +154,40 @@ func parseServiceElement(e string, fam proxy.Family) (inspect.Frontend, string, 
 	return f, chain, true
 }
 
+// parseSlotElement reads an endpoints map element, "10 : 10.0.0.1 . 80".
+func parseSlotElement(e string) (uint64, netip.AddrPort, bool) {
+	key, value, ok := strings.Cut(e, " : ")
+	addr, port, ok2 := strings.Cut(value, " . ")
+	slot, err := strconv.ParseUint(key, 10, 32)
+	if !ok || !ok2 || err != nil {
+		return 0, netip.AddrPort{}, false
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return 0, netip.AddrPort{}, false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return 0, netip.AddrPort{}, false
+	}
+	return slot, netip.AddrPortFrom(a, uint16(p)), true
+}
+
 // reachedDNAT returns the DNAT targets reached from chain through goto and
-// jump, in rule order.
-func reachedDNAT(chains map[string][]string, chain string) []netip.AddrPort {
+// jump, in rule order; a draw from an endpoints map ("dnat ip to numgen
+// random mod N [offset B] map @endpoints-tcp") reaches the targets of its
+// slots.
+func reachedDNAT(chains map[string][]string, slots map[string]map[uint64]netip.AddrPort, chain string) []netip.AddrPort {
 	return inspect.FollowDNAT(chain, func(c string) []inspect.Step {
 		var steps []inspect.Step
 		for _, rule := range chains[c] {
 			words := strings.Fields(rule)
+			if i := slices.Index(words, "numgen"); i > 0 && words[i-1] == "to" && strings.HasPrefix(words[len(words)-1], "@"+mapEndpoints) {
+				for _, ep := range drawnSlots(words[i:], slots[strings.TrimPrefix(words[len(words)-1], "@")]) {
+					steps = append(steps, inspect.Step{DNAT: ep})
+				}
+				continue
+			}
 			for i := 0; i+1 < len(words); i++ {
 				switch words[i] {
 				case "goto", "jump":
@@ -162,4 +203,25 @@ func reachedDNAT(chains map[string][]string, chain string) []netip.AddrPort {
 		}
 		return steps
 	})
+}
+
+// drawnSlots returns the targets of the slots "numgen random mod N [offset
+// B] map @endpoints-tcp" draws from, in slot order.
+func drawnSlots(words []string, slots map[uint64]netip.AddrPort) []netip.AddrPort {
+	var mod, offset uint64
+	for i := 0; i+1 < len(words); i++ {
+		switch words[i] {
+		case "mod":
+			mod, _ = strconv.ParseUint(words[i+1], 10, 32)
+		case "offset":
+			offset, _ = strconv.ParseUint(words[i+1], 10, 32)
+		}
+	}
+	var out []netip.AddrPort
+	for s := offset; s < offset+mod; s++ {
+		if ep, ok := slots[s]; ok {
+			out = append(out, ep)
+		}
+	}
+	return out
 }

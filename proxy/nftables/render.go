@@ -28,6 +28,9 @@ const (
 	mapNoEndpointServices = "no-endpoint-services"
 	mapNoEndpointNodePort = "no-endpoint-nodeports"
 	setHairpin            = "hairpin"
+	// mapEndpoints is the prefix of the endpoints maps' names, by protocol
+	// and shard: "endpoints-tcp-0".
+	mapEndpoints = "endpoints-"
 
 	// maxNameLen is the kernel's limit on chain and set names (NFT_NAME_MAXLEN
 	// less the terminating zero).
@@ -62,6 +65,14 @@ var baseSets = []Set{
 	{Name: mapNoEndpointServices, Key: []KeyType{KeyAddr, KeyProto, KeyPort}, Map: true},
 	{Name: mapNoEndpointNodePort, Key: []KeyType{KeyProto, KeyPort}, Map: true},
 	{Name: setHairpin, Key: []KeyType{KeyAddr, KeyAddr}},
+}
+
+// protocols are the protocols of the endpoints maps.
+var protocols = []string{"tcp", "udp", "sctp"}
+
+// endpointsMap names shard k of a protocol's endpoints maps.
+func endpointsMap(proto string, k int) string {
+	return mapEndpoints + proto + "-" + strconv.Itoa(k)
 }
 
 // family holds what differs between the ip and ip6 tables.
@@ -134,10 +145,14 @@ type portObjects struct {
 	// hairpin lists the endpoint addresses (each once) whose traffic to
 	// themselves through the Service must be masqueraded.
 	hairpin []netip.Addr
+	// blocks are the blocks of the endpoints map the port's lists use, and
+	// slots their elements.
+	blocks []roleBlock
+	slots  []Element
 }
 
 func (o *portObjects) rules() int {
-	n := len(o.elements)
+	n := len(o.elements) + len(o.slots)
 	for _, c := range o.chains {
 		n += len(c.rules)
 	}
@@ -207,7 +222,12 @@ func nodePortKey(proto string, port uint16) []Value {
 // from this node (a Local policy) or comes from a source the load
 // balancer's ranges do not allow. Translated packets no longer carry the
 // Service's address, so the maps never see them.
-func (r *renderer) render(p *proxy.ServicePort) *portObjects {
+//
+// Each list of endpoints a port chooses from without ClientIP affinity
+// takes a block of the endpoints map's slots, from prev's blocks when one is
+// big enough (so that the rule choosing from it stays as it is) or else from
+// alloc.
+func (r *renderer) render(p *proxy.ServicePort, prev []roleBlock, alloc *slotAlloc) *portObjects {
 	o := &portObjects{sp: p}
 	f := r.Family
 	label := readable(portLabel(p))
@@ -269,8 +289,9 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 	rule := func(chain string, stmts ...Stmt) Rule { return Rule{Family: f, Chain: chain, Stmts: stmts} }
 	// With ClientIP affinity each endpoint has a chain of its own, which
 	// records the client in the endpoint's set and DNATs. Without, the
-	// list chains DNAT themselves: fewer chains keep nft fast, as it lists
-	// every chain of the table before each transaction.
+	// list chains DNAT themselves through the endpoints map: fewer chains
+	// keep nft fast, as it lists every chain of the table before each
+	// transaction.
 	var epChain map[netip.AddrPort]string
 	var epSet map[netip.AddrPort]string
 	if p.AffinitySeconds > 0 {
@@ -292,29 +313,33 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 			}})
 		}
 	}
-	// listRules chooses among eps. One rule per endpoint, each drawing its
-	// own number: the first of k endpoints left is taken with chance 1/k,
-	// so that every endpoint is equally likely. A "numgen random mod n vmap
-	// { ... }" would be one rule, but each such rule makes an anonymous
-	// set, and the kernel finds a name for a new anonymous set by walking
-	// all the table's sets: a full sync at 10,000 Services took minutes.
-	listRules := func(chain string, rules []Rule, eps []netip.AddrPort) []Rule {
+	// listRules chooses among eps. With affinity, one rule per endpoint,
+	// each drawing its own number: the first of k endpoints left is taken
+	// with chance 1/k, so that every endpoint is equally likely. Without,
+	// one rule draws a slot of the list's block in the shared endpoints
+	// map: an endpoint that changes is a map element replaced, which the
+	// kernel takes without checking the table's jumps again (a rule it
+	// would check, at a cost that grows with the cluster).
+	listRules := func(chain, role string, rules []Rule, eps []netip.AddrPort) []Rule {
 		n := len(eps)
-		for _, ep := range eps {
-			if epSet != nil {
-				rules = append(rules, rule(chain, SaddrIn{epSet[ep]}, Goto{epChain[ep]}))
+		if epChain == nil {
+			b := blockFor(prev, role, n, alloc)
+			o.blocks = append(o.blocks, roleBlock{role, b})
+			m := endpointsMap(proto, alloc.shard(id))
+			for i, ep := range eps {
+				o.slots = append(o.slots, Element{Family: f, Set: m, Slot: b.offset + uint32(i), To: ep})
 			}
+			return append(rules, rule(chain, DNATSlot{Proto: proto, Mod: n, Offset: b.offset, Map: m}))
+		}
+		for _, ep := range eps {
+			rules = append(rules, rule(chain, SaddrIn{epSet[ep]}, Goto{epChain[ep]}))
 		}
 		for i, ep := range eps {
 			stmts := make([]Stmt, 0, 2)
 			if left := n - i; left > 1 {
 				stmts = append(stmts, Numgen{left})
 			}
-			if epChain != nil {
-				stmts = append(stmts, Goto{epChain[ep]})
-			} else {
-				stmts = append(stmts, DNAT{proto, ep})
-			}
+			stmts = append(stmts, Goto{epChain[ep]})
 			rules = append(rules, rule(chain, stmts...))
 		}
 		return rules
@@ -337,7 +362,7 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 		case r.clusterCIDR.IsValid():
 			rules = append(rules, rule(svcChain, AddrCmp{Src: true, Not: true, Prefix: r.clusterCIDR}, Jump{chainMarkMasq}))
 		}
-		o.chains = append(o.chains, portChain{Chain{Family: f, Name: svcChain}, listRules(svcChain, rules, p.Endpoints)})
+		o.chains = append(o.chains, portChain{Chain{Family: f, Name: svcChain}, listRules(svcChain, "service", rules, p.Endpoints)})
 		element(mapServiceIPs, serviceKey(p.ClusterIP, proto, p.Port), svcChain)
 		lists = append(lists, list{p.Endpoints, svcChain, r.masqueradeAll || r.clusterCIDR.IsValid()})
 	}
@@ -351,7 +376,7 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 			}
 		}
 		c := objectName("endpoints-"+role, label, id, role)
-		o.chains = append(o.chains, portChain{Chain{Family: f, Name: c}, listRules(c, nil, eps)})
+		o.chains = append(o.chains, portChain{Chain{Family: f, Name: c}, listRules(c, role, nil, eps)})
 		lists = append(lists, list{eps, c, false})
 		return c
 	}
@@ -407,8 +432,8 @@ func (r *renderer) render(p *proxy.ServicePort) *portObjects {
 
 // baseObjects adds the objects that do not depend on the Services, emptied
 // (with flush), followed by their rules; it returns how many rules that is.
-// The table must exist.
-func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
+// The table must exist. shards is the number of endpoints maps per protocol.
+func (r *renderer) baseObjects(tx *txBuilder, flush bool, shards int) int {
 	f := r.Family
 	add := func(verb Verb, o Object) { tx.head = append(tx.head, Op{verb, o}) }
 	for _, c := range baseChains {
@@ -417,8 +442,14 @@ func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
 	for _, c := range regularChains {
 		add(Add, &Chain{Family: f, Name: c})
 	}
-	for i := range baseSets {
-		s := baseSets[i]
+	sets := slices.Clone(baseSets)
+	for _, p := range protocols {
+		for k := range shards {
+			sets = append(sets, Set{Name: endpointsMap(p, k), Map: true, Endpoints: p})
+		}
+	}
+	for i := range sets {
+		s := sets[i]
 		s.Family = f
 		add(Add, &s)
 	}
@@ -429,8 +460,8 @@ func (r *renderer) baseObjects(tx *txBuilder, flush bool) int {
 		for _, c := range regularChains {
 			add(Flush, &Chain{Family: f, Name: c})
 		}
-		for i := range baseSets {
-			s := baseSets[i]
+		for i := range sets {
+			s := sets[i]
 			s.Family = f
 			add(Flush, &s)
 		}

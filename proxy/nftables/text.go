@@ -132,6 +132,16 @@ func (s DNAT) write(w *textWriter, _ string, _ bool) {
 	w.Buffer.Write(s.To.AppendTo(w.AvailableBuffer()))
 }
 
+func (s DNATSlot) write(w *textWriter, ip string, _ bool) {
+	w.str("meta l4proto ", s.Proto, " dnat ", ip, " to numgen random mod ")
+	w.num(s.Mod)
+	if s.Offset != 0 {
+		w.str(" offset ")
+		w.num(int(s.Offset))
+	}
+	w.str(" map @", s.Map)
+}
+
 func (Masquerade) write(w *textWriter, _ string, _ bool) { w.str("masquerade fully-random") }
 func (Reject) write(w *textWriter, _ string, _ bool)     { w.str("reject") }
 func (Drop) write(w *textWriter, _ string, _ bool)       { w.str("drop") }
@@ -150,8 +160,15 @@ func (w *textWriter) stmts(r *Rule, list bool) {
 	}
 }
 
-// keyType writes a set's key type, "ipv4_addr . inet_proto . inet_service".
-func (w *textWriter) keyType(s *Set) {
+// setType writes a set's type, "type ipv4_addr . inet_proto . inet_service"
+// or, for an endpoints map, "typeof numgen random mod 1 : ip daddr . tcp
+// dport" (its key is what numgen draws, for which nft has no type name).
+func (w *textWriter) setType(s *Set) {
+	if s.Endpoints != "" {
+		w.str("typeof numgen random mod 1 : ", familyOf(s.Family).ip, " daddr . ", s.Endpoints, " dport")
+		return
+	}
+	w.str("type ")
 	for i, k := range s.Key {
 		if i > 0 {
 			w.str(" . ")
@@ -173,6 +190,16 @@ func (w *textWriter) keyType(s *Set) {
 // key writes an element's key, "10.0.0.1 . tcp . 80", and with value its
 // verdict.
 func (w *textWriter) key(e *Element, value bool) {
+	if e.To.IsValid() {
+		w.num(int(e.Slot))
+		if value {
+			w.str(" : ")
+			w.addr(e.To.Addr())
+			w.str(" . ")
+			w.num(int(e.To.Port()))
+		}
+		return
+	}
 	for i, v := range e.Key {
 		if i > 0 {
 			w.str(" . ")
@@ -216,8 +243,8 @@ func (w *textWriter) op(o Op) {
 		}
 		w.str(verb, kind, tableText(obj.Family), " ", obj.Name)
 		if o.Verb == Add {
-			w.str(" { type ")
-			w.keyType(obj)
+			w.str(" { ")
+			w.setType(obj)
 			w.str(";")
 			if obj.Timeout > 0 {
 				w.str(" flags dynamic,timeout; timeout ")

@@ -224,6 +224,24 @@ func (tr *tracer) run(rules []*Rule, i, j int, p packet, s state) []state {
 		}
 		s.dnat, s.done = st.To, true
 		return []state{s}
+	case DNATSlot:
+		if st.Proto != p.proto {
+			return skip()
+		}
+		// Any slot the draw may give: a missing element fails the lookup
+		// and with it the rule.
+		var out []state
+		for i := range st.Mod {
+			if e := tr.lookup(st.Map, nil, st.Offset+uint32(i)); e != nil {
+				t := s
+				t.dnat, t.done = e.To, true
+				out = append(out, t)
+			}
+		}
+		if len(out) < st.Mod {
+			out = append(out, skip()...)
+		}
+		return out
 	case Masquerade:
 		s.masq, s.done = true, true
 		return []state{s}
@@ -261,14 +279,19 @@ func (tr *tracer) run(rules []*Rule, i, j int, p packet, s state) []state {
 	return nil
 }
 
-// lookup finds the element of a set with the key.
-func (tr *tracer) lookup(set string, key []Value) *Element {
+// lookup finds the element of a set with the key (in the endpoints map,
+// the slot).
+func (tr *tracer) lookup(set string, key []Value, slot ...uint32) *Element {
 	s := tr.table.sets[set]
 	if s == nil {
 		tr.t.Fatalf("tracer: set %s is missing", set)
 	}
 	var w textWriter
-	w.key(&Element{Key: key}, false)
+	e := Element{Key: key}
+	if s.Endpoints != "" {
+		e.Slot, e.To = slot[0], netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	}
+	w.key(&e, false)
 	return s.elements[w.String()]
 }
 
