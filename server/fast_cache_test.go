@@ -363,3 +363,51 @@ func BenchmarkFastPathCacheHit(b *testing.B) {
 		})
 	}
 }
+
+// TestFastPathKubeadmCacheHits builds the kubeadm Corefile's block, with
+// loadbalance, and checks that names outside the cluster zone are answered
+// from its cache on the fast path, as the full path answers them (up to the
+// addresses' order), shuffled. The cache runs on the real clock: each fast
+// reply is taken between two full ones and must match one of them, in case
+// a second of TTL ran out in between.
+func TestFastPathKubeadmCacheHits(t *testing.T) {
+	_, path := newFastFixture(t, true)
+	if path.listener.router.Load().routes[0].fast.hits == nil {
+		t.Fatal("the kubeadm block with loadbalance answers no cache hits on the fast path")
+	}
+	fast := 0
+	for _, name := range []string{"www.example.", "big.example.", "sig.secure.example.", "nx.example."} {
+		for _, q := range cacheHitQueries(name) {
+			before := fullReply(t, path, q)
+			got := fastReply(path, q)
+			if got == nil {
+				continue
+			}
+			fast++
+			after := fullReply(t, path, q)
+			if !sameCacheReply(got, before, true) && !sameCacheReply(got, after, true) {
+				t.Fatalf("query %s:\nfast path %x\nfull path %x\n%v\nwant\n%v", describeQuery(q), got, after, unpacked(got), unpacked(after))
+			}
+		}
+	}
+	if fast == 0 {
+		t.Fatal("no cache hit answered on the fast path")
+	}
+	t.Logf("%d cache hits answered on the fast path", fast)
+	m := new(dns.Msg)
+	m.SetQuestion("big.example.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	q, _ := m.Pack()
+	fullReply(t, path, q)
+	orders := map[string]bool{}
+	for range 20 {
+		got := fastReply(path, q)
+		if got == nil {
+			t.Fatal("big.example. A, cached, not answered on the fast path")
+		}
+		orders[fmt.Sprint(unpacked(got).Answer)] = true
+	}
+	if len(orders) < 2 {
+		t.Errorf("forty addresses came in %d order over 20 answers", len(orders))
+	}
+}
