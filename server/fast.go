@@ -82,18 +82,17 @@ func (p *fastPlan) chain(b *Block) *fastChain {
 			return nil
 		}
 	}
-	// Cache hits: one cache (two would each count the query) and no
-	// loadbalance, whose shuffle of cached records the fast path does not
-	// repeat.
+	// Cache hits: one cache (two would each count the query); loadbalance,
+	// in front of the cache, is repeated on the hit's packed records.
 	var hits *resolver.Cache
-	if len(p.caches) == 1 && !p.shuffle {
+	if len(p.caches) == 1 {
 		hits = p.caches[0]
 	}
 	if p.k == nil {
 		if hits == nil {
 			return nil
 		}
-		return &fastChain{rec: p.rec, recZones: p.recZones, hits: hits}
+		return &fastChain{rec: p.rec, recZones: p.recZones, shuffle: p.shuffle, hits: hits}
 	}
 	zones := p.k.Zones()
 	fc := &fastChain{rec: p.rec, recZones: p.recZones, shuffle: p.shuffle, k: p.k, zones: make([]bool, len(zones))}
@@ -353,7 +352,7 @@ func (f *fastChain) cacheHit(q fastQuery, in, out []byte, client netip.AddrPort,
 		return nil
 	}
 	flags := binary.BigEndian.Uint16(in[2:])
-	w, ok := f.hits.AnswerWire(q.name, q.qtype, q.do, flags&(1<<4) != 0, flags&(1<<5) != 0, out[question:limit])
+	w, ok := f.hits.AnswerWire(q.name, q.qtype, q.do, flags&(1<<4) != 0, flags&(1<<5) != 0, f.shuffle, out[question:limit])
 	if !ok {
 		return nil
 	}
