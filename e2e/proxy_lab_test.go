@@ -732,9 +732,6 @@ type labEnv struct {
 	kubeconfig                       func(t testing.TB, ns *netns.NS, dir string) string
 	// patience bounds an agent's first sync; zero means labPatience.
 	patience time.Duration
-	// ipv4Only builds the lab without its IPv6 half, where the agents
-	// cannot program IPv6 (kube-proxy in the e2e VM has no ip6tables).
-	ipv4Only bool
 }
 
 // TestProxyLab runs the lab's checks against kube-proxy v1.37.2 (the
@@ -769,16 +766,11 @@ func TestProxyLab(t *testing.T) {
 // until each has programmed the cluster.
 func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 	t.Helper()
-	spec := netns.LabSpec{LAN: netip.MustParsePrefix(labLAN), ClientIPs: []string{labClient, labStranger}, Nodes: labNodes}
-	if !env.ipv4Only {
-		spec.LAN6, spec.ClientIPs6 = netip.MustParsePrefix(labLAN6), sixes([]string{labClient, labStranger})
-	}
+	spec := netns.LabSpec{LAN: netip.MustParsePrefix(labLAN), ClientIPs: []string{labClient, labStranger}, Nodes: labNodes,
+		LAN6: netip.MustParsePrefix(labLAN6), ClientIPs6: sixes([]string{labClient, labStranger})}
 	l := &labRun{lab: netns.NewLab(t, spec), mode: impl.mode}
 	podServer := env.podServer
 	cidrs, nodePortAddrs := labCIDR+","+labCIDR6, labLAN+","+labLAN6
-	if env.ipv4Only {
-		cidrs, nodePortAddrs = labCIDR, labLAN
-	}
 	for _, n := range l.lab.Nodes {
 		for i, pod := range n.Pods {
 			ip := n.PodIPs[i].String()
@@ -787,12 +779,7 @@ func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 	}
 	// The client is the proxying load balancer of labProxiedLB: it holds
 	// the address and its twin and answers on them itself.
-	twins := func(ip string) []string {
-		if env.ipv4Only {
-			return []string{ip}
-		}
-		return []string{ip, six(ip)}
-	}
+	twins := func(ip string) []string { return []string{ip, six(ip)} }
 	for _, ip := range twins(labProxiedLB) {
 		l.lab.Client.MustRun("ip", "addr", "add", ip, "dev", "lo")
 		l.lab.Client.Start(podServer, "-name", labLBAnswer, "-peer", "-tcp", hostPort(ip, labHTTP), "-udp", "", "-lifetime", "10m")
@@ -845,9 +832,6 @@ func startLab(t *testing.T, env labEnv, impl labImpl) *labRun {
 		patience = labPatience
 	}
 	families := []string{"10.96.10.12", six("10.96.10.12")}
-	if env.ipv4Only {
-		families = families[:1]
-	}
 	started := time.Now()
 	for i, n := range l.lab.Nodes {
 		deadline := time.Now().Add(patience)
@@ -883,9 +867,6 @@ func (l *labRun) settleZones(t *testing.T) {
 	for _, c := range []struct{ pod, want, ip string }{
 		{labA1, labA0, "10.96.10.10"}, {labB1, labB0, "10.96.10.10"}, {labA1, labA0, six("10.96.10.10")}, {labB1, labB0, six("10.96.10.10")},
 	} {
-		if netip.MustParseAddr(c.ip).Is6() && !l.lab.Nodes[0].IP6.IsValid() {
-			continue
-		}
 		for inZone := 0; inZone < labAttempts && time.Now().Before(deadline); {
 			who, _, err := exchange(l.pod(c.pod), "tcp", noSrc, hostPort(c.ip, labHTTP))
 			if err == nil && who == c.want {
