@@ -15,17 +15,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Peer names of the node cache comparison.
-const (
-	PeerNodecache        = "clusterdns-nodecache"
-	PeerNodecacheCoreDNS = "coredns-nodecache"
-)
-
-// nodecacheNames is how many distinct names each node cache mix asks:
-// well inside the stock cache's 9,984 entries, so that after the warm-up
-// every query is a hit.
-const nodecacheNames = 1000
-
 // nodecachePorts are the ports the stock Corefile listens on.
 var nodecachePorts = struct{ dns, health, metrics int }{53, 8080, 9253}
 
