@@ -190,7 +190,7 @@ endpoints:
 			"add element ip6 clusterdns service-ips { fd00:198:51:100::2 . tcp . 80 : goto external-",
 			"add element ip6 clusterdns service-ips { fd00:203:113::3 . tcp . 80 : goto firewall-",
 			"ip6 saddr fd00:50::100 goto external-",
-			"dnat to [fd00:10:244:1::10]:80",
+			": fd00:10:244:1::10 . 80 }",
 		},
 		"ipvs": {
 			"TCP  203.0.113.3:80 rr",
@@ -236,17 +236,17 @@ endpoints:
 	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(manifests), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for mode, want := range map[string]string{
-		"iptables": `"kube-system/kube-dns:dns external IP" -d 169.254.20.10/32 -p udp -m udp --dport 53 -j CDNS-EXT-`,
-		"nftables": "169.254.20.10 . udp . 53 : goto external-",
+	for mode, want := range map[string]struct{ route, endpoint string }{
+		"iptables": {`"kube-system/kube-dns:dns external IP" -d 169.254.20.10/32 -p udp -m udp --dport 53 -j CDNS-EXT-`, "172.16.1.53:53"},
+		"nftables": {"169.254.20.10 . udp . 53 : goto external-", ": 172.16.1.53 . 53 }"},
 	} {
 		var stdout, stderr bytes.Buffer
 		args := []string{"--proxy-mode", mode, "--manifests", dir, "--dry-run", "--cluster-cidr", "172.16.0.0/16", "--node-local-dns", "169.254.20.10"}
 		if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
 			t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
 		}
-		if out := stdout.String(); !strings.Contains(out, want) || !strings.Contains(out, "172.16.1.53:53") {
-			t.Errorf("%s dry run lacks %q or the endpoint:\n%s", mode, want, out)
+		if out := stdout.String(); !strings.Contains(out, want.route) || !strings.Contains(out, want.endpoint) {
+			t.Errorf("%s dry run lacks %q or %q:\n%s", mode, want.route, want.endpoint, out)
 		}
 	}
 }
