@@ -301,14 +301,7 @@ func (f *fastChain) answer(q fastQuery, in, out []byte, client netip.AddrPort) [
 	copy(b[:2], in[:2])
 	flags := uint16(1<<15|1<<10) | binary.BigEndian.Uint16(in[2:])&(1<<8|1<<4) | uint16(w.Rcode)
 	binary.BigEndian.PutUint16(b[2:], flags)
-	binary.BigEndian.PutUint16(b[4:], 1)
-	binary.BigEndian.PutUint16(b[6:], w.Answers)
-	binary.BigEndian.PutUint16(b[8:], w.Ns)
-	arcount := w.Extra
-	if q.edns {
-		arcount++
-	}
-	binary.BigEndian.PutUint16(b[10:], arcount)
+	putSectionCounts(b, w.Answers, w.Ns, w.Extra, q.edns)
 	copy(b[12:question], in[12:question])
 	copy(b[question:], w.Body)
 	if q.mixedCase && w.Answers > 0 {
@@ -374,14 +367,7 @@ func (f *fastChain) cacheHit(q fastQuery, in, out []byte, client netip.AddrPort,
 		reply |= 1 << 5
 	}
 	binary.BigEndian.PutUint16(b[2:], reply)
-	binary.BigEndian.PutUint16(b[4:], 1)
-	binary.BigEndian.PutUint16(b[6:], w.Answers)
-	binary.BigEndian.PutUint16(b[8:], w.Ns)
-	arcount := w.Extra
-	if q.edns {
-		arcount++
-	}
-	binary.BigEndian.PutUint16(b[10:], arcount)
+	putSectionCounts(b, w.Answers, w.Ns, w.Extra, q.edns)
 	copy(b[12:question], in[12:question])
 	if q.edns {
 		writeReplyOPT(b[size:], q.do)
@@ -437,4 +423,17 @@ func shuffleRecords(rrs []byte, nameLen, n int) {
 			}
 		}
 	}
+}
+
+// putSectionCounts writes a one-question reply's section counts into its
+// header; the OPT record, when the query had one, adds to the additional
+// section.
+func putSectionCounts(b []byte, answers, ns, extra uint16, edns bool) {
+	if edns {
+		extra++
+	}
+	binary.BigEndian.PutUint16(b[4:], 1)
+	binary.BigEndian.PutUint16(b[6:], answers)
+	binary.BigEndian.PutUint16(b[8:], ns)
+	binary.BigEndian.PutUint16(b[10:], extra)
 }
