@@ -109,12 +109,7 @@ endpoints:
 		"nftables": {"fib saddr type local", "203.0.113.30 . tcp . 80 : goto external-"},
 		"ipvs":     {"TCP  203.0.113.30:80 rr", "# CDNS-EXTERNAL-LOCAL:"},
 	} {
-		var stdout, stderr bytes.Buffer
-		args := []string{"--proxy-mode", mode, "--manifests", dir, "--dry-run", "--cluster-cidr", "172.16.0.0/16", "--hostname-override", "node-a"}
-		if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
-			t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
-		}
-		out := stdout.String()
+		out := proxyDryRun(t, mode, dir, "--cluster-cidr", "172.16.0.0/16", "--hostname-override", "node-a")
 		for _, want := range wants {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s dry run lacks %q:\n%s", mode, want, out)
@@ -200,12 +195,7 @@ endpoints:
 			"fd00:203:113::3,tcp:80,fd00:50::100/128",
 		},
 	} {
-		var stdout, stderr bytes.Buffer
-		args := []string{"--proxy-mode", mode, "--manifests", dir, "--dry-run", "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/48", "--hostname-override", "node-a"}
-		if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
-			t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
-		}
-		out := stdout.String()
+		out := proxyDryRun(t, mode, dir, "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/48", "--hostname-override", "node-a")
 		for _, want := range wants {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s dry run lacks %q:\n%s", mode, want, out)
@@ -240,13 +230,21 @@ endpoints:
 		"iptables": {`"kube-system/kube-dns:dns external IP" -d 169.254.20.10/32 -p udp -m udp --dport 53 -j CDNS-EXT-`, "172.16.1.53:53"},
 		"nftables": {"169.254.20.10 . udp . 53 : goto external-", ": 172.16.1.53 . 53 }"},
 	} {
-		var stdout, stderr bytes.Buffer
-		args := []string{"--proxy-mode", mode, "--manifests", dir, "--dry-run", "--cluster-cidr", "172.16.0.0/16", "--node-local-dns", "169.254.20.10"}
-		if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
-			t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
-		}
-		if out := stdout.String(); !strings.Contains(out, want.route) || !strings.Contains(out, want.endpoint) {
+		out := proxyDryRun(t, mode, dir, "--cluster-cidr", "172.16.0.0/16", "--node-local-dns", "169.254.20.10")
+		if !strings.Contains(out, want.route) || !strings.Contains(out, want.endpoint) {
 			t.Errorf("%s dry run lacks %q or %q:\n%s", mode, want.route, want.endpoint, out)
 		}
 	}
+}
+
+// proxyDryRun runs `clusterdns proxy --dry-run` in mode over the manifests
+// in dir, with extra flags, and returns what it printed.
+func proxyDryRun(t *testing.T, mode, dir string, extra ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	args := append([]string{"--proxy-mode", mode, "--manifests", dir, "--dry-run"}, extra...)
+	if err := runProxy(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("%s dry run: %v\n%s", mode, err, stderr.String())
+	}
+	return stdout.String()
 }
